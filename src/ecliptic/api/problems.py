@@ -1,0 +1,83 @@
+"""Errors as ``application/problem+json`` (RFC 9457) with a stable ``code``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException
+
+from ecliptic.backends.base import BackendError
+from ecliptic.errors import EclipticError
+
+log = logging.getLogger("ecliptic.api")
+PROBLEM = "application/problem+json"
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+) -> JSONResponse:
+    """A problem document response."""
+    body: dict[str, Any] = {
+        "type": f"https://ecliptic.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem document."""
+
+    @app.exception_handler(EclipticError)
+    async def _ecliptic(_: Request, exc: EclipticError) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.title, exc.message, exc.errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for e in exc.errors():
+            msg = str(e.get("msg", "invalid"))
+            msg = msg.removeprefix("Value error, ")
+            if e.get("type") == "extra_forbidden":
+                msg = "unknown field; check its spelling against the API document at /docs"
+            errors.append(
+                {"loc": list(e.get("loc", ())), "field": _field(e.get("loc", ())), "msg": msg}
+            )
+        detail = "; ".join(f"{x['field']}: {x['msg']}" for x in errors)
+        return problem(422, "invalid_input", "Invalid input", detail, errors)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}
+        code = codes.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        log.info("integrity error: %s", exc.orig)
+        return problem(
+            409,
+            "conflict",
+            "Conflict",
+            "the request collides with an existing object (a name or address in use)",
+        )
+
+    @app.exception_handler(BackendError)
+    async def _backend(_: Request, exc: BackendError) -> JSONResponse:
+        status = 404 if exc.code == "not_found" else 502
+        return problem(status, exc.code, "Backend error", str(exc))

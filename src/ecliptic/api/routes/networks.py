@@ -1,0 +1,65 @@
+"""Networks, subnets and ports."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from ecliptic.api.deps import CallerDep, RuntimeDep
+from ecliptic.api.render import network_out, port_out
+from ecliptic.api.schemas import NetworkCreate, NetworkOut, PortCreate, PortOut, SubnetOut
+from ecliptic.services import networks
+
+router = APIRouter(tags=["networks"])
+
+
+@router.get("/networks", response_model=list[NetworkOut])
+def list_networks(caller: CallerDep, rt: RuntimeDep) -> list[NetworkOut]:
+    """Networks of your tenancy."""
+    return [network_out(n) for n in networks.list_networks(rt.db, caller)]
+
+
+@router.post("/networks", response_model=NetworkOut, status_code=202)
+def create_network(body: NetworkCreate, caller: CallerDep, rt: RuntimeDep) -> NetworkOut:
+    """Create a network with one subnet; its range is picked for you unless given."""
+    return network_out(networks.create_network(rt.db, rt.queue, caller, body.name, body.cidr))
+
+
+@router.get("/networks/{ref}", response_model=NetworkOut)
+def get_network(ref: str, caller: CallerDep, rt: RuntimeDep) -> NetworkOut:
+    """One network."""
+    return network_out(networks.get_network(rt.db, caller, ref))
+
+
+@router.delete("/networks/{ref}", response_model=NetworkOut, status_code=202)
+def delete_network(ref: str, caller: CallerDep, rt: RuntimeDep) -> NetworkOut:
+    """Delete a network; refused (409 in_use) while ports are on it."""
+    return network_out(networks.delete_network(rt.db, rt.queue, caller, ref))
+
+
+@router.get("/subnets", response_model=list[SubnetOut])
+def list_subnets(caller: CallerDep, rt: RuntimeDep) -> list[SubnetOut]:
+    """Subnets of your tenancy's networks."""
+    return [
+        SubnetOut.model_validate(s)
+        for n in networks.list_networks(rt.db, caller)
+        for s in n.subnets
+    ]
+
+
+@router.get("/ports", response_model=list[PortOut])
+def list_ports(caller: CallerDep, rt: RuntimeDep) -> list[PortOut]:
+    """Ports of your tenancy."""
+    return [port_out(p) for p in networks.list_ports(rt.db, caller)]
+
+
+@router.post("/ports", response_model=PortOut, status_code=201)
+def create_port(body: PortCreate, caller: CallerDep, rt: RuntimeDep) -> PortOut:
+    """Reserve an address on a network, to give to a server later."""
+    return port_out(networks.create_port(rt.db, caller, body.network, body.name, body.vnic_type))
+
+
+@router.delete("/ports/{ref}", status_code=204)
+def delete_port(ref: str, caller: CallerDep, rt: RuntimeDep) -> Response:
+    """Release an unattached port."""
+    networks.delete_port(rt.db, caller, ref)
+    return Response(status_code=204)

@@ -1,0 +1,103 @@
+"""Servers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from ecliptic.api.deps import CallerDep, RuntimeDep
+from ecliptic.api.render import server_out
+from ecliptic.api.schemas import (
+    ConsoleLog,
+    EventOut,
+    ExecRequest,
+    ExecResult,
+    Page,
+    ServerCreate,
+    ServerOut,
+)
+from ecliptic.phases import ServerPhase
+from ecliptic.services import servers
+
+router = APIRouter(tags=["servers"])
+
+
+@router.get("/servers", response_model=Page[ServerOut])
+def list_servers(
+    caller: CallerDep,
+    rt: RuntimeDep,
+    name: Annotated[str | None, Query(max_length=63, description="substring of the name")] = None,
+    phase: Annotated[ServerPhase | None, Query()] = None,
+    host: Annotated[str | None, Query(max_length=63)] = None,
+    flavor: Annotated[str | None, Query(max_length=63)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    marker: Annotated[str | None, Query(max_length=200)] = None,
+) -> Page[ServerOut]:
+    """Servers of your tenancy, oldest first, a page at a time."""
+    rows, nxt = servers.list_servers(
+        rt.db,
+        caller,
+        servers.ServerFilter(name=name, phase=phase, host=host, flavor=flavor),
+        limit=limit,
+        marker=marker,
+    )
+    return Page[ServerOut](items=[server_out(s) for s in rows], next=nxt)
+
+
+@router.post("/servers", response_model=ServerOut, status_code=202)
+def create_server(body: ServerCreate, caller: CallerDep, rt: RuntimeDep) -> ServerOut:
+    """Create a server; it is placed now and built in the background (watch its phase)."""
+    nics = [servers.NicRequest(n.network, n.port, n.vnic_type) for n in body.networks]
+    return server_out(servers.create_server(rt.db, rt.queue, caller, body.name, body.flavor, nics))
+
+
+@router.get("/servers/{ref}", response_model=ServerOut)
+def get_server(ref: str, caller: CallerDep, rt: RuntimeDep) -> ServerOut:
+    """One server, by name or id."""
+    return server_out(servers.get_server(rt.db, caller, ref))
+
+
+@router.delete("/servers/{ref}", response_model=ServerOut, status_code=202)
+def delete_server(ref: str, caller: CallerDep, rt: RuntimeDep) -> ServerOut:
+    """Delete a server; it goes to DELETING and disappears once cleaned up."""
+    return server_out(servers.delete_server(rt.db, rt.queue, caller, ref))
+
+
+@router.get("/servers/{ref}/log", response_model=ConsoleLog)
+def console_log(
+    ref: str,
+    caller: CallerDep,
+    rt: RuntimeDep,
+    tail_bytes: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 65536,
+) -> ConsoleLog:
+    """The tail of the server's console log (boot messages and service output)."""
+    srv, text = servers.console_log(rt.db, rt.backend, caller, ref, tail_bytes)
+    return ConsoleLog(server=srv.name, log=text)
+
+
+@router.get("/servers/{ref}/events", response_model=list[EventOut])
+def events(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[EventOut]:
+    """Phase changes of the server and why they happened."""
+    return [EventOut.model_validate(e) for e in servers.server_events(rt.db, caller, ref)]
+
+
+@router.post("/servers/{ref}/exec", response_model=ExecResult)
+def exec_command(ref: str, body: ExecRequest, caller: CallerDep, rt: RuntimeDep) -> ExecResult:
+    """Run one command inside the server and wait for it."""
+    res = servers.exec_in_server(
+        rt.db,
+        rt.backend,
+        caller,
+        ref,
+        list(body.argv),
+        timeout=body.timeout,
+        stdin=body.stdin.encode() if body.stdin is not None else None,
+    )
+    return ExecResult(
+        exit_code=res.exit_code,
+        stdout=res.stdout.decode(errors="replace"),
+        stderr=res.stderr.decode(errors="replace"),
+        duration_s=res.duration_s,
+        timed_out=res.timed_out,
+    )

@@ -1,0 +1,385 @@
+"""Request and response bodies of the REST API; the Python client reuses them.
+
+Every request body forbids unknown fields and bounds every size, so a typo in a field
+name is an error that names the field rather than a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+FLAVOR_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+
+
+def _name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(
+            f"'{value}' is not a valid name: use 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _flavor_name(value: str) -> str:
+    if not FLAVOR_NAME_RE.match(value):
+        raise ValueError(
+            f"'{value}' is not a valid flavor name: use 1-63 lowercase letters, digits, "
+            "'.' and '-', starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _cidr(value: str) -> str:
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"'{value}' is not an IPv4 network in CIDR form ({exc})") from None
+    if not 16 <= net.prefixlen <= 29:
+        raise ValueError(f"'{value}' has prefix /{net.prefixlen}: use a prefix from /16 to /29")
+    return str(net)
+
+
+Name = Annotated[str, Field(min_length=1, max_length=63), AfterValidator(_name)]
+FlavorName = Annotated[str, Field(min_length=1, max_length=63), AfterValidator(_flavor_name)]
+Cidr = Annotated[str, Field(max_length=18), AfterValidator(_cidr)]
+Ref = Annotated[str, Field(min_length=1, max_length=63)]
+VnicType = Literal["normal", "direct"]
+
+
+class Strict(BaseModel):
+    """Base of request bodies: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Out(BaseModel):
+    """Base of response bodies."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+# -- auth and identity ----------------------------------------------------------------
+
+
+class LoginRequest(Strict):
+    """Exchange a user name and password for a bearer token."""
+
+    username: Annotated[str, Field(min_length=1, max_length=63)]
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    token_name: Annotated[str, Field(min_length=1, max_length=63)] = "cli"
+    ttl_hours: Annotated[int, Field(ge=1, le=24 * 365)] = 24 * 30
+
+
+class TokenCreate(Strict):
+    """Create a token for yourself."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63)]
+    ttl_hours: Annotated[int, Field(ge=1, le=24 * 365)] | None = None
+
+
+class TokenOut(Out):
+    """A token (its secret only in the response that created it)."""
+
+    id: str
+    name: str
+    prefix: str | None = None
+    secret: str | None = None
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class TenancyCreate(Strict):
+    """Create a tenancy."""
+
+    name: Name
+    description: Annotated[str, Field(max_length=1000)] = ""
+
+
+class TenancyOut(Out):
+    """A tenancy."""
+
+    id: str
+    name: str
+    description: str
+    created_at: datetime
+
+
+class UserCreate(Strict):
+    """Create a user."""
+
+    name: Name
+    password: Annotated[str, Field(min_length=8, max_length=1024)] | None = None
+    email: Annotated[str, Field(max_length=254, pattern=r"^$|^[^@\s]+@[^@\s]+$")] = ""
+    is_admin: bool = False
+
+
+class UserOut(Out):
+    """A user."""
+
+    id: str
+    name: str
+    email: str
+    is_admin: bool
+    disabled: bool
+    created_at: datetime
+
+
+class MembershipSet(Strict):
+    """Add a user to a tenancy, or change their role."""
+
+    user: Ref
+    role: Literal["member", "admin"] = "member"
+
+
+class MembershipOut(BaseModel):
+    """A user's role in a tenancy."""
+
+    tenancy: str
+    user: str
+    role: str
+
+
+class WhoAmI(BaseModel):
+    """The signed-in user and the tenancy the request acted in."""
+
+    user: str
+    user_id: str
+    is_admin: bool
+    tenancy: str | None
+    role: str | None
+    tenancies: list[str]
+
+
+# -- inventory and flavors ------------------------------------------------------------
+
+
+class GpuOut(BaseModel):
+    """GPUs of one model on a host."""
+
+    model: str
+    count: int
+    memory_gb: int = 0
+    mig_profiles: list[str] = []
+
+
+class HostOut(BaseModel):
+    """A host of the inventory, with what is in use on it."""
+
+    id: str
+    name: str
+    state: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    gpus: list[GpuOut]
+    nics: list[dict[str, Any]]
+    properties: dict[str, Any]
+    used_vcpus: int
+    used_memory_mb: int
+    used_gpus: dict[str, int]
+    servers: int
+
+
+class FlavorCreate(Strict):
+    """Create a flavor."""
+
+    name: FlavorName
+    vcpus: Annotated[int, Field(ge=1, le=1024)]
+    memory_mb: Annotated[int, Field(ge=64, le=16 * 1024 * 1024)]
+    disk_gb: Annotated[int, Field(ge=0, le=1024 * 1024)] = 0
+    gpu_model: Annotated[str, Field(min_length=1, max_length=63)] | None = None
+    gpus: Annotated[int, Field(ge=0, le=64)] = 0
+    kind: Literal["vm", "baremetal"] = "vm"
+    description: Annotated[str, Field(max_length=1000)] = ""
+
+
+class FlavorOut(Out):
+    """A flavor."""
+
+    id: str
+    name: str
+    description: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    gpu_model: str | None
+    gpus: int
+    kind: str
+
+
+# -- networks and ports ---------------------------------------------------------------
+
+
+class NetworkCreate(Strict):
+    """Create a network with one subnet (its range picked for you unless given)."""
+
+    name: Name
+    cidr: Cidr | None = None
+
+
+class SubnetOut(Out):
+    """A subnet."""
+
+    id: str
+    name: str
+    cidr: str
+    gateway_ip: str
+
+
+class NetworkOut(Out):
+    """A network."""
+
+    id: str
+    name: str
+    tenancy_id: str
+    phase: str
+    phase_reason: str
+    generation: int
+    observed_generation: int
+    subnets: list[SubnetOut]
+    status: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class PortCreate(Strict):
+    """Reserve an address on a network, to plug into a server later."""
+
+    network: Ref
+    name: Name | None = None
+    vnic_type: VnicType = "normal"
+
+
+class PortOut(Out):
+    """A port."""
+
+    id: str
+    name: str
+    network_id: str
+    subnet_id: str
+    server_id: str | None
+    mac: str
+    ip_address: str
+    vnic_type: str
+    device_index: int
+    phase: str
+    status: dict[str, Any]
+
+
+# -- servers --------------------------------------------------------------------------
+
+
+class ServerNic(Strict):
+    """One interface of a new server: a network (a port is made) or an existing port."""
+
+    network: Ref | None = None
+    port: Ref | None = None
+    vnic_type: VnicType = "normal"
+
+
+class ServerCreate(Strict):
+    """Create a server."""
+
+    name: Name
+    flavor: Annotated[str, Field(min_length=1, max_length=63)]
+    networks: Annotated[list[ServerNic], Field(max_length=8)] = []
+
+
+class ServerOut(Out):
+    """A server."""
+
+    id: str
+    name: str
+    tenancy_id: str
+    flavor: str
+    kind: str
+    host: str | None
+    vcpus: int
+    memory_mb: int
+    gpu_model: str | None
+    gpus: int
+    phase: str
+    phase_reason: str
+    generation: int
+    observed_generation: int
+    addresses: dict[str, list[str]]
+    ports: list[PortOut]
+    status: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; pass ``next`` as ``marker`` to get the following one."""
+
+    items: list[T]
+    next: str | None = None
+
+
+class ExecRequest(Strict):
+    """Run one command inside a server and wait for it."""
+
+    argv: Annotated[
+        list[Annotated[str, Field(max_length=65536)]], Field(min_length=1, max_length=1024)
+    ]
+    timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    stdin: Annotated[str, Field(max_length=1024 * 1024)] | None = None
+
+
+class ExecResult(BaseModel):
+    """The outcome of a command."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_s: float
+    timed_out: bool
+
+
+class ConsoleLog(BaseModel):
+    """The tail of a server's console log."""
+
+    server: str
+    log: str
+
+
+class EventOut(Out):
+    """A phase change and why it happened."""
+
+    object_kind: str
+    object_id: str
+    from_phase: str
+    to_phase: str
+    reason: str
+    at: datetime
+
+
+class BackendResource(BaseModel):
+    """A resource the backend really holds."""
+
+    kind: str
+    name: str
+    object_id: str | None
+    detail: str
+    known: bool
+
+
+class BackendStatus(BaseModel):
+    """What the backend holds, and what of it belongs to no known object."""
+
+    backend: str
+    resources: list[BackendResource]
+    orphans: int
+
+
+class GcResult(BaseModel):
+    """What garbage collection removed."""
+
+    removed: list[BackendResource]

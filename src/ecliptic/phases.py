@@ -1,0 +1,94 @@
+"""Explicit state tables: every phase an object can be in, and every move allowed.
+
+One table per kind. ``check_move`` is the single gate every phase change passes; the
+store's ``move`` (``store/transitions.py``) calls it and records why the move happened.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class IllegalTransition(Exception):
+    """A phase change the state table does not allow."""
+
+    code = "illegal_transition"
+
+
+class ServerPhase(StrEnum):
+    """Life of a server."""
+
+    PENDING = "PENDING"  # accepted, placed, waiting for a worker
+    BUILDING = "BUILDING"  # a worker is creating or repairing it
+    ACTIVE = "ACTIVE"  # exists and matches its spec
+    ERROR = "ERROR"  # the last attempt failed for good; a repair may retry
+    DELETING = "DELETING"  # deletion asked for; the row goes when the backend is clean
+
+
+class NetworkPhase(StrEnum):
+    """Life of a network (and of its subnets)."""
+
+    PENDING = "PENDING"
+    BUILDING = "BUILDING"
+    ACTIVE = "ACTIVE"
+    ERROR = "ERROR"
+    DELETING = "DELETING"
+
+
+class PortPhase(StrEnum):
+    """Life of a port."""
+
+    DOWN = "DOWN"  # allocated (address, MAC) but not plugged into a running server
+    ACTIVE = "ACTIVE"  # plugged and configured
+    ERROR = "ERROR"
+    DELETING = "DELETING"
+
+
+SERVER_MOVES: dict[ServerPhase, frozenset[ServerPhase]] = {
+    ServerPhase.PENDING: frozenset({ServerPhase.BUILDING, ServerPhase.ERROR, ServerPhase.DELETING}),
+    ServerPhase.BUILDING: frozenset({ServerPhase.ACTIVE, ServerPhase.ERROR, ServerPhase.DELETING}),
+    ServerPhase.ACTIVE: frozenset({ServerPhase.BUILDING, ServerPhase.ERROR, ServerPhase.DELETING}),
+    ServerPhase.ERROR: frozenset({ServerPhase.BUILDING, ServerPhase.DELETING}),
+    ServerPhase.DELETING: frozenset(),
+}
+
+NETWORK_MOVES: dict[NetworkPhase, frozenset[NetworkPhase]] = {
+    NetworkPhase.PENDING: frozenset(
+        {NetworkPhase.BUILDING, NetworkPhase.ERROR, NetworkPhase.DELETING}
+    ),
+    NetworkPhase.BUILDING: frozenset(
+        {NetworkPhase.ACTIVE, NetworkPhase.ERROR, NetworkPhase.DELETING}
+    ),
+    NetworkPhase.ACTIVE: frozenset(
+        {NetworkPhase.BUILDING, NetworkPhase.ERROR, NetworkPhase.DELETING}
+    ),
+    NetworkPhase.ERROR: frozenset({NetworkPhase.BUILDING, NetworkPhase.DELETING}),
+    NetworkPhase.DELETING: frozenset(),
+}
+
+PORT_MOVES: dict[PortPhase, frozenset[PortPhase]] = {
+    PortPhase.DOWN: frozenset({PortPhase.ACTIVE, PortPhase.ERROR, PortPhase.DELETING}),
+    PortPhase.ACTIVE: frozenset({PortPhase.DOWN, PortPhase.ERROR, PortPhase.DELETING}),
+    PortPhase.ERROR: frozenset({PortPhase.DOWN, PortPhase.ACTIVE, PortPhase.DELETING}),
+    PortPhase.DELETING: frozenset(),
+}
+
+TABLES: dict[str, dict[str, frozenset[str]]] = {
+    "server": {str(k): frozenset(map(str, v)) for k, v in SERVER_MOVES.items()},
+    "network": {str(k): frozenset(map(str, v)) for k, v in NETWORK_MOVES.items()},
+    "port": {str(k): frozenset(map(str, v)) for k, v in PORT_MOVES.items()},
+}
+
+
+def check_move(kind: str, current: str, target: str) -> bool:
+    """Whether ``kind`` may move from ``current`` to ``target``; staying put is always allowed.
+
+    Returns False for a no-op (same phase), True for a real move, and raises
+    ``IllegalTransition`` for a move the table forbids.
+    """
+    if current == target:
+        return False
+    table = TABLES[kind]
+    if target not in table.get(current, frozenset()):
+        raise IllegalTransition(f"a {kind} cannot go from {current} to {target}")
+    return True

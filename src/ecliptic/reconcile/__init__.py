@@ -1,0 +1,1 @@
+"""Reconcilers: read spec and the real world, act to converge, write status."""

@@ -1,0 +1,42 @@
+"""On start: look at what really exists, keep what belongs to known objects, remove the rest."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from ecliptic.backends.base import GcReport
+from ecliptic.reconcile.base import Context
+from ecliptic.store.models import Network, Server
+
+log = logging.getLogger("ecliptic.adoption")
+
+
+def known_ids(ctx: Context) -> tuple[set[str], set[str]]:
+    """Ids of every server and network in the store, whatever their phase."""
+    with ctx.db.read() as session:
+        servers = set(session.scalars(select(Server.id)))
+        networks = set(session.scalars(select(Network.id)))
+    return servers, networks
+
+
+def adopt(ctx: Context) -> GcReport:
+    """Remove what no known object owns, then queue every known object for a look."""
+    ctx.queue.release_dead_claims()
+    servers, networks = known_ids(ctx)
+    report = ctx.backend.collect_garbage(servers, networks)
+    for r in report.removed:
+        log.info("removed leftover %s %s %s", r.kind, r.name, r.detail)
+    resync(ctx)
+    return report
+
+
+def resync(ctx: Context) -> None:
+    """Queue every network and server for reconciliation (level-triggered safety net)."""
+    servers, networks = known_ids(ctx)
+    with ctx.db.write() as session:
+        for nid in networks:
+            ctx.queue.enqueue(session, "network", nid)
+        for sid in servers:
+            ctx.queue.enqueue(session, "server", sid)

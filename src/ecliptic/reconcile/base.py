@@ -1,0 +1,44 @@
+"""What a reconciler is, and the registry workers dispatch through."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ecliptic.backends.base import Backend
+from ecliptic.store.db import Database
+from ecliptic.store.workqueue import WorkQueue
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every reconciler works with."""
+
+    db: Database
+    """The store."""
+    backend: Backend
+    """The infrastructure."""
+    queue: WorkQueue
+    """To enqueue follow-up work."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a reconcile ended: done, or look again after a while."""
+
+    requeue_after: float | None = None
+    """Seconds until the object should be looked at again; None when converged."""
+
+
+Reconciler = Callable[[Context, str], Outcome]
+RECONCILERS: dict[str, Reconciler] = {}
+
+
+def reconciler(kind: str) -> Callable[[Reconciler], Reconciler]:
+    """Register the reconciler of one object kind."""
+
+    def register(fn: Reconciler) -> Reconciler:
+        RECONCILERS[kind] = fn
+        return fn
+
+    return register

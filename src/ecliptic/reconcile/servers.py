@@ -1,0 +1,154 @@
+"""Converge a server: build or repair it, or delete it and release its ports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from sqlalchemy import select
+
+from ecliptic import faults
+from ecliptic.backends.base import BackendError, PortSpec, ServerSpec
+from ecliptic.phases import PortPhase, ServerPhase
+from ecliptic.reconcile.base import Context, Outcome, reconciler
+from ecliptic.reconcile.networks import network_spec
+from ecliptic.store.models import Event, Network, Server
+from ecliptic.store.transitions import move
+
+MAX_ATTEMPTS_BEFORE_ERROR = 5
+
+
+def server_spec(srv: Server) -> ServerSpec:
+    """The backend's view of a server row."""
+    ports = tuple(
+        PortSpec(
+            id=p.id,
+            network_id=p.network_id,
+            mac=p.mac,
+            addresses=(f"{p.ip_address}/{p.subnet.cidr.split('/')[1]}",),
+            vnic_type="direct" if p.vnic_type == "direct" else "normal",
+            index=p.device_index,
+        )
+        for p in sorted(srv.ports, key=lambda p: p.device_index)
+    )
+    return ServerSpec(
+        id=srv.id,
+        name=srv.name,
+        kind="baremetal" if srv.kind == "baremetal" else "vm",
+        host=srv.host.name if srv.host else "",
+        vcpus=srv.vcpus,
+        memory_mb=srv.memory_mb,
+        ports=ports,
+    )
+
+
+@reconciler("server")
+def reconcile_server(ctx: Context, server_id: str) -> Outcome:
+    """Build, repair or delete one server."""
+    with ctx.db.read() as session:
+        srv = session.get(Server, server_id)
+        if srv is None:
+            ctx.backend.delete_server(server_id)
+            return Outcome()
+        if srv.phase == ServerPhase.DELETING:
+            return _delete(ctx, srv)
+        spec = server_spec(srv)
+        nets = [
+            network_spec(n)
+            for n in session.scalars(
+                select(Network).where(Network.id.in_({p.network_id for p in srv.ports}))
+            )
+        ]
+        generation = srv.generation
+        converged = (
+            srv.phase == ServerPhase.ACTIVE
+            and srv.observed_generation == generation
+            and ctx.backend.server_exists(server_id)
+        )
+    if converged:
+        return Outcome()
+    with ctx.db.write() as session:
+        row = session.get(Server, server_id)
+        if row is None or row.phase == ServerPhase.DELETING:
+            return Outcome(requeue_after=0)
+        move(
+            session,
+            row,
+            ServerPhase.BUILDING,
+            "building" if row.observed_generation == 0 else "repairing",
+        )
+    faults.point("reconcile.server.before_backend")
+    for net in nets:
+        ctx.backend.ensure_network(net)
+    status = ctx.backend.ensure_server(spec)
+    faults.point("reconcile.server.after_backend")
+    with ctx.db.write() as session:
+        row = session.get(Server, server_id)
+        if row is None or row.phase == ServerPhase.DELETING:
+            # Deleted while we built it: the delete request is queued and will clean up.
+            return Outcome(requeue_after=0)
+        row.status = {
+            "backend_ref": status.backend_ref,
+            "host": status.host,
+            "limits_applied": status.limits_applied,
+            "limits_note": status.limits_note,
+            "interfaces": [asdict(i) for i in status.interfaces],
+        }
+        row.observed_generation = generation
+        move(session, row, ServerPhase.ACTIVE, "running")
+        by_port = {i.port_id: i for i in status.interfaces}
+        for port in row.ports:
+            iface = by_port.get(port.id)
+            port.status = {"ifname": iface.ifname} if iface else {}
+            move(
+                session,
+                port,
+                PortPhase.ACTIVE if iface else PortPhase.ERROR,
+                "plugged" if iface else "not plugged",
+            )
+    return Outcome()
+
+
+def _delete(ctx: Context, srv: Server) -> Outcome:
+    server_id = srv.id
+    ctx.backend.delete_server(server_id)
+    faults.point("reconcile.server.after_backend_delete")
+    with ctx.db.write() as session:
+        row = session.get(Server, server_id)
+        if row is None:
+            return Outcome()
+        # Ports made for the server go with it; ports the user made are unplugged and kept.
+        for port in list(row.ports):
+            if port.spec.get("auto_delete"):
+                session.delete(port)
+            else:
+                port.server_id = None
+                port.phase = PortPhase.DOWN
+                port.status = {}
+        session.flush()
+        session.add(
+            Event(
+                tenancy_id=row.tenancy_id,
+                object_kind="server",
+                object_id=server_id,
+                from_phase=row.phase,
+                to_phase="DELETED",
+                reason="deleted",
+            )
+        )
+        session.delete(row)
+    return Outcome()
+
+
+def mark_failing(
+    ctx: Context, server_id: str, attempts: int, error: BackendError | Exception
+) -> None:
+    """After repeated failures, say so in the server's phase (retries go on with backoff)."""
+    with ctx.db.write() as session:
+        row = session.get(Server, server_id)
+        if row is None or row.phase == ServerPhase.DELETING:
+            return
+        retryable = getattr(error, "retryable", True)
+        if attempts + 1 >= MAX_ATTEMPTS_BEFORE_ERROR or not retryable:
+            move(session, row, ServerPhase.ERROR, f"{error}")
+        else:
+            row.phase_reason = f"retrying after: {error}"

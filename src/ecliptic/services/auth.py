@@ -1,0 +1,139 @@
+"""Passwords (argon2), bearer tokens (random, stored as SHA-256) and who a request is."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from ecliptic.errors import NotFound, Unauthenticated
+from ecliptic.services.caller import Caller
+from ecliptic.store.db import Database
+from ecliptic.store.models import ApiToken, Membership, Tenancy, User
+from ecliptic.store.types import utcnow
+
+TOKEN_PREFIX = "ecl_"
+_hasher = PasswordHasher()
+# Verifying against this keeps unknown user names as slow as wrong passwords.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of ``password``."""
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches; constant-ish time even without a hash."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 of a token, the only form in which tokens are stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token just created: the only moment its secret is known."""
+
+    id: str
+    """Token id (for listing and revoking)."""
+    name: str
+    """Label."""
+    secret: str
+    """The bearer token itself."""
+    expires_at: datetime | None
+    """When it stops working, or None."""
+
+
+def issue_token(
+    session: Session, user: User, name: str, *, ttl: timedelta | None = None
+) -> IssuedToken:
+    """Create a bearer token for ``user``."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    expires = utcnow() + ttl if ttl else None
+    row = ApiToken(
+        user_id=user.id,
+        name=name,
+        token_hash=token_digest(secret),
+        prefix=secret[:10],
+        expires_at=expires,
+    )
+    session.add(row)
+    session.flush()
+    return IssuedToken(row.id, name, secret, expires)
+
+
+def login(
+    db: Database, username: str, password: str, *, token_name: str, ttl: timedelta
+) -> IssuedToken:
+    """Check a user's password and hand out a token."""
+    with db.write() as session:
+        user = session.scalar(select(User).where(User.name == username))
+        ok = verify_password(user.password_hash if user else None, password)
+        if user is None or not ok or user.disabled:
+            raise Unauthenticated("wrong user name or password")
+        return issue_token(session, user, token_name, ttl=ttl)
+
+
+def authenticate(db: Database, token: str) -> User:
+    """The user a bearer token belongs to."""
+    if not token.startswith(TOKEN_PREFIX):
+        raise Unauthenticated("this is not an Ecliptic token; sign in again with 'ecliptic login'")
+    with db.read() as session:
+        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
+        now = utcnow()
+        if row is None or (row.expires_at is not None and row.expires_at <= now):
+            raise Unauthenticated("token unknown or expired; sign in again with 'ecliptic login'")
+        if row.user.disabled:
+            raise Unauthenticated("this user is disabled")
+        stale = row.last_used_at is None or now - row.last_used_at > timedelta(minutes=5)
+        user = row.user
+        token_id = row.id
+    if stale:
+        # Coarse on purpose: one write per token per five minutes keeps reads read-only.
+        with db.write() as session:
+            session.execute(
+                update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+            )
+    return user
+
+
+def caller_for(db: Database, user: User, tenancy: str | None) -> Caller:
+    """The caller context of ``user`` acting in ``tenancy`` (name or id; None: their only one)."""
+    with db.read() as session:
+        query = select(Membership).join(Tenancy).where(Membership.user_id == user.id)
+        if tenancy:
+            query = query.where((Tenancy.name == tenancy) | (Tenancy.id == tenancy))
+            member = session.scalar(query)
+            if member is None:
+                t = session.scalar(
+                    select(Tenancy).where((Tenancy.name == tenancy) | (Tenancy.id == tenancy))
+                )
+                if t is None or not user.is_admin:
+                    # The same answer whether it exists or not: never leak other tenancies.
+                    raise NotFound(f"you are not a member of a tenancy '{tenancy}'")
+                return Caller(user.id, user.name, user.is_admin, t.id, t.name, "admin")
+            return Caller(
+                user.id,
+                user.name,
+                user.is_admin,
+                member.tenancy_id,
+                member.tenancy.name,
+                member.role,
+            )
+        members = list(session.scalars(query.limit(2)))
+        if len(members) == 1:
+            m = members[0]
+            return Caller(user.id, user.name, user.is_admin, m.tenancy_id, m.tenancy.name, m.role)
+        return Caller(user.id, user.name, user.is_admin)

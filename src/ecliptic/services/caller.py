@@ -1,0 +1,39 @@
+"""Who is asking, and in which tenancy: the context every use case receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ecliptic.errors import Forbidden
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated user acting in (at most) one tenancy."""
+
+    user_id: str
+    """The user's id."""
+    user_name: str
+    """The user's name."""
+    is_admin: bool
+    """Cloud administrator: may manage hosts, flavors, tenancies and users."""
+    tenancy_id: str | None = None
+    """Tenancy the request acts in; None for requests that need none."""
+    tenancy_name: str | None = None
+    """That tenancy's name."""
+    role: str | None = None
+    """The user's role in that tenancy: ``member`` or ``admin``."""
+
+    def require_admin(self, what: str) -> None:
+        """Refuse unless the caller is a cloud administrator."""
+        if not self.is_admin:
+            raise Forbidden(f"only administrators may {what}")
+
+    def require_tenancy(self) -> str:
+        """The tenancy id; refuse when the request named none."""
+        if self.tenancy_id is None:
+            raise Forbidden(
+                "this request acts inside a tenancy: pass one with the X-Ecliptic-Tenancy "
+                "header (or --tenancy), or use a token scoped to one"
+            )
+        return self.tenancy_id

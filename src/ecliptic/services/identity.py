@@ -1,0 +1,206 @@
+"""Tenancies, users, memberships and tokens: who exists and who may act where."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ecliptic.errors import Conflict, Forbidden, NotFound
+from ecliptic.services.auth import IssuedToken, hash_password, issue_token
+from ecliptic.services.caller import Caller
+from ecliptic.store.db import Database
+from ecliptic.store.models import ApiToken, Membership, Tenancy, User
+
+ROLES = ("member", "admin")
+
+
+def _tenancy(session: Session, ref: str) -> Tenancy:
+    t = session.scalar(select(Tenancy).where((Tenancy.name == ref) | (Tenancy.id == ref)))
+    if t is None:
+        raise NotFound(f"no tenancy '{ref}'")
+    return t
+
+
+def _user(session: Session, ref: str) -> User:
+    u = session.scalar(select(User).where((User.name == ref) | (User.id == ref)))
+    if u is None:
+        raise NotFound(f"no user '{ref}'")
+    return u
+
+
+def list_tenancies(db: Database, caller: Caller) -> list[Tenancy]:
+    """Tenancies the caller belongs to (all of them for an administrator)."""
+    with db.read() as session:
+        query = select(Tenancy).order_by(Tenancy.name)
+        if not caller.is_admin:
+            query = query.join(Membership).where(Membership.user_id == caller.user_id)
+        return list(session.scalars(query))
+
+
+def my_tenancies(db: Database, caller: Caller) -> list[Tenancy]:
+    """Tenancies the caller is a member of."""
+    with db.read() as session:
+        return list(
+            session.scalars(
+                select(Tenancy)
+                .join(Membership)
+                .where(Membership.user_id == caller.user_id)
+                .order_by(Tenancy.name)
+            )
+        )
+
+
+def create_tenancy(db: Database, caller: Caller, name: str, description: str = "") -> Tenancy:
+    """Create a tenancy (administrators only)."""
+    caller.require_admin("create tenancies")
+    try:
+        with db.write() as session:
+            t = Tenancy(name=name, description=description)
+            session.add(t)
+            session.flush()
+            return t
+    except IntegrityError:
+        raise Conflict(f"a tenancy named '{name}' exists already; pick another name") from None
+
+
+def delete_tenancy(db: Database, caller: Caller, ref: str) -> None:
+    """Delete an empty tenancy (administrators only)."""
+    caller.require_admin("delete tenancies")
+    from ecliptic.store.models import Network, Server
+
+    with db.write() as session:
+        t = _tenancy(session, ref)
+        servers = session.scalar(select(func.count()).where(Server.tenancy_id == t.id)) or 0
+        networks = session.scalar(select(func.count()).where(Network.tenancy_id == t.id)) or 0
+        if servers or networks:
+            raise Conflict(
+                f"tenancy '{t.name}' still has {servers} server(s) and {networks} network(s); "
+                "delete them first"
+            )
+        session.execute(delete(Membership).where(Membership.tenancy_id == t.id))
+        session.delete(t)
+
+
+def list_users(db: Database, caller: Caller) -> list[User]:
+    """Every user (administrators only)."""
+    caller.require_admin("list users")
+    with db.read() as session:
+        return list(session.scalars(select(User).order_by(User.name)))
+
+
+def create_user(
+    db: Database,
+    caller: Caller | None,
+    name: str,
+    password: str | None,
+    *,
+    email: str = "",
+    is_admin: bool = False,
+) -> User:
+    """Create a user (administrators only; ``caller`` None for bootstrap)."""
+    if caller is not None:
+        caller.require_admin("create users")
+    try:
+        with db.write() as session:
+            u = User(
+                name=name,
+                email=email,
+                password_hash=hash_password(password) if password else None,
+                is_admin=is_admin,
+            )
+            session.add(u)
+            session.flush()
+            return u
+    except IntegrityError:
+        raise Conflict(f"a user named '{name}' exists already; pick another name") from None
+
+
+def list_members(db: Database, caller: Caller, tenancy: str) -> list[Membership]:
+    """Members of a tenancy (its members and administrators may look)."""
+    with db.read() as session:
+        t = _tenancy(session, tenancy)
+        members = list(
+            session.scalars(
+                select(Membership).where(Membership.tenancy_id == t.id).order_by(Membership.id)
+            )
+        )
+        if not caller.is_admin and caller.user_id not in {m.user_id for m in members}:
+            raise NotFound(f"you are not a member of a tenancy '{tenancy}'")
+        return members
+
+
+def set_membership(db: Database, caller: Caller, tenancy: str, user: str, role: str) -> Membership:
+    """Add a user to a tenancy or change their role (cloud or tenancy administrators)."""
+    with db.write() as session:
+        t = _tenancy(session, tenancy)
+        _may_manage(session, caller, t)
+        u = _user(session, user)
+        m = session.scalar(
+            select(Membership).where(Membership.tenancy_id == t.id, Membership.user_id == u.id)
+        )
+        if m is None:
+            m = Membership(tenancy_id=t.id, user_id=u.id, role=role)
+            session.add(m)
+        else:
+            m.role = role
+        session.flush()
+        session.refresh(m)
+        return m
+
+
+def remove_membership(db: Database, caller: Caller, tenancy: str, user: str) -> None:
+    """Remove a user from a tenancy."""
+    with db.write() as session:
+        t = _tenancy(session, tenancy)
+        _may_manage(session, caller, t)
+        u = _user(session, user)
+        gone = session.execute(
+            delete(Membership).where(Membership.tenancy_id == t.id, Membership.user_id == u.id)
+        ).rowcount  # type: ignore[attr-defined]
+        if not gone:
+            raise NotFound(f"user '{u.name}' is not a member of tenancy '{t.name}'")
+
+
+def _may_manage(session: Session, caller: Caller, t: Tenancy) -> None:
+    if caller.is_admin:
+        return
+    mine = session.scalar(
+        select(Membership).where(
+            Membership.tenancy_id == t.id, Membership.user_id == caller.user_id
+        )
+    )
+    if mine is None:
+        raise NotFound(f"you are not a member of a tenancy '{t.name}'")
+    if mine.role != "admin":
+        raise Forbidden(f"only admins of tenancy '{t.name}' may change its members")
+
+
+def create_token(db: Database, caller: Caller, name: str, ttl: timedelta | None) -> IssuedToken:
+    """A new token for the caller."""
+    with db.write() as session:
+        return issue_token(session, _user(session, caller.user_id), name, ttl=ttl)
+
+
+def list_tokens(db: Database, caller: Caller) -> list[ApiToken]:
+    """The caller's tokens (never their secrets)."""
+    with db.read() as session:
+        return list(
+            session.scalars(
+                select(ApiToken)
+                .where(ApiToken.user_id == caller.user_id)
+                .order_by(ApiToken.created_at)
+            )
+        )
+
+
+def revoke_token(db: Database, caller: Caller, token_id: str) -> None:
+    """Revoke one of the caller's tokens."""
+    with db.write() as session:
+        gone = session.execute(
+            delete(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == caller.user_id)
+        ).rowcount  # type: ignore[attr-defined]
+        if not gone:
+            raise NotFound(f"you have no token '{token_id}'")

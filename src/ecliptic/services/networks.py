@@ -1,0 +1,280 @@
+"""Networks, subnets and ports: address management inside the platform's address pool."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Iterable
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ecliptic.errors import Conflict, InvalidInput, NotFound
+from ecliptic.phases import NetworkPhase, PortPhase
+from ecliptic.services.caller import Caller
+from ecliptic.store.db import Database
+from ecliptic.store.models import Event, Network, Port, Server, Subnet
+from ecliptic.store.transitions import move
+from ecliptic.store.workqueue import WorkQueue
+
+ADDRESS_POOL = ipaddress.IPv4Network("198.18.0.0/15")
+DEFAULT_PREFIX = 24
+DEFAULT_NETWORK = "default"
+IPAM_LOCK = "ipam"
+
+
+class InUse(Conflict):
+    """The object still has things attached to it."""
+
+    code = "in_use"
+
+
+class PoolExhausted(Conflict):
+    """No free address range or address is left."""
+
+    code = "pool_exhausted"
+
+
+def find_network(session: Session, tenancy_id: str, ref: str) -> Network:
+    """A network of the tenancy, by name or id; other tenancies' networks do not exist."""
+    net = session.scalar(
+        select(Network).where(
+            Network.tenancy_id == tenancy_id, (Network.name == ref) | (Network.id == ref)
+        )
+    )
+    if net is None:
+        raise NotFound(f"no network '{ref}' in this tenancy; see 'ecliptic network list'")
+    return net
+
+
+def _free_range(taken: Iterable[ipaddress.IPv4Network], prefix: int) -> ipaddress.IPv4Network:
+    used = sorted(taken)
+    for candidate in ADDRESS_POOL.subnets(new_prefix=prefix):
+        if not any(candidate.overlaps(u) for u in used):
+            return candidate
+    raise PoolExhausted(
+        f"no free /{prefix} is left in {ADDRESS_POOL}; delete unused networks or ask for "
+        "a smaller range with --cidr"
+    )
+
+
+def add_network(
+    session: Session, queue: WorkQueue, tenancy_id: str, name: str, cidr: str | None
+) -> Network:
+    """Create a network and its subnet inside the caller's transaction (holding the IPAM lock)."""
+    taken = [ipaddress.IPv4Network(c) for c in session.scalars(select(Subnet.cidr))]
+    if cidr is None:
+        net_range = _free_range(taken, DEFAULT_PREFIX)
+    else:
+        net_range = ipaddress.IPv4Network(cidr)
+        if not net_range.subnet_of(ADDRESS_POOL):
+            raise InvalidInput(
+                f"{cidr} is outside the address pool {ADDRESS_POOL}; pick a range inside it "
+                "or leave --cidr out to get a free one",
+                errors=[{"loc": ["body", "cidr"], "msg": f"must be inside {ADDRESS_POOL}"}],
+            )
+        clash = next((t for t in taken if t.overlaps(net_range)), None)
+        if clash is not None:
+            raise Conflict(
+                f"{cidr} overlaps {clash}, which another network uses; leave --cidr out to "
+                "get a free range"
+            )
+    if session.scalar(
+        select(Network.id).where(Network.tenancy_id == tenancy_id, Network.name == name)
+    ):
+        raise Conflict(f"a network named '{name}' exists already in this tenancy")
+    net = Network(
+        tenancy_id=tenancy_id, name=name, phase=NetworkPhase.PENDING, spec={"cidr": str(net_range)}
+    )
+    session.add(net)
+    session.flush()
+    gateway = str(next(net_range.hosts()))
+    session.add(
+        Subnet(
+            tenancy_id=tenancy_id,
+            network_id=net.id,
+            name=f"{name}-subnet",
+            cidr=str(net_range),
+            gateway_ip=gateway,
+            phase=NetworkPhase.PENDING,
+            spec={"cidr": str(net_range), "gateway_ip": gateway},
+        )
+    )
+    session.add(
+        Event(
+            tenancy_id=tenancy_id,
+            object_kind="network",
+            object_id=net.id,
+            to_phase=NetworkPhase.PENDING,
+            reason="created",
+        )
+    )
+    session.flush()
+    session.refresh(net)
+    queue.enqueue(session, "network", net.id)
+    return net
+
+
+def create_network(
+    db: Database, queue: WorkQueue, caller: Caller, name: str, cidr: str | None
+) -> Network:
+    """Create a network in the caller's tenancy."""
+    tenancy_id = caller.require_tenancy()
+    try:
+        with db.write(IPAM_LOCK) as session:
+            return add_network(session, queue, tenancy_id, name, cidr)
+    except IntegrityError:
+        raise Conflict(f"a network named '{name}' or its range exists already") from None
+
+
+def default_network(session: Session, queue: WorkQueue, tenancy_id: str) -> Network:
+    """The tenancy's ``default`` network, created on first use."""
+    net = session.scalar(
+        select(Network).where(Network.tenancy_id == tenancy_id, Network.name == DEFAULT_NETWORK)
+    )
+    return net or add_network(session, queue, tenancy_id, DEFAULT_NETWORK, None)
+
+
+def list_networks(db: Database, caller: Caller) -> list[Network]:
+    """Networks of the caller's tenancy."""
+    tenancy_id = caller.require_tenancy()
+    with db.read() as session:
+        return list(
+            session.scalars(
+                select(Network).where(Network.tenancy_id == tenancy_id).order_by(Network.name)
+            )
+        )
+
+
+def get_network(db: Database, caller: Caller, ref: str) -> Network:
+    """One network of the caller's tenancy."""
+    with db.read() as session:
+        return find_network(session, caller.require_tenancy(), ref)
+
+
+def delete_network(db: Database, queue: WorkQueue, caller: Caller, ref: str) -> Network:
+    """Ask for a network to be deleted; refused while ports are on it."""
+    with db.write(IPAM_LOCK) as session:
+        net = find_network(session, caller.require_tenancy(), ref)
+        ports = list(session.scalars(select(Port).where(Port.network_id == net.id)))
+        if ports:
+            server_ids = {p.server_id for p in ports if p.server_id}
+            names = (
+                sorted(session.scalars(select(Server.name).where(Server.id.in_(server_ids))))
+                if server_ids
+                else []
+            )
+            loose = sum(1 for p in ports if not p.server_id)
+            what = []
+            if names:
+                what.append("servers " + ", ".join(names))
+            if loose:
+                what.append(f"{loose} unattached port(s)")
+            raise InUse(
+                f"network '{net.name}' is in use by {' and '.join(what)}; delete them first"
+            )
+        move(session, net, NetworkPhase.DELETING, "deletion requested")
+        for sub in net.subnets:
+            move(session, sub, NetworkPhase.DELETING, "network deletion requested")
+        queue.enqueue(session, "network", net.id)
+        return net
+
+
+def new_mac() -> str:
+    """A random locally administered unicast MAC (``02:ec:..``)."""
+    tail = secrets.token_bytes(4)
+    return "02:ec:" + ":".join(f"{b:02x}" for b in tail)
+
+
+def allocate_port(
+    session: Session,
+    net: Network,
+    *,
+    vnic_type: str,
+    name: str = "",
+    server_id: str | None = None,
+    device_index: int = 0,
+    auto_delete: bool = False,
+) -> Port:
+    """Reserve the lowest free address of the network's subnet (caller holds the IPAM lock)."""
+    if net.phase == NetworkPhase.DELETING:
+        raise Conflict(f"network '{net.name}' is being deleted")
+    subnet = net.subnets[0]
+    rng = ipaddress.IPv4Network(subnet.cidr)
+    used = set(session.scalars(select(Port.ip_address).where(Port.subnet_id == subnet.id)))
+    used.add(subnet.gateway_ip)
+    address = next((str(a) for a in rng.hosts() if str(a) not in used), None)
+    if address is None:
+        raise PoolExhausted(f"network '{net.name}' ({subnet.cidr}) has no free address left")
+    macs = set()
+    mac = new_mac()
+    while mac in macs or session.scalar(select(func.count()).where(Port.mac == mac)):
+        macs.add(mac)
+        mac = new_mac()
+    port = Port(
+        tenancy_id=net.tenancy_id,
+        network_id=net.id,
+        subnet_id=subnet.id,
+        server_id=server_id,
+        name=name,
+        mac=mac,
+        ip_address=address,
+        vnic_type=vnic_type,
+        device_index=device_index,
+        phase=PortPhase.DOWN,
+        spec={
+            "vnic_type": vnic_type,
+            "ip_address": address,
+            "mac": mac,
+            "auto_delete": auto_delete,
+        },
+    )
+    session.add(port)
+    session.flush()
+    return port
+
+
+def create_port(
+    db: Database, caller: Caller, network: str, name: str | None, vnic_type: str
+) -> Port:
+    """Reserve a port on a network, to give to a server later."""
+    tenancy_id = caller.require_tenancy()
+    with db.write(IPAM_LOCK) as session:
+        net = find_network(session, tenancy_id, network)
+        if name and session.scalar(
+            select(Port.id).where(Port.tenancy_id == tenancy_id, Port.name == name)
+        ):
+            raise Conflict(f"a port named '{name}' exists already in this tenancy")
+        port = allocate_port(session, net, vnic_type=vnic_type, name=name or "")
+        session.refresh(port)
+        return port
+
+
+def find_port(session: Session, tenancy_id: str, ref: str) -> Port:
+    """A port of the tenancy by name or id."""
+    cond = (Port.id == ref) | ((Port.name == ref) & (Port.name != ""))
+    port = session.scalar(select(Port).where(Port.tenancy_id == tenancy_id, cond))
+    if port is None:
+        raise NotFound(f"no port '{ref}' in this tenancy")
+    return port
+
+
+def list_ports(db: Database, caller: Caller) -> list[Port]:
+    """Ports of the caller's tenancy."""
+    tenancy_id = caller.require_tenancy()
+    with db.read() as session:
+        return list(
+            session.scalars(
+                select(Port).where(Port.tenancy_id == tenancy_id).order_by(Port.created_at)
+            )
+        )
+
+
+def delete_port(db: Database, caller: Caller, ref: str) -> None:
+    """Release an unattached port."""
+    with db.write(IPAM_LOCK) as session:
+        port = find_port(session, caller.require_tenancy(), ref)
+        if port.server_id:
+            raise InUse("this port is attached to a server; delete the server first")
+        session.delete(port)

@@ -1,0 +1,262 @@
+"""SQLAlchemy models: the whole persistent state of an Ecliptic instance.
+
+Objects that live outside the database (networks, subnets, ports, servers) carry the
+reconciliation fields of ``Reconciled``: what was asked (``spec``), what was last seen
+(``status``), where they stand (``phase`` from ``ecliptic.phases``) and a ``generation``
+bumped on every change of spec.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from ecliptic.store.types import JsonDoc, UTCDateTime, new_id, utcnow
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names (Alembic needs them)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Timestamped:
+    """Created and updated times."""
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Reconciled(Timestamped):
+    """Spec, status, phase and generation of an object that lives outside the database."""
+
+    spec: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    status: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    phase: Mapped[str] = mapped_column(String(16), index=True)
+    phase_reason: Mapped[str] = mapped_column(Text, default="")
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    observed_generation: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Meta(Base):
+    """Instance-wide key/value facts (the instance id, for one)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Tenancy(Timestamped, Base):
+    """A project: the unit of ownership, membership and (later) credit."""
+
+    __tablename__ = "tenancy"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class User(Timestamped, Base):
+    """A person (or robot) who signs in."""
+
+    __tablename__ = "user_account"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    email: Mapped[str] = mapped_column(String(254), default="")
+    password_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Membership(Timestamped, Base):
+    """A user's role in a tenancy: ``member`` or ``admin`` (tenancy admin)."""
+
+    __tablename__ = "membership"
+    __table_args__ = (UniqueConstraint("tenancy_id", "user_id"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenancy_id: Mapped[str] = mapped_column(ForeignKey("tenancy.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(16), default="member")
+    tenancy: Mapped[Tenancy] = relationship(lazy="joined")
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class ApiToken(Timestamped, Base):
+    """A bearer token; only its SHA-256 is kept."""
+
+    __tablename__ = "api_token"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Host(Timestamped, Base):
+    """A host of the inventory that servers are placed on."""
+
+    __tablename__ = "host"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(BigInteger)
+    disk_gb: Mapped[int] = mapped_column(Integer)
+    gpus: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc, default=list)
+    nics: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc, default=list)
+    properties: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="up")
+
+
+class Flavor(Timestamped, Base):
+    """A server size: vCPUs, memory, disk, GPUs, and whether it takes a whole host."""
+
+    __tablename__ = "flavor"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(BigInteger)
+    disk_gb: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_model: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    kind: Mapped[str] = mapped_column(String(16), default="vm")
+
+
+class Network(Reconciled, Base):
+    """A layer-2 network of a tenancy."""
+
+    __tablename__ = "network"
+    __table_args__ = (UniqueConstraint("tenancy_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenancy_id: Mapped[str] = mapped_column(ForeignKey("tenancy.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    subnets: Mapped[list[Subnet]] = relationship(
+        back_populates="network", lazy="selectin", order_by="Subnet.created_at"
+    )
+
+
+class Subnet(Reconciled, Base):
+    """An IPv4 range on a network; addresses are handed out from it to ports."""
+
+    __tablename__ = "subnet"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenancy_id: Mapped[str] = mapped_column(ForeignKey("tenancy.id", ondelete="CASCADE"))
+    network_id: Mapped[str] = mapped_column(
+        ForeignKey("network.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    cidr: Mapped[str] = mapped_column(String(43), unique=True)
+    gateway_ip: Mapped[str] = mapped_column(String(39))
+    network: Mapped[Network] = relationship(back_populates="subnets")
+
+
+class Port(Reconciled, Base):
+    """A network interface: an address and a MAC on a subnet, plugged into at most one server."""
+
+    __tablename__ = "port"
+    __table_args__ = (
+        UniqueConstraint("subnet_id", "ip_address"),
+        Index("ix_port_server_index", "server_id", "device_index"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenancy_id: Mapped[str] = mapped_column(
+        ForeignKey("tenancy.id", ondelete="CASCADE"), index=True
+    )
+    network_id: Mapped[str] = mapped_column(ForeignKey("network.id"), index=True)
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnet.id"))
+    server_id: Mapped[str | None] = mapped_column(
+        ForeignKey("server.id", ondelete="SET NULL"), nullable=True
+    )
+    name: Mapped[str] = mapped_column(String(63), default="")
+    mac: Mapped[str] = mapped_column(String(17), unique=True)
+    ip_address: Mapped[str] = mapped_column(String(39))
+    vnic_type: Mapped[str] = mapped_column(String(16), default="normal")
+    device_index: Mapped[int] = mapped_column(Integer, default=0)
+    network: Mapped[Network] = relationship(lazy="joined")
+    subnet: Mapped[Subnet] = relationship(lazy="joined")
+
+
+class Server(Reconciled, Base):
+    """A server (VM or bare-metal) of a tenancy, placed on a host."""
+
+    __tablename__ = "server"
+    __table_args__ = (
+        UniqueConstraint("tenancy_id", "name"),
+        Index("ix_server_tenancy_created", "tenancy_id", "created_at", "id"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenancy_id: Mapped[str] = mapped_column(ForeignKey("tenancy.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    flavor_id: Mapped[str] = mapped_column(ForeignKey("flavor.id"))
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("host.id"), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="vm")
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(BigInteger)
+    disk_gb: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_model: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    flavor: Mapped[Flavor] = relationship(lazy="joined")
+    host: Mapped[Host | None] = relationship(lazy="joined")
+    ports: Mapped[list[Port]] = relationship(
+        lazy="selectin", order_by="Port.device_index", foreign_keys=[Port.server_id]
+    )
+
+
+class WorkItem(Base):
+    """One pending reconcile of one object: deduplicated, claimable, retried with backoff."""
+
+    __tablename__ = "work_item"
+    __table_args__ = (UniqueConstraint("kind", "object_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(64))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    seq: Mapped[int] = mapped_column(Integer, default=1)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Event(Base):
+    """Why an object moved from one phase to another: the audit trail users read."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_object", "object_kind", "object_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenancy_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    object_kind: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(64))
+    from_phase: Mapped[str] = mapped_column(String(16), default="")
+    to_phase: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,122 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases, and a leak check for the local cloud."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+# Every test instance records what it creates here, not in the machine-wide /run/ecliptic,
+# so the leak check sees exactly what the tests made and a running dev instance is safe.
+_OWNERS = Path(tempfile.mkdtemp(prefix="ecl-test-owners-"))
+os.environ["ECLIPTIC_OWNERS_DIR"] = str(_OWNERS)
+os.environ.setdefault("ECLIPTIC_ADMIN_PASSWORD", "test-admin-password")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ThrowawayPostgres:
+    """A private PostgreSQL cluster in a temporary folder, on loopback, for one test session."""
+
+    def __init__(self) -> None:
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            raise RuntimeError("PostgreSQL is not installed: run scripts/setup-system.sh test")
+        self.bin = Path(bins[-1]).parent
+        self.dir = Path(tempfile.mkdtemp(prefix="ecl-pg-"))
+        shutil.chown(self.dir, "postgres")
+        self.port = _free_port()
+
+    def _pg(self, *args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def start(self) -> str:
+        """Start the cluster; returns a SQLAlchemy URL of its ``postgres`` database."""
+        self._pg(str(self.bin / "initdb"), "-D", f"{self.dir}/data", "-A", "trust", "-U",
+                 "ecliptic")
+        opts = (f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        self._pg(str(self.bin / "pg_ctl"), "-D", f"{self.dir}/data", "-l", f"{self.dir}/log",
+                 "-w", "start", "-o", opts)
+        return f"postgresql+psycopg://ecliptic@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        """Stop the cluster and remove its files."""
+        try:
+            self._pg(str(self.bin / "pg_ctl"), "-D", f"{self.dir}/data", "-m", "immediate",
+                     "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A PostgreSQL server for the session (``ECLIPTIC_TEST_PG_URL`` to use an existing one)."""
+    given = os.environ.get("ECLIPTIC_TEST_PG_URL")
+    if given:
+        yield given
+        return
+    pg = ThrowawayPostgres()
+    try:
+        yield pg.start()
+    finally:
+        pg.stop()
+
+
+def _fresh_pg_database(admin_url: str) -> str:
+    name = "t_" + uuid.uuid4().hex[:12]
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: once SQLite, once PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ecliptic.db'}"
+    admin: str = request.getfixturevalue("pg_admin_url")
+    return _fresh_pg_database(admin)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite database file."""
+    return f"sqlite:///{tmp_path / 'ecliptic.db'}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaks() -> Iterator[None]:
+    """After the session, nothing any test created in the local cloud may remain."""
+    yield
+    leftovers = sorted(p.name for p in _OWNERS.iterdir()) if _OWNERS.exists() else []
+    existing = set(_names(["ip", "-o", "netns", "list"])) | set(_links())
+    leaked = [n for n in leftovers if n in existing]
+    shutil.rmtree(_OWNERS, ignore_errors=True)
+    assert not leaked, f"tests leaked local-cloud resources: {leaked}"
+
+
+def _names(cmd: list[str]) -> list[str]:
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _links() -> list[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
