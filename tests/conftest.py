@@ -41,24 +41,39 @@ class ThrowawayPostgres:
         self.port = _free_port()
 
     def _pg(self, *args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def start(self) -> str:
         """Start the cluster; returns a SQLAlchemy URL of its ``postgres`` database."""
-        self._pg(str(self.bin / "initdb"), "-D", f"{self.dir}/data", "-A", "trust", "-U",
-                 "ecliptic")
-        opts = (f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        self._pg(str(self.bin / "pg_ctl"), "-D", f"{self.dir}/data", "-l", f"{self.dir}/log",
-                 "-w", "start", "-o", opts)
+        self._pg(
+            str(self.bin / "initdb"), "-D", f"{self.dir}/data", "-A", "trust", "-U", "ecliptic"
+        )
+        opts = (
+            f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._pg(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            f"{self.dir}/data",
+            "-l",
+            f"{self.dir}/log",
+            "-w",
+            "start",
+            "-o",
+            opts,
+        )
         return f"postgresql+psycopg://ecliptic@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
         """Stop the cluster and remove its files."""
         try:
-            self._pg(str(self.bin / "pg_ctl"), "-D", f"{self.dir}/data", "-m", "immediate",
-                     "stop")
+            self._pg(str(self.bin / "pg_ctl"), "-D", f"{self.dir}/data", "-m", "immediate", "stop")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -1,0 +1,62 @@
+"""A store with the shipped flavors and a small inventory, but no backend (services only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from ecliptic.backends.base import GpuRecord, HostRecord
+from ecliptic.clock import ManualClock
+from ecliptic.services.caller import Caller
+from ecliptic.services.catalogue import seed_flavors, sync_inventory
+from ecliptic.services.identity import create_tenancy, create_user, set_membership
+from ecliptic.store.db import Database
+from ecliptic.store.migrate import upgrade
+from ecliptic.store.workqueue import WorkQueue
+
+HOSTS = [
+    HostRecord(name="cpu-1", vcpus=8, memory_mb=16384, disk_gb=500),
+    HostRecord(name="cpu-2", vcpus=8, memory_mb=16384, disk_gb=500),
+    HostRecord(
+        name="gpu-1",
+        vcpus=32,
+        memory_mb=262144,
+        disk_gb=1000,
+        gpus=(GpuRecord("A100", 4, 80, ("1g.10gb",)),),
+    ),
+]
+
+
+@dataclass
+class Env:
+    db: Database
+    queue: WorkQueue
+    admin: Caller
+    alice: Caller
+    bob: Caller
+
+
+@pytest.fixture
+def env(database_url: str) -> Iterator[Env]:
+    db = Database(database_url)
+    upgrade(db)
+    with db.write() as s:
+        seed_flavors(s)
+        sync_inventory(s, HOSTS)
+    root = Caller("root", "root", True)
+    a = create_user(db, None, "alice", "alice-password")
+    b = create_user(db, None, "bob", "bob-password-1")
+    ta = create_tenancy(db, root, "physics")
+    tb = create_tenancy(db, root, "chemistry")
+    set_membership(db, root, "physics", "alice", "member")
+    set_membership(db, root, "chemistry", "bob", "admin")
+    yield Env(
+        db=db,
+        queue=WorkQueue(db, ManualClock()),
+        admin=root,
+        alice=Caller(a.id, "alice", False, ta.id, "physics", "member"),
+        bob=Caller(b.id, "bob", False, tb.id, "chemistry", "admin"),
+    )
+    db.dispose()
