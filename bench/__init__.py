@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.<name> [--json]``; figures go to docs/benchmarks.md."""

@@ -1,0 +1,136 @@
+"""Server lifecycle speed: create to ACTIVE, delete, 100 at once, listing, idle memory.
+
+    python -m bench.servers [--json] [--samples 30] [--total 100]
+
+Runs a real ``ecliptic serve`` (SQLite, local cloud) on a fresh data dir and talks to it
+over HTTP like any client. Latencies are as a client sees them (poll every 2 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psutil
+
+from bench.harness import Served, percentile, serve
+
+
+def wait_phase(http: httpx.Client, name: str, phase: str, timeout: float = 60) -> None:
+    """Poll until the server reaches ``phase``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = http.get(f"/servers/{name}")
+        if r.status_code == 200 and r.json()["phase"] == phase:
+            return
+        if r.status_code == 200 and r.json()["phase"] == "ERROR":
+            raise RuntimeError(f"{name} went to ERROR: {r.json()['phase_reason']}")
+        time.sleep(0.002)
+    raise TimeoutError(f"{name} not {phase} after {timeout}s")
+
+
+def wait_gone(http: httpx.Client, name: str, timeout: float = 60) -> None:
+    """Poll until the server is gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if http.get(f"/servers/{name}").status_code == 404:
+            return
+        time.sleep(0.002)
+    raise TimeoutError(f"{name} still there after {timeout}s")
+
+
+def create(http: httpx.Client, name: str) -> None:
+    """Ask for one m1.tiny server."""
+    r = http.post("/servers", json={"name": name, "flavor": "m1.tiny"})
+    r.raise_for_status()
+
+
+def run(samples: int, total: int) -> dict[str, float | int | str]:
+    """Run every measurement; returns the figures."""
+    with serve() as s:
+        time.sleep(2)
+        rss = psutil.Process(s.proc.pid).memory_info().rss / 2**20
+        # Warm-up: first server also creates the default network.
+        create(s.http, "warm")
+        wait_phase(s.http, "warm", "ACTIVE")
+        creates = []
+        for i in range(samples):
+            t0 = time.perf_counter()
+            create(s.http, f"c{i}")
+            wait_phase(s.http, f"c{i}", "ACTIVE")
+            creates.append((time.perf_counter() - t0) * 1000)
+        rest = [f"b{i}" for i in range(total - samples - 1)]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: create(s.http, n), rest))
+        for n in rest:
+            wait_phase(s.http, n, "ACTIVE", timeout=120)
+        up = _count_active(s)
+        lists = []
+        for _ in range(300):
+            t0 = time.perf_counter()
+            r = s.http.get("/servers", params={"limit": 100})
+            lists.append((time.perf_counter() - t0) * 1000)
+            assert r.status_code == 200 and len(r.json()["items"]) == 100
+        deletes = []
+        for i in range(samples):
+            t0 = time.perf_counter()
+            s.http.delete(f"/servers/c{i}").raise_for_status()
+            wait_gone(s.http, f"c{i}")
+            deletes.append((time.perf_counter() - t0) * 1000)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: s.http.delete(f"/servers/{n}"), [*rest, "warm"]))
+        for n in [*rest, "warm"]:
+            wait_gone(s.http, n, timeout=120)
+    return {
+        "create_p50_ms": round(percentile(creates, 50), 1),
+        "create_p95_ms": round(percentile(creates, 95), 1),
+        "delete_p50_ms": round(percentile(deletes, 50), 1),
+        "delete_p95_ms": round(percentile(deletes, 95), 1),
+        "servers_up": up,
+        "list_p50_ms": round(percentile(lists, 50), 2),
+        "list_p99_ms": round(percentile(lists, 99), 2),
+        "serve_idle_rss_mb": round(rss, 1),
+        "machine": f"{platform.node()} {psutil.cpu_count()} cpu {platform.machine()}",
+    }
+
+
+def _count_active(s: Served) -> int:
+    items: list[dict[str, object]] = []
+    marker = None
+    while True:
+        params: dict[str, str | int] = {"limit": 1000}
+        if marker:
+            params["marker"] = marker
+        page = s.http.get("/servers", params=params).json()
+        items += page["items"]
+        marker = page["next"]
+        if not marker:
+            break
+    active = {str(i["id"]) for i in items if i["phase"] == "ACTIVE"}
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    present = {line.split()[0] for line in netns.splitlines() if line.startswith("ecl-")}
+    return sum(1 for sid in active if f"ecl-{sid[:10]}" in present)
+
+
+def main() -> None:
+    """Command line entry."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON line")
+    p.add_argument("--samples", type=int, default=30, help="timed creates and deletes")
+    p.add_argument("--total", type=int, default=100, help="servers up at once")
+    a = p.parse_args()
+    figures = run(a.samples, a.total)
+    if a.json:
+        print(json.dumps(figures))
+    else:
+        for k, v in figures.items():
+            print(f"{k:>20}: {v}")
+
+
+if __name__ == "__main__":
+    main()
