@@ -62,7 +62,9 @@ def serve(workers: int = 2, extra_env: dict[str, str] | None = None) -> Iterator
         log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "ecliptic.cli.main", "serve"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
         try:

@@ -92,7 +92,7 @@ def pg_admin_url() -> Iterator[str]:
         pg.stop()
 
 
-def _fresh_pg_database(admin_url: str) -> str:
+def fresh_pg_database(admin_url: str) -> str:
     name = "t_" + uuid.uuid4().hex[:12]
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
@@ -107,7 +107,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ecliptic.db'}"
     admin: str = request.getfixturevalue("pg_admin_url")
-    return _fresh_pg_database(admin)
+    return fresh_pg_database(admin)
 
 
 @pytest.fixture

@@ -47,8 +47,7 @@ def serve(settings: Settings, *, echo: bool = True) -> None:
                 file=sys.stderr,
             )
         print(
-            f"  Sign in:   ecliptic login --url {url} --user admin\n"
-            "  Stop:      Ctrl-C",
+            f"  Sign in:   ecliptic login --url {url} --user admin\n  Stop:      Ctrl-C",
             file=sys.stderr,
             flush=True,
         )
@@ -62,6 +61,8 @@ def serve(settings: Settings, *, echo: bool = True) -> None:
     )
     try:
         uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; we are stopping anyway
     finally:
         runtime.stop()
         if echo:

@@ -1,0 +1,1 @@
+"""The ``ecliptic`` command line: Typer commands over ``ecliptic.client``, one file per area."""

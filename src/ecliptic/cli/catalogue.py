@@ -1,0 +1,145 @@
+"""``ecliptic flavor`` and ``ecliptic host``: what servers can be, and where they go."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from ecliptic.cli import output
+from ecliptic.cli.session import client, command, current, emit
+from ecliptic.client import FlavorOut, HostOut
+
+flavor_app = typer.Typer(help="Flavors: the sizes servers come in.")
+host_app = typer.Typer(help="Hosts of the inventory and what runs on them (administrators).")
+
+
+class HostState(StrEnum):
+    """States an administrator may put a host in."""
+
+    up = "up"
+    down = "down"
+    maintenance = "maintenance"
+
+
+class Kind(StrEnum):
+    """Kinds of flavor."""
+
+    vm = "vm"
+    baremetal = "baremetal"
+
+
+def _flavor_rows(flavors: list[FlavorOut]) -> list[list[object]]:
+    return [
+        [
+            f.name,
+            f.vcpus,
+            output.mib(f.memory_mb),
+            f"{f.disk_gb} GB",
+            f"{f.gpus}x {f.gpu_model}" if f.gpus else "",
+            f.kind,
+            f.description,
+        ]
+        for f in flavors
+    ]
+
+
+FLAVOR_COLUMNS = ["NAME", "VCPUS", "MEMORY", "DISK", "GPUS", "KIND", "DESCRIPTION"]
+
+
+@command(flavor_app, "list")
+def flavor_list() -> None:
+    """List flavors, smallest first."""
+    flavors = client().flavors.list()
+    emit(
+        flavors,
+        lambda: output.table(FLAVOR_COLUMNS, _flavor_rows(flavors), empty="no flavors"),
+    )
+
+
+@command(flavor_app, "create")
+def flavor_create(
+    name: Annotated[
+        str, typer.Argument(help="Name: lowercase letters, digits, '.', '-'.", show_default=False)
+    ],
+    vcpus: Annotated[int, typer.Option("--vcpus", help="Virtual CPUs.", show_default=False)],
+    memory_mb: Annotated[
+        int, typer.Option("--memory-mb", help="Memory in MiB.", show_default=False)
+    ],
+    disk_gb: Annotated[int, typer.Option("--disk-gb", help="Disk in GB.")] = 0,
+    gpu_model: Annotated[
+        str | None,
+        typer.Option("--gpu-model", help="GPU model, e.g. A100.", show_default=False),
+    ] = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs of that model.")] = 0,
+    kind: Annotated[Kind, typer.Option("--kind", help="A VM or a whole host.")] = Kind.vm,
+    description: Annotated[str, typer.Option("--description", help="For people.")] = "",
+) -> None:
+    """Create a flavor (administrators)."""
+    f = client().flavors.create(
+        name=name,
+        vcpus=vcpus,
+        memory_mb=memory_mb,
+        disk_gb=disk_gb,
+        gpu_model=gpu_model,
+        gpus=gpus,
+        kind=kind.value,
+        description=description,
+    )
+    emit(f, lambda: output.table(FLAVOR_COLUMNS, _flavor_rows([f])))
+
+
+@command(flavor_app, "delete")
+def flavor_delete(
+    names: Annotated[
+        list[str], typer.Argument(metavar="NAME", help="Flavor names.", show_default=False)
+    ],
+) -> None:
+    """Delete flavors no server uses (administrators)."""
+    c = client()
+    for ref in names:
+        c.flavors.delete(ref)
+        if not current().json:
+            output.say(f"flavor {ref}: deleted")
+
+
+def _gpus(h: HostOut) -> str:
+    return ", ".join(f"{h.used_gpus.get(g.model, 0)}/{g.count} {g.model}" for g in h.gpus)
+
+
+def _host_rows(hosts: list[HostOut]) -> list[list[object]]:
+    return [
+        [
+            h.name,
+            h.state,
+            f"{h.used_vcpus}/{h.vcpus}",
+            f"{output.mib(h.used_memory_mb)}/{output.mib(h.memory_mb)}",
+            _gpus(h),
+            h.servers,
+        ]
+        for h in hosts
+    ]
+
+
+HOST_COLUMNS = ["NAME", "STATE", "VCPUS USED", "MEMORY USED", "GPUS USED", "SERVERS"]
+
+
+@command(host_app, "list")
+def host_list() -> None:
+    """List hosts with used/total vCPUs, memory and GPUs (administrators)."""
+    hosts = client().hosts.list()
+    emit(hosts, lambda: output.table(HOST_COLUMNS, _host_rows(hosts), empty="no hosts"))
+
+
+@command(host_app, "set-state")
+def host_set_state(
+    name: Annotated[str, typer.Argument(help="Host name.", show_default=False)],
+    state: Annotated[
+        HostState,
+        typer.Argument(help="up: takes servers; down, maintenance: takes no new ones."),
+    ],
+) -> None:
+    """Mark a host up, down or in maintenance (administrators)."""
+    h = client().hosts.set_state(name, state.value)
+    emit(h, lambda: output.table(HOST_COLUMNS, _host_rows([h])))

@@ -1,0 +1,130 @@
+"""``ecliptic``: the command line of an Ecliptic cloud.
+
+Every command but ``serve`` talks to the REST API through ``ecliptic.client``; ``serve``
+runs the API itself. Exit codes are documented in ``ecliptic.cli.exitcodes`` and in
+``ecliptic --help``: 0 ok, 1 refused, 2 usage, 3 not found, 4 conflict, 5 unauthenticated
+or forbidden, 6 unreachable or server error, 7 wait failed; ``server exec`` passes the
+command's own code through.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ecliptic import __version__
+from ecliptic.cli import auth, catalogue, identity, local, networks, servers
+from ecliptic.cli.exitcodes import EPILOG
+from ecliptic.cli.output import OutputFormat
+from ecliptic.cli.session import Session
+
+app = typer.Typer(
+    help="Ecliptic: a self-service research cloud. Start with 'ecliptic serve', then "
+    "'ecliptic login'.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(servers.app, name="server", no_args_is_help=True)
+app.add_typer(networks.network_app, name="network", no_args_is_help=True)
+app.add_typer(networks.port_app, name="port", no_args_is_help=True)
+app.add_typer(catalogue.flavor_app, name="flavor", no_args_is_help=True)
+app.add_typer(catalogue.host_app, name="host", no_args_is_help=True)
+app.add_typer(identity.tenancy_app, name="tenancy", no_args_is_help=True)
+app.add_typer(identity.user_app, name="user", no_args_is_help=True)
+app.add_typer(auth.token_app, name="token", no_args_is_help=True)
+app.add_typer(local.app, name="local", no_args_is_help=True)
+app.registered_commands += auth.app.registered_commands
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ecliptic {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    output_format: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--output",
+            "-o",
+            envvar="ECLIPTIC_OUTPUT",
+            help="Print tables for people or the API's JSON (one document on stdout).",
+        ),
+    ] = OutputFormat.table,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", envvar="ECLIPTIC_URL", help="API URL (default: the one you logged in to)."
+        ),
+    ] = None,
+    tenancy: Annotated[
+        str | None,
+        typer.Option(
+            "--tenancy",
+            envvar="ECLIPTIC_TENANCY",
+            help="Tenancy to act in (default: the one you logged in to).",
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            envvar="ECLIPTIC_PROFILE",
+            help="Which saved login to use, to keep several clouds apart.",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Ecliptic: a self-service research cloud."""
+    session = Session(output=output_format, url=url, tenancy=tenancy, profile=profile)
+    ctx.obj = session
+    ctx.call_on_close(session.close)
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", help="Address to listen on (default: 127.0.0.1).", show_default=False
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="Port to listen on (default: 8470).", show_default=False),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Where the database and logs live (default: your user data dir).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run the API and its workers in the foreground; Ctrl-C stops them."""
+    from ecliptic.config import load_settings
+    from ecliptic.server import serve as run
+
+    run(load_settings(host=host, port=port, data_dir=data_dir))
+
+
+def main() -> None:
+    """Entry point of the ``ecliptic`` command."""
+    app(prog_name="ecliptic")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""``ecliptic network`` and ``ecliptic port``: layer-2 networks and the addresses on them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ecliptic.cli import output
+from ecliptic.cli.exitcodes import exit_code_for
+from ecliptic.cli.session import client, command, current, emit
+from ecliptic.client import ApiError, NetworkOut, PortOut
+
+network_app = typer.Typer(help="Networks: one subnet each, addresses picked for you.")
+port_app = typer.Typer(help="Ports: addresses reserved on a network, to plug into a server.")
+
+Timeout = Annotated[
+    float, typer.Option("--timeout", help="Seconds to wait before giving up (exit code 7).")
+]
+
+
+def show_network(net: NetworkOut) -> None:
+    """A network's fields, for people."""
+    output.fields(
+        [
+            ("name", net.name),
+            ("id", net.id),
+            ("phase", net.phase),
+            ("reason", net.phase_reason),
+            ("subnets", ", ".join(f"{s.cidr} (gateway {s.gateway_ip})" for s in net.subnets)),
+            ("created", output.when(net.created_at)),
+        ]
+    )
+
+
+@command(network_app, "create")
+def network_create(
+    name: Annotated[
+        str, typer.Argument(help="Name: lowercase letters, digits and '-'.", show_default=False)
+    ],
+    cidr: Annotated[
+        str | None,
+        typer.Option(
+            "--cidr", help="IPv4 range, /16 to /29 (default: a free /24).", show_default=False
+        ),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until it is ACTIVE.")] = False,
+    timeout: Timeout = 120,
+) -> None:
+    """Create a network with one subnet."""
+    c = client()
+    net = c.networks.create(name, cidr)
+    if wait:
+        with output.waiting(f"waiting for network {name}") as update:
+            net = c.networks.wait(
+                net.id, timeout=timeout, on_change=lambda n: update(f"network {n.name}: {n.phase}")
+            )
+    emit(net, lambda: show_network(net))
+
+
+@command(network_app, "list")
+def network_list() -> None:
+    """List networks of the tenancy."""
+    nets = client().networks.list()
+    emit(
+        nets,
+        lambda: output.table(
+            ["NAME", "PHASE", "CIDR", "GATEWAY", "AGE"],
+            [
+                [
+                    n.name,
+                    n.phase,
+                    ", ".join(s.cidr for s in n.subnets),
+                    ", ".join(s.gateway_ip for s in n.subnets),
+                    n.created_at,
+                ]
+                for n in nets
+            ],
+            empty="no networks",
+        ),
+    )
+
+
+@command(network_app, "show")
+def network_show(
+    name: Annotated[str, typer.Argument(help="Network name or id.", show_default=False)],
+) -> None:
+    """Show one network."""
+    net = client().networks.get(name)
+    emit(net, lambda: show_network(net))
+
+
+@command(network_app, "delete")
+def network_delete(
+    names: Annotated[
+        list[str],
+        typer.Argument(metavar="NAME", help="Network names or ids.", show_default=False),
+    ],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until they are gone.")] = False,
+    timeout: Timeout = 120,
+) -> None:
+    """Delete networks; refused (exit code 4) while ports are on them."""
+    c = client()
+    deleted: list[NetworkOut] = []
+    failed: list[ApiError] = []
+    for ref in names:
+        try:
+            deleted.append(c.networks.delete(ref))
+        except ApiError as exc:
+            if len(names) == 1:
+                raise
+            output.error(exc)
+            failed.append(exc)
+    if wait:
+        for net in deleted:
+            with output.waiting(f"waiting for network {net.name} to go"):
+                c.networks.wait_deleted(net.id, timeout=timeout)
+
+    def human() -> None:
+        for net in deleted:
+            output.say(f"network {net.name}: {'deleted' if wait else 'deleting'}")
+
+    emit(deleted, human)
+    if failed:
+        raise typer.Exit(exit_code_for(failed[0]))
+
+
+def _port_rows(ports: list[PortOut], nets: dict[str, str]) -> list[list[object]]:
+    return [
+        [
+            p.name or p.id[:12],
+            nets.get(p.network_id, p.network_id[:12]),
+            p.ip_address,
+            p.mac,
+            p.vnic_type,
+            "yes" if p.server_id else "no",
+            p.phase,
+        ]
+        for p in ports
+    ]
+
+
+PORT_COLUMNS = ["PORT", "NETWORK", "ADDRESS", "MAC", "VNIC", "ATTACHED", "PHASE"]
+
+
+@command(port_app, "create")
+def port_create(
+    network: Annotated[
+        str, typer.Option("--network", help="Network to take the address on.", show_default=False)
+    ],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name, to refer to it later.", show_default=False)
+    ] = None,
+    direct: Annotated[
+        bool, typer.Option("--direct", help="A direct (SR-IOV) port rather than a virtual NIC.")
+    ] = False,
+) -> None:
+    """Reserve an address on a network (plug it in with 'server create --port')."""
+    c = client()
+    port = c.ports.create(network, name, "direct" if direct else "normal")
+    emit(port, lambda: output.table(PORT_COLUMNS, _port_rows([port], {port.network_id: network})))
+
+
+@command(port_app, "list")
+def port_list() -> None:
+    """List ports of the tenancy."""
+    c = client()
+    ports = c.ports.list()
+
+    def human() -> None:
+        nets = {n.id: n.name for n in c.networks.list()} if ports else {}
+        output.table(PORT_COLUMNS, _port_rows(ports, nets), empty="no ports")
+
+    emit(ports, human)
+
+
+@command(port_app, "delete")
+def port_delete(
+    names: Annotated[
+        list[str], typer.Argument(metavar="NAME", help="Port names or ids.", show_default=False)
+    ],
+) -> None:
+    """Release unattached ports."""
+    c = client()
+    for ref in names:
+        c.ports.delete(ref)
+        if not current().json:
+            output.say(f"port {ref}: deleted")

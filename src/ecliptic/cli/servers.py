@@ -1,0 +1,325 @@
+"""``ecliptic server``: create, list, show, delete, log, events and exec."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from ecliptic.cli import output
+from ecliptic.cli.exitcodes import exec_exit_code, exit_code_for
+from ecliptic.cli.session import client, command, current, emit
+from ecliptic.client import ApiError, Client, Page, ServerNic, ServerOut
+from ecliptic.phases import ServerPhase
+
+app = typer.Typer(
+    help="Servers: create, list, show, delete, read their log, run commands in them.",
+    no_args_is_help=True,
+)
+
+Name = Annotated[str, typer.Argument(help="Server name or id.", show_default=False)]
+Timeout = Annotated[
+    float, typer.Option("--timeout", help="Seconds to wait before giving up (exit code 7).")
+]
+STDIN_LIMIT = 1024 * 1024
+
+
+def nics(networks: list[str], direct: bool, ports: list[str]) -> list[ServerNic]:
+    """Interfaces from ``--network NAME[:direct]``, ``--direct-port`` and ``--port``."""
+    if direct and not networks:
+        raise typer.BadParameter(
+            "it makes the --network interfaces direct: give at least one --network",
+            param_hint="--direct-port",
+        )
+    out = []
+    try:
+        for spec in networks:
+            net, sep, kind = spec.partition(":")
+            if not net or (sep and kind not in ("direct", "normal")):
+                raise typer.BadParameter(
+                    f"'{spec}': write a network name, or NAME:direct for a direct port",
+                    param_hint="--network",
+                )
+            vnic = kind if sep else ("direct" if direct else "normal")
+            out.append(ServerNic(network=net, vnic_type="direct" if vnic == "direct" else "normal"))
+        out += [ServerNic(port=p) for p in ports]
+    except ValidationError as exc:
+        raise typer.BadParameter(exc.errors()[0]["msg"]) from None
+    return out
+
+
+def wait_active(c: Client, ref: str, timeout: float) -> ServerOut:
+    """Wait for a server to be ACTIVE, with a spinner that shows its phase."""
+    with output.waiting(f"waiting for server {ref}") as update:
+        return c.servers.wait(
+            ref,
+            timeout=timeout,
+            on_change=lambda s: update(f"server {s.name}: {s.phase} ({s.phase_reason})"),
+        )
+
+
+def show_server(srv: ServerOut) -> None:
+    """A server's fields and its interfaces, for people."""
+    gpus = f"{srv.gpus}x {srv.gpu_model}" if srv.gpus else ""
+    output.fields(
+        [
+            ("name", srv.name),
+            ("id", srv.id),
+            ("phase", srv.phase),
+            ("reason", srv.phase_reason),
+            ("flavor", f"{srv.flavor} ({srv.kind})"),
+            ("host", srv.host),
+            ("vcpus", srv.vcpus),
+            ("memory", output.mib(srv.memory_mb)),
+            ("gpus", gpus),
+            ("addresses", _addresses(srv)),
+            ("created", output.when(srv.created_at)),
+        ]
+    )
+    if srv.ports:
+        net_of = {ip: net for net, ips in srv.addresses.items() for ip in ips}
+        output.stdout().print()
+        output.table(
+            ["IFACE", "NETWORK", "ADDRESS", "MAC", "VNIC", "PORT", "PHASE"],
+            [
+                [
+                    p.status.get("ifname") or f"#{p.device_index}",
+                    net_of.get(p.ip_address),
+                    p.ip_address,
+                    p.mac,
+                    p.vnic_type,
+                    p.name,
+                    p.phase,
+                ]
+                for p in sorted(srv.ports, key=lambda p: p.device_index)
+            ],
+        )
+
+
+def _addresses(srv: ServerOut) -> str:
+    return ", ".join(f"{net}={','.join(ips)}" for net, ips in sorted(srv.addresses.items()))
+
+
+@command(
+    app,
+    "create",
+    help="Create a server.\n\n"
+    "Interfaces come in order: one per --network (eth0, eth1, ...), then one per --port. "
+    "'--network data --direct-port' gives a direct port on network data; "
+    "'--network mgmt --network data:direct' gives a normal eth0 on mgmt and a direct eth1 "
+    "on data.",
+)
+def create(
+    name: Annotated[
+        str, typer.Argument(help="Name: lowercase letters, digits and '-'.", show_default=False)
+    ],
+    flavor: Annotated[
+        str, typer.Option("--flavor", help="Flavor ('ecliptic flavor list').", show_default=False)
+    ],
+    network: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--network",
+            metavar="NAME[:direct]",
+            help="An interface on this network; repeat for more. NAME:direct makes it a "
+            "direct (SR-IOV) port. Default: the tenancy's 'default' network.",
+            show_default=False,
+        ),
+    ] = None,
+    direct_port: Annotated[
+        bool,
+        typer.Option("--direct-port", help="Make every --network interface a direct port."),
+    ] = False,
+    port: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--port",
+            metavar="PORT",
+            help="Plug an existing port ('ecliptic port create'); after the --network ones.",
+            show_default=False,
+        ),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until it is ACTIVE.")] = False,
+    timeout: Timeout = 300,
+) -> None:
+    """Create a server."""
+    c = client()
+    srv = c.servers.create(name, flavor, nics(network or [], direct_port, port or []))
+    if wait:
+        srv = wait_active(c, srv.name, timeout)
+    emit(srv, lambda: show_server(srv))
+
+
+@command(app, "list")
+def list_(
+    name: Annotated[
+        str | None, typer.Option("--name", help="Only names containing this.", show_default=False)
+    ] = None,
+    phase: Annotated[
+        ServerPhase | None,
+        typer.Option("--phase", help="Only servers in this phase.", case_sensitive=False),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Only servers on this host.", show_default=False)
+    ] = None,
+    flavor: Annotated[
+        str | None, typer.Option("--flavor", help="Only this flavor.", show_default=False)
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, max=1000, help="Page size (the API's default: 100)."),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Fetch every page.")] = False,
+) -> None:
+    """List servers of the tenancy, oldest first."""
+    c = client()
+    query = {"name": name, "phase": phase.value if phase else None, "host": host, "flavor": flavor}
+    if all_:
+        page = Page[ServerOut](items=list(c.servers.iter(**query, page_size=limit)))
+    else:
+        page = c.servers.list(**query, limit=limit)
+
+    def human() -> None:
+        output.table(
+            ["NAME", "PHASE", "FLAVOR", "HOST", "ADDRESSES", "AGE"],
+            [[s.name, s.phase, s.flavor, s.host, _addresses(s), s.created_at] for s in page.items],
+            empty="no servers",
+        )
+        if page.next:
+            output.note("more servers exist: use --all, or a larger --limit")
+
+    emit(page, human)
+
+
+@command(app, "show")
+def show(
+    name: Name,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until it is ACTIVE first.")] = False,
+    timeout: Timeout = 300,
+) -> None:
+    """Show one server, with its interfaces."""
+    c = client()
+    srv = wait_active(c, name, timeout) if wait else c.servers.get(name)
+    emit(srv, lambda: show_server(srv))
+
+
+@command(app, "delete")
+def delete(
+    names: Annotated[
+        list[str],
+        typer.Argument(metavar="NAME", help="Server names or ids.", show_default=False),
+    ],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until they are gone.")] = False,
+    timeout: Timeout = 300,
+) -> None:
+    """Delete servers (they go to DELETING, then disappear)."""
+    c = client()
+    deleted: list[ServerOut] = []
+    failed: list[ApiError] = []
+    for ref in names:
+        try:
+            deleted.append(c.servers.delete(ref))
+        except ApiError as exc:
+            if len(names) == 1:
+                raise
+            output.error(exc)
+            failed.append(exc)
+    if wait:
+        for srv in deleted:
+            with output.waiting(f"waiting for server {srv.name} to go") as update:
+                c.servers.wait_deleted(
+                    srv.id,
+                    timeout=timeout,
+                    on_change=lambda s: update(f"server {s.name}: {s.phase} ({s.phase_reason})"),
+                )
+
+    def human() -> None:
+        for srv in deleted:
+            output.say(f"server {srv.name}: {'deleted' if wait else 'deleting'}")
+
+    emit(deleted, human)
+    if failed:
+        raise typer.Exit(exit_code_for(failed[0]))
+
+
+@command(app, "log")
+def log(
+    name: Name,
+    tail: Annotated[
+        int | None,
+        typer.Option(
+            "--tail",
+            min=1,
+            metavar="BYTES",
+            help="How much of the end (the API's default: 64 KiB).",
+        ),
+    ] = None,
+) -> None:
+    """Print the end of a server's console log."""
+    doc = client().servers.log(name, tail_bytes=tail)
+
+    def human() -> None:
+        sys.stdout.write(doc.log if not doc.log or doc.log.endswith("\n") else doc.log + "\n")
+        sys.stdout.flush()
+
+    emit(doc, human)
+
+
+@command(app, "events")
+def events(name: Name) -> None:
+    """Show a server's phase changes and why they happened."""
+    rows = client().servers.events(name)
+    emit(
+        rows,
+        lambda: output.table(
+            ["AT", "FROM", "TO", "REASON"],
+            [[output.when(e.at), e.from_phase, e.to_phase, e.reason] for e in rows],
+            empty="no events",
+        ),
+    )
+
+
+@command(
+    app,
+    "exec",
+    help="Run a command in a server; its output and exit code become ours.\n\n"
+    "Put the command after '--'. Our stdin goes to the command when it is not a terminal "
+    "(up to 1 MiB), unless --no-stdin.",
+)
+def exec_(
+    name: Name,
+    argv: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="CMD",
+            help="Command and arguments, after '--': ecliptic server exec web -- ls -l /",
+            show_default=False,
+        ),
+    ],
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=0.001, max=3600, help="Kill the command after this long."),
+    ] = 60,
+    no_stdin: Annotated[
+        bool, typer.Option("--no-stdin", help="Do not pass our stdin to the command.")
+    ] = False,
+) -> None:
+    """Run a command in a server; its output and exit code become ours."""
+    data: bytes | None = None
+    if not no_stdin and sys.stdin is not None and not sys.stdin.closed and not sys.stdin.isatty():
+        data = sys.stdin.buffer.read(STDIN_LIMIT + 1)
+        if len(data) > STDIN_LIMIT:
+            raise typer.BadParameter("stdin is larger than 1 MiB; copy big files another way")
+    res = client().servers.exec(name, argv, timeout=timeout, stdin=data)
+    if current().json:
+        output.emit_json(res)
+    else:
+        sys.stdout.write(res.stdout)
+        sys.stdout.flush()
+        sys.stderr.write(res.stderr)
+        sys.stderr.flush()
+    if res.timed_out:
+        sys.stderr.write(f"error: the command timed out after {timeout:g} s and was killed\n")
+    raise typer.Exit(exec_exit_code(res.exit_code))

@@ -1,0 +1,250 @@
+"""Kill the serving process with SIGKILL in the middle of creating and of deleting servers.
+
+After a restart the end state must be right (every server ACTIVE with its address, or
+gone) and nothing may leak: no namespace, link or owner record of the instance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import _free_port
+
+PASSWORD = "test-admin-password"
+
+
+class Instance:
+    """An ``ecliptic serve`` process on a data dir that outlives it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.token: str | None = None
+
+    def start(self, crash_at: str = "") -> None:
+        env = dict(
+            os.environ,
+            ECLIPTIC_DATA_DIR=str(self.data_dir),
+            ECLIPTIC_PORT=str(self.port),
+            ECLIPTIC_ADMIN_PASSWORD=PASSWORD,
+            ECLIPTIC_CRASH_AT=crash_at,
+        )
+        env.pop("ECLIPTIC_DATABASE_URL", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ecliptic.cli.main", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.data_dir / "log", "ab"),  # noqa: SIM115
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("serve did not start: " + (self.data_dir / "log").read_text())
+        r = httpx.post(
+            f"{self.url}/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
+        )
+        self.token = r.json()["secret"]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{self.url}/api/v1{path}",
+            json=body,
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+
+    def wait_killed(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def wait_for(self, predicate: Any, what: str, timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def servers(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/servers").json()["items"])
+
+    def instance_id(self) -> str:
+        import sqlite3
+
+        con = sqlite3.connect(self.data_dir / "ecliptic.db")
+        try:
+            return str(con.execute("SELECT value FROM meta WHERE key='instance_id'").fetchone()[0])
+        finally:
+            con.close()
+
+
+def owned_resources(instance_id: str) -> list[str]:
+    """Names of local-cloud resources whose owner record names this instance."""
+    owners = Path(os.environ["ECLIPTIC_OWNERS_DIR"])
+    names = []
+    for rec in owners.iterdir() if owners.exists() else []:
+        try:
+            if json.loads(rec.read_text()).get("instance") == instance_id:
+                names.append(rec.name)
+        except (OSError, ValueError):
+            continue
+    return names
+
+
+def existing(names: list[str]) -> list[str]:
+    netns = subprocess.run(["ip", "-o", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    have = {line.split()[0] for line in netns.splitlines() if line.strip()}
+    have |= {ln.split(":")[1].strip().split("@")[0] for ln in links.splitlines() if ":" in ln}
+    return [n for n in names if n in have]
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[Instance]:
+    inst = Instance(tmp_path)
+    yield inst
+    # Whatever happened, leave nothing behind: restart cleanly and delete everything.
+    inst.stop()
+    try:
+        inst.start()
+        for s in inst.servers():
+            inst.call("DELETE", f"/servers/{s['id']}")
+        inst.wait_for(lambda: inst.servers() == [], "servers gone", 60)
+        for n in inst.call("GET", "/networks").json():
+            inst.call("DELETE", f"/networks/{n['id']}")
+        inst.wait_for(lambda: inst.call("GET", "/networks").json() == [], "networks gone")
+    finally:
+        inst.stop()
+
+
+def _check_all_active(inst: Instance, names: set[str]) -> None:
+    def ready() -> bool:
+        ss = inst.servers()
+        return {s["name"] for s in ss} == names and all(s["phase"] == "ACTIVE" for s in ss)
+
+    inst.wait_for(ready, "every server ACTIVE", 60)
+    for s in inst.servers():
+        out = inst.call(
+            "POST",
+            f"/servers/{s['name']}/exec",
+            {"argv": ["ip", "-4", "-o", "addr", "show", "eth0"]},
+        ).json()
+        assert s["addresses"]["default"][0] + "/" in out["stdout"], out
+    expected_ns = {f"ecl-{s['id'][:10]}" for s in inst.servers()}
+    mine = [n for n in existing(owned_resources(inst.instance_id())) if n.startswith("ecl-")]
+    assert set(mine) == expected_ns
+
+
+@pytest.mark.parametrize(
+    "crash_at",
+    [
+        "local.server.after_netns",
+        "local.server.after_ports",
+        "reconcile.server.after_backend",
+        "local.network.after_bridge",
+    ],
+)
+def test_sigkill_while_creating_converges(instance: Instance, crash_at: str) -> None:
+    instance.start(crash_at=crash_at)
+    names = set()
+    for n in ("a", "b", "c"):
+        try:
+            r = instance.call("POST", "/servers", {"name": n, "flavor": "m1.tiny"})
+        except httpx.TransportError:
+            break  # the worker reached the crash point and took the process down
+        assert r.status_code == 202, r.text
+        names.add(n)
+    assert names
+    assert instance.wait_killed() == -signal.SIGKILL
+    instance.start()
+    _check_all_active(instance, names)
+
+
+@pytest.mark.parametrize(
+    "crash_at", ["local.server.delete.after_kill", "reconcile.server.after_backend_delete"]
+)
+def test_sigkill_while_deleting_converges(instance: Instance, crash_at: str) -> None:
+    instance.start()
+    for n in ("a", "b", "c"):
+        instance.call("POST", "/servers", {"name": n, "flavor": "m1.tiny"})
+    _check_all_active(instance, {"a", "b", "c"})
+    iid = instance.instance_id()
+    instance.stop()
+    instance.start(crash_at=crash_at)
+    asked = []
+    for s in instance.servers():
+        try:
+            if instance.call("DELETE", f"/servers/{s['name']}").status_code == 202:
+                asked.append(s["name"])
+        except httpx.TransportError:
+            break
+    assert asked
+    assert instance.wait_killed() == -signal.SIGKILL
+    instance.start()
+    # The deletions asked for before the crash finish without being asked again.
+    instance.wait_for(
+        lambda: not {s["name"] for s in instance.servers()} & set(asked), "deletions to finish"
+    )
+    for s in instance.servers():
+        instance.call("DELETE", f"/servers/{s['name']}")
+    instance.wait_for(lambda: instance.servers() == [], "servers gone")
+    for n in instance.call("GET", "/networks").json():
+        instance.call("DELETE", f"/networks/{n['name']}")
+    instance.wait_for(lambda: instance.call("GET", "/networks").json() == [], "networks gone")
+    assert existing(owned_resources(iid)) == []
+    assert owned_resources(iid) == []
+
+
+def test_sigkill_at_random_moments(instance: Instance) -> None:
+    import random
+
+    rng = random.Random(20261121)
+    names: set[str] = set()
+    for round_ in range(3):
+        instance.start()
+        batch = {f"r{round_}-{i}" for i in range(6)}
+        for n in sorted(batch):
+            instance.call("POST", "/servers", {"name": n, "flavor": "m1.tiny"})
+        names |= batch
+        victims = sorted(names)[:2]
+        for v in victims:
+            instance.call("DELETE", f"/servers/{v}")
+        names -= set(victims)
+        time.sleep(rng.uniform(0.0, 0.3))
+        assert instance.proc is not None
+        instance.proc.kill()
+        instance.proc.wait()
+    instance.start()
+    _check_all_active(instance, names)
