@@ -86,6 +86,11 @@ def run(samples: int, total: int) -> dict[str, float | int | str]:
             list(pool.map(lambda n: s.http.delete(f"/servers/{n}"), [*rest, "warm"]))
         for n in [*rest, "warm"]:
             wait_gone(s.http, n, timeout=120)
+        for net in s.http.get("/networks").json():
+            s.http.delete(f"/networks/{net['id']}").raise_for_status()
+        deadline = time.monotonic() + 30
+        while s.http.get("/networks").json() and time.monotonic() < deadline:
+            time.sleep(0.05)
     return {
         "create_p50_ms": round(percentile(creates, 50), 1),
         "create_p95_ms": round(percentile(creates, 95), 1),

@@ -139,3 +139,24 @@ def test_listing_filters_and_pages(admin: Api) -> None:
         admin.delete(f"/servers/s{i}")
     for i in range(5):
         admin.wait(f"s{i}", "GONE")
+
+
+def test_ranges_in_use_on_the_host_are_avoided(admin: Api) -> None:
+    # A range used on this machine outside Ecliptic (by another instance, say) must not be
+    # handed out again: the same subnet on two bridges breaks routing for both.
+    import random
+
+    third = random.Random().randrange(100, 250)
+    foreign = f"198.19.{third}.0/24"
+    subprocess.run(
+        ["ip", "link", "add", "ecltest0", "type", "veth", "peer", "ecltest1"], check=True
+    )
+    try:
+        subprocess.run(["ip", "addr", "add", f"198.19.{third}.1/24", "dev", "ecltest0"], check=True)
+        r = admin.post("/networks", {"name": "clash", "cidr": foreign})
+        assert r.status_code == 409 and "already in use on the infrastructure" in r.json()["detail"]
+        r = admin.post("/networks", {"name": "fine"})
+        assert r.status_code == 202 and r.json()["subnets"][0]["cidr"] != foreign
+    finally:
+        subprocess.run(["ip", "link", "del", "ecltest0"], check=False)
+    admin.delete("/networks/fine")

@@ -325,6 +325,10 @@ class Backend(Protocol):
         """Hosts servers can be placed on."""
         ...
 
+    def used_ranges(self) -> list[str]:
+        """IPv4 ranges (CIDR) in use outside this instance's networks; new subnets avoid them."""
+        ...
+
     def observe(self, known_servers: set[str], known_networks: set[str]) -> ObservedState:
         """What really exists; ``object_id`` is set for resources of known objects."""
         ...

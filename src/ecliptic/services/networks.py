@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -59,13 +59,23 @@ def _free_range(taken: Iterable[ipaddress.IPv4Network], prefix: int) -> ipaddres
     )
 
 
+UsedRanges = Callable[[], Iterable[str]]
+"""Ranges the infrastructure uses outside this instance (``Backend.used_ranges``)."""
+
+
 def add_network(
-    session: Session, queue: WorkQueue, tenancy_id: str, name: str, cidr: str | None
+    session: Session,
+    queue: WorkQueue,
+    tenancy_id: str,
+    name: str,
+    cidr: str | None,
+    used_elsewhere: UsedRanges = tuple,
 ) -> Network:
     """Create a network and its subnet inside the caller's transaction (holding the IPAM lock)."""
-    taken = [ipaddress.IPv4Network(c) for c in session.scalars(select(Subnet.cidr))]
+    ours = [ipaddress.IPv4Network(c) for c in session.scalars(select(Subnet.cidr))]
+    elsewhere = [ipaddress.IPv4Network(c) for c in used_elsewhere()]
     if cidr is None:
-        net_range = _free_range(taken, DEFAULT_PREFIX)
+        net_range = _free_range([*ours, *elsewhere], DEFAULT_PREFIX)
     else:
         net_range = ipaddress.IPv4Network(cidr)
         if not net_range.subnet_of(ADDRESS_POOL):
@@ -74,11 +84,17 @@ def add_network(
                 "or leave --cidr out to get a free one",
                 errors=[{"loc": ["body", "cidr"], "msg": f"must be inside {ADDRESS_POOL}"}],
             )
-        clash = next((t for t in taken if t.overlaps(net_range)), None)
+        clash = next((t for t in ours if t.overlaps(net_range)), None)
         if clash is not None:
             raise Conflict(
                 f"{cidr} overlaps {clash}, which another network uses; leave --cidr out to "
                 "get a free range"
+            )
+        clash = next((t for t in elsewhere if t.overlaps(net_range)), None)
+        if clash is not None:
+            raise Conflict(
+                f"{cidr} overlaps {clash}, which is already in use on the infrastructure "
+                "(outside Ecliptic's networks); leave --cidr out to get a free range"
             )
     if session.scalar(
         select(Network.id).where(Network.tenancy_id == tenancy_id, Network.name == name)
@@ -117,23 +133,30 @@ def add_network(
 
 
 def create_network(
-    db: Database, queue: WorkQueue, caller: Caller, name: str, cidr: str | None
+    db: Database,
+    queue: WorkQueue,
+    caller: Caller,
+    name: str,
+    cidr: str | None,
+    used_elsewhere: UsedRanges = tuple,
 ) -> Network:
     """Create a network in the caller's tenancy."""
     tenancy_id = caller.require_tenancy()
     try:
         with db.write(IPAM_LOCK) as session:
-            return add_network(session, queue, tenancy_id, name, cidr)
+            return add_network(session, queue, tenancy_id, name, cidr, used_elsewhere)
     except IntegrityError:
         raise Conflict(f"a network named '{name}' or its range exists already") from None
 
 
-def default_network(session: Session, queue: WorkQueue, tenancy_id: str) -> Network:
+def default_network(
+    session: Session, queue: WorkQueue, tenancy_id: str, used_elsewhere: UsedRanges = tuple
+) -> Network:
     """The tenancy's ``default`` network, created on first use."""
     net = session.scalar(
         select(Network).where(Network.tenancy_id == tenancy_id, Network.name == DEFAULT_NETWORK)
     )
-    return net or add_network(session, queue, tenancy_id, DEFAULT_NETWORK, None)
+    return net or add_network(session, queue, tenancy_id, DEFAULT_NETWORK, None, used_elsewhere)
 
 
 def list_networks(db: Database, caller: Caller) -> list[Network]:

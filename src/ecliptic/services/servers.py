@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer, joinedload, raiseload, selectinload
 
 from ecliptic.backends.base import Backend, NotFoundInBackend, RunResult
 from ecliptic.errors import Conflict, InvalidInput, NotFound
@@ -17,13 +17,14 @@ from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import find_flavor, host_usage
 from ecliptic.services.networks import (
     IPAM_LOCK,
+    UsedRanges,
     allocate_port,
     default_network,
     find_network,
     find_port,
 )
 from ecliptic.store.db import Database
-from ecliptic.store.models import Event, Host, Network, Port, Server
+from ecliptic.store.models import Event, Flavor, Host, Network, Port, Server
 from ecliptic.store.transitions import move
 from ecliptic.store.workqueue import WorkQueue
 
@@ -70,6 +71,7 @@ def create_server(
     name: str,
     flavor: str,
     nics: list[NicRequest],
+    used_elsewhere: UsedRanges = tuple,
 ) -> Server:
     """Place a server on a host, allocate its ports and queue it for building."""
     tenancy_id = caller.require_tenancy()
@@ -123,7 +125,7 @@ def create_server(
         )
         session.add(srv)
         session.flush()
-        _attach_nics(session, queue, srv, nics or [NicRequest()])
+        _attach_nics(session, queue, srv, nics or [NicRequest()], used_elsewhere)
         session.add(
             Event(
                 tenancy_id=tenancy_id,
@@ -139,7 +141,13 @@ def create_server(
         return srv
 
 
-def _attach_nics(session: Session, queue: WorkQueue, srv: Server, nics: list[NicRequest]) -> None:
+def _attach_nics(
+    session: Session,
+    queue: WorkQueue,
+    srv: Server,
+    nics: list[NicRequest],
+    used_elsewhere: UsedRanges,
+) -> None:
     for index, nic in enumerate(nics):
         loc = ["body", "networks", index]
         if nic.port and nic.network:
@@ -157,7 +165,7 @@ def _attach_nics(session: Session, queue: WorkQueue, srv: Server, nics: list[Nic
         net: Network = (
             find_network(session, srv.tenancy_id, nic.network)
             if nic.network
-            else default_network(session, queue, srv.tenancy_id)
+            else default_network(session, queue, srv.tenancy_id, used_elsewhere)
         )
         allocate_port(
             session,
@@ -219,8 +227,6 @@ def list_servers(
     if filters.host:
         query = query.join(Host, Server.host_id == Host.id).where(Host.name == filters.host)
     if filters.flavor:
-        from ecliptic.store.models import Flavor
-
         query = query.join(Flavor, Server.flavor_id == Flavor.id).where(
             Flavor.name == filters.flavor
         )
@@ -229,7 +235,21 @@ def list_servers(
         query = query.where(
             or_(Server.created_at > at, and_(Server.created_at == at, Server.id > sid))
         )
-    query = query.order_by(Server.created_at, Server.id).limit(limit + 1)
+    query = (
+        query.order_by(Server.created_at, Server.id)
+        .limit(limit + 1)
+        .options(
+            # A listing shows names of the host, flavor and networks: load just those,
+            # not their JSON documents (decoding them was most of a listing's cost).
+            joinedload(Server.host).load_only(Host.name),
+            joinedload(Server.flavor).load_only(Flavor.name),
+            selectinload(Server.ports).options(
+                defer(Port.spec),
+                joinedload(Port.network).load_only(Network.name).raiseload(Network.subnets),
+                raiseload(Port.subnet),
+            ),
+        )
+    )
     with db.read() as session:
         rows = list(session.scalars(query).unique())
     more = len(rows) > limit

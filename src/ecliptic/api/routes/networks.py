@@ -21,7 +21,10 @@ def list_networks(caller: CallerDep, rt: RuntimeDep) -> list[NetworkOut]:
 @router.post("/networks", response_model=NetworkOut, status_code=202)
 def create_network(body: NetworkCreate, caller: CallerDep, rt: RuntimeDep) -> NetworkOut:
     """Create a network with one subnet; its range is picked for you unless given."""
-    return network_out(networks.create_network(rt.db, rt.queue, caller, body.name, body.cidr))
+    net = networks.create_network(
+        rt.db, rt.queue, caller, body.name, body.cidr, rt.backend.used_ranges
+    )
+    return network_out(net)
 
 
 @router.get("/networks/{ref}", response_model=NetworkOut)

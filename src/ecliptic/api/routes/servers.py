@@ -49,7 +49,10 @@ def list_servers(
 def create_server(body: ServerCreate, caller: CallerDep, rt: RuntimeDep) -> ServerOut:
     """Create a server; it is placed now and built in the background (watch its phase)."""
     nics = [servers.NicRequest(n.network, n.port, n.vnic_type) for n in body.networks]
-    return server_out(servers.create_server(rt.db, rt.queue, caller, body.name, body.flavor, nics))
+    srv = servers.create_server(
+        rt.db, rt.queue, caller, body.name, body.flavor, nics, rt.backend.used_ranges
+    )
+    return server_out(srv)
 
 
 @router.get("/servers/{ref}", response_model=ServerOut)

@@ -58,6 +58,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -639,6 +640,25 @@ class LocalBackend:
         return console.tail(self._console(server_id), tail_bytes)
 
     # ------------------------------------------------------------------ inventory
+
+    @_backend_errors
+    def used_ranges(self) -> list[str]:
+        """IPv4 ranges on this machine's interfaces, except on this instance's own bridges.
+
+        Other instances (a dev server beside the tests, say) share the host's routing
+        table: a subnet that exists twice on two bridges breaks both.
+        """
+        mine = set(self.owners.mine((BRIDGE_PREFIX,)))
+        out: set[str] = set()
+        with self._root() as ipr:
+            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+            for addr in ipr.get_addr(family=socket.AF_INET):
+                if names.get(addr["index"]) in mine:
+                    continue
+                ip = addr.get_attr("IFA_ADDRESS")
+                net = ipaddress.IPv4Network(f"{ip}/{addr['prefixlen']}", strict=False)
+                out.add(str(net))
+        return sorted(out)
 
     def inventory(self) -> list[HostRecord]:
         """Hosts from the inventory YAML."""
