@@ -45,7 +45,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(EclipticError)
     async def _ecliptic(_: Request, exc: EclipticError) -> JSONResponse:
-        return problem(exc.status, exc.code, exc.title, exc.message, exc.errors)
+        errors = [{**e, "field": e.get("field") or _field(e.get("loc", ()))} for e in exc.errors]
+        return problem(exc.status, exc.code, exc.title, exc.message, errors)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -75,6 +75,7 @@ def show_server(srv: ServerOut) -> None:
             ("memory", output.mib(srv.memory_mb)),
             ("gpus", gpus),
             ("addresses", _addresses(srv)),
+            ("limits", _limits(srv)),
             ("created", output.when(srv.created_at)),
         ]
     )
@@ -96,6 +97,15 @@ def show_server(srv: ServerOut) -> None:
                 for p in sorted(srv.ports, key=lambda p: p.device_index)
             ],
         )
+
+
+def _limits(srv: ServerOut) -> str:
+    """Whether the flavor's CPU and memory limits are enforced, and why not."""
+    if "limits_applied" not in srv.status:
+        return ""
+    if srv.status["limits_applied"]:
+        return f"enforced ({srv.vcpus} vCPU, {output.mib(srv.memory_mb)})"
+    return f"not enforced: {srv.status.get('limits_note') or 'unknown reason'}"
 
 
 def _addresses(srv: ServerOut) -> str:
