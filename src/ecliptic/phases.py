@@ -44,6 +44,18 @@ class PortPhase(StrEnum):
     DELETING = "DELETING"
 
 
+class LeasePhase(StrEnum):
+    """Life of a lease."""
+
+    PENDING = "PENDING"  # booked, not started yet
+    STARTING = "STARTING"  # start is due: preemptible servers are making way
+    ACTIVE = "ACTIVE"  # running; servers may be created inside it
+    DEGRADED = "DEGRADED"  # running, but lost a host that could not be replaced yet
+    ENDING = "ENDING"  # end is due: servers get their grace period, then go
+    ENDED = "ENDED"  # over; capacity released, unused credit refunded
+    ERROR = "ERROR"  # could not start or end; an operator looks
+
+
 SERVER_MOVES: dict[ServerPhase, frozenset[ServerPhase]] = {
     ServerPhase.PENDING: frozenset({ServerPhase.BUILDING, ServerPhase.ERROR, ServerPhase.DELETING}),
     ServerPhase.BUILDING: frozenset({ServerPhase.ACTIVE, ServerPhase.ERROR, ServerPhase.DELETING}),
@@ -73,10 +85,25 @@ PORT_MOVES: dict[PortPhase, frozenset[PortPhase]] = {
     PortPhase.DELETING: frozenset(),
 }
 
+LEASE_MOVES: dict[LeasePhase, frozenset[LeasePhase]] = {
+    LeasePhase.PENDING: frozenset(
+        {LeasePhase.STARTING, LeasePhase.ENDING, LeasePhase.ENDED, LeasePhase.ERROR}
+    ),
+    LeasePhase.STARTING: frozenset(
+        {LeasePhase.ACTIVE, LeasePhase.DEGRADED, LeasePhase.ENDING, LeasePhase.ERROR}
+    ),
+    LeasePhase.ACTIVE: frozenset({LeasePhase.DEGRADED, LeasePhase.ENDING, LeasePhase.ERROR}),
+    LeasePhase.DEGRADED: frozenset({LeasePhase.ACTIVE, LeasePhase.ENDING, LeasePhase.ERROR}),
+    LeasePhase.ENDING: frozenset({LeasePhase.ENDED, LeasePhase.ERROR}),
+    LeasePhase.ENDED: frozenset(),
+    LeasePhase.ERROR: frozenset({LeasePhase.ENDING, LeasePhase.ENDED}),
+}
+
 TABLES: dict[str, dict[str, frozenset[str]]] = {
     "server": {str(k): frozenset(map(str, v)) for k, v in SERVER_MOVES.items()},
     "network": {str(k): frozenset(map(str, v)) for k, v in NETWORK_MOVES.items()},
     "port": {str(k): frozenset(map(str, v)) for k, v in PORT_MOVES.items()},
+    "lease": {str(k): frozenset(map(str, v)) for k, v in LEASE_MOVES.items()},
 }
 
 

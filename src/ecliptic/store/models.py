@@ -9,6 +9,7 @@ bumped on every change of spec.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -18,11 +19,13 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false
 
 from ecliptic.store.types import JsonDoc, UTCDateTime, new_id, utcnow
 
@@ -223,6 +226,9 @@ class Server(Reconciled, Base):
     gpu_model: Mapped[str | None] = mapped_column(String(63), nullable=True)
     gpus: Mapped[int] = mapped_column(Integer, default=0)
     created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    reservation: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     flavor: Mapped[Flavor] = relationship(lazy="joined")
     host: Mapped[Host | None] = relationship(lazy="joined")
     ports: Mapped[list[Port]] = relationship(
@@ -259,4 +265,85 @@ class Event(Base):
     from_phase: Mapped[str] = mapped_column(String(16), default="")
     to_phase: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Lease(Timestamped, Base):
+    """A booking of capacity for a time window, holding one or more reservations."""
+
+    __tablename__ = "lease"
+    __table_args__ = (UniqueConstraint("tenancy_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenancy_id: Mapped[str] = mapped_column(ForeignKey("tenancy.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    start_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    end_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    before_end_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    grace_s: Mapped[int] = mapped_column(Integer, default=600)
+    phase: Mapped[str] = mapped_column(String(16), index=True)
+    phase_reason: Mapped[str] = mapped_column(Text, default="")
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    spec: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    status: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    allocations: Mapped[list[LeaseAllocation]] = relationship(
+        lazy="selectin", order_by="LeaseAllocation.id", cascade="all, delete-orphan"
+    )
+
+
+class LeaseAllocation(Base):
+    """Part of a lease's reservation placed on one host: what the engine is rebuilt from."""
+
+    __tablename__ = "lease_allocation"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lease_id: Mapped[str] = mapped_column(ForeignKey("lease.id", ondelete="CASCADE"), index=True)
+    reservation: Mapped[str] = mapped_column(String(63))
+    host: Mapped[str] = mapped_column(String(63), index=True)
+    amount: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    slots: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class CreditAccount(Timestamped, Base):
+    """A tenancy's credit account."""
+
+    __tablename__ = "credit_account"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenancy_id: Mapped[str] = mapped_column(
+        ForeignKey("tenancy.id", ondelete="CASCADE"), unique=True
+    )
+
+
+class CreditAllocation(Timestamped, Base):
+    """Resource-hours of one resource class granted to an account for a window."""
+
+    __tablename__ = "credit_allocation"
+    __table_args__ = (UniqueConstraint("account_id", "name", "resource_class"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("credit_account.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    resource_class: Mapped[str] = mapped_column(String(127))
+    hours: Mapped[Decimal] = mapped_column(Numeric(16, 3))
+    start_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    end_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LedgerEntry(Base):
+    """One movement of credit: a grant, a charge or a refund. Balances are sums of these."""
+
+    __tablename__ = "ledger_entry"
+    __table_args__ = (Index("ix_ledger_allocation", "allocation_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("credit_account.id", ondelete="CASCADE"), index=True
+    )
+    allocation_id: Mapped[str] = mapped_column(
+        ForeignKey("credit_allocation.id", ondelete="CASCADE")
+    )
+    lease_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    resource_class: Mapped[str] = mapped_column(String(127))
+    hours: Mapped[Decimal] = mapped_column(Numeric(16, 3))
+    note: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from ecliptic.phases import check_move
-from ecliptic.store.models import Event, Network, Port, Reconciled, Server, Subnet
+from ecliptic.store.models import Event, Lease, Network, Port, Reconciled, Server, Subnet
 from ecliptic.store.types import utcnow
 
-KINDS: dict[type[Reconciled], str] = {
+KINDS: dict[type[Reconciled | Lease], str] = {
+    Lease: "lease",
     Server: "server",
     Network: "network",
     Subnet: "network",
@@ -16,7 +17,7 @@ KINDS: dict[type[Reconciled], str] = {
 }
 
 
-def move(session: Session, obj: Reconciled, target: str, reason: str = "") -> bool:
+def move(session: Session, obj: Reconciled | Lease, target: str, reason: str = "") -> bool:
     """Set ``obj``'s phase to ``target`` if the state table allows it, recording an event.
 
     Returns False when the object already was in ``target`` (only the reason is
