@@ -7,6 +7,11 @@
         c.servers.wait("web")
         print(c.servers.exec("web", ["hostname"]).stdout)
 
+        c.leases.create(name="train", duration="48h", reservations=[
+            HostReservationIn(kind="host", count=2, where='gpu_model == "A100"')])
+        c.leases.wait("train")
+        c.servers.create("node-1", flavor="bm.gpu", lease="train")
+
 Methods return the pydantic models of ``ecliptic.api.schemas`` (re-exported here) and
 send request bodies built from the same models, so a bad field is refused before it
 leaves the machine, with the same message the API would give. Every refusal raises
@@ -24,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -36,14 +42,24 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from ecliptic import __version__
 from ecliptic.api.schemas import (
     BackendStatus,
+    BalanceOut,
+    CalendarRowOut,
     ConsoleLog,
+    CreditAllocate,
     EventOut,
     ExecRequest,
     ExecResult,
+    FindRequest,
     FlavorCreate,
     FlavorOut,
+    FlavorReservationIn,
     GcResult,
     HostOut,
+    HostReservationIn,
+    LeaseCreate,
+    LeaseOut,
+    LeaseUpdate,
+    LedgerOut,
     LoginRequest,
     MembershipOut,
     MembershipSet,
@@ -55,6 +71,7 @@ from ecliptic.api.schemas import (
     ServerCreate,
     ServerNic,
     ServerOut,
+    SliceReservationIn,
     SubnetOut,
     TenancyCreate,
     TenancyOut,
@@ -63,24 +80,37 @@ from ecliptic.api.schemas import (
     UserCreate,
     UserOut,
     WhoAmI,
+    WindowOut,
 )
 
 __all__ = [
     "ApiError",
     "BackendStatus",
+    "BalanceOut",
+    "CalendarRowOut",
     "Client",
     "ClientError",
     "ConfigError",
     "Credentials",
+    "CreditAllocate",
     "ExecResult",
     "FieldError",
+    "FindRequest",
+    "FlavorReservationIn",
+    "HostReservationIn",
+    "LeaseCreate",
+    "LeaseOut",
+    "LeaseUpdate",
+    "LedgerOut",
     "NetworkOut",
     "Page",
     "PortOut",
     "ServerNic",
     "ServerOut",
+    "SliceReservationIn",
     "WaitError",
     "WhoAmI",
+    "WindowOut",
     "credentials_path",
     "delete_credentials",
     "load_credentials",
@@ -145,8 +175,9 @@ class ApiError(ClientError):
 class WaitError(ClientError):
     """An object did not reach the phase waited for: it timed out, failed or is going away.
 
-    ``code`` is ``wait_timeout``, ``phase_error`` (the object went to ERROR) or
-    ``deleting``; ``last`` is the object as last seen.
+    ``code`` is ``wait_timeout``, ``phase_error`` (the object went to ERROR),
+    ``deleting`` or, for leases, ``ended`` (ENDING or ENDED); ``last`` is the object as
+    last seen.
     """
 
     def __init__(self, code: str, detail: str, last: BaseModel | None = None) -> None:
@@ -327,7 +358,14 @@ def normalize_url(url: str) -> str:
 
 # -- waiting --------------------------------------------------------------------------
 
-W = TypeVar("W", ServerOut, NetworkOut)
+W = TypeVar("W", ServerOut, NetworkOut, LeaseOut)
+
+_NO_WAY_BACK = {
+    "DELETING": ("deleting", "is being deleted"),
+    "ENDING": ("ended", "is ending"),
+    "ENDED": ("ended", "has ended"),
+}
+"""Phases an object never leaves for another: waiting for any other phase is pointless."""
 
 
 def _wait_phase(
@@ -351,16 +389,18 @@ def _wait_phase(
         if obj.phase in want:
             return obj
         if obj.phase == "ERROR":
-            hint = f"; see 'ecliptic server events {obj.name}'" if kind == "server" else ""
+            hint = (
+                f"; see 'ecliptic {kind} events {obj.name}'" if kind in ("server", "lease") else ""
+            )
             reason = obj.phase_reason or "no reason given"
             raise WaitError(
                 "phase_error", f"{kind} '{obj.name}' went to ERROR: {reason}{hint}", obj
             )
-        if obj.phase == "DELETING":
+        if obj.phase in _NO_WAY_BACK:
+            code, what = _NO_WAY_BACK[obj.phase]
             raise WaitError(
-                "deleting",
-                f"{kind} '{obj.name}' is being deleted; it will not become "
-                + " or ".join(sorted(want)),
+                code,
+                f"{kind} '{obj.name}' {what}; it will not become " + " or ".join(sorted(want)),
                 obj,
             )
         remaining = deadline - time.monotonic()
@@ -454,6 +494,9 @@ class Client:
         self.subnets = _Subnets(self)
         self.ports = _Ports(self)
         self.servers = _Servers(self)
+        self.leases = _Leases(self)
+        self.availability = _Availability(self)
+        self.credits = _Credits(self)
 
     @classmethod
     def from_config(
@@ -862,10 +905,27 @@ class _Servers(_Group):
         name: str,
         flavor: str,
         networks: builtins.list[ServerNic] | None = None,
+        *,
+        lease: str | None = None,
+        reservation: str | None = None,
+        preemptible: bool = False,
     ) -> ServerOut:
-        """Create a server (on the tenancy's ``default`` network unless ``networks`` say)."""
+        """Create a server (on the tenancy's ``default`` network unless ``networks`` say).
+
+        On demand by default; inside a lease with ``lease`` (and ``reservation``, when the
+        lease has several), or ``preemptible``: on room nobody reserved, stopped when a
+        lease needs it.
+        """
         nics = [n.model_dump(mode="json", exclude_unset=True) for n in networks or []]
-        body = _body(ServerCreate, name=name, flavor=flavor, networks=nics or None)
+        body = _body(
+            ServerCreate,
+            name=name,
+            flavor=flavor,
+            networks=nics or None,
+            lease=lease,
+            reservation=reservation,
+            preemptible=preemptible or None,
+        )
         out: ServerOut = self._c._call(ServerOut, "POST", "/servers", json=body)
         return out
 
@@ -935,3 +995,136 @@ class _Servers(_Group):
     ) -> None:
         """Poll until the server is gone (the API answers 404)."""
         _wait_gone("server", ref, lambda: self.get(ref), timeout, on_change)
+
+
+def _model_body(model: type[BaseModel], obj: BaseModel | None, fields: dict[str, Any]) -> Any:
+    """The body of a request given as a model or as its fields (not both)."""
+    if obj is not None:
+        if fields:
+            raise TypeError(f"give a {model.__name__} or its fields, not both")
+        if not isinstance(obj, model):
+            raise TypeError(f"expected a {model.__name__}, got {type(obj).__name__}")
+        return obj.model_dump(mode="json", exclude_unset=True)
+    return _body(model, **fields)
+
+
+def _when(value: datetime | str | None) -> str | None:
+    """A time for a query string."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+class _Leases(_Group):
+    """Leases of your tenancy: capacity booked for a window, paid for in credits."""
+
+    def list(self, ended: bool = False) -> builtins.list[LeaseOut]:
+        """Live leases, soonest first (ended ones too with ``ended``)."""
+        out: builtins.list[LeaseOut] = self._c._call(
+            list[LeaseOut], "GET", "/leases", params={"ended": "true" if ended else None}
+        )
+        return out
+
+    def create(self, lease: LeaseCreate | None = None, **fields: Any) -> LeaseOut:
+        """Book a lease from a ``LeaseCreate`` or its fields; its cost is charged at once.
+
+        ``ApiError`` 409 ``no_capacity`` when it does not fit, 403 ``insufficient_credits``
+        (the detail says what is missing) when the credits do not cover it.
+        """
+        body = _model_body(LeaseCreate, lease, fields)
+        out: LeaseOut = self._c._call(LeaseOut, "POST", "/leases", json=body)
+        return out
+
+    def get(self, ref: str) -> LeaseOut:
+        """One lease by name or id (with how many servers run in it)."""
+        out: LeaseOut = self._c._call(LeaseOut, "GET", f"/leases/{_q(ref)}")
+        return out
+
+    def update(self, ref: str, update: LeaseUpdate | None = None, **fields: Any) -> LeaseOut:
+        """Move, extend, shorten, grow or shrink a lease; the difference is charged or refunded."""
+        body = _model_body(LeaseUpdate, update, fields)
+        out: LeaseOut = self._c._call(LeaseOut, "PATCH", f"/leases/{_q(ref)}", json=body)
+        return out
+
+    def delete(self, ref: str) -> LeaseOut:
+        """End a lease now (cancel it, if it has not started); unused time is refunded.
+
+        Its servers are deleted after the lease's grace period.
+        """
+        out: LeaseOut = self._c._call(LeaseOut, "DELETE", f"/leases/{_q(ref)}")
+        return out
+
+    def events(self, ref: str) -> builtins.list[EventOut]:
+        """What happened to the lease, and why, oldest first."""
+        out: builtins.list[EventOut] = self._c._call(
+            list[EventOut], "GET", f"/leases/{_q(ref)}/events"
+        )
+        return out
+
+    def wait(
+        self,
+        ref: str,
+        phases: Collection[Phase] = frozenset({"ACTIVE"}),
+        timeout: float = 300,
+        on_change: Callable[[LeaseOut], None] | None = None,
+    ) -> LeaseOut:
+        """Poll until the lease is in one of ``phases``; ``WaitError`` if it cannot get there.
+
+        A lease that went to ERROR, or is ENDING or ENDED (unless waited for), raises at once.
+        """
+        return _wait_phase("lease", lambda: self.get(ref), phases, timeout, on_change)
+
+
+class _Availability(_Group):
+    """When and where capacity is free."""
+
+    def earliest(
+        self, request: FindRequest | None = None, **fields: Any
+    ) -> builtins.list[WindowOut]:
+        """The earliest windows where reservations fit, soonest first (empty: none in horizon)."""
+        body = _model_body(FindRequest, request, fields)
+        out: builtins.list[WindowOut] = self._c._call(
+            list[WindowOut], "POST", "/availability/earliest", json=body
+        )
+        return out
+
+    def calendar(
+        self,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        days: int = 30,
+        bucket: str = "1h",
+    ) -> builtins.list[CalendarRowOut]:
+        """Free and reserved capacity per resource class, in ``bucket``-long time buckets.
+
+        From ``start`` (now) to ``end`` (``days`` later).
+        """
+        params = {"start": _when(start), "end": _when(end), "days": days, "bucket": bucket}
+        out: builtins.list[CalendarRowOut] = self._c._call(
+            list[CalendarRowOut], "GET", "/availability/calendar", params=params
+        )
+        return out
+
+
+class _Credits(_Group):
+    """Credits of your tenancy: allocations of resource-hours and what leases took."""
+
+    def balance(self) -> builtins.list[BalanceOut]:
+        """Every allocation with what was granted, charged, refunded and what remains."""
+        out: builtins.list[BalanceOut] = self._c._call(list[BalanceOut], "GET", "/credits")
+        return out
+
+    def ledger(self, limit: int | None = None) -> builtins.list[LedgerOut]:
+        """Credit movements, newest first (the API's default: the latest 200)."""
+        out: builtins.list[LedgerOut] = self._c._call(
+            list[LedgerOut], "GET", "/credits/ledger", params={"limit": limit}
+        )
+        return out
+
+    def allocate(
+        self, allocation: CreditAllocate | None = None, **fields: Any
+    ) -> builtins.list[BalanceOut]:
+        """Grant resource-hours to a tenancy for a window (administrators)."""
+        body = _model_body(CreditAllocate, allocation, fields)
+        out: builtins.list[BalanceOut] = self._c._call(
+            list[BalanceOut], "POST", "/credits/allocations", json=body
+        )
+        return out

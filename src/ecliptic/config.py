@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import platformdirs
@@ -33,6 +34,8 @@ class Settings:
     """Backend name (``local``)."""
     owners_dir: Path
     """Where the local cloud records which instance owns which namespace and link."""
+    preemptible_min_lifetime: timedelta = timedelta(hours=1)
+    """How long a preemptible server is guaranteed to run before a lease may evict it."""
 
     @property
     def public_url(self) -> str:
@@ -55,6 +58,9 @@ def load_settings(**overrides: object) -> Settings:
         "workers": int(os.environ.get("ECLIPTIC_WORKERS", "2")),
         "backend": os.environ.get("ECLIPTIC_BACKEND", "local"),
         "owners_dir": Path(os.environ.get("ECLIPTIC_OWNERS_DIR", "/run/ecliptic/owners")),
+        "preemptible_min_lifetime": timedelta(
+            minutes=int(os.environ.get("ECLIPTIC_PREEMPTIBLE_MIN_LIFETIME_MINUTES", "60"))
+        ),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

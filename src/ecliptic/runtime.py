@@ -7,8 +7,11 @@ import os
 import secrets
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from ecliptic.backends.base import Backend
 from ecliptic.backends.registry import make_backend
@@ -17,16 +20,20 @@ from ecliptic.config import Settings
 from ecliptic.reconcile.adoption import adopt, resync
 from ecliptic.reconcile.base import Context
 from ecliptic.reconcile.worker import Workers
+from ecliptic.services import credits
 from ecliptic.services.auth import hash_password
+from ecliptic.services.booking import Booking, host_info
 from ecliptic.services.catalogue import seed_flavors, sync_inventory
+from ecliptic.services.pricing import host_type
 from ecliptic.store.db import Database
 from ecliptic.store.migrate import upgrade
-from ecliptic.store.models import Membership, Meta, Tenancy, User
+from ecliptic.store.models import Host, Membership, Meta, Tenancy, User
 from ecliptic.store.types import new_id
 from ecliptic.store.workqueue import WorkQueue
 
 log = logging.getLogger("ecliptic")
 RESYNC_EVERY_S = 300.0
+STARTER_HOURS = 10_000
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,29 @@ class FirstAdmin:
     """Password, shown once."""
     tenancy: str
     """The tenancy made for them."""
+
+
+def grant_starter_credits(session: Session, tenancy_id: str, now: datetime) -> None:
+    """A year of credit for every resource class of the inventory, so a new install can book."""
+    classes = {"vcpu"}
+    for h in session.scalars(select(Host)):
+        info = host_info(h)
+        classes.add(f"host:{host_type(info)}")
+        for g in info.gpus:
+            classes.add(f"gpu:{g.model}")
+            classes.update(f"slice:{p}" for p in g.mig_profiles)
+    start = now.replace(second=0, microsecond=0)
+    for rc in sorted(classes):
+        credits.grant(
+            session,
+            tenancy_id,
+            "starter",
+            rc,
+            Decimal(STARTER_HOURS),
+            start,
+            start + timedelta(days=365),
+            "starter credit made on first start",
+        )
 
 
 class Runtime:
@@ -58,7 +88,10 @@ class Runtime:
         self.instance_id = self._instance_id()
         self.queue = WorkQueue(self.db, self.clock)
         self.backend = backend or make_backend(settings, self.instance_id)
-        self.ctx = Context(self.db, self.backend, self.queue)
+        self.booking = Booking(
+            self.db, self.clock, min_preemptible_lifetime=settings.preemptible_min_lifetime
+        )
+        self.ctx = Context(self.db, self.backend, self.queue, self.booking)
         self.workers = Workers(self.ctx, settings.workers)
         self._stop = threading.Event()
         self._resync: threading.Thread | None = None
@@ -84,6 +117,7 @@ class Runtime:
             session.add_all([admin, tenancy])
             session.flush()
             session.add(Membership(tenancy_id=tenancy.id, user_id=admin.id, role="admin"))
+            grant_starter_credits(session, tenancy.id, self.clock.now())
             return FirstAdmin("admin", password, tenancy.name)
 
     def start(self, *, workers: bool = True) -> FirstAdmin | None:

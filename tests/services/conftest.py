@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from ecliptic.backends.base import GpuRecord, HostRecord
 from ecliptic.clock import ManualClock
+from ecliptic.services.booking import Booking
 from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import seed_flavors, sync_inventory
 from ecliptic.services.identity import create_tenancy, create_user, set_membership
@@ -33,6 +35,7 @@ HOSTS = [
 class Env:
     db: Database
     queue: WorkQueue
+    booking: Booking
     admin: Caller
     alice: Caller
     bob: Caller
@@ -52,9 +55,11 @@ def env(database_url: str) -> Iterator[Env]:
     tb = create_tenancy(db, root, "chemistry")
     set_membership(db, root, "physics", "alice", "member")
     set_membership(db, root, "chemistry", "bob", "admin")
+    clock = ManualClock(datetime.now(UTC).replace(second=0, microsecond=0))
     yield Env(
         db=db,
-        queue=WorkQueue(db, ManualClock()),
+        queue=WorkQueue(db, clock),
+        booking=Booking(db, clock, min_preemptible_lifetime=timedelta(hours=1)),
         admin=root,
         alice=Caller(a.id, "alice", False, ta.id, "physics", "member"),
         bob=Caller(b.id, "bob", False, tb.id, "chemistry", "admin"),

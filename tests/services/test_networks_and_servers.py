@@ -41,7 +41,7 @@ def test_duplicate_network_name_in_a_tenancy_is_refused(env: Env) -> None:
 
 
 def test_server_gets_default_network_and_an_address(env: Env) -> None:
-    srv = servers.create_server(env.db, env.queue, env.alice, "web", "m1.small", [])
+    srv = servers.create_server(env.booking, env.queue, env.alice, "web", "m1.small", [])
     assert srv.phase == "PENDING" and srv.host is not None
     (port,) = srv.ports
     assert port.network.name == "default" and port.vnic_type == "normal"
@@ -63,7 +63,7 @@ def test_addresses_are_unique_and_released_on_port_delete(env: Env) -> None:
 
 def test_network_with_ports_cannot_be_deleted(env: Env) -> None:
     networks.create_network(env.db, env.queue, env.alice, "n", None)
-    servers.create_server(env.db, env.queue, env.alice, "s1", "m1.tiny", [NicRequest("n")])
+    servers.create_server(env.booking, env.queue, env.alice, "s1", "m1.tiny", [NicRequest("n")])
     with pytest.raises(InUse, match="in use by servers s1"):
         networks.delete_network(env.db, env.queue, env.alice, "n")
 
@@ -71,7 +71,7 @@ def test_network_with_ports_cannot_be_deleted(env: Env) -> None:
 def test_direct_port_is_recorded(env: Env) -> None:
     networks.create_network(env.db, env.queue, env.alice, "fabric", None)
     srv = servers.create_server(
-        env.db,
+        env.booking,
         env.queue,
         env.alice,
         "s",
@@ -82,7 +82,7 @@ def test_direct_port_is_recorded(env: Env) -> None:
 
 
 def test_other_tenancies_servers_do_not_exist(env: Env) -> None:
-    servers.create_server(env.db, env.queue, env.alice, "secret", "m1.tiny", [])
+    servers.create_server(env.booking, env.queue, env.alice, "secret", "m1.tiny", [])
     with pytest.raises(NotFound):
         servers.get_server(env.db, env.bob, "secret")
     with pytest.raises(NotFound):
@@ -96,28 +96,28 @@ def test_capacity_is_never_exceeded(env: Env) -> None:
     made = 0
     with pytest.raises(NoCapacity, match="no host has room for flavor 'm1.large'"):
         for i in range(100):
-            servers.create_server(env.db, env.queue, env.alice, f"s{i}", "m1.large", [])
+            servers.create_server(env.booking, env.queue, env.alice, f"s{i}", "m1.large", [])
             made += 1
     assert made == 12
 
 
 def test_bare_metal_takes_a_whole_host(env: Env) -> None:
-    srv = servers.create_server(env.db, env.queue, env.alice, "bm", "bm.cpu", [])
+    srv = servers.create_server(env.booking, env.queue, env.alice, "bm", "bm.cpu", [])
     assert srv.kind == "baremetal" and srv.host is not None and srv.host.name == "gpu-1"
     # Nothing else lands on that host now.
     for i in range(4):
-        s = servers.create_server(env.db, env.queue, env.alice, f"v{i}", "m1.medium", [])
+        s = servers.create_server(env.booking, env.queue, env.alice, f"v{i}", "m1.medium", [])
         assert s.host is not None and s.host.name != "gpu-1"
 
 
 def test_unknown_flavor_names_the_choices(env: Env) -> None:
     with pytest.raises(InvalidInput, match="no flavor 'huge'; choose one of: m1.tiny"):
-        servers.create_server(env.db, env.queue, env.alice, "s", "huge", [])
+        servers.create_server(env.booking, env.queue, env.alice, "s", "huge", [])
 
 
 def test_listing_pages_through_everything(env: Env) -> None:
     for i in range(7):
-        servers.create_server(env.db, env.queue, env.alice, f"s{i}", "m1.tiny", [])
+        servers.create_server(env.booking, env.queue, env.alice, f"s{i}", "m1.tiny", [])
     seen: list[str] = []
     marker = None
     while True:

@@ -8,7 +8,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ecliptic import __version__
 from ecliptic.api import problems
-from ecliptic.api.routes import auth, backend, catalogue, identity, networks, servers
+from ecliptic.api.routes import (
+    auth,
+    backend,
+    blazar,
+    catalogue,
+    credits,
+    identity,
+    leases,
+    networks,
+    servers,
+)
 from ecliptic.runtime import Runtime
 
 API_PREFIX = "/api/v1"
@@ -24,7 +34,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     problems.install(app)
-    for module in (auth, identity, catalogue, networks, servers, backend):
+    for module in (auth, identity, catalogue, networks, servers, leases, credits, blazar, backend):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get(f"{API_PREFIX}/health", tags=["meta"])

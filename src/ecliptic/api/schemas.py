@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -290,6 +290,9 @@ class ServerCreate(Strict):
     name: Name
     flavor: Annotated[str, Field(min_length=1, max_length=63)]
     networks: Annotated[list[ServerNic], Field(max_length=8)] = []
+    lease: Ref | None = None
+    reservation: Name | None = None
+    preemptible: bool = False
 
 
 class ServerOut(Out):
@@ -305,6 +308,9 @@ class ServerOut(Out):
     memory_mb: int
     gpu_model: str | None
     gpus: int
+    lease_id: str | None = None
+    reservation: str | None = None
+    preemptible: bool = False
     phase: str
     phase_reason: str
     generation: int
@@ -383,3 +389,221 @@ class GcResult(BaseModel):
     """What garbage collection removed."""
 
     removed: list[BackendResource]
+
+
+# -- leases, availability, credits ----------------------------------------------------
+
+DURATION_RE = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$")
+
+
+def parse_duration(value: str) -> timedelta:
+    """``48h``, ``2d``, ``90m``, ``1d12h`` -> timedelta (minute resolution)."""
+    m = DURATION_RE.match(value)
+    if not m or not any(m.groups()):
+        raise ValueError(f"'{value}' is not a duration: write it like 48h, 2d, 90m or 1d12h")
+    d, h, mins = (int(x or 0) for x in m.groups())
+    return timedelta(days=d, hours=h, minutes=mins)
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+def _filter_text(value: str) -> str:
+    from ecliptic.scheduler.filters import compile_filter
+
+    compile_filter(value)
+    return value
+
+
+Duration = Annotated[str, Field(min_length=2, max_length=32), AfterValidator(_duration)]
+FilterText = Annotated[str, Field(max_length=2000), AfterValidator(_filter_text)]
+Count = Annotated[int, Field(ge=1, le=10_000)]
+
+
+class HostReservationIn(Strict):
+    """Whole hosts matching a filter: ``count``, or a ``min``-``max`` range."""
+
+    kind: Literal["host"]
+    name: Name = "hosts"
+    count: Count | None = None
+    min: Count | None = None
+    max: Count | None = None
+    where: FilterText = ""
+
+
+class FlavorReservationIn(Strict):
+    """Instance slots of a flavor's size (or an explicit size), with (anti-)affinity."""
+
+    kind: Literal["flavor"]
+    name: Name = "slots"
+    count: Count = 1
+    flavor: Annotated[str, Field(min_length=1, max_length=63)] | None = None
+    vcpus: Annotated[int, Field(ge=1, le=1024)] | None = None
+    memory_mb: Annotated[int, Field(ge=64, le=16 * 1024 * 1024)] | None = None
+    disk_gb: Annotated[int, Field(ge=0, le=1024 * 1024)] | None = None
+    gpu_model: Annotated[str, Field(min_length=1, max_length=63)] | None = None
+    gpus: Annotated[int, Field(ge=0, le=64)] | None = None
+    gpu_profile: Annotated[str, Field(pattern=r"^[1-9]g\.[0-9]{1,4}gb$")] | None = None
+    affinity: Literal["none", "affinity", "anti-affinity"] = "none"
+    where: FilterText = ""
+
+
+class SliceReservationIn(Strict):
+    """GPU slices of a profile (``1g.10gb`` is a seventh of an A100) on any host offering it."""
+
+    kind: Literal["gpu_slice"]
+    name: Name = "slices"
+    count: Count = 1
+    profile: Annotated[str, Field(pattern=r"^[1-9]g\.[0-9]{1,4}gb$")]
+    gpu_model: Annotated[str, Field(min_length=1, max_length=63)] | None = None
+    where: FilterText = ""
+
+
+ReservationIn = Annotated[
+    HostReservationIn | FlavorReservationIn | SliceReservationIn, Field(discriminator="kind")
+]
+When = datetime | Literal["now"]
+
+
+class LeaseCreate(Strict):
+    """Book capacity for a window: give ``end`` or ``duration``."""
+
+    name: Name
+    start: When = "now"
+    end: datetime | None = None
+    duration: Duration | None = None
+    before_end: Duration | None = None
+    grace: Duration = "10m"
+    reservations: Annotated[list[ReservationIn], Field(min_length=1, max_length=16)]
+
+
+class ReservationResize(Strict):
+    """A new size for one reservation of a lease (grow or shrink)."""
+
+    name: Name
+    count: Count
+
+
+class LeaseUpdate(Strict):
+    """Change a lease: move it, extend or shorten it, grow or shrink a reservation."""
+
+    start: When | None = None
+    end: datetime | None = None
+    extend: Duration | None = None
+    shorten: Duration | None = None
+    before_end: Duration | None = None
+    reservations: Annotated[list[ReservationResize], Field(max_length=16)] = []
+
+
+class AllocationOut(BaseModel):
+    """Where part of a reservation sits."""
+
+    host: str
+    slots: int
+
+
+class ReservationOut(BaseModel):
+    """One reservation of a lease."""
+
+    name: str
+    kind: str
+    request: dict[str, Any]
+    allocations: list[AllocationOut]
+
+
+class LeaseOut(BaseModel):
+    """A lease."""
+
+    id: str
+    name: str
+    tenancy_id: str
+    start: datetime
+    end: datetime
+    before_end_at: datetime | None
+    grace_s: int
+    phase: str
+    phase_reason: str
+    reservations: list[ReservationOut]
+    cost: dict[str, str]
+    servers: int = 0
+    created_at: datetime
+
+
+class FindRequest(Strict):
+    """When is the earliest this fits? ``duration`` long, not before ``not_before``."""
+
+    reservations: Annotated[list[ReservationIn], Field(min_length=1, max_length=16)]
+    duration: Duration
+    not_before: When = "now"
+    horizon: Duration = "90d"
+    alternatives: Annotated[int, Field(ge=0, le=10)] = 3
+
+
+class WindowOut(BaseModel):
+    """A window where the request fits, and where it would go."""
+
+    start: datetime
+    end: datetime
+    hosts: dict[str, list[str]]
+    cost: dict[str, str]
+
+
+class CalendarBucketOut(BaseModel):
+    """Capacity of one class in one bucket."""
+
+    start: datetime
+    total: int
+    reserved: int
+    free: int
+
+
+class CalendarRowOut(BaseModel):
+    """One resource class over time."""
+
+    resource: str
+    buckets: list[CalendarBucketOut]
+
+
+class CreditAllocate(Strict):
+    """Grant resource-hours to a tenancy for a window."""
+
+    tenancy: Ref
+    name: Name
+    hours: Annotated[
+        dict[
+            Annotated[str, Field(pattern=r"^(vcpu|(host|gpu|slice):[A-Za-z0-9._-]{1,60})$")],
+            Annotated[float, Field(gt=0, le=1e9)],
+        ],
+        Field(min_length=1, max_length=32),
+    ]
+    start: When = "now"
+    end: datetime
+
+
+class BalanceOut(BaseModel):
+    """An allocation and what is left of it."""
+
+    allocation: str
+    resource_class: str
+    description: str
+    granted: str
+    charged: str
+    refunded: str
+    remaining: str
+    start: datetime
+    end: datetime
+
+
+class LedgerOut(BaseModel):
+    """One movement of credit."""
+
+    id: int
+    at: datetime
+    kind: str
+    resource_class: str
+    hours: str
+    allocation_id: str
+    lease_id: str | None
+    note: str

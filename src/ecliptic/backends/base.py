@@ -285,8 +285,8 @@ class Backend(Protocol):
         """Create or repair a server (its ports and limits) so it matches ``spec``."""
         ...
 
-    def delete_server(self, server_id: str) -> None:
-        """Stop everything in a server and remove it; no error if it is already gone."""
+    def delete_server(self, server_id: str, *, grace_s: float | None = None) -> None:
+        """Stop a server (SIGTERM, ``grace_s``, SIGKILL) and remove it; no error if gone."""
         ...
 
     def server_exists(self, server_id: str) -> bool:

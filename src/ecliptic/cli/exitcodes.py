@@ -5,12 +5,14 @@ code  meaning
 ====  =====================================================================
 0     success
 1     the API refused the request (a 4xx not listed below: invalid input,
-      422) or the local configuration is unusable
+      422) or the local configuration is unusable; ``lease find`` found no
+      window within its horizon
 2     usage error: unknown option, missing argument (Click's own code)
 3     not found (404)
 4     conflict (409): a name taken, no capacity (``no_capacity``), still in
       use (``in_use``), not ready
-5     not signed in, token unknown or expired (401), or not allowed (403)
+5     not signed in, token unknown or expired (401), or not allowed (403),
+      including too few credits for a lease (``insufficient_credits``)
 6     the API cannot be reached, timed out, or failed (5xx)
 7     a wait timed out, or the object went to ERROR
 130   interrupted (Ctrl-C)
@@ -44,9 +46,10 @@ class ExitCode(IntEnum):
 EPILOG = "\n\n".join(
     [
         "[bold]Exit codes[/bold]",
-        "0 ok · 1 refused by the API (4xx, e.g. invalid input) · 2 usage error · "
-        "3 not found (404) · 4 conflict (409: name taken, no capacity, in use) · "
-        "5 unauthenticated or forbidden (401/403) · 6 unreachable or server error (5xx) · "
+        "0 ok · 1 refused by the API (4xx, e.g. invalid input; 'lease find': no window) · "
+        "2 usage error · 3 not found (404) · 4 conflict (409: name taken, no capacity, in "
+        "use) · 5 unauthenticated or forbidden (401/403, e.g. insufficient credits) · "
+        "6 unreachable or server error (5xx) · "
         "7 wait timed out or object went to ERROR · 130 interrupted.",
         "'ecliptic server exec' exits with the command's own code.",
     ]

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from ecliptic import __version__
-from ecliptic.cli import auth, catalogue, identity, local, networks, servers
+from ecliptic.cli import auth, catalogue, credits, identity, leases, local, networks, servers
 from ecliptic.cli.exitcodes import EPILOG
 from ecliptic.cli.output import OutputFormat
 from ecliptic.cli.session import Session
@@ -29,6 +29,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(servers.app, name="server", no_args_is_help=True)
+app.add_typer(leases.app, name="lease", no_args_is_help=True)
+app.add_typer(credits.app, name="credits", no_args_is_help=True)
 app.add_typer(networks.network_app, name="network", no_args_is_help=True)
 app.add_typer(networks.port_app, name="port", no_args_is_help=True)
 app.add_typer(catalogue.flavor_app, name="flavor", no_args_is_help=True)
@@ -38,6 +40,7 @@ app.add_typer(identity.user_app, name="user", no_args_is_help=True)
 app.add_typer(auth.token_app, name="token", no_args_is_help=True)
 app.add_typer(local.app, name="local", no_args_is_help=True)
 app.registered_commands += auth.app.registered_commands
+app.registered_commands += leases.top.registered_commands
 
 
 def _version(value: bool) -> None:

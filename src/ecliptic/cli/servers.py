@@ -76,6 +76,7 @@ def show_server(srv: ServerOut) -> None:
             ("gpus", gpus),
             ("addresses", _addresses(srv)),
             ("limits", _limits(srv)),
+            ("runs", _runs(srv)),
             ("created", output.when(srv.created_at)),
         ]
     )
@@ -108,6 +109,16 @@ def _limits(srv: ServerOut) -> str:
     return f"not enforced: {srv.status.get('limits_note') or 'unknown reason'}"
 
 
+def _runs(srv: ServerOut) -> str:
+    """On demand, preemptible, or in which lease."""
+    if srv.lease_id:
+        where = f", reservation {srv.reservation}" if srv.reservation else ""
+        return f"in lease {srv.lease_id}{where}"
+    if srv.preemptible:
+        return "preemptible: stopped when a lease needs its room"
+    return "on demand"
+
+
 def _addresses(srv: ServerOut) -> str:
     return ", ".join(f"{net}={','.join(ips)}" for net, ips in sorted(srv.addresses.items()))
 
@@ -119,7 +130,9 @@ def _addresses(srv: ServerOut) -> str:
     "Interfaces come in order: one per --network (eth0, eth1, ...), then one per --port. "
     "'--network data --direct-port' gives a direct port on network data; "
     "'--network mgmt --network data:direct' gives a normal eth0 on mgmt and a direct eth1 "
-    "on data.",
+    "on data.\n\n"
+    "By default a server runs on demand; '--lease NAME' runs it on capacity a lease "
+    "reserved ('ecliptic lease create'), '--preemptible' on room nobody reserved.",
 )
 def create(
     name: Annotated[
@@ -151,12 +164,55 @@ def create(
             show_default=False,
         ),
     ] = None,
+    lease: Annotated[
+        str | None,
+        typer.Option(
+            "--lease",
+            metavar="LEASE",
+            help="Run it inside this lease, on the capacity it reserved ('ecliptic lease "
+            "list'). It goes when the lease ends, after the lease's grace period.",
+            show_default=False,
+        ),
+    ] = None,
+    reservation: Annotated[
+        str | None,
+        typer.Option(
+            "--reservation",
+            metavar="NAME",
+            help="Which reservation of the --lease (hosts, slots, slices), when it has several.",
+            show_default=False,
+        ),
+    ] = None,
+    preemptible: Annotated[
+        bool,
+        typer.Option(
+            "--preemptible",
+            help="Run it on room nobody reserved, without a lease; it is stopped when a "
+            "lease needs that room.",
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it is ACTIVE.")] = False,
     timeout: Timeout = 300,
 ) -> None:
     """Create a server."""
+    if reservation and not lease:
+        raise typer.BadParameter(
+            "it picks a reservation of a --lease: give --lease too", param_hint="--reservation"
+        )
+    if preemptible and lease:
+        raise typer.BadParameter(
+            "a server runs either inside a lease or preemptible, not both",
+            param_hint="--preemptible",
+        )
     c = client()
-    srv = c.servers.create(name, flavor, nics(network or [], direct_port, port or []))
+    srv = c.servers.create(
+        name,
+        flavor,
+        nics(network or [], direct_port, port or []),
+        lease=lease,
+        reservation=reservation,
+        preemptible=preemptible,
+    )
     if wait:
         srv = wait_active(c, srv.name, timeout)
     emit(srv, lambda: show_server(srv))

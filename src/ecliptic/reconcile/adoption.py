@@ -7,8 +7,9 @@ import logging
 from sqlalchemy import select
 
 from ecliptic.backends.base import GcReport
+from ecliptic.phases import LeasePhase
 from ecliptic.reconcile.base import Context
-from ecliptic.store.models import Network, Server
+from ecliptic.store.models import Lease, Network, Server
 
 log = logging.getLogger("ecliptic.adoption")
 
@@ -40,3 +41,5 @@ def resync(ctx: Context) -> None:
             ctx.queue.enqueue(session, "network", nid)
         for sid in servers:
             ctx.queue.enqueue(session, "server", sid)
+        for lid in session.scalars(select(Lease.id).where(Lease.phase != LeasePhase.ENDED)):
+            ctx.queue.enqueue(session, "lease", lid)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ecliptic.backends.base import Backend
 from ecliptic.store.db import Database
 from ecliptic.store.workqueue import WorkQueue
+
+if TYPE_CHECKING:
+    from ecliptic.services.booking import Booking
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,8 @@ class Context:
     """The infrastructure."""
     queue: WorkQueue
     """To enqueue follow-up work."""
+    booking: Booking
+    """The reservation engine, kept in step with the store."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from ecliptic.backends.base import BackendError, PortSpec, ServerSpec
 from ecliptic.phases import PortPhase, ServerPhase
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.reconcile.networks import network_spec
+from ecliptic.services.booking import server_booking_id
 from ecliptic.store.models import Event, Network, Server
 from ecliptic.store.transitions import move
 
@@ -110,9 +111,10 @@ def reconcile_server(ctx: Context, server_id: str) -> Outcome:
 
 def _delete(ctx: Context, srv: Server) -> Outcome:
     server_id = srv.id
-    ctx.backend.delete_server(server_id)
+    grace = srv.spec.get("stop_grace_s")
+    ctx.backend.delete_server(server_id, grace_s=float(grace) if grace is not None else None)
     faults.point("reconcile.server.after_backend_delete")
-    with ctx.db.write() as session:
+    with ctx.booking.transaction() as (session, engine):
         row = session.get(Server, server_id)
         if row is None:
             return Outcome()
@@ -132,10 +134,16 @@ def _delete(ctx: Context, srv: Server) -> Outcome:
                 object_id=server_id,
                 from_phase=row.phase,
                 to_phase="DELETED",
-                reason="deleted",
+                reason=row.phase_reason or "deleted",
             )
         )
+        # A lease waiting for this server to go (its end, or its start after a preemption)
+        # looks again now rather than at its next poll.
+        for lease_id in {row.lease_id, row.spec.get("preempted_by")} - {None}:
+            ctx.queue.enqueue(session, "lease", str(lease_id))
         session.delete(row)
+        engine.release(server_booking_id(server_id))
+        engine.remove_preemptible(server_id)
     return Outcome()
 
 

@@ -20,6 +20,1259 @@ were absent (that is how an update re-places a lease). Preemptible servers never
 reservation once their minimum lifetime has passed; before it, ``fit`` answers ``NoFit``
 with ``earliest_start`` set. Placement is best-fit (the host that leaves the least
 stranded room), so large requests still find whole hosts later.
+
+Additions to the contract (extra, nothing above changed):
+
+    Engine.rebuild(hosts, bookings, preemptibles=(), min_preemptible_lifetime=...) -> Engine
+                                                # bulk load from the database, no re-checks
+    engine.bookings() -> dict[str, Placement]; engine.preemptibles() -> list[Preemptible]
+    engine.hosts -> Mapping[str, HostInfo]      # read-only, by name
+    engine.backfill_room(host, at) -> Amount    # room a new preemptible may take at ``at``
+                                                # and keep for its whole minimum lifetime
+
+How it works, in short:
+
+- every host has a :class:`~ecliptic.scheduler.timeline.Timeline` (a step function of
+  resource vectors, bisect lookups); a fit reads only the hosts that can match, in an
+  order that puts the best candidates first (own hosts, then the smallest hosts, CPU hosts
+  before GPU hosts for CPU work), and compares at most a bounded number of them, the way
+  Slurm bounds its backfill test;
+- best-fit: whole hosts go where the free gap in time is tightest around the window (so
+  long gaps stay whole for long leases) on the smallest matching hosts; slots and slices go
+  to the host (and GPU) left with the least room, never on a GPU host for CPU work while a
+  CPU host has room;
+- ``earliest`` first tries ``not_before`` directly, then runs one lazy sweep per request
+  over start times (:mod:`~ecliptic.scheduler.sweep`) to jump to the next start where
+  enough hosts are free, and tries a real placement there;
+- the calendar reads per-class hourly maxima (:mod:`~ecliptic.scheduler.occupancy`),
+  updated with every booking;
+- filter results are cached per filter text and dropped when the inventory changes.
+
+Times are integer minutes since the epoch inside; starts are rounded down and ends up.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+from ecliptic.scheduler.filters import compile_filter, host_properties
+from ecliptic.scheduler.model import (
+    Allocation,
+    Amount,
+    Blocker,
+    CalendarBucket,
+    CalendarRow,
+    FlavorRequest,
+    HostInfo,
+    HostRequest,
+    NoFit,
+    Placement,
+    Preemptible,
+    Request,
+    SliceRequest,
+    Window,
+)
+from ecliptic.scheduler.occupancy import Levels
+from ecliptic.scheduler.resources import (
+    GPU0,
+    MEM,
+    OCC,
+    UNITS_PER_GPU,
+    VCPU,
+    WHOLE,
+    HostShape,
+    ProfileError,
+    SlotDemand,
+    Vector,
+    free_amount,
+    holding_vector,
+    max_slots,
+    needs_pinning,
+    pin_gpus,
+    place_slots,
+    profile_units,
+    whole_host_amount,
+)
+from ecliptic.scheduler.sweep import Piece, Sweep, agree
+from ecliptic.scheduler.timeline import Timeline
+
+EXAMINE = 48
+"""A fit compares about this many partly used hosts with room (more when it needs more)."""
+
+VISIT = 512
+"""...and looks at no more than this many hosts once it has found enough room."""
+
+SEARCH_HORIZON = timedelta(days=366)
+"""How far ``fit`` looks for the start preemptible lifetimes allow, for ``NoFit.earliest_start``."""
+
+MAX_BLOCKERS = 10
+"""Bookings named in a refusal, at most."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class InvalidRequest(ValueError):
+    """A request that cannot mean anything (negative counts, start after end, duplicate keys)."""
+
+    code = "invalid_request"
+
+
+class CapacityError(RuntimeError):
+    """A booking that would put a host over capacity (the placement is stale)."""
+
+    code = "no_capacity"
+
+
+class UnknownHost(KeyError):
+    """A host name the engine does not know."""
+
+    code = "not_found"
+
+
+def to_minutes(t: datetime, *, up: bool = False) -> int:
+    """Minutes since the epoch (UTC; naive times are taken as UTC), rounded down or up."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    seconds = (t - _EPOCH).total_seconds()
+    return math.ceil(seconds / 60) if up else math.floor(seconds / 60)
+
+
+def from_minutes(m: int) -> datetime:
+    """The UTC datetime of ``m`` minutes since the epoch."""
+    return _EPOCH + timedelta(minutes=m)
+
+
+def _span(d: timedelta) -> int:
+    return math.ceil(d.total_seconds() / 60)
+
+
+@dataclass(frozen=True)
+class _Holding:
+    """One allocation as it sits in a timeline."""
+
+    host: int
+    start: int
+    end: int
+    vec: Vector
+
+
+@dataclass
+class _Option:
+    """A host that can take some slots of a request, during a fit."""
+
+    host: int
+    slots: int
+    free: list[int]
+    order: int
+
+
+_Term = tuple[str, Callable[[Vector], int]]
+
+
+class Engine:
+    """Capacity timelines of every host, and fit / earliest / calendar / victims over them."""
+
+    def __init__(
+        self,
+        hosts: Iterable[HostInfo] = (),
+        min_preemptible_lifetime: timedelta = timedelta(hours=1),
+        *,
+        alternative_spacing: timedelta = timedelta(hours=1),
+    ) -> None:
+        self._min_life = _span(min_preemptible_lifetime)
+        self._spacing = max(1, _span(alternative_spacing))
+        self._info: list[HostInfo] = []
+        self._by_name: dict[str, HostInfo] = {}
+        self._ids: dict[str, int] = {}
+        self._shape: list[HostShape] = []
+        self._props: list[dict[str, Any]] = []
+        self._size: list[tuple[int, int, int, int]] = []
+        self._up: list[bool] = []
+        self._tl: list[Timeline] = []
+        self._terms: list[list[_Term]] = []
+        self._host_leases: list[dict[str, int]] = []
+        self._leases: dict[str, Placement] = {}
+        self._span_of: dict[str, tuple[int, int]] = {}
+        self._holdings: dict[str, list[_Holding]] = {}
+        self._pre: dict[str, Preemptible] = {}
+        self._pre_vec: dict[str, Vector] = {}
+        self._pre_on: dict[int, set[str]] = {}
+        self._levels: dict[str, Levels] = {}
+        self._totals: dict[str, int] = {}
+        self._cache: dict[tuple[Any, ...], list[int]] = {}
+        for host in hosts:
+            self.set_host(host)
+
+    # -- inventory ---------------------------------------------------------------------------
+
+    def set_host(self, host: HostInfo) -> None:
+        """Add a host or replace what is known of it (capacity, properties, up or down)."""
+        h = self._ids.get(host.name)
+        if h is None:
+            self._add_host(host)
+            return
+        old = self._info[h]
+        if old == host:
+            return
+        self._by_name[host.name] = host
+        if replace(old, up=host.up) == host:
+            self._info[h] = host
+            self._set_up(h, host.up)
+            return
+        self._set_up(h, False)
+        shape = HostShape(host)
+        self._info[h] = host
+        self._shape[h] = shape
+        self._props[h] = host_properties(host)
+        self._size[h] = (shape.ngpus, host.vcpus, host.memory_mb, host.disk_gb)
+        self._terms[h] = _calendar_terms(shape)
+        holdings: list[tuple[int, int, Vector]] = []
+        for lid in self._host_leases[h]:
+            s, e = self._span_of[lid]
+            kept: list[_Holding] = []
+            for hd, alloc in zip(self._holdings[lid], self._alloc_list(lid), strict=True):
+                if hd.host == h:
+                    hd = _Holding(h, s, e, holding_vector(shape, alloc.amount))
+                    holdings.append((s, e, hd.vec))
+                kept.append(hd)
+            self._holdings[lid] = kept
+        for sid in self._pre_on.get(h, ()):
+            self._pre_vec[sid] = holding_vector(shape, self._pre[sid].amount)
+        self._tl[h] = Timeline.build(shape.zero, holdings)
+        self._cache.clear()
+        self._set_up(h, host.up)
+
+    def _add_host(self, host: HostInfo) -> int:
+        h = len(self._info)
+        shape = HostShape(host)
+        self._ids[host.name] = h
+        self._info.append(host)
+        self._by_name[host.name] = host
+        self._shape.append(shape)
+        self._props.append(host_properties(host))
+        self._size.append((shape.ngpus, host.vcpus, host.memory_mb, host.disk_gb))
+        self._up.append(False)
+        self._tl.append(Timeline(shape.zero))
+        self._terms.append(_calendar_terms(shape))
+        self._host_leases.append({})
+        for name, _ in self._terms[h]:
+            self._levels.setdefault(name, Levels())
+            self._totals.setdefault(name, 0)
+        self._cache.clear()
+        self._set_up(h, host.up)
+        return h
+
+    def _set_up(self, h: int, up: bool) -> None:
+        """Mark a host up or down, adding or removing its share of the calendar."""
+        if self._up[h] == up:
+            return
+        self._up[h] = up
+        sign = 1 if up else -1
+        shape = self._shape[h]
+        for name, fn in self._terms[h]:
+            self._levels.setdefault(name, Levels())
+            self._totals[name] = self._totals.get(name, 0) + sign * fn(shape.cap)
+            lv = self._levels[name]
+            tl = self._tl[h]
+            for k in range(len(tl.times) - 1):
+                c = fn(tl.levels[k])
+                if c:
+                    lv.add(tl.times[k], tl.times[k + 1], sign * c)
+
+    @property
+    def hosts(self) -> Mapping[str, HostInfo]:
+        """Every host known, by name (read-only)."""
+        return MappingProxyType(self._by_name)
+
+    def _host_id(self, name: str) -> int:
+        h = self._ids.get(name)
+        if h is None:
+            raise UnknownHost(name)
+        return h
+
+    # -- bookings ----------------------------------------------------------------------------
+
+    def book(self, lease_id: str, placement: Placement) -> None:
+        """Record ``placement`` for ``lease_id`` (replacing any earlier one); never overbooks."""
+        previous = self._leases.get(lease_id)
+        if previous is not None:
+            self._unbook(lease_id)
+        try:
+            self._book(lease_id, placement, check=True)
+        except Exception:
+            if previous is not None:
+                self._book(lease_id, previous, check=False)
+            raise
+
+    def _book(self, lease_id: str, placement: Placement, *, check: bool) -> None:
+        s = to_minutes(placement.start)
+        e = to_minutes(placement.end, up=True)
+        if e <= s:
+            raise InvalidRequest(f"lease {lease_id!r} ends before it starts")
+        allocs: list[Allocation] = []
+        holdings: list[_Holding] = []
+        extra: dict[int, list[int]] = {}
+        for alloc in placement.allocations:
+            h = self._host_id(alloc.host)
+            shape = self._shape[h]
+            if needs_pinning(alloc.amount):
+                free = [
+                    c - u - x for c, u, x in _zip3(shape.cap, self._tl[h].peak(s, e), extra.get(h))
+                ]
+                alloc = replace(
+                    alloc,
+                    amount=replace(alloc.amount, gpu_units=pin_gpus(shape, free, alloc.amount)),
+                )
+            vec = holding_vector(shape, alloc.amount)
+            allocs.append(alloc)
+            holdings.append(_Holding(h, s, e, vec))
+            acc = extra.setdefault(h, [0] * len(vec))
+            for i, v in enumerate(vec):
+                acc[i] += v
+        if check:
+            for h, total in extra.items():
+                shape = self._shape[h]
+                peak = self._tl[h].peak(s, e)
+                if any(p + v > c for p, v, c in zip(peak, total, shape.cap, strict=True)):
+                    raise CapacityError(
+                        f"lease {lease_id!r} no longer fits on host {self._info[h].name!r} "
+                        f"{_when(s, e)}"
+                    )
+        if tuple(allocs) != placement.allocations:
+            placement = replace(placement, allocations=tuple(allocs))
+        for hd in holdings:
+            self._apply(hd.host, self._tl[hd.host].add(s, e, hd.vec, 1))
+            self._host_leases[hd.host][lease_id] = self._host_leases[hd.host].get(lease_id, 0) + 1
+        self._leases[lease_id] = placement
+        self._span_of[lease_id] = (s, e)
+        self._holdings[lease_id] = holdings
+
+    def _apply(self, h: int, changes: list[tuple[int, int, Vector, Vector]]) -> None:
+        """Carry a host's timeline changes into the calendar levels."""
+        if not self._up[h]:
+            return
+        for name, fn in self._terms[h]:
+            lv = self._levels[name]
+            for a, b, old, new in changes:
+                d = fn(new) - fn(old)
+                if d:
+                    lv.add(a, b, d)
+
+    def release(self, lease_id: str) -> None:
+        """Forget a lease's placement (nothing happens for a lease that is not booked)."""
+        if lease_id in self._leases:
+            self._unbook(lease_id)
+
+    def _unbook(self, lease_id: str) -> Placement:
+        placement = self._leases.pop(lease_id)
+        del self._span_of[lease_id]
+        for hd in self._holdings.pop(lease_id):
+            self._apply(hd.host, self._tl[hd.host].add(hd.start, hd.end, hd.vec, -1))
+            held = self._host_leases[hd.host]
+            held[lease_id] -= 1
+            if not held[lease_id]:
+                del held[lease_id]
+        return placement
+
+    def _alloc_list(self, lease_id: str) -> tuple[Allocation, ...]:
+        return self._leases[lease_id].allocations
+
+    def booking(self, lease_id: str) -> Placement | None:
+        """The placement booked for ``lease_id``, if any."""
+        return self._leases.get(lease_id)
+
+    def bookings(self) -> dict[str, Placement]:
+        """Every booked placement by lease id."""
+        return dict(self._leases)
+
+    @contextmanager
+    def _lifted(self, lease_id: str | None) -> Iterator[set[int]]:
+        """Take a lease's own booking out while it is re-placed; yields the hosts it held."""
+        if not lease_id or lease_id not in self._leases:
+            yield set()
+            return
+        own = {hd.host for hd in self._holdings[lease_id]}
+        placement = self._unbook(lease_id)
+        try:
+            yield own
+        finally:
+            self._book(lease_id, placement, check=False)
+
+    @classmethod
+    def rebuild(
+        cls,
+        hosts: Iterable[HostInfo],
+        bookings: Mapping[str, Placement] | Iterable[tuple[str, Placement]],
+        preemptibles: Iterable[Preemptible] = (),
+        min_preemptible_lifetime: timedelta = timedelta(hours=1),
+        **options: Any,
+    ) -> Engine:
+        """An engine loaded from stored hosts and bookings in bulk (bookings are not re-checked)."""
+        eng = cls((), min_preemptible_lifetime, **options)
+        infos = list(hosts)
+        for host in infos:
+            if host.name in eng._ids:
+                raise ValueError(f"host {host.name!r} is listed twice")
+            eng._add_host(replace(host, up=False))
+        per_host: list[list[tuple[int, int, Vector]]] = [[] for _ in eng._info]
+        later: list[tuple[str, Placement]] = []
+        items = bookings.items() if isinstance(bookings, Mapping) else bookings
+        ids, shapes, host_leases = eng._ids, eng._shape, eng._host_leases
+        for lid, placement in items:
+            if any(needs_pinning(a.amount) for a in placement.allocations):
+                later.append((lid, placement))
+                continue
+            s = to_minutes(placement.start)
+            e = to_minutes(placement.end, up=True)
+            holdings = []
+            for alloc in placement.allocations:
+                h = ids.get(alloc.host)
+                if h is None:
+                    raise UnknownHost(alloc.host)
+                vec = holding_vector(shapes[h], alloc.amount)
+                holdings.append(_Holding(h, s, e, vec))
+                per_host[h].append((s, e, vec))
+                held = host_leases[h]
+                held[lid] = held.get(lid, 0) + 1
+            eng._leases[lid] = placement
+            eng._span_of[lid] = (s, e)
+            eng._holdings[lid] = holdings
+        deltas: dict[str, dict[int, int]] = {name: {} for name in eng._levels}
+        for h, holdings_h in enumerate(per_host):
+            tl = Timeline.build(shapes[h].zero, holdings_h) if holdings_h else eng._tl[h]
+            eng._tl[h] = tl
+            eng._info[h] = eng._by_name[infos[h].name] = infos[h]
+            if not infos[h].up:
+                continue
+            eng._up[h] = True
+            cap = shapes[h].cap
+            times, levels = tl.times, tl.levels
+            for name, fn in eng._terms[h]:
+                eng._totals[name] += fn(cap)
+                d = deltas[name]
+                prev = 0
+                for k in range(len(times)):
+                    c = fn(levels[k])
+                    if c != prev:
+                        t = times[k]
+                        d[t] = d.get(t, 0) + c - prev
+                        prev = c
+        for name, d in deltas.items():
+            eng._levels[name] = Levels.build(d)
+        for lid, placement in later:
+            eng._book(lid, placement, check=False)
+        for p in preemptibles:
+            eng.add_preemptible(p)
+        return eng
+
+    # -- fit ---------------------------------------------------------------------------------
+
+    def fit(
+        self, lease_id: str | None, requests: Sequence[Request], start: datetime, end: datetime
+    ) -> Placement | NoFit:
+        """Where every request of a lease would go for [start, end), best-fit, or why it cannot."""
+        check_requests(requests)
+        s = to_minutes(start)
+        e = to_minutes(end, up=True)
+        if e <= s:
+            raise InvalidRequest("the lease must end after it starts")
+        with self._lifted(lease_id) as own:
+            result = self._place(requests, s, e, protect=True, prefer=own)
+            if isinstance(result, NoFit) and self._pre:
+                relaxed = self._place(requests, s, e, protect=False, prefer=own)
+                if not isinstance(relaxed, NoFit):
+                    last = s + _span(SEARCH_HORIZON)
+                    found = self._search(requests, e - s, s, last, 1)
+                    when = from_minutes(found[0][0]) if found else None
+                    later = f"; it would fit from {when:%Y-%m-%d %H:%M}" if when else ""
+                    result = replace(
+                        result,
+                        reason=result.reason
+                        + " (preemptible servers there are inside their minimum lifetime"
+                        + later
+                        + ")",
+                        earliest_start=when,
+                    )
+        if isinstance(result, NoFit):
+            return result
+        return Placement(start, end, tuple(sorted(result, key=lambda a: (a.key, a.host))))
+
+    def _place(
+        self, requests: Sequence[Request], s: int, e: int, *, protect: bool, prefer: set[int]
+    ) -> list[Allocation] | NoFit:
+        overlay: dict[int, list[int]] = {}
+        out: list[Allocation] = []
+        for req in sorted(requests, key=_request_order):
+            if isinstance(req, HostRequest):
+                got = self._place_hosts(req, s, e, protect, overlay, prefer)
+            elif isinstance(req, FlavorRequest):
+                demand = SlotDemand(
+                    req.vcpus, req.memory_mb, req.disk_gb, req.gpu_model, req.gpus, req.gpu_profile
+                )
+                got = self._place_slots(
+                    req.key,
+                    req.filter,
+                    demand,
+                    req.count,
+                    req.affinity,
+                    s,
+                    e,
+                    protect,
+                    overlay,
+                    prefer,
+                )
+            else:
+                demand = SlotDemand(gpu_model=req.gpu_model, profile=req.profile)
+                got = self._place_slots(
+                    req.key, req.filter, demand, req.count, "none", s, e, protect, overlay, prefer
+                )
+            if isinstance(got, NoFit):
+                return got
+            out.extend(got)
+        return out
+
+    def _matching(self, text: str) -> list[int]:
+        """Hosts matching a filter, smallest first (cached per filter text)."""
+        key = ("match", text)
+        ids = self._cache.get(key)
+        if ids is None:
+            flt = compile_filter(text)
+            ids = [h for h in range(len(self._info)) if flt(self._props[h])]
+            ids.sort(key=lambda h: (self._size[h], h))
+            self._cache[key] = ids
+        return ids
+
+    def _eligible(self, text: str, demand: SlotDemand) -> list[int]:
+        """Hosts matching a filter that have the GPUs a slot needs, in the order to try them."""
+        sig = (demand.gpus > 0, demand.gpu_model, demand.profile)
+        key = ("eligible", text, *sig)
+        ids = self._cache.get(key)
+        if ids is None:
+            base = self._matching(text)
+            if demand.profile:
+                ids = [
+                    h for h in base if self._shape[h].slice_gpus(demand.profile, demand.gpu_model)
+                ]
+            elif demand.gpus > 0:
+                ids = [
+                    h
+                    for h in base
+                    if any(
+                        len(self._shape[h].gpus_of(m)) >= demand.gpus
+                        for m in ([demand.gpu_model] if demand.gpu_model else self._shape[h].models)
+                    )
+                ]
+            else:  # CPU work: hosts without GPUs first
+                ids = sorted(base, key=lambda h: (self._size[h][0] > 0, self._size[h], h))
+            self._cache[key] = ids
+        return ids
+
+    def _protected(self, h: int, s: int, e: int) -> list[tuple[int, int, Vector]]:
+        """Preemptibles on a host still inside their minimum lifetime somewhere in [s, e)."""
+        out = []
+        for sid in self._pre_on.get(h, ()):
+            a = to_minutes(self._pre[sid].started_at)
+            b = a + self._min_life
+            if a < e and b > s:
+                out.append((a, b, self._pre_vec[sid]))
+        return out
+
+    def _peak(self, h: int, s: int, e: int, protect: bool) -> Vector:
+        tl = self._tl[h]
+        if protect and h in self._pre_on:
+            extra = self._protected(h, s, e)
+            if extra:
+                tmp = _copy(tl)
+                for a, b, vec in extra:
+                    tmp.add(max(a, s), min(b, e), vec, 1)
+                return tmp.peak(s, e)
+        return tl.peak(s, e)
+
+    def _room(
+        self, h: int, s: int, e: int, protect: bool, overlay: dict[int, list[int]]
+    ) -> list[int]:
+        return [
+            c - p - x
+            for c, p, x in _zip3(self._shape[h].cap, self._peak(h, s, e, protect), overlay.get(h))
+        ]
+
+    def _empty(self, h: int, s: int, e: int, protect: bool) -> bool:
+        """Nothing reserved on the host over [s, e) (nor a protected preemptible, if asked)."""
+        if not self._tl[h].is_free(s, e):
+            return False
+        return not (protect and h in self._pre_on and self._protected(h, s, e))
+
+    def _place_hosts(
+        self,
+        req: HostRequest,
+        s: int,
+        e: int,
+        protect: bool,
+        overlay: dict[int, list[int]],
+        prefer: set[int],
+    ) -> list[Allocation] | NoFit:
+        cands = self._matching(req.filter)
+        up, tls, size = self._up, self._tl, self._size
+        enough = max(4 * req.max_count, EXAMINE) if not prefer else len(cands)
+        free: list[tuple[int, tuple[int, int, int, int], int, int]] = []
+        busy: list[int] = []
+        pre_on = self._pre_on if protect else {}
+        for h in cands:
+            if not up[h] or h in overlay:
+                continue
+            tl = tls[h]
+            if not tl.is_free(s, e) or (h in pre_on and self._protected(h, s, e)):
+                if len(busy) < MAX_BLOCKERS:
+                    busy.append(h)
+                continue
+            free.append((0 if h in prefer else 1, size[h], tl.slack(s, e), h))
+            if len(free) >= enough:
+                break
+        if len(free) < req.min_count:
+            n_up = sum(1 for h in cands if up[h])
+            what = f" matching {req.filter!r}" if req.filter else ""
+            return NoFit(
+                reason=(
+                    f"reservation {req.key!r} needs {req.min_count} host(s){what}: "
+                    f"{len(cands)} match, {n_up} up, {len(free)} free {_when(s, e)}"
+                ),
+                key=req.key,
+                blockers=self._blockers(busy, s, e),
+            )
+        free.sort()
+        out = []
+        for *_, h in free[: req.max_count]:
+            overlay[h] = list(self._shape[h].whole)
+            out.append(
+                Allocation(
+                    req.key, self._info[h].name, whole_host_amount(self._info[h], self._shape[h])
+                )
+            )
+        return out
+
+    def _place_slots(
+        self,
+        key: str,
+        text: str,
+        demand: SlotDemand,
+        count: int,
+        affinity: str,
+        s: int,
+        e: int,
+        protect: bool,
+        overlay: dict[int, list[int]],
+        prefer: set[int],
+    ) -> list[Allocation] | NoFit:
+        cands = self._eligible(text, demand)
+        if prefer:
+            cands = [h for h in cands if h in prefer] + [h for h in cands if h not in prefer]
+        need_hosts = count if affinity == "anti-affinity" else 1
+        options: list[_Option] = []
+        empty_seen: dict[Vector, int] = {}
+        capacity = 0
+        examined = 0
+        busy: list[int] = []
+        up, tls, shapes = self._up, self._tl, self._shape
+        cpu_only = demand.gpus == 0 and not demand.profile
+
+        def satisfied() -> bool:
+            if affinity == "affinity":
+                return any(o.slots >= count for o in options)
+            if affinity == "anti-affinity":
+                return len(options) >= count
+            return capacity >= count
+
+        visited = 0
+        for order, h in enumerate(cands):
+            if not up[h]:
+                continue
+            if cpu_only and shapes[h].ngpus and satisfied():
+                break  # CPU work never goes to a GPU host while CPU hosts have room
+            visited += 1
+            if (examined >= EXAMINE or visited > VISIT) and satisfied():
+                break
+            shape = shapes[h]
+            if h not in overlay and self._empty(h, s, e, protect):
+                # All empty hosts of one shape are alike: keep a few to compare slack.
+                seen = empty_seen.get(shape.cap, 0)
+                n = max_slots(shape, shape.cap, demand)
+                if n <= 0:
+                    continue
+                wanted = need_hosts if affinity == "anti-affinity" else -(-count // n)
+                if seen >= wanted + 4:
+                    continue
+                empty_seen[shape.cap] = seen + 1
+                options.append(_Option(h, n, list(shape.cap), order))
+                capacity += n
+            else:
+                at_s = tls[h].at(s)
+                if at_s[OCC] >= WHOLE or at_s[VCPU] + demand.vcpus > shape.cap[VCPU]:
+                    if len(busy) < MAX_BLOCKERS:
+                        busy.append(h)
+                    continue
+                free = self._room(h, s, e, protect, overlay)
+                n = max_slots(shape, free, demand)
+                if n <= 0:
+                    if len(busy) < MAX_BLOCKERS:
+                        busy.append(h)
+                    continue
+                options.append(_Option(h, n, free, order))
+                capacity += n
+                examined += 1
+        chosen = self._choose(options, demand, count, affinity, s, e, prefer)
+        if chosen is None:
+            what = f" matching {text!r}" if text else ""
+            room = sum(o.slots for o in options)
+            unit = "slice(s)" if demand.profile and not demand.vcpus else "slot(s)"
+            how = {"affinity": " on one host", "anti-affinity": " on different hosts"}.get(
+                affinity, ""
+            )
+            return NoFit(
+                reason=(
+                    f"reservation {key!r} needs {count} {unit}{how}{what}: "
+                    f"{len(cands)} host(s) could hold it, {len(options)} have room for "
+                    f"{room} {_when(s, e)}"
+                ),
+                key=key,
+                blockers=self._blockers(busy, s, e),
+            )
+        out = []
+        for opt, q in chosen:
+            shape = shapes[opt.host]
+            got = place_slots(shape, opt.free, demand, q)
+            acc = overlay.setdefault(opt.host, [0] * len(shape.cap))
+            for i, v in enumerate(got.vector):
+                acc[i] += v
+            slices: dict[str, int] = {}
+            if demand.profile:
+                per_slice = profile_units(demand.profile)
+                for i, held in got.gpu_units:
+                    k = f"{shape.gpu_model[i]}:{demand.profile}"
+                    slices[k] = slices.get(k, 0) + held // per_slice
+            amount = Amount(
+                vcpus=got.vector[VCPU],
+                memory_mb=got.vector[MEM],
+                disk_gb=got.vector[3],
+                gpus=got.gpus,
+                slices=tuple(sorted(slices.items())),
+                gpu_units=got.gpu_units,
+            )
+            out.append(Allocation(key, self._info[opt.host].name, amount, slots=got.slots))
+        return out
+
+    def _choose(
+        self,
+        options: list[_Option],
+        demand: SlotDemand,
+        count: int,
+        affinity: str,
+        s: int,
+        e: int,
+        prefer: set[int],
+    ) -> list[tuple[_Option, int]] | None:
+        """Pick hosts and slot counts best-fit; None if the options cannot hold ``count``."""
+
+        memo: dict[tuple[int, int], tuple[Any, ...]] = {}
+
+        def score(opt: _Option, q: int) -> tuple[Any, ...]:
+            got_score = memo.get((opt.host, q))
+            if got_score is None:
+                got_score = memo[opt.host, q] = raw_score(opt, q)
+            return got_score
+
+        def raw_score(opt: _Option, q: int) -> tuple[Any, ...]:
+            shape = self._shape[opt.host]
+            got = place_slots(shape, opt.free, demand, q)
+            left = [f - v for f, v in zip(opt.free, got.vector, strict=True)]
+            cap = shape.cap
+            if demand.gpus or demand.profile:
+                used = {i for i, _ in got.gpu_units}
+                # Least room left on the GPUs it touches, then on the other GPUs of the host.
+                gpu_waste = (sum(left[GPU0 + i] for i in used), sum(left[GPU0:]))
+            else:
+                gpu_waste = (sum(left[GPU0:]), 0)
+            cpu_left = sum(left[d] / cap[d] for d in (VCPU, MEM) if cap[d] > 0)
+            slack = self._tl[opt.host].slack(s, e)
+            return (opt.host not in prefer, gpu_waste, round(cpu_left, 6), -q, slack, opt.order)
+
+        if affinity == "affinity":
+            fits = [o for o in options if o.slots >= count]
+            if not fits:
+                return None
+            return [(min(fits, key=lambda o: score(o, count)), count)]
+        if affinity == "anti-affinity":
+            fits = [o for o in options if o.slots >= 1]
+            if len(fits) < count:
+                return None
+            fits.sort(key=lambda o: score(o, 1))
+            return [(o, 1) for o in fits[:count]]
+        if sum(o.slots for o in options) < count:
+            return None
+        left = count
+        pool = list(options)
+        chosen: list[tuple[_Option, int]] = []
+        while left > 0:
+            best = min(pool, key=lambda o: score(o, min(o.slots, left)))
+            q = min(best.slots, left)
+            chosen.append((best, q))
+            pool.remove(best)
+            left -= q
+        return chosen
+
+    def _blockers(self, hosts: Iterable[int], s: int, e: int) -> tuple[Blocker, ...]:
+        out: list[Blocker] = []
+        for h in hosts:
+            for lid in sorted(self._host_leases[h]):
+                ls, le = self._span_of[lid]
+                if ls < e and le > s:
+                    out.append(Blocker(lid, self._info[h].name, from_minutes(ls), from_minutes(le)))
+                    if len(out) >= MAX_BLOCKERS:
+                        return tuple(out)
+        return tuple(out)
+
+    # -- earliest ----------------------------------------------------------------------------
+
+    def earliest(
+        self,
+        requests: Sequence[Request],
+        duration: timedelta,
+        not_before: datetime,
+        horizon: timedelta,
+        alternatives: int = 3,
+    ) -> list[Window]:
+        """The first window of ``duration`` from ``not_before`` (ending within ``horizon`` of
+        it) where the whole lease fits, then up to ``alternatives`` later starts, each at least
+        ``alternative_spacing`` after the previous one."""
+        check_requests(requests)
+        d = _span(duration)
+        if d <= 0:
+            raise InvalidRequest("the duration must be positive")
+        first = to_minutes(not_before, up=True)
+        last = to_minutes(not_before) + _span(horizon) - d
+        out = []
+        for start, allocs in self._search(requests, d, first, last, 1 + max(0, alternatives)):
+            begin, end = from_minutes(start), from_minutes(start + d)
+            placement = Placement(begin, end, tuple(sorted(allocs, key=lambda a: (a.key, a.host))))
+            out.append(Window(begin, end, placement))
+        return out
+
+    def _search(
+        self, requests: Sequence[Request], d: int, first: int, last: int, want: int
+    ) -> list[tuple[int, list[Allocation]]]:
+        out: list[tuple[int, list[Allocation]]] = []
+        sweeps: list[Sweep] | None = None
+        x = first
+        while len(out) < want and x <= last:
+            got = self._place(requests, x, x + d, protect=True, prefer=set())
+            if not isinstance(got, NoFit):
+                out.append((x, got))
+                x += self._spacing
+                continue
+            if sweeps is None:
+                sweeps = self._sweeps(requests, d, x, last)
+                if not sweeps:
+                    break  # nothing to wait for: it will never fit
+            for sw in sweeps:
+                sw.advance(x)
+            changes = [c for c in (sw.next_change() for sw in sweeps) if c is not None]
+            if not changes:
+                break
+            nxt = agree(sweeps, min(changes), last)
+            if nxt is None:
+                break
+            x = nxt
+        return out
+
+    def _sweeps(self, requests: Sequence[Request], d: int, first: int, last: int) -> list[Sweep]:
+        """One sweep per request over start times in [first, last]."""
+        sweeps: list[Sweep] = []
+        copies: dict[int, Timeline] = {}
+        for req in requests:
+            sources: list[Iterator[Piece]] = []
+            if isinstance(req, HostRequest):
+                if req.min_count == 0:
+                    continue
+                for h in self._matching(req.filter):
+                    if self._up[h]:
+                        tl = self._timeline_for(h, first, copies)
+                        sources.append(_ones(tl.free_starts(first, last, d)))
+                sweeps.append(Sweep(sources, req.min_count))
+                continue
+            if isinstance(req, FlavorRequest):
+                demand = SlotDemand(
+                    req.vcpus, req.memory_mb, req.disk_gb, req.gpu_model, req.gpus, req.gpu_profile
+                )
+                affinity = req.affinity
+            else:
+                demand = SlotDemand(gpu_model=req.gpu_model, profile=req.profile)
+                affinity = "none"
+            need = 1 if affinity == "affinity" else req.count
+            for h in self._eligible(req.filter, demand):
+                if self._up[h]:
+                    tl = self._timeline_for(h, first, copies)
+                    pieces = tl.window_peaks(first, last, d)
+                    sources.append(
+                        _slot_values(pieces, self._shape[h], demand, affinity, req.count)
+                    )
+            sweeps.append(Sweep(sources, need))
+        return sweeps
+
+    def _timeline_for(self, h: int, first: int, copies: dict[int, Timeline]) -> Timeline:
+        """The host's timeline, with its protected preemptibles added when it has any."""
+        if h not in self._pre_on:
+            return self._tl[h]
+        tl = copies.get(h)
+        if tl is None:
+            tl = _copy(self._tl[h])
+            for a, b, vec in self._protected(h, first, 1 << 42):
+                tl.add(a, b, vec, 1)
+            copies[h] = tl
+        return tl
+
+    # -- calendar ----------------------------------------------------------------------------
+
+    def calendar(self, start: datetime, end: datetime, bucket: timedelta) -> list[CalendarRow]:
+        """Capacity and reservations per resource class in ``bucket`` steps over [start, end)."""
+        a = to_minutes(start)
+        b = to_minutes(end, up=True)
+        step = max(1, _span(bucket))
+        edges = list(range(a, b, step))
+        starts = [from_minutes(t) for t in edges]
+        rows = []
+        for name in sorted(self._levels, key=_class_order):
+            lv = self._levels[name]
+            total = self._totals.get(name, 0)
+            buckets = tuple(
+                CalendarBucket(starts[i], total, reserved)
+                for i, reserved in enumerate(lv.peaks(edges, b))
+            )
+            rows.append(CalendarRow(name, buckets))
+        return rows
+
+    # -- preemptibles ------------------------------------------------------------------------
+
+    def add_preemptible(self, p: Preemptible) -> None:
+        """Record a running preemptible server (its GPUs are pinned if it does not say where)."""
+        h = self._host_id(p.host)
+        if p.server_id in self._pre:
+            self.remove_preemptible(p.server_id)
+        shape = self._shape[h]
+        if needs_pinning(p.amount):
+            t = to_minutes(p.started_at)
+            used = list(self._tl[h].at(t))
+            for sid in self._pre_on.get(h, ()):
+                for i, v in enumerate(self._pre_vec[sid]):
+                    used[i] += v
+            free = [c - u for c, u in zip(shape.cap, used, strict=True)]
+            p = replace(p, amount=replace(p.amount, gpu_units=pin_gpus(shape, free, p.amount)))
+        self._pre[p.server_id] = p
+        self._pre_vec[p.server_id] = holding_vector(shape, p.amount)
+        self._pre_on.setdefault(h, set()).add(p.server_id)
+
+    def remove_preemptible(self, server_id: str) -> None:
+        """Forget a preemptible server (nothing happens for an unknown id)."""
+        p = self._pre.pop(server_id, None)
+        if p is None:
+            return
+        del self._pre_vec[server_id]
+        h = self._ids[p.host]
+        on = self._pre_on[h]
+        on.discard(server_id)
+        if not on:
+            del self._pre_on[h]
+
+    def preemptibles(self) -> list[Preemptible]:
+        """Every preemptible server recorded, by server id."""
+        return [self._pre[k] for k in sorted(self._pre)]
+
+    def free_now(self, host: str, at: datetime) -> Amount:
+        """Room nobody reserved on ``host`` at instant ``at`` (nothing on a down host).
+
+        ``whole_host`` is True when a whole-host reservation holds the host then (so there
+        is no room at all). Preemptible servers are not subtracted: they run on this room.
+        """
+        h = self._host_id(host)
+        if not self._up[h]:
+            return Amount()
+        return free_amount(self._shape[h], self._tl[h].at(to_minutes(at)))
+
+    def backfill_room(self, host: str, at: datetime) -> Amount:
+        """Room a new preemptible may take on ``host`` at ``at`` and keep for its minimum
+        lifetime: capacity minus reservations over that lifetime minus running preemptibles."""
+        h = self._host_id(host)
+        if not self._up[h]:
+            return Amount()
+        t = to_minutes(at)
+        used = list(self._tl[h].peak(t, t + max(1, self._min_life)))
+        for sid in self._pre_on.get(h, ()):
+            for i, v in enumerate(self._pre_vec[sid]):
+                used[i] += v
+        if used[OCC] >= WHOLE:
+            return Amount()
+        return free_amount(self._shape[h], tuple(used))
+
+    def victims(self, placement: Placement, at: datetime) -> list[str]:
+        """Preemptible servers to stop so ``placement`` has its room at ``at``: on each host the
+        fewest needed, youngest first (least work lost), never one inside its minimum lifetime."""
+        t = to_minutes(at)
+        booked = self._is_booked(placement)
+        extra: dict[int, list[int]] = {}
+        for alloc in placement.allocations:
+            h = self._host_id(alloc.host)
+            if booked or h not in self._pre_on:
+                extra.setdefault(h, [0] * len(self._shape[h].cap))
+                continue
+            shape = self._shape[h]
+            amount = alloc.amount
+            acc = extra.setdefault(h, [0] * len(shape.cap))
+            if needs_pinning(amount):
+                free = [c - u - x for c, u, x in _zip3(shape.cap, self._tl[h].at(t), acc)]
+                amount = replace(amount, gpu_units=pin_gpus(shape, free, amount))
+            for i, v in enumerate(holding_vector(shape, amount)):
+                acc[i] += v
+        out: list[str] = []
+        for h, add in sorted(extra.items()):
+            running = sorted(self._pre_on.get(h, ()))
+            if not running:
+                continue
+            cap = self._shape[h].cap
+            total = [u + x for u, x in zip(self._tl[h].at(t), add, strict=True)]
+            for sid in running:
+                for i, v in enumerate(self._pre_vec[sid]):
+                    total[i] += v
+            if _within(total, cap):
+                continue
+            evictable = [
+                sid
+                for sid in running
+                if to_minutes(self._pre[sid].started_at) + self._min_life <= t
+            ]
+            evictable.sort(key=lambda sid: (-to_minutes(self._pre[sid].started_at), sid))
+            chosen: list[str] = []
+            for sid in evictable:
+                chosen.append(sid)
+                _sub(total, self._pre_vec[sid])
+                if _within(total, cap):
+                    break
+            # Keep running any victim (oldest first) the room turns out not to need.
+            for sid in sorted(chosen, key=lambda x: (to_minutes(self._pre[x].started_at), x)):
+                vec = self._pre_vec[sid]
+                if _within([a + b for a, b in zip(total, vec, strict=True)], cap):
+                    _add(total, vec)
+                    chosen.remove(sid)
+            out.extend(chosen)
+        return out
+
+    def _is_booked(self, placement: Placement) -> bool:
+        if not placement.allocations:
+            return False
+        h = self._ids.get(placement.allocations[0].host)
+        if h is None:
+            return False
+        return any(self._leases[lid] == placement for lid in self._host_leases[h])
+
+    # -- state -------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Canonical state (hosts, bookings, preemptibles and every derived index) as plain data."""
+        return {
+            "min_preemptible_lifetime": self._min_life,
+            "hosts": {
+                info.name: {
+                    "vcpus": info.vcpus,
+                    "memory_mb": info.memory_mb,
+                    "disk_gb": info.disk_gb,
+                    "gpus": [
+                        [g.model, g.count, g.memory_gb, list(g.mig_profiles)] for g in info.gpus
+                    ],
+                    "rdma": info.rdma,
+                    "properties": sorted(info.properties.items()),
+                    "up": info.up,
+                }
+                for info in sorted(self._info, key=lambda i: i.name)
+            },
+            "bookings": {
+                lid: {
+                    "start": to_minutes(pl.start),
+                    "end": to_minutes(pl.end, up=True),
+                    "allocations": sorted(
+                        [a.key, a.host, a.slots, _amount_json(a.amount)] for a in pl.allocations
+                    ),
+                }
+                for lid, pl in sorted(self._leases.items())
+            },
+            "preemptibles": {
+                sid: [p.host, to_minutes(p.started_at), _amount_json(p.amount)]
+                for sid, p in sorted(self._pre.items())
+            },
+            "timelines": {
+                self._info[h].name: [[t, list(v)] for t, v in self._tl[h].pieces()]
+                for h in range(len(self._info))
+                if self._tl[h].times
+            },
+            "calendar": {name: self._levels[name].canonical() for name in sorted(self._levels)},
+            "totals": dict(sorted(self._totals.items())),
+        }
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def check_requests(requests: Sequence[Request]) -> None:
+    """Refuse requests that cannot mean anything; compile their filters (FilterError)."""
+    keys = [r.key for r in requests]
+    if len(set(keys)) != len(keys):
+        raise InvalidRequest("reservation keys must be unique within a lease")
+    for r in requests:
+        compile_filter(r.filter)
+        if isinstance(r, HostRequest):
+            if not 0 <= r.min_count <= r.max_count or r.max_count < 1:
+                raise InvalidRequest(
+                    f"reservation {r.key!r}: need 0 <= min_count <= max_count and max_count >= 1"
+                )
+        elif isinstance(r, FlavorRequest):
+            if r.count < 1 or min(r.vcpus, r.memory_mb, r.disk_gb, r.gpus) < 0:
+                raise InvalidRequest(f"reservation {r.key!r}: counts and sizes must be positive")
+            if r.gpus and r.gpu_profile:
+                raise InvalidRequest(
+                    f"reservation {r.key!r}: a slot takes whole GPUs or one slice, not both"
+                )
+            if r.gpu_profile:
+                _profile_ok(r.key, r.gpu_profile)
+        elif isinstance(r, SliceRequest):
+            if r.count < 1:
+                raise InvalidRequest(f"reservation {r.key!r}: count must be at least 1")
+            _profile_ok(r.key, r.profile)
+        else:
+            raise InvalidRequest(f"unknown request kind {type(r).__name__}")
+
+
+def _profile_ok(key: str, profile: str) -> None:
+    try:
+        profile_units(profile)
+    except ProfileError as err:
+        raise InvalidRequest(f"reservation {key!r}: {err}") from None
+
+
+def _when(s: int, e: int) -> str:
+    return f"from {from_minutes(s):%Y-%m-%d %H:%M} to {from_minutes(e):%Y-%m-%d %H:%M}"
+
+
+def _request_order(r: Request) -> int:
+    """Whole hosts first, then GPU work, then CPU work (the hardest to place first)."""
+    if isinstance(r, HostRequest):
+        return 0
+    if isinstance(r, SliceRequest) or r.gpus or r.gpu_profile:
+        return 1
+    return 2
+
+
+def _ones(ranges: Iterator[tuple[int, int]]) -> Iterator[Piece]:
+    for a, b in ranges:
+        yield a, b, 1
+
+
+def _slot_values(
+    pieces: Iterator[tuple[int, int, Vector]],
+    shape: HostShape,
+    demand: SlotDemand,
+    affinity: str,
+    count: int,
+) -> Iterator[Piece]:
+    """What a host contributes to a slot request's sweep over start times."""
+    cap = shape.cap
+    for a, b, peak in pieces:
+        n = max_slots(shape, [c - p for c, p in zip(cap, peak, strict=True)], demand)
+        if affinity == "affinity":
+            n = 1 if n >= count else 0
+        elif affinity == "anti-affinity":
+            n = min(n, 1)
+        if n > 0:
+            yield a, b, n
+
+
+def _calendar_terms(shape: HostShape) -> list[_Term]:
+    """The calendar classes a host counts in, with how much of each a usage vector holds."""
+    vcpus = shape.cap[VCPU]
+    terms: list[_Term] = [
+        ("hosts:gpu" if shape.ngpus else "hosts:cpu", _host_in_use),
+        ("vcpu", lambda v: min(v[VCPU], vcpus)),
+    ]
+    for model in shape.models:
+        idx = tuple(GPU0 + i for i in shape.gpus_of(model))
+        terms.append((f"gpu:{model}", _gpus_in_use(idx)))
+        offered: set[str] = set()
+        for i in idx:
+            offered |= shape.gpu_profiles[i - GPU0]
+        for profile in sorted(offered):
+            pidx = tuple(GPU0 + i for i in shape.slice_gpus(profile, model))
+            terms.append((f"slice:{model}:{profile}", _slices_taken(pidx, profile_units(profile))))
+    return terms
+
+
+def _host_in_use(v: Vector) -> int:
+    return 1 if v[OCC] > 0 else 0
+
+
+def _gpus_in_use(idx: tuple[int, ...]) -> Callable[[Vector], int]:
+    def count(v: Vector) -> int:
+        return sum(1 for i in idx if v[i] > 0)
+
+    return count
+
+
+def _slices_taken(idx: tuple[int, ...], units: int) -> Callable[[Vector], int]:
+    """Slices of a profile no longer available: all that fit on empty GPUs minus those left."""
+    full = len(idx) * (UNITS_PER_GPU // units)
+
+    def taken(v: Vector) -> int:
+        return full - sum(max(0, UNITS_PER_GPU - v[i]) // units for i in idx)
+
+    return taken
+
+
+def _class_order(name: str) -> tuple[int, str]:
+    kind = name.split(":", 1)[0]
+    return ({"hosts": 0, "gpu": 1, "slice": 2, "vcpu": 3}.get(kind, 4), name)
+
+
+def _zip3(cap: Vector, used: Vector, extra: list[int] | None) -> Iterator[tuple[int, int, int]]:
+    if extra is None:
+        return ((c, u, 0) for c, u in zip(cap, used, strict=True))
+    return zip(cap, used, extra, strict=True)
+
+
+def _within(total: Sequence[int], cap: Vector) -> bool:
+    return all(t <= c for t, c in zip(total, cap, strict=True))
+
+
+def _add(total: list[int], vec: Vector) -> None:
+    for i, v in enumerate(vec):
+        total[i] += v
+
+
+def _sub(total: list[int], vec: Vector) -> None:
+    for i, v in enumerate(vec):
+        total[i] -= v
+
+
+def _copy(tl: Timeline) -> Timeline:
+    out = Timeline(tl.zero)
+    out.times = list(tl.times)
+    out.levels = list(tl.levels)
+    out.busy_starts = list(tl.busy_starts)
+    out.busy_ends = list(tl.busy_ends)
+    return out
+
+
+def _amount_json(a: Amount) -> dict[str, Any]:
+    d = asdict(a)
+    for k in ("gpus", "slices", "gpu_units"):
+        d[k] = [list(x) for x in d[k]]
+    return d

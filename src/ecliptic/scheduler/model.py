@@ -128,6 +128,9 @@ class Amount:
     """GPU slices by ``model:profile``, sorted pairs."""
     whole_host: bool = False
     """True when the reservation holds the entire host."""
+    gpu_units: tuple[tuple[int, int], ...] = ()
+    """(GPU index on the host, compute units held) pairs, sorted: which GPUs the whole GPUs
+    and slices sit on (7 units = a whole GPU). Filled in by the engine; see ``resources``."""
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,21 @@ from sqlalchemy.orm import Session, defer, joinedload, raiseload, selectinload
 
 from ecliptic.backends.base import Backend, NotFoundInBackend, RunResult
 from ecliptic.errors import Conflict, InvalidInput, NotFound
-from ecliptic.phases import PortPhase, ServerPhase
-from ecliptic.scheduler.placement import Demand, best_fit
+from ecliptic.phases import LeasePhase, PortPhase, ServerPhase
+from ecliptic.scheduler.engine import Engine
+from ecliptic.scheduler.model import (
+    Allocation,
+    FlavorRequest,
+    HostRequest,
+    NoFit,
+    Placement,
+    Preemptible,
+    Request,
+)
+from ecliptic.services.booking import FOREVER, Booking, server_amount, server_booking_id
 from ecliptic.services.caller import Caller
-from ecliptic.services.catalogue import find_flavor, host_usage
+from ecliptic.services.catalogue import find_flavor
+from ecliptic.services.leases import find_lease
 from ecliptic.services.networks import (
     IPAM_LOCK,
     UsedRanges,
@@ -24,11 +35,9 @@ from ecliptic.services.networks import (
     find_port,
 )
 from ecliptic.store.db import Database
-from ecliptic.store.models import Event, Flavor, Host, Network, Port, Server
+from ecliptic.store.models import Event, Flavor, Host, Lease, Network, Port, Server
 from ecliptic.store.transitions import move
 from ecliptic.store.workqueue import WorkQueue
-
-PLACEMENT_LOCK = "placement"
 
 
 class NoCapacity(Conflict):
@@ -64,18 +73,32 @@ def find_server(session: Session, tenancy_id: str, ref: str) -> Server:
     return srv
 
 
+@dataclass(frozen=True)
+class Placing:
+    """Where a new server should go and what holds its room."""
+
+    host: str
+    """Host name."""
+    booking: Placement | None
+    """For on-demand servers: the open-ended booking that holds the room."""
+
+
 def create_server(
-    db: Database,
+    booking: Booking,
     queue: WorkQueue,
     caller: Caller,
     name: str,
     flavor: str,
     nics: list[NicRequest],
     used_elsewhere: UsedRanges = tuple,
+    *,
+    lease: str | None = None,
+    reservation: str | None = None,
+    preemptible: bool = False,
 ) -> Server:
-    """Place a server on a host, allocate its ports and queue it for building."""
+    """Place a server (on demand, preemptible, or inside a lease), allocate its ports, queue it."""
     tenancy_id = caller.require_tenancy()
-    with db.write(PLACEMENT_LOCK, IPAM_LOCK) as session:
+    with booking.transaction(IPAM_LOCK) as (session, engine):
         try:
             fl = find_flavor(session, flavor)
         except NotFound as exc:
@@ -86,59 +109,241 @@ def create_server(
             select(Server.id).where(Server.tenancy_id == tenancy_id, Server.name == name)
         ):
             raise Conflict(f"a server named '{name}' exists already in this tenancy")
-        demand = Demand(
+        if preemptible and lease:
+            raise InvalidInput(
+                "a server is either preemptible or inside a lease, not both",
+                errors=[{"loc": ["body", "preemptible"], "msg": "exclusive with lease"}],
+            )
+        srv = Server(
+            tenancy_id=tenancy_id,
+            name=name,
+            flavor_id=fl.id,
+            kind=fl.kind,
             vcpus=fl.vcpus,
             memory_mb=fl.memory_mb,
             disk_gb=fl.disk_gb,
             gpu_model=fl.gpu_model,
             gpus=fl.gpus,
-            whole_host=fl.kind == "baremetal",
-        )
-        host = best_fit(host_usage(session), demand)
-        if host is None:
-            gpus = f", {fl.gpus}x {fl.gpu_model}" if fl.gpus else ""
-            whole = "an empty host with " if fl.kind == "baremetal" else ""
-            raise NoCapacity(
-                f"no host has room for flavor '{fl.name}' ({whole}{fl.vcpus} vCPU, "
-                f"{fl.memory_mb} MiB{gpus}); pick a smaller flavor or delete servers"
-            )
-        host_row = session.scalar(select(Host).where(Host.name == host.name))
-        assert host_row is not None
-        srv = Server(
-            tenancy_id=tenancy_id,
-            name=name,
-            flavor_id=fl.id,
-            host_id=host_row.id,
-            kind=fl.kind,
-            vcpus=fl.vcpus if fl.kind == "vm" else host.vcpus,
-            memory_mb=fl.memory_mb if fl.kind == "vm" else host.memory_mb,
-            disk_gb=fl.disk_gb if fl.kind == "vm" else host.disk_gb,
-            gpu_model=fl.gpu_model,
-            gpus=fl.gpus if fl.kind == "vm" else host.gpus.get(fl.gpu_model or "", 0),
+            preemptible=preemptible,
             phase=ServerPhase.PENDING,
             phase_reason="waiting for a worker",
             created_by=caller.user_id,
-            spec={
-                "flavor": fl.name,
-                "nics": [n.__dict__ for n in nics],
-            },
+            spec={"flavor": fl.name, "nics": [n.__dict__ for n in nics]},
         )
         session.add(srv)
         session.flush()
+        now = booking.now()
+        if lease:
+            lease_row = find_lease(session, tenancy_id, lease)
+            place = placement_in_lease(session, lease_row, reservation, fl, srv)
+            srv.lease_id, srv.reservation = lease_row.id, place.reservation
+            host_name = place.host
+        elif preemptible:
+            host_name = placement_preemptible(engine, fl, now)
+        else:
+            host_name = placement_on_demand(engine, fl, srv.id, now)
+        host_row = session.scalar(select(Host).where(Host.name == host_name))
+        assert host_row is not None
+        srv.host_id = host_row.id
+        if fl.kind == "baremetal":
+            srv.vcpus, srv.memory_mb, srv.disk_gb = (
+                host_row.vcpus,
+                host_row.memory_mb,
+                host_row.disk_gb,
+            )
+            srv.gpus = sum(int(g["count"]) for g in host_row.gpus if g["model"] == fl.gpu_model)
+        session.flush()
+        session.refresh(srv)
+        amount = server_amount(srv)
+        if preemptible:
+            engine.add_preemptible(Preemptible(srv.id, host_name, amount, now))
+        elif not lease:
+            engine.book(
+                server_booking_id(srv.id),
+                Placement(now, FOREVER, (Allocation("server", host_name, amount, 1),)),
+            )
         _attach_nics(session, queue, srv, nics or [NicRequest()], used_elsewhere)
+        what = "preemptible, " if preemptible else (f"in lease '{lease}', " if lease else "")
         session.add(
             Event(
                 tenancy_id=tenancy_id,
                 object_kind="server",
                 object_id=srv.id,
                 to_phase=ServerPhase.PENDING,
-                reason=f"created on host {host.name}",
+                reason=f"created {what}on host {host_name}",
             )
         )
         queue.enqueue(session, "server", srv.id)
         session.flush()
         session.refresh(srv)
         return srv
+
+
+def _no_room(fl: Flavor, where: str = "") -> NoCapacity:
+    gpus = f", {fl.gpus}x {fl.gpu_model}" if fl.gpus else ""
+    whole = "an empty host with " if fl.kind == "baremetal" else ""
+    return NoCapacity(
+        f"no host has room{where} for flavor '{fl.name}' ({whole}{fl.vcpus} vCPU, "
+        f"{fl.memory_mb} MiB{gpus}); pick a smaller flavor, delete servers, or book capacity "
+        "ahead with 'ecliptic lease create'"
+    )
+
+
+def _flavor_request(fl: Flavor) -> Request:
+    if fl.kind == "baremetal":
+        where = f"vcpus >= {fl.vcpus} and memory_mb >= {fl.memory_mb}"
+        if fl.gpus:
+            where += f' and "{fl.gpu_model}" in gpu_models and gpu_count >= {fl.gpus}'
+        return HostRequest(key="server", min_count=1, max_count=1, filter=where)
+    return FlavorRequest(
+        key="server",
+        count=1,
+        vcpus=fl.vcpus,
+        memory_mb=fl.memory_mb,
+        disk_gb=fl.disk_gb,
+        gpu_model=fl.gpu_model,
+        gpus=fl.gpus,
+    )
+
+
+def placement_on_demand(engine: Engine, fl: Flavor, server_id: str, now: datetime) -> str:
+    """An on-demand server holds its room from now on, so no future lease may take it."""
+    result = engine.fit(server_booking_id(server_id), [_flavor_request(fl)], now, FOREVER)
+    if isinstance(result, NoFit):
+        raise _no_room(fl)
+    return result.allocations[0].host
+
+
+def placement_preemptible(engine: Engine, fl: Flavor, now: datetime) -> str:
+    """A preemptible server goes where it can keep its room for its minimum lifetime."""
+    if fl.kind == "baremetal":
+        raise InvalidInput("bare-metal flavors cannot be preemptible; use a vm flavor")
+    best: tuple[int, float, str] | None = None
+    for info in engine.hosts.values():
+        if not info.up:
+            continue
+        room = engine.backfill_room(info.name, now)
+        if room.vcpus < fl.vcpus or room.memory_mb < fl.memory_mb or room.disk_gb < fl.disk_gb:
+            continue
+        if fl.gpus and dict(room.gpus).get(fl.gpu_model or "", 0) < fl.gpus:
+            continue
+        idle_gpus = 0 if fl.gpus else sum(n for _, n in room.gpus)
+        waste = (room.vcpus - fl.vcpus) / max(1, info.vcpus) + (
+            room.memory_mb - fl.memory_mb
+        ) / max(1, info.memory_mb)
+        key = (idle_gpus, waste, info.name)
+        if best is None or key < best:
+            best = key
+    if best is None:
+        raise _no_room(fl, " that nobody reserved for the next minimum lifetime")
+    return best[2]
+
+
+@dataclass(frozen=True)
+class LeasePlace:
+    """Where a server inside a lease goes."""
+
+    host: str
+    reservation: str
+
+
+def placement_in_lease(
+    session: Session, lease: Lease, reservation: str | None, fl: Flavor, srv: Server
+) -> LeasePlace:
+    """A host of the lease with room left for this server, or a refusal that says why."""
+    if lease.phase not in (LeasePhase.ACTIVE, LeasePhase.DEGRADED):
+        when = (
+            f"starts {lease.start_at:%Y-%m-%d %H:%M} UTC"
+            if lease.phase == LeasePhase.PENDING
+            else f"is {lease.phase}"
+        )
+        raise NotReady(
+            f"lease '{lease.name}' is not active (it {when}); servers can be "
+            "created in it while it is ACTIVE"
+        )
+    keys = sorted({a.reservation for a in lease.allocations})
+    if reservation is None:
+        if len(keys) != 1:
+            raise InvalidInput(
+                f"lease '{lease.name}' has reservations {', '.join(keys)}: say "
+                "which one with --reservation"
+            )
+        reservation = keys[0]
+    if reservation not in keys:
+        raise InvalidInput(
+            f"lease '{lease.name}' has no reservation '{reservation}' (it has {', '.join(keys)})"
+        )
+    request = next(r for r in lease.spec["reservations"] if r.get("name") == reservation)
+    allocs = [a for a in lease.allocations if a.reservation == reservation]
+    inside = list(
+        session.execute(
+            select(Host.name, Server.vcpus, Server.memory_mb, Server.gpus)
+            .join(Host, Server.host_id == Host.id)
+            .where(
+                Server.lease_id == lease.id, Server.reservation == reservation, Server.id != srv.id
+            )
+        )
+    )
+    kind = request["kind"]
+    if kind == "host":
+        hosts = {
+            h.name: h
+            for h in session.scalars(select(Host).where(Host.name.in_([a.host for a in allocs])))
+        }
+        for a in sorted(allocs, key=lambda a: a.host):
+            h = hosts[a.host]
+            used = [r for r in inside if r[0] == a.host]
+            if fl.kind == "baremetal":
+                if not used:
+                    return LeasePlace(a.host, reservation)
+                continue
+            cpu = h.vcpus - sum(r[1] for r in used)
+            mem = h.memory_mb - sum(r[2] for r in used)
+            gpu = sum(int(g["count"]) for g in h.gpus if g["model"] == fl.gpu_model) - sum(
+                r[3] for r in used
+            )
+            if cpu >= fl.vcpus and mem >= fl.memory_mb and (not fl.gpus or gpu >= fl.gpus):
+                return LeasePlace(a.host, reservation)
+        raise NoCapacity(
+            f"the hosts of reservation '{reservation}' of lease '{lease.name}' "
+            f"have no room left for flavor '{fl.name}'"
+        )
+    if fl.kind == "baremetal":
+        raise InvalidInput(
+            f"reservation '{reservation}' holds {kind} slots, not whole hosts: use a vm flavor"
+        )
+    if kind == "flavor":
+        slot = (request.get("vcpus"), request.get("memory_mb"))
+        if request.get("flavor"):
+            ref = find_flavor(session, request["flavor"])
+            slot = (request.get("vcpus") or ref.vcpus, request.get("memory_mb") or ref.memory_mb)
+            slot_gpus = request.get("gpus") if request.get("gpus") is not None else ref.gpus
+        else:
+            slot_gpus = request.get("gpus") or 0
+        if (
+            fl.vcpus > int(slot[0] or 0)
+            or fl.memory_mb > int(slot[1] or 0)
+            or fl.gpus > int(slot_gpus or 0)
+        ):
+            raise InvalidInput(
+                f"flavor '{fl.name}' ({fl.vcpus} vCPU, {fl.memory_mb} MiB, {fl.gpus} GPU) is "
+                f"bigger than a slot of reservation '{reservation}' ({slot[0]} vCPU, "
+                f"{slot[1]} MiB, {slot_gpus or 0} GPU); pick a flavor that fits the slot"
+            )
+    elif fl.gpus:
+        raise InvalidInput(
+            f"reservation '{reservation}' holds GPU slices, not whole GPUs: use "
+            "a flavor without GPUs (the slice is the server's GPU)"
+        )
+    for a in sorted(allocs, key=lambda a: a.host):
+        if sum(1 for r in inside if r[0] == a.host) < a.slots:
+            return LeasePlace(a.host, reservation)
+    total = sum(a.slots for a in allocs)
+    raise NoCapacity(
+        f"reservation '{reservation}' of lease '{lease.name}' holds {total} "
+        f"{'slot' if kind == 'flavor' else 'slice'}(s), all in use; delete a server of the "
+        "lease or grow it ('ecliptic lease update')"
+    )
 
 
 def _attach_nics(

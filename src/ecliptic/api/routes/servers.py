@@ -50,7 +50,16 @@ def create_server(body: ServerCreate, caller: CallerDep, rt: RuntimeDep) -> Serv
     """Create a server; it is placed now and built in the background (watch its phase)."""
     nics = [servers.NicRequest(n.network, n.port, n.vnic_type) for n in body.networks]
     srv = servers.create_server(
-        rt.db, rt.queue, caller, body.name, body.flavor, nics, rt.backend.used_ranges
+        rt.booking,
+        rt.queue,
+        caller,
+        body.name,
+        body.flavor,
+        nics,
+        rt.backend.used_ranges,
+        lease=body.lease,
+        reservation=body.reservation,
+        preemptible=body.preemptible,
     )
     return server_out(srv)
 

@@ -494,7 +494,7 @@ class LocalBackend:
         return killed
 
     @_backend_errors
-    def delete_server(self, server_id: str) -> None:
+    def delete_server(self, server_id: str, *, grace_s: float | None = None) -> None:
         """Kill a server's processes, delete its namespace, ports, cgroups and state."""
         ns = netns_name(server_id)
         with self._locks(ns):
@@ -505,7 +505,8 @@ class LocalBackend:
             if ours:
                 console.append(log, f"deleting server {server_id}")
                 ino = netns.inode(ns)
-                self._kill_server_processes(ns, ino, self.delete_grace_s)
+                grace = self.delete_grace_s if grace_s is None else grace_s
+                self._kill_server_processes(ns, ino, grace)
                 faults.point("local.server.delete.after_kill")
                 if ino is not None:
                     with self._ns(ns) as nsr:

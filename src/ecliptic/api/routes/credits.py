@@ -1,0 +1,80 @@
+"""Credit balances, the ledger, and allocations (administrators)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from ecliptic.api.deps import CallerDep, RuntimeDep
+from ecliptic.api.schemas import BalanceOut, CreditAllocate, LedgerOut
+from ecliptic.services import credits
+from ecliptic.services.booking import minute
+
+router = APIRouter(tags=["credits"])
+
+
+def _balance_out(b: credits.Balance) -> BalanceOut:
+    return BalanceOut(
+        allocation=b.name,
+        resource_class=b.resource_class,
+        description=credits.describe(b.resource_class),
+        granted=credits.fmt(b.granted),
+        charged=credits.fmt(b.charged),
+        refunded=credits.fmt(b.refunded),
+        remaining=credits.fmt(b.remaining),
+        start=b.start_at,
+        end=b.end_at,
+    )
+
+
+@router.get("/credits", response_model=list[BalanceOut])
+def balance(caller: CallerDep, rt: RuntimeDep) -> list[BalanceOut]:
+    """Your tenancy's allocations and what is left of each (derived from the ledger)."""
+    return [_balance_out(b) for b in credits.list_balances(rt.db, caller)]
+
+
+@router.get("/credits/ledger", response_model=list[LedgerOut])
+def ledger(
+    caller: CallerDep, rt: RuntimeDep, limit: Annotated[int, Query(ge=1, le=5000)] = 200
+) -> list[LedgerOut]:
+    """Every credit movement of your tenancy, newest first."""
+    return [
+        LedgerOut(
+            id=e.id,
+            at=e.at,
+            kind=e.kind,
+            resource_class=e.resource_class,
+            hours=credits.fmt(e.hours),
+            allocation_id=e.allocation_id,
+            lease_id=e.lease_id,
+            note=e.note,
+        )
+        for e in credits.list_ledger(rt.db, caller, limit)
+    ]
+
+
+@router.post("/credits/allocations", response_model=list[BalanceOut], status_code=201)
+def allocate(body: CreditAllocate, caller: CallerDep, rt: RuntimeDep) -> list[BalanceOut]:
+    """Grant resource-hours to a tenancy for a window (administrators)."""
+    start = minute(rt.clock.now()) if body.start == "now" else body.start
+    credits.allocate(
+        rt.db,
+        caller,
+        body.tenancy,
+        body.name,
+        {rc: Decimal(str(h)) for rc, h in body.hours.items()},
+        start,
+        body.end,
+    )
+    with rt.db.read() as session:
+        from sqlalchemy import select
+
+        from ecliptic.store.models import Tenancy
+
+        t = session.scalar(
+            select(Tenancy).where((Tenancy.name == body.tenancy) | (Tenancy.id == body.tenancy))
+        )
+        assert t is not None
+        return [_balance_out(b) for b in credits.balances(session, t.id) if b.name == body.name]

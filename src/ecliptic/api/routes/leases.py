@@ -1,0 +1,170 @@
+"""Leases and availability (fit, earliest, calendar)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from ecliptic.api.deps import CallerDep, RuntimeDep
+from ecliptic.api.schemas import (
+    AllocationOut,
+    CalendarBucketOut,
+    CalendarRowOut,
+    EventOut,
+    FindRequest,
+    LeaseCreate,
+    LeaseOut,
+    LeaseUpdate,
+    ReservationOut,
+    WindowOut,
+    parse_duration,
+)
+from ecliptic.errors import InvalidInput
+from ecliptic.services import leases
+from ecliptic.store.models import Event, Lease
+
+router = APIRouter(tags=["leases"])
+
+
+def lease_out(lease: Lease, servers: int = 0) -> LeaseOut:
+    """A lease body."""
+    reservations = []
+    for r in lease.spec.get("reservations", []):
+        allocs = [a for a in lease.allocations if a.reservation == r["name"]]
+        reservations.append(
+            ReservationOut(
+                name=r["name"],
+                kind=r["kind"],
+                request={k: v for k, v in r.items() if v not in (None, "") and k != "name"},
+                allocations=[AllocationOut(host=a.host, slots=a.slots) for a in allocs],
+            )
+        )
+    return LeaseOut(
+        id=lease.id,
+        name=lease.name,
+        tenancy_id=lease.tenancy_id,
+        start=lease.start_at,
+        end=lease.end_at,
+        before_end_at=lease.before_end_at,
+        grace_s=lease.grace_s,
+        phase=lease.phase,
+        phase_reason=lease.phase_reason,
+        reservations=reservations,
+        cost=dict(lease.status.get("cost", {})),
+        servers=servers,
+        created_at=lease.created_at,
+    )
+
+
+@router.get("/leases", response_model=list[LeaseOut])
+def list_leases(
+    caller: CallerDep, rt: RuntimeDep, ended: Annotated[bool, Query()] = False
+) -> list[LeaseOut]:
+    """Leases of your tenancy (ended ones with ``ended=true``)."""
+    return [lease_out(x) for x in leases.list_leases(rt.booking, caller, include_ended=ended)]
+
+
+@router.post("/leases", response_model=LeaseOut, status_code=201)
+def create_lease(body: LeaseCreate, caller: CallerDep, rt: RuntimeDep) -> LeaseOut:
+    """Book capacity for a window; its cost is charged at once (403 if credits run short)."""
+    return lease_out(leases.create_lease(rt.booking, rt.queue, caller, body))
+
+
+@router.get("/leases/{ref}", response_model=LeaseOut)
+def get_lease(ref: str, caller: CallerDep, rt: RuntimeDep) -> LeaseOut:
+    """One lease."""
+    lease = leases.get_lease(rt.booking, caller, ref)
+    return lease_out(lease, leases.lease_servers(rt.booking, lease.id))
+
+
+@router.patch("/leases/{ref}", response_model=LeaseOut)
+def update_lease(ref: str, body: LeaseUpdate, caller: CallerDep, rt: RuntimeDep) -> LeaseOut:
+    """Move, extend, shorten, grow or shrink; the difference is charged or refunded."""
+    return lease_out(leases.update_lease(rt.booking, rt.queue, caller, ref, body))
+
+
+@router.delete("/leases/{ref}", response_model=LeaseOut, status_code=202)
+def delete_lease(ref: str, caller: CallerDep, rt: RuntimeDep) -> LeaseOut:
+    """End a lease now (unused time refunded; servers go after the grace period)."""
+    return lease_out(leases.end_lease(rt.booking, rt.queue, caller, ref))
+
+
+@router.get("/leases/{ref}/events", response_model=list[EventOut])
+def lease_events(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[EventOut]:
+    """What happened to a lease, and why."""
+    from sqlalchemy import select
+
+    lease = leases.get_lease(rt.booking, caller, ref)
+    with rt.db.read() as session:
+        rows = session.scalars(
+            select(Event)
+            .where(Event.object_kind == "lease", Event.object_id == lease.id)
+            .order_by(Event.id)
+        )
+        return [EventOut.model_validate(e) for e in rows]
+
+
+@router.post("/availability/earliest", response_model=list[WindowOut])
+def earliest(body: FindRequest, caller: CallerDep, rt: RuntimeDep) -> list[WindowOut]:
+    """The earliest windows where the request fits, soonest first (empty: none in horizon)."""
+    found, hosts = leases.find_windows(
+        rt.booking,
+        caller,
+        body.reservations,
+        body.duration,
+        body.not_before,
+        body.horizon,
+        body.alternatives,
+    )
+    return [
+        WindowOut(
+            start=w.start,
+            end=w.end,
+            hosts={r.name: w.placement.hosts(r.name) for r in body.reservations},
+            cost=leases.window_cost(w, hosts),
+        )
+        for w in found
+    ]
+
+
+@router.get("/availability/calendar", response_model=list[CalendarRowOut])
+def calendar(
+    caller: CallerDep,
+    rt: RuntimeDep,
+    start: Annotated[datetime | None, Query()] = None,
+    end: Annotated[datetime | None, Query()] = None,
+    days: Annotated[int, Query(ge=1, le=366)] = 30,
+    bucket: Annotated[str, Query(max_length=16)] = "1h",
+) -> list[CalendarRowOut]:
+    """Free and reserved capacity per resource class in time buckets."""
+    caller.require_tenancy()
+    from datetime import timedelta
+
+    from ecliptic.services.booking import minute
+
+    s = minute(start or rt.clock.now())
+    e = end or s + timedelta(days=days)
+    try:
+        step = parse_duration(bucket)
+    except ValueError as exc:
+        raise InvalidInput(
+            str(exc), errors=[{"loc": ["query", "bucket"], "msg": str(exc)}]
+        ) from None
+    rows = leases.calendar(rt.booking, s, e, step)
+    return [
+        CalendarRowOut(
+            resource=r.resource,
+            buckets=[
+                CalendarBucketOut(
+                    start=b.start,
+                    total=b.total,
+                    reserved=b.reserved,
+                    free=max(0, b.total - b.reserved),
+                )
+                for b in r.buckets
+            ],
+        )
+        for r in rows
+    ]

@@ -1,0 +1,151 @@
+"""Drive a lease through time: start (making way), warn before the end, end (with grace).
+
+Level-triggered: each run looks at the clock and the lease's phase, does what is due,
+and asks to be run again when the next thing is due. Events never fire early, and a run
+that was missed (the process was down) catches up on the next.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from ecliptic.phases import LeasePhase, ServerPhase
+from ecliptic.reconcile.base import Context, Outcome, reconciler
+from ecliptic.store.models import Event, Lease, Server
+from ecliptic.store.transitions import move
+
+POLL_S = 0.5
+PREEMPT_GRACE_S = 30.0
+
+
+def _secs(delta: timedelta) -> float:
+    return max(0.0, delta.total_seconds())
+
+
+@reconciler("lease")
+def reconcile_lease(ctx: Context, lease_id: str) -> Outcome:
+    """Do whatever is due for one lease."""
+    now = ctx.booking.clock.now()
+    with ctx.db.read() as session:
+        lease = session.get(Lease, lease_id)
+        if lease is None:
+            with ctx.booking.transaction() as (_, engine):
+                engine.release(lease_id)
+            return Outcome()
+        phase, start, end = lease.phase, lease.start_at, lease.end_at
+        before_end, warned = lease.before_end_at, bool(lease.status.get("warned"))
+    if phase == LeasePhase.PENDING:
+        if now < start:
+            return Outcome(requeue_after=_secs(start - now))
+        return _start(ctx, lease_id, now)
+    if phase == LeasePhase.STARTING:
+        return _start(ctx, lease_id, now)
+    if phase in (LeasePhase.ACTIVE, LeasePhase.DEGRADED):
+        if before_end is not None and not warned and now >= before_end:
+            _warn(ctx, lease_id, end)
+        if now >= end:
+            with ctx.db.write() as session:
+                row = session.get(Lease, lease_id)
+                if row is not None:
+                    move(session, row, LeasePhase.ENDING, "its end time came")
+            return _end(ctx, lease_id, now)
+        due = [end] + (
+            [before_end] if before_end is not None and not warned and before_end > now else []
+        )
+        return Outcome(requeue_after=_secs(min(due) - now))
+    if phase == LeasePhase.ENDING:
+        return _end(ctx, lease_id, now)
+    return Outcome()
+
+
+def _start(ctx: Context, lease_id: str, now: datetime) -> Outcome:
+    """Stop the preemptible servers in the way; ACTIVE once they are gone."""
+    with ctx.booking.transaction() as (session, engine):
+        lease = session.get(Lease, lease_id)
+        if lease is None or lease.phase not in (LeasePhase.PENDING, LeasePhase.STARTING):
+            return Outcome(requeue_after=0)
+        move(session, lease, LeasePhase.STARTING, "start is due")
+        placement = engine.booking(lease_id)
+        victims = engine.victims(placement, now) if placement is not None else []
+        waiting = list(lease.status.get("victims", []))
+        for sid in victims:
+            srv = session.get(Server, sid)
+            engine.remove_preemptible(sid)
+            if srv is None or srv.phase == ServerPhase.DELETING:
+                continue
+            reason = (
+                f"preempted: lease '{lease.name}' starts on host "
+                f"{srv.host.name if srv.host else '?'} and needs the room this preemptible "
+                "server used"
+            )
+            srv.spec = {**srv.spec, "stop_grace_s": PREEMPT_GRACE_S, "preempted_by": lease.id}
+            move(session, srv, ServerPhase.DELETING, reason)
+            ctx.queue.enqueue(session, "server", sid)
+            waiting.append(sid)
+        still = [sid for sid in waiting if session.get(Server, sid) is not None]
+        if still:
+            move(
+                session,
+                lease,
+                LeasePhase.STARTING,
+                f"waiting for {len(still)} preemptible server(s) to stop",
+            )
+            lease.status = {**lease.status, "victims": still}
+            return Outcome(requeue_after=POLL_S)
+        lease.status = {k: v for k, v in lease.status.items() if k != "victims"}
+        move(session, lease, LeasePhase.ACTIVE, "started")
+        end = lease.end_at
+        before = lease.before_end_at
+    due = min([end] + ([before] if before is not None and before > now else []))
+    return Outcome(requeue_after=_secs(due - now))
+
+
+def _warn(ctx: Context, lease_id: str, end: datetime) -> None:
+    with ctx.db.write() as session:
+        lease = session.get(Lease, lease_id)
+        if lease is None:
+            return
+        lease.status = {**lease.status, "warned": True}
+        session.add(
+            Event(
+                tenancy_id=lease.tenancy_id,
+                object_kind="lease",
+                object_id=lease.id,
+                from_phase=lease.phase,
+                to_phase=lease.phase,
+                reason=f"before-end: lease '{lease.name}' ends at {end:%Y-%m-%d %H:%M} UTC; "
+                "save your work or extend it ('ecliptic lease update --extend')",
+            )
+        )
+
+
+def _end(ctx: Context, lease_id: str, now: datetime) -> Outcome:
+    """After the grace period, delete the lease's servers; ENDED when none is left."""
+    with ctx.booking.transaction() as (session, engine):
+        lease = session.get(Lease, lease_id)
+        if lease is None or lease.phase != LeasePhase.ENDING:
+            return Outcome()
+        deadline = lease.end_at + timedelta(seconds=lease.grace_s)
+        servers = list(session.scalars(select(Server).where(Server.lease_id == lease_id)))
+        if servers and now < deadline:
+            lease.phase_reason = (
+                f"{len(servers)} server(s) will be deleted at {deadline:%Y-%m-%d %H:%M:%S} UTC "
+                "(grace period)"
+            )
+            return Outcome(requeue_after=min(_secs(deadline - now), 60.0))
+        for srv in servers:
+            if srv.phase != ServerPhase.DELETING:
+                move(
+                    session,
+                    srv,
+                    ServerPhase.DELETING,
+                    f"lease '{lease.name}' ended (grace period over)",
+                )
+                ctx.queue.enqueue(session, "server", srv.id)
+        if servers:
+            return Outcome(requeue_after=POLL_S)
+        engine.release(lease_id)
+        move(session, lease, LeasePhase.ENDED, "ended; capacity released")
+    return Outcome()

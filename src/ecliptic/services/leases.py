@@ -1,0 +1,486 @@
+"""Leases: book capacity for a window, pay for it, change it, end it; ask when things fit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ecliptic.api.schemas import (
+    FlavorReservationIn,
+    HostReservationIn,
+    LeaseCreate,
+    LeaseUpdate,
+    ReservationIn,
+    SliceReservationIn,
+    parse_duration,
+)
+from ecliptic.errors import Conflict, InvalidInput, NotFound
+from ecliptic.phases import LeasePhase
+from ecliptic.scheduler.engine import Engine
+from ecliptic.scheduler.model import (
+    FlavorRequest,
+    HostInfo,
+    HostRequest,
+    NoFit,
+    Placement,
+    Request,
+    SliceRequest,
+    Window,
+)
+from ecliptic.services import credits
+from ecliptic.services.booking import Booking, amount_to_json, minute
+from ecliptic.services.caller import Caller
+from ecliptic.services.catalogue import find_flavor
+from ecliptic.services.pricing import lease_cost
+from ecliptic.store.models import Event, Lease, LeaseAllocation, Server
+from ecliptic.store.transitions import move
+from ecliptic.store.workqueue import WorkQueue
+
+MAX_LEASE = timedelta(days=366)
+LIVE = (LeasePhase.PENDING, LeasePhase.STARTING, LeasePhase.ACTIVE, LeasePhase.DEGRADED)
+
+
+class LeaseNoCapacity(Conflict):
+    """The lease does not fit in the window asked for."""
+
+    code = "no_capacity"
+
+
+def find_lease(session: Session, tenancy_id: str, ref: str) -> Lease:
+    """A lease of the tenancy by name or id; others' leases do not exist."""
+    lease = session.scalar(
+        select(Lease).where(Lease.tenancy_id == tenancy_id, (Lease.name == ref) | (Lease.id == ref))
+    )
+    if lease is None:
+        raise NotFound(f"no lease '{ref}' in this tenancy; see 'ecliptic lease list'")
+    return lease
+
+
+def to_requests(session: Session, items: Sequence[ReservationIn | dict[str, Any]]) -> list[Request]:
+    """Engine requests from API reservation bodies (flavor names resolved)."""
+    from pydantic import TypeAdapter
+
+    adapter: TypeAdapter[ReservationIn] = TypeAdapter(ReservationIn)
+    out: list[Request] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(items):
+        r = adapter.validate_python(raw) if isinstance(raw, dict) else raw
+        if r.name in seen:
+            raise InvalidInput(
+                f"two reservations are named '{r.name}'; give each its own name",
+                errors=[{"loc": ["body", "reservations", i, "name"], "msg": "duplicate name"}],
+            )
+        seen.add(r.name)
+        out.append(_one_request(session, r, i))
+    return out
+
+
+def _one_request(session: Session, r: ReservationIn, i: int) -> Request:
+    loc = ["body", "reservations", i]
+    if isinstance(r, HostReservationIn):
+        if r.count is not None and (r.min is not None or r.max is not None):
+            raise InvalidInput(
+                "give either count, or min and max, for a host reservation",
+                errors=[{"loc": loc, "msg": "count and min/max are exclusive"}],
+            )
+        lo = r.count or r.min or 1
+        hi = r.count or r.max or lo
+        if hi < lo:
+            raise InvalidInput(
+                f"max ({hi}) is below min ({lo})",
+                errors=[{"loc": [*loc, "max"], "msg": "must be >= min"}],
+            )
+        return HostRequest(key=r.name, min_count=lo, max_count=hi, filter=r.where)
+    if isinstance(r, FlavorReservationIn):
+        size: dict[str, Any] = {}
+        if r.flavor:
+            try:
+                fl = find_flavor(session, r.flavor)
+            except NotFound as exc:
+                raise InvalidInput(
+                    exc.message, errors=[{"loc": [*loc, "flavor"], "msg": exc.message}]
+                ) from None
+            if fl.kind == "baremetal":
+                raise InvalidInput(
+                    f"flavor '{fl.name}' is bare metal: reserve whole hosts "
+                    "with a host reservation instead"
+                )
+            size = {
+                "vcpus": fl.vcpus,
+                "memory_mb": fl.memory_mb,
+                "disk_gb": fl.disk_gb,
+                "gpu_model": fl.gpu_model,
+                "gpus": fl.gpus,
+            }
+        for k in ("vcpus", "memory_mb", "disk_gb", "gpu_model", "gpus"):
+            v = getattr(r, k)
+            if v is not None:
+                size[k] = v
+        if "vcpus" not in size or "memory_mb" not in size:
+            raise InvalidInput(
+                "a flavor reservation needs a flavor, or vcpus and memory_mb",
+                errors=[{"loc": loc, "msg": "flavor or vcpus+memory_mb required"}],
+            )
+        if (size.get("gpus") or r.gpu_profile) and not size.get("gpu_model"):
+            raise InvalidInput(
+                "GPUs or a GPU profile need a gpu_model",
+                errors=[{"loc": [*loc, "gpu_model"], "msg": "required"}],
+            )
+        return FlavorRequest(
+            key=r.name,
+            count=r.count,
+            vcpus=int(size["vcpus"]),
+            memory_mb=int(size["memory_mb"]),
+            disk_gb=int(size.get("disk_gb") or 0),
+            gpu_model=size.get("gpu_model"),
+            gpus=int(size.get("gpus") or 0),
+            gpu_profile=r.gpu_profile,
+            affinity=r.affinity,
+            filter=r.where,
+        )
+    assert isinstance(r, SliceReservationIn)
+    return SliceRequest(
+        key=r.name, count=r.count, profile=r.profile, gpu_model=r.gpu_model, filter=r.where
+    )
+
+
+def window(
+    now: datetime, start: Any, end: datetime | None, duration: str | None
+) -> tuple[datetime, datetime]:
+    """Start and end at minute resolution, checked."""
+    s = minute(now) if start in (None, "now") else start
+    if s.tzinfo is None:
+        raise InvalidInput("give times with a timezone (e.g. 2027-03-01T09:00Z)")
+    if s.second or s.microsecond:
+        raise InvalidInput(
+            f"start {s.isoformat()} is not on a minute; leases have minute resolution",
+            errors=[{"loc": ["body", "start"], "msg": "use whole minutes"}],
+        )
+    if end is not None and duration is not None:
+        raise InvalidInput("give end or duration, not both")
+    if end is None and duration is None:
+        raise InvalidInput(
+            "give an end or a duration (e.g. duration 48h)",
+            errors=[{"loc": ["body", "end"], "msg": "end or duration required"}],
+        )
+    e = end if end is not None else s + parse_duration(str(duration))
+    if e.tzinfo is None:
+        raise InvalidInput("give times with a timezone (e.g. 2027-03-03T09:00Z)")
+    if e.second or e.microsecond:
+        raise InvalidInput(
+            f"end {e.isoformat()} is not on a minute; leases have minute resolution",
+            errors=[{"loc": ["body", "end"], "msg": "use whole minutes"}],
+        )
+    if e <= s:
+        raise InvalidInput("a lease must end after it starts")
+    if s < minute(now):
+        raise InvalidInput("a lease cannot start in the past; use start 'now'")
+    if e - s > MAX_LEASE:
+        raise InvalidInput("a lease may last at most 366 days")
+    return s, e
+
+
+def _hosts(engine: Engine) -> dict[str, HostInfo]:
+    return dict(engine.hosts)
+
+
+def _refuse(nofit: NoFit, names: dict[str, str] | None = None) -> LeaseNoCapacity:
+    msg = nofit.reason
+    if nofit.earliest_start is not None:
+        msg += (
+            f"; the earliest start that needs no preemptible server stopped early is "
+            f"{nofit.earliest_start:%Y-%m-%d %H:%M} UTC"
+        )
+    if nofit.blockers:
+        who = ", ".join(
+            f"lease {(names or {}).get(b.lease_id, b.lease_id)} on {b.host} "
+            f"({b.start:%Y-%m-%d %H:%M} to {b.end:%Y-%m-%d %H:%M})"
+            for b in nofit.blockers[:5]
+        )
+        msg += f"; blocked by {who}"
+    msg += "; try 'ecliptic lease find' for the earliest window"
+    return LeaseNoCapacity(msg)
+
+
+def _store_placement(session: Session, lease: Lease, placement: Placement) -> None:
+    lease.allocations.clear()
+    session.flush()
+    for a in placement.allocations:
+        lease.allocations.append(
+            LeaseAllocation(
+                reservation=a.key, host=a.host, amount=amount_to_json(a.amount), slots=a.slots
+            )
+        )
+
+
+def _cost_json(cost: dict[str, Decimal]) -> dict[str, str]:
+    return {k: credits.fmt(credits.hours(v)) for k, v in sorted(cost.items())}
+
+
+def create_lease(booking: Booking, queue: WorkQueue, caller: Caller, body: LeaseCreate) -> Lease:
+    """Place a lease, charge its cost and queue its start."""
+    tenancy_id = caller.require_tenancy()
+    with booking.transaction(credits.CREDITS_LOCK) as (session, engine):
+        start, end = window(booking.clock.now(), body.start, body.end, body.duration)
+        if session.scalar(
+            select(Lease.id).where(Lease.tenancy_id == tenancy_id, Lease.name == body.name)
+        ):
+            raise Conflict(f"a lease named '{body.name}' exists already in this tenancy")
+        requests = to_requests(session, body.reservations)
+        lease = Lease(
+            tenancy_id=tenancy_id,
+            name=body.name,
+            start_at=start,
+            end_at=end,
+            before_end_at=end - parse_duration(body.before_end) if body.before_end else None,
+            grace_s=int(parse_duration(body.grace).total_seconds()),
+            phase=LeasePhase.PENDING,
+            phase_reason="waiting for its start",
+            spec={"reservations": [r.model_dump() for r in body.reservations]},
+            created_by=caller.user_id,
+        )
+        session.add(lease)
+        session.flush()
+        result = engine.fit(lease.id, requests, start, end)
+        if isinstance(result, NoFit):
+            raise _refuse(result, _lease_names(session))
+        cost = lease_cost(result, _hosts(engine))
+        credits.settle(
+            session, tenancy_id, lease.id, cost, start, end, note=f"lease '{lease.name}' created"
+        )
+        lease.status = {"cost": _cost_json(cost)}
+        _store_placement(session, lease, result)
+        session.add(
+            Event(
+                tenancy_id=tenancy_id,
+                object_kind="lease",
+                object_id=lease.id,
+                to_phase=LeasePhase.PENDING,
+                reason=f"booked {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}",
+            )
+        )
+        queue.enqueue(
+            session,
+            "lease",
+            lease.id,
+            delay=max(0.0, (start - booking.clock.now()).total_seconds()),
+        )
+        engine.book(lease.id, result)
+        session.flush()
+        session.refresh(lease)
+        return lease
+
+
+def _lease_names(session: Session) -> dict[str, str]:
+    return {i: n for i, n in session.execute(select(Lease.id, Lease.name))}
+
+
+def update_lease(
+    booking: Booking, queue: WorkQueue, caller: Caller, ref: str, body: LeaseUpdate
+) -> Lease:
+    """Move, extend, shorten, grow or shrink a lease; re-placed when its hosts are taken."""
+    tenancy_id = caller.require_tenancy()
+    with booking.transaction(credits.CREDITS_LOCK) as (session, engine):
+        lease = find_lease(session, tenancy_id, ref)
+        if lease.phase not in LIVE:
+            raise Conflict(f"lease '{lease.name}' is {lease.phase}; only live leases change")
+        now = booking.clock.now()
+        started = lease.phase != LeasePhase.PENDING
+        start, end = lease.start_at, lease.end_at
+        if body.start is not None:
+            if started:
+                raise Conflict(
+                    f"lease '{lease.name}' has started; it can be extended or "
+                    "shortened but not moved"
+                )
+            start = minute(now) if body.start == "now" else body.start
+            if body.end is None and body.extend is None and body.shorten is None:
+                end = start + (lease.end_at - lease.start_at)  # a move keeps the length
+        if body.end is not None:
+            end = body.end
+        if body.extend:
+            end = end + parse_duration(body.extend)
+        if body.shorten:
+            end = end - parse_duration(body.shorten)
+        if started:
+            end = max(end, minute(now) + timedelta(minutes=1))
+            start_check, end_check = window(now, minute(now), end, None)
+            start_check = lease.start_at
+        else:
+            start_check, end_check = window(now, start, end, None)
+        spec = [dict(r) for r in lease.spec["reservations"]]
+        for resize in body.reservations:
+            match = next((r for r in spec if r.get("name") == resize.name), None)
+            if match is None:
+                raise InvalidInput(f"lease '{lease.name}' has no reservation '{resize.name}'")
+            if match["kind"] == "host":
+                match.update(count=resize.count, min=None, max=None)
+            else:
+                match["count"] = resize.count
+        requests = to_requests(session, spec)
+        old = engine.booking(lease.id)
+        result = engine.fit(lease.id, requests, start_check, end_check)
+        if started and old is not None and _has_servers(session, lease.id):
+            # Servers run on its hosts: a started lease may not leave them. If the free
+            # re-placement would, ask again pinned to them, to name what blocks.
+            left = isinstance(result, NoFit) or any(
+                set(old.hosts(r.key)) - set(result.hosts(r.key)) for r in requests
+            )
+            if left:
+                result = engine.fit(
+                    lease.id,
+                    [_pinned(r, old.hosts(r.key)) for r in requests],
+                    start_check,
+                    end_check,
+                )
+        if isinstance(result, NoFit):
+            raise _refuse(result, _lease_names(session))
+        cost = lease_cost(result, _hosts(engine))
+        credits.settle(
+            session,
+            tenancy_id,
+            lease.id,
+            cost,
+            start_check,
+            end_check,
+            note=f"lease '{lease.name}' updated",
+        )
+        lease.start_at, lease.end_at = start_check, end_check
+        if body.before_end:
+            lease.before_end_at = end_check - parse_duration(body.before_end)
+        lease.spec = {"reservations": spec}
+        lease.status = {**lease.status, "cost": _cost_json(cost)}
+        lease.generation += 1
+        _store_placement(session, lease, result)
+        session.add(
+            Event(
+                tenancy_id=tenancy_id,
+                object_kind="lease",
+                object_id=lease.id,
+                from_phase=lease.phase,
+                to_phase=lease.phase,
+                reason=f"updated: {start_check:%Y-%m-%d %H:%M} to {end_check:%Y-%m-%d %H:%M}",
+            )
+        )
+        engine.release(lease.id)
+        engine.book(lease.id, result)
+        queue.enqueue(session, "lease", lease.id)
+        session.flush()
+        session.refresh(lease)
+        return lease
+
+
+def _has_servers(session: Session, lease_id: str) -> bool:
+    return bool(session.scalar(select(func.count()).where(Server.lease_id == lease_id)))
+
+
+def _pinned(r: Request, hosts: list[str]) -> Request:
+    """``r`` restricted to ``hosts`` (and, for host reservations, to at least all of them)."""
+    if not hosts or not isinstance(r, HostRequest):
+        return r
+    names = ", ".join(f'"{h}"' for h in hosts)
+    where = f"({r.filter}) and name in [{names}]" if r.filter else f"name in [{names}]"
+    return HostRequest(key=r.key, min_count=r.min_count, max_count=r.max_count, filter=where)
+
+
+def end_lease(booking: Booking, queue: WorkQueue, caller: Caller, ref: str) -> Lease:
+    """End a lease now (refunding the unused part) or cancel it before it starts."""
+    tenancy_id = caller.require_tenancy()
+    with booking.transaction(credits.CREDITS_LOCK) as (session, engine):
+        lease = find_lease(session, tenancy_id, ref)
+        if lease.phase in (LeasePhase.ENDING, LeasePhase.ENDED):
+            return lease
+        now = minute(booking.clock.now())
+        placement = engine.booking(lease.id)
+        new_end = max(lease.start_at, min(lease.end_at, now))
+        if placement is not None and new_end < lease.end_at:
+            shortened = Placement(lease.start_at, new_end, placement.allocations)
+            cost = lease_cost(shortened, _hosts(engine)) if new_end > lease.start_at else {}
+            credits.settle(
+                session,
+                tenancy_id,
+                lease.id,
+                cost,
+                lease.start_at,
+                new_end,
+                note=f"lease '{lease.name}' ended early by {caller.user_name}",
+            )
+            lease.status = {**lease.status, "cost": _cost_json(cost)}
+        if lease.phase == LeasePhase.PENDING:
+            move(session, lease, LeasePhase.ENDED, f"cancelled by {caller.user_name}")
+            engine.release(lease.id)
+            lease.end_at = new_end
+        else:
+            lease.status = {**lease.status, "ending_at": now.isoformat()}
+            lease.end_at = new_end
+            move(session, lease, LeasePhase.ENDING, f"ended early by {caller.user_name}")
+        queue.enqueue(session, "lease", lease.id)
+        return lease
+
+
+def list_leases(booking: Booking, caller: Caller, *, include_ended: bool = False) -> list[Lease]:
+    """Leases of the caller's tenancy."""
+    tenancy_id = caller.require_tenancy()
+    with booking.db.read() as session:
+        q = select(Lease).where(Lease.tenancy_id == tenancy_id).order_by(Lease.start_at, Lease.name)
+        if not include_ended:
+            q = q.where(Lease.phase != LeasePhase.ENDED)
+        return list(session.scalars(q))
+
+
+def get_lease(booking: Booking, caller: Caller, ref: str) -> Lease:
+    """One lease."""
+    with booking.db.read() as session:
+        return find_lease(session, caller.require_tenancy(), ref)
+
+
+def lease_servers(booking: Booking, lease_id: str) -> int:
+    """How many servers run inside a lease."""
+    with booking.db.read() as session:
+        return int(session.scalar(select(func.count()).where(Server.lease_id == lease_id)) or 0)
+
+
+def find_windows(
+    booking: Booking,
+    caller: Caller,
+    reservations: Sequence[ReservationIn],
+    duration: str,
+    not_before: Any,
+    horizon: str,
+    alternatives: int,
+) -> tuple[list[Window], dict[str, HostInfo]]:
+    """The earliest windows where the request fits."""
+    caller.require_tenancy()
+    now = booking.clock.now()
+    start = minute(now) if not_before in (None, "now") else not_before
+    if start.tzinfo is None:
+        raise InvalidInput("give not_before with a timezone")
+    if start < minute(now):
+        start = minute(now)
+    with booking.db.read() as session:
+        requests = to_requests(session, reservations)
+    with booking.reading() as engine:
+        found = engine.earliest(
+            requests, parse_duration(duration), start, parse_duration(horizon), alternatives
+        )
+        return found, _hosts(engine)
+
+
+def window_cost(w: Window, hosts: dict[str, HostInfo]) -> dict[str, str]:
+    """What a found window would cost."""
+    return _cost_json(lease_cost(w.placement, hosts))
+
+
+def calendar(booking: Booking, start: datetime, end: datetime, bucket: timedelta) -> list[Any]:
+    """Free and reserved capacity per resource class in time buckets."""
+    if end <= start:
+        raise InvalidInput("the calendar's end must be after its start")
+    if (end - start) / bucket > 5000:
+        raise InvalidInput("too many buckets: use a longer bucket or a shorter range (max 5000)")
+    with booking.reading() as engine:
+        return list(engine.calendar(start, end, bucket))

@@ -1,0 +1,60 @@
+"""What a placed lease costs, in resource-hours per resource class.
+
+Resource classes: ``host:<type>`` (whole hosts; the type is the host's ``host_type``
+property, else its GPU model, else ``cpu``; multiplied by the host's ``credit_rate``
+property, default 1), ``gpu:<model>`` (whole GPUs), ``slice:<profile>`` (GPU slices) and
+``vcpu``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+
+from ecliptic.scheduler.model import HostInfo, Placement
+
+
+def host_type(host: HostInfo) -> str:
+    """The type a whole host is charged as."""
+    explicit = host.properties.get("host_type")
+    if explicit:
+        return str(explicit)
+    return host.gpus[0].model if host.gpus else "cpu"
+
+
+def credit_rate(host: HostInfo) -> Decimal:
+    """The host's price multiplier (``credit_rate`` property, default 1)."""
+    raw = host.properties.get("credit_rate", 1)
+    try:
+        return Decimal(str(raw))
+    except ArithmeticError:
+        return Decimal(1)
+
+
+def duration_hours(start: datetime, end: datetime) -> Decimal:
+    """Length of [start, end) in hours, exact to the minute."""
+    minutes = int((end - start).total_seconds() // 60)
+    return Decimal(max(0, minutes)) / Decimal(60)
+
+
+def lease_cost(placement: Placement, hosts: Mapping[str, HostInfo]) -> dict[str, Decimal]:
+    """Resource-hours per class that ``placement`` holds over its window."""
+    h = duration_hours(placement.start, placement.end)
+    cost: dict[str, Decimal] = defaultdict(Decimal)
+    for a in placement.allocations:
+        host = hosts.get(a.host)
+        if a.amount.whole_host:
+            if host is None:
+                continue
+            cost[f"host:{host_type(host)}"] += h * credit_rate(host)
+            continue
+        if a.amount.vcpus:
+            cost["vcpu"] += h * a.amount.vcpus
+        for model, n in a.amount.gpus:
+            cost[f"gpu:{model}"] += h * n
+        for key, n in a.amount.slices:
+            profile = key.split(":", 1)[-1]
+            cost[f"slice:{profile}"] += h * n
+    return {k: v for k, v in cost.items() if v}

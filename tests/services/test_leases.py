@@ -1,0 +1,311 @@
+"""Leases and credits through the services, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from ecliptic.api.schemas import LeaseCreate, LeaseUpdate
+from ecliptic.backends.base import GpuRecord, HostRecord, NicRecord
+from ecliptic.clock import ManualClock
+from ecliptic.errors import InvalidInput
+from ecliptic.reconcile.base import Context
+from ecliptic.reconcile.leases import reconcile_lease
+from ecliptic.services import credits, leases
+from ecliptic.services.booking import Booking, build_engine
+from ecliptic.services.caller import Caller
+from ecliptic.services.catalogue import seed_flavors, sync_inventory
+from ecliptic.services.identity import create_tenancy, create_user, set_membership
+from ecliptic.services.leases import LeaseNoCapacity
+from ecliptic.store.db import Database
+from ecliptic.store.migrate import upgrade
+from ecliptic.store.models import LedgerEntry, Tenancy
+from ecliptic.store.workqueue import WorkQueue
+
+T0 = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
+A100 = (GpuRecord("A100", 4, 80, ("1g.10gb", "3g.40gb")),)
+IB = (NicRecord("ib0", 100, True, 16),)
+HOSTS = [
+    *(HostRecord(f"gpu-{i}", 64, 512 * 1024, 2000, gpus=A100, nics=IB) for i in range(4)),
+    *(HostRecord(f"cpu-{i}", 32, 128 * 1024, 500) for i in range(3)),
+]
+
+
+@dataclass
+class L:
+    db: Database
+    clock: ManualClock
+    queue: WorkQueue
+    booking: Booking
+    alice: Caller
+    tenancy_id: str
+    admin: Caller
+
+
+@pytest.fixture
+def env(database_url: str) -> Iterator[L]:
+    db = Database(database_url)
+    upgrade(db)
+    clock = ManualClock(T0)
+    with db.write() as s:
+        seed_flavors(s)
+        sync_inventory(s, HOSTS)
+    root = Caller("root", "root", True)
+    u = create_user(db, None, "alice", "alice-password")
+    t = create_tenancy(db, root, "physics")
+    set_membership(db, root, "physics", "alice", "member")
+    with db.write() as s:
+        for rc, h in [
+            ("host:A100", 1000),
+            ("host:cpu", 1000),
+            ("gpu:A100", 500),
+            ("vcpu", 5000),
+            ("slice:1g.10gb", 500),
+        ]:
+            credits.grant(
+                s,
+                t.id,
+                "spring-2027",
+                rc,
+                Decimal(h),
+                T0 - timedelta(days=1),
+                T0 + timedelta(days=120),
+            )
+    booking = Booking(db, clock, min_preemptible_lifetime=timedelta(hours=1))
+    yield L(
+        db,
+        clock,
+        WorkQueue(db, clock),
+        booking,
+        Caller(u.id, "alice", False, t.id, "physics", "member"),
+        t.id,
+        root,
+    )
+    db.dispose()
+
+
+def gpu_hosts(n: int, **kw: object) -> LeaseCreate:
+    body = {
+        "name": kw.pop("name", "gpus"),
+        "start": kw.pop("start", T0 + timedelta(days=1)),
+        "duration": kw.pop("duration", "24h"),
+        "reservations": [{"kind": "host", "count": n, "where": 'gpu_model == "A100"'}],
+    }
+    body.update(kw)
+    return LeaseCreate.model_validate(body)
+
+
+def remaining(env: L, rc: str) -> Decimal:
+    with env.db.read() as s:
+        return next(
+            b.remaining for b in credits.balances(s, env.tenancy_id) if b.resource_class == rc
+        )
+
+
+def test_reserve_two_gpu_hosts_for_tomorrow_and_pay(env: L) -> None:
+    lease = leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(2))
+    assert lease.phase == "PENDING"
+    hosts = sorted(a.host for a in lease.allocations)
+    assert len(hosts) == 2 and all(h.startswith("gpu-") for h in hosts)
+    assert lease.status["cost"] == {"host:A100": "48"}
+    assert remaining(env, "host:A100") == Decimal(1000 - 48)
+
+
+def test_earliest_when_only_three_of_four_are_free(env: L) -> None:
+    leases.create_lease(
+        env.booking, env.queue, env.alice, gpu_hosts(1, name="blocker", start="now", duration="36h")
+    )
+    body = gpu_hosts(4)
+    with pytest.raises(LeaseNoCapacity, match="lease find"):
+        leases.create_lease(
+            env.booking,
+            env.queue,
+            env.alice,
+            gpu_hosts(4, name="four", start="now", duration="48h"),
+        )
+    found, _ = leases.find_windows(
+        env.booking, env.alice, body.reservations, "48h", "now", "30d", 2
+    )
+    assert found and found[0].start == T0 + timedelta(hours=36)
+    assert len(found[0].placement.hosts()) == 4
+    assert all(w.start > found[0].start for w in found[1:])
+
+
+def test_running_out_of_credits_says_what_is_missing(env: L) -> None:
+    with env.db.write() as s:
+        t = s.scalar(select(Tenancy).where(Tenancy.name == "physics"))
+        assert t is not None
+    with pytest.raises(credits.InsufficientCredits) as err:
+        leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(4, duration="300h"))
+    assert "needs 1200 'A100' host-hours, 1000 left in allocation 'spring-2027'" in str(err.value)
+    assert remaining(env, "host:A100") == Decimal(1000)  # nothing charged, nothing booked
+    leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(4, duration="200h"))
+
+
+def test_update_charges_and_refunds_the_difference(env: L) -> None:
+    leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(2))
+    leases.update_lease(env.booking, env.queue, env.alice, "gpus", LeaseUpdate(extend="12h"))
+    assert remaining(env, "host:A100") == Decimal(1000 - 72)
+    leases.update_lease(
+        env.booking,
+        env.queue,
+        env.alice,
+        "gpus",
+        LeaseUpdate(reservations=[{"name": "hosts", "count": 1}]),
+    )
+    assert remaining(env, "host:A100") == Decimal(1000 - 36)
+    leases.end_lease(env.booking, env.queue, env.alice, "gpus")  # cancelled before start
+    assert remaining(env, "host:A100") == Decimal(1000)
+
+
+def test_extension_past_a_later_booking_is_replaced_or_refused(env: L) -> None:
+    first = leases.create_lease(
+        env.booking, env.queue, env.alice, gpu_hosts(4, name="first", duration="24h")
+    )
+    leases.create_lease(
+        env.booking,
+        env.queue,
+        env.alice,
+        gpu_hosts(2, name="later", start=first.end_at, duration="24h"),
+    )
+    with pytest.raises(LeaseNoCapacity, match="lease later"):
+        leases.update_lease(env.booking, env.queue, env.alice, "first", LeaseUpdate(extend="2h"))
+    leases.update_lease(
+        env.booking,
+        env.queue,
+        env.alice,
+        "first",
+        LeaseUpdate(extend="2h", reservations=[{"name": "hosts", "count": 2}]),
+    )
+
+
+def test_lease_runs_on_time_and_ends(env: L) -> None:
+    ctx = Context(env.db, None, env.queue, env.booking)  # type: ignore[arg-type]
+    lease = leases.create_lease(
+        env.booking, env.queue, env.alice, gpu_hosts(1, before_end="1h", duration="3h")
+    )
+    assert reconcile_lease(ctx, lease.id).requeue_after == pytest.approx(24 * 3600)
+    env.clock.advance(timedelta(days=1))
+    reconcile_lease(ctx, lease.id)
+    assert leases.get_lease(env.booking, env.alice, "gpus").phase == "ACTIVE"
+    env.clock.advance(timedelta(hours=2))
+    reconcile_lease(ctx, lease.id)
+    env.clock.advance(timedelta(hours=1))
+    reconcile_lease(ctx, lease.id)
+    done = leases.get_lease(env.booking, env.alice, "gpus")
+    assert done.phase == "ENDED"
+    with env.booking.reading() as engine:
+        assert engine.booking(lease.id) is None
+
+
+def test_early_end_refunds_the_unused_part(env: L) -> None:
+    leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(1, start="now"))
+    ctx = Context(env.db, None, env.queue, env.booking)  # type: ignore[arg-type]
+    lease = leases.get_lease(env.booking, env.alice, "gpus")
+    reconcile_lease(ctx, lease.id)
+    env.clock.advance(timedelta(hours=6))
+    leases.end_lease(env.booking, env.queue, env.alice, "gpus")
+    assert remaining(env, "host:A100") == Decimal(1000 - 6)
+    with env.db.read() as s:
+        kinds = [
+            e.kind
+            for e in s.scalars(
+                select(LedgerEntry).where(LedgerEntry.lease_id == lease.id).order_by(LedgerEntry.id)
+            )
+        ]
+    assert kinds == ["charge", "refund"]
+
+
+def test_bad_filter_points_at_the_error(env: L) -> None:
+    with pytest.raises(ValueError, match="column"):
+        gpu_hosts(
+            1,
+            reservations=[
+                {"kind": "host", "count": 1, "where": 'gpu_model == "A100" and and rdma'}
+            ],
+        )
+
+
+def test_minute_resolution_and_sane_windows(env: L) -> None:
+    with pytest.raises(InvalidInput, match="minute"):
+        leases.create_lease(
+            env.booking,
+            env.queue,
+            env.alice,
+            gpu_hosts(1, start=T0 + timedelta(days=1, seconds=30)),
+        )
+    with pytest.raises(InvalidInput, match="past"):
+        leases.create_lease(
+            env.booking, env.queue, env.alice, gpu_hosts(1, start=T0 - timedelta(hours=1))
+        )
+
+
+def test_gpu_slices_and_flavor_slots(env: L) -> None:
+    body = LeaseCreate.model_validate(
+        {
+            "name": "mixed",
+            "start": "now",
+            "duration": "10h",
+            "reservations": [
+                {"kind": "gpu_slice", "profile": "1g.10gb", "count": 9},
+                {"kind": "flavor", "flavor": "m1.large", "count": 3, "affinity": "anti-affinity"},
+            ],
+        }
+    )
+    lease = leases.create_lease(env.booking, env.queue, env.alice, body)
+    slots = [a for a in lease.allocations if a.reservation == "slots"]
+    assert len({a.host for a in slots}) == 3
+    assert sum(a.slots for a in lease.allocations if a.reservation == "slices") == 9
+    assert lease.status["cost"]["slice:1g.10gb"] == "90"
+    assert lease.status["cost"]["vcpu"] == "120"
+
+
+def test_concurrent_creators_never_double_book_or_overspend(env: L, database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the concurrency guarantee under test is PostgreSQL's advisory lock")
+    # 32 creators, each with its own engine (as separate processes would have), race for
+    # 4 GPU hosts; what is left of the credit pays for 2 of them.
+    with env.db.write() as s:
+        for a in s.scalars(select(credits.CreditAllocation)):
+            if a.resource_class == "host:A100":
+                s.add(
+                    LedgerEntry(
+                        account_id=a.account_id,
+                        allocation_id=a.id,
+                        kind="charge",
+                        resource_class=a.resource_class,
+                        hours=Decimal(-940),
+                    )
+                )
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def creator(i: int) -> None:
+        own = Booking(env.db, env.clock, min_preemptible_lifetime=timedelta(hours=1))
+        try:
+            leases.create_lease(
+                own, env.queue, env.alice, gpu_hosts(1, name=f"l{i}", duration="24h")
+            )
+            outcome = "ok"
+        except (LeaseNoCapacity, credits.InsufficientCredits) as exc:
+            outcome = exc.code
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=creator, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("ok") == 2
+    assert remaining(env, "host:A100") == Decimal(1000 - 940 - 2 * 24)
+    with env.db.read() as s:
+        engine = build_engine(s, timedelta(hours=1))
+    booked = [h for lid in engine.bookings() for h in (engine.booking(lid) or []).hosts()]
+    assert sorted(booked) == sorted(set(booked))
