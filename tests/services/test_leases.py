@@ -309,3 +309,33 @@ def test_concurrent_creators_never_double_book_or_overspend(env: L, database_url
         engine = build_engine(s, timedelta(hours=1))
     booked = [h for lid in engine.bookings() for h in (engine.booking(lid) or []).hosts()]
     assert sorted(booked) == sorted(set(booked))
+
+
+def test_host_failure_heals_future_and_degrades_active(env: L) -> None:
+    ctx = Context(env.db, None, env.queue, env.booking)  # type: ignore[arg-type]
+    future = leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(2, name="future"))
+    now = leases.create_lease(
+        env.booking, env.queue, env.alice, gpu_hosts(2, name="now", start="now", duration="10h")
+    )
+    reconcile_lease(ctx, now.id)
+    victim = sorted(a.host for a in now.allocations)[0]
+    report = leases.set_host_state(env.booking, env.queue, env.admin, victim, "down")
+    healed = leases.get_lease(env.booking, env.alice, "now")
+    assert healed.phase == "ACTIVE" and victim not in {a.host for a in healed.allocations}
+    assert len({a.host for a in healed.allocations}) == 2
+    assert any("replaced by" in line for line in report)
+    moved = leases.get_lease(env.booking, env.alice, "future")
+    assert victim not in {a.host for a in moved.allocations}
+    del future
+    # Two more hosts down: no replacement left for "now", which stays DEGRADED, saying why.
+    others = sorted(a.host for a in leases.get_lease(env.booking, env.alice, "now").allocations)
+    spare = sorted({f"gpu-{i}" for i in range(4)} - {victim} - set(others))
+    for h in spare:
+        leases.set_host_state(env.booking, env.queue, env.admin, h, "down")
+    leases.set_host_state(env.booking, env.queue, env.admin, others[0], "down")
+    degraded = leases.get_lease(env.booking, env.alice, "now")
+    assert degraded.phase == "DEGRADED" and "no replacement" in degraded.phase_reason
+    with env.db.read() as s:
+        rebuilt = build_engine(s, timedelta(hours=1))
+    with env.booking.reading() as engine:
+        assert rebuilt.snapshot() == engine.snapshot()

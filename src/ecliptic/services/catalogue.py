@@ -163,14 +163,3 @@ def list_hosts(db: Database, caller: Caller) -> list[tuple[Host, HostFree]]:
     with db.read() as session:
         usage = {u.name: u for u in host_usage(session)}
         return [(h, usage[h.name]) for h in session.scalars(select(Host).order_by(Host.name))]
-
-
-def set_host_state(db: Database, caller: Caller, name: str, state: str) -> Host:
-    """Mark a host up, down or in maintenance (administrators only)."""
-    caller.require_admin("change host state")
-    with db.write() as session:
-        h = session.scalar(select(Host).where(Host.name == name))
-        if h is None:
-            raise NotFound(f"no host '{name}'")
-        h.state = state
-        return h

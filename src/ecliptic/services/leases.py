@@ -33,11 +33,11 @@ from ecliptic.scheduler.model import (
     Window,
 )
 from ecliptic.services import credits
-from ecliptic.services.booking import Booking, amount_to_json, minute
+from ecliptic.services.booking import Booking, amount_to_json, host_info, minute
 from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import find_flavor
 from ecliptic.services.pricing import lease_cost
-from ecliptic.store.models import Event, Lease, LeaseAllocation, Server
+from ecliptic.store.models import Event, Host, Lease, LeaseAllocation, Server
 from ecliptic.store.transitions import move
 from ecliptic.store.workqueue import WorkQueue
 
@@ -484,3 +484,127 @@ def calendar(booking: Booking, start: datetime, end: datetime, bucket: timedelta
         raise InvalidInput("too many buckets: use a longer bucket or a shorter range (max 5000)")
     with booking.reading() as engine:
         return list(engine.calendar(start, end, bucket))
+
+
+def set_host_state(
+    booking: Booking, queue: WorkQueue, caller: Caller, name: str, state: str
+) -> list[str]:
+    """Mark a host up, down or in maintenance, and heal the leases that held it.
+
+    Leases that have not started get their part on that host re-placed; a started lease
+    becomes DEGRADED and gets a replacement host if one is free (ACTIVE again), else it
+    stays DEGRADED with the reason. Returns a line per lease touched.
+    """
+    caller.require_admin("change host state")
+    report: list[str] = []
+    with booking.transaction(credits.CREDITS_LOCK) as (session, engine):
+        host = session.scalar(select(Host).where(Host.name == name))
+        if host is None:
+            raise NotFound(f"no host '{name}'")
+        host.state = state
+        engine.set_host(host_info(host))
+        if state == "up":
+            return report
+        affected = session.scalars(
+            select(Lease)
+            .join(LeaseAllocation)
+            .where(LeaseAllocation.host == name, Lease.phase.in_(list(LIVE)))
+            .distinct()
+        )
+        for lease in list(affected):
+            report.append(_heal(session, engine, queue, lease, name))
+    return report
+
+
+def _heal(session: Session, engine: Engine, queue: WorkQueue, lease: Lease, lost_host: str) -> str:
+    placement = engine.booking(lease.id)
+    if placement is None:
+        return f"{lease.name}: nothing booked"
+    keep = tuple(a for a in placement.allocations if a.host != lost_host)
+    lost = [a for a in placement.allocations if a.host == lost_host]
+    started = lease.phase != LeasePhase.PENDING
+    spec = {r["name"]: r for r in lease.spec["reservations"]}
+    wanted = [
+        _replacement(session, spec[key], [a for a in lost if a.key == key])
+        for key in sorted({a.key for a in lost})
+    ]
+    if started:
+        move(session, lease, LeasePhase.DEGRADED, f"lost host {lost_host}")
+    engine.book(lease.id, Placement(placement.start, placement.end, keep))
+    found = engine.fit(f"heal:{lease.id}", wanted, placement.start, placement.end)
+    if isinstance(found, NoFit):
+        engine.book(lease.id, placement)  # keep the claim: the host may come back
+        lease.phase_reason = f"lost host {lost_host}; no replacement is free ({found.reason})"
+        session.add(
+            Event(
+                tenancy_id=lease.tenancy_id,
+                object_kind="lease",
+                object_id=lease.id,
+                from_phase=lease.phase,
+                to_phase=lease.phase,
+                reason=lease.phase_reason,
+            )
+        )
+        return f"{lease.name}: no replacement for {lost_host}"
+    combined = Placement(placement.start, placement.end, keep + found.allocations)
+    engine.book(lease.id, combined)
+    _store_placement(session, lease, combined)
+    cost = lease_cost(combined, _hosts(engine))
+    credits.settle(
+        session,
+        lease.tenancy_id,
+        lease.id,
+        cost,
+        placement.start,
+        placement.end,
+        note=f"lease '{lease.name}' healed after host {lost_host} failed",
+    )
+    lease.status = {**lease.status, "cost": _cost_json(cost)}
+    new_hosts = ", ".join(found.hosts())
+    if started:
+        move(session, lease, LeasePhase.ACTIVE, f"host {lost_host} replaced by {new_hosts}")
+    else:
+        lease.phase_reason = f"host {lost_host} went down; re-placed on {new_hosts}"
+        session.add(
+            Event(
+                tenancy_id=lease.tenancy_id,
+                object_kind="lease",
+                object_id=lease.id,
+                from_phase=lease.phase,
+                to_phase=lease.phase,
+                reason=lease.phase_reason,
+            )
+        )
+    queue.enqueue(session, "lease", lease.id)
+    return f"{lease.name}: {lost_host} replaced by {new_hosts}"
+
+
+def _replacement(session: Session, spec: dict[str, Any], lost: list[Any]) -> Request:
+    """A request for what a reservation lost with a host."""
+    req = _one_request(session, _adapter().validate_python(spec), 0)
+    if isinstance(req, HostRequest):
+        return HostRequest(key=req.key, min_count=len(lost), max_count=len(lost), filter=req.filter)
+    slots = sum(a.slots for a in lost)
+    if isinstance(req, FlavorRequest):
+        return FlavorRequest(
+            key=req.key,
+            count=slots,
+            vcpus=req.vcpus,
+            memory_mb=req.memory_mb,
+            disk_gb=req.disk_gb,
+            gpu_model=req.gpu_model,
+            gpus=req.gpus,
+            gpu_profile=req.gpu_profile,
+            affinity="none",
+            filter=req.filter,
+        )
+    assert isinstance(req, SliceRequest)
+    return SliceRequest(
+        key=req.key, count=slots, profile=req.profile, gpu_model=req.gpu_model, filter=req.filter
+    )
+
+
+def _adapter() -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(ReservationIn)

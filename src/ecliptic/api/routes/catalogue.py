@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from ecliptic.api.deps import CallerDep, RuntimeDep
 from ecliptic.api.render import host_out
 from ecliptic.api.schemas import FlavorCreate, FlavorOut, HostOut
-from ecliptic.services import catalogue
+from ecliptic.services import catalogue, leases
 
 router = APIRouter(tags=["catalogue"])
 
@@ -50,5 +50,5 @@ def list_hosts(caller: CallerDep, rt: RuntimeDep) -> list[HostOut]:
 @router.patch("/hosts/{name}", response_model=HostOut)
 def patch_host(name: str, body: HostPatch, caller: CallerDep, rt: RuntimeDep) -> HostOut:
     """Mark a host up, down or in maintenance (administrators)."""
-    catalogue.set_host_state(rt.db, caller, name, body.state)
+    leases.set_host_state(rt.booking, rt.queue, caller, name, body.state)
     return next(host_out(h, u) for h, u in catalogue.list_hosts(rt.db, caller) if h.name == name)
