@@ -102,7 +102,9 @@ def inventory(n: int, rng: random.Random) -> list[HostInfo]:
             gpus = GpuSpec("L40S", 4, 48)
             props["driver"] = "550.54.14"
         hosts.append(
-            HostInfo(f"gpu-{i:05d}", 96, 1024 * 1024, 4000, gpus=(gpus,), rdma=rdma, properties=props)
+            HostInfo(
+                f"gpu-{i:05d}", 96, 1024 * 1024, 4000, gpus=(gpus,), rdma=rdma, properties=props
+            )
         )
     return hosts
 
@@ -164,7 +166,9 @@ def generate(hosts: list[HostInfo], n: int, rng: random.Random) -> Book:
             allocs = []
             for h in free:
                 tls[h].add(s, s + d, shapes[h].whole)
-                allocs.append(Allocation("hosts", hosts[h].name, whole_host_amount(hosts[h], shapes[h])))
+                allocs.append(
+                    Allocation("hosts", hosts[h].name, whole_host_amount(hosts[h], shapes[h]))
+                )
         else:
             d = _duration(rng, 1, 7 * 24)
             s = rng.randrange(0, HORIZON_DAYS * DAY - d)
@@ -300,7 +304,9 @@ def run(n_hosts: int, n_res: int, seed: int) -> dict[str, float | int | str]:
     calendars = []
     for k in range(3):
         start = T0 + timedelta(days=10 + k)
-        ms, rows = _timed(lambda st=start: engine.calendar(st, st + timedelta(days=30), timedelta(hours=1)))
+        ms, rows = _timed(
+            lambda st=start: engine.calendar(st, st + timedelta(days=30), timedelta(hours=1))
+        )
         calendars.append(ms)
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ours_same = percentile(ours[:n_base], 95)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ecliptic.api import schemas
-from ecliptic.scheduler.placement import HostFree
+from ecliptic.services.catalogue import HostUsage
 from ecliptic.store.models import Host, Network, Port, Server
 
 
@@ -49,7 +49,7 @@ def server_out(s: Server) -> schemas.ServerOut:
     )
 
 
-def host_out(h: Host, usage: HostFree) -> schemas.HostOut:
+def host_out(h: Host, usage: HostUsage) -> schemas.HostOut:
     """A host body with its usage."""
     return schemas.HostOut(
         id=h.id,

@@ -59,7 +59,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ecliptic.scheduler.filters import compile_filter, host_properties
 from ecliptic.scheduler.model import (
@@ -152,8 +152,7 @@ def _span(d: timedelta) -> int:
     return math.ceil(d.total_seconds() / 60)
 
 
-@dataclass(frozen=True)
-class _Holding:
+class _Holding(NamedTuple):
     """One allocation as it sits in a timeline."""
 
     host: int
@@ -170,9 +169,6 @@ class _Option:
     slots: int
     free: list[int]
     order: int
-
-
-_Term = tuple[str, Callable[[Vector], int]]
 
 
 class Engine:
@@ -195,7 +191,8 @@ class Engine:
         self._size: list[tuple[int, int, int, int]] = []
         self._up: list[bool] = []
         self._tl: list[Timeline] = []
-        self._terms: list[list[_Term]] = []
+        self._terms: list[_Terms] = []
+        self._term_cache: dict[tuple[Any, ...], _Terms] = {}
         self._host_leases: list[dict[str, int]] = []
         self._leases: dict[str, Placement] = {}
         self._span_of: dict[str, tuple[int, int]] = {}
@@ -231,7 +228,7 @@ class Engine:
         self._shape[h] = shape
         self._props[h] = host_properties(host)
         self._size[h] = (shape.ngpus, host.vcpus, host.memory_mb, host.disk_gb)
-        self._terms[h] = _calendar_terms(shape)
+        self._terms[h] = self._terms_for(shape)
         holdings: list[tuple[int, int, Vector]] = []
         for lid in self._host_leases[h]:
             s, e = self._span_of[lid]
@@ -259,14 +256,23 @@ class Engine:
         self._size.append((shape.ngpus, host.vcpus, host.memory_mb, host.disk_gb))
         self._up.append(False)
         self._tl.append(Timeline(shape.zero))
-        self._terms.append(_calendar_terms(shape))
+        self._terms.append(self._terms_for(shape))
         self._host_leases.append({})
-        for name, _ in self._terms[h]:
-            self._levels.setdefault(name, Levels())
-            self._totals.setdefault(name, 0)
+        for name in self._terms[h].names:
+            if name not in self._levels:
+                self._levels[name] = Levels()
+                self._totals[name] = 0
         self._cache.clear()
         self._set_up(h, host.up)
         return h
+
+    def _terms_for(self, shape: HostShape) -> _Terms:
+        """Calendar terms, shared by every host of the same shape."""
+        key = (shape.cap, shape.gpu_model, shape.gpu_profiles)
+        terms = self._term_cache.get(key)
+        if terms is None:
+            terms = self._term_cache[key] = _Terms(shape)
+        return terms
 
     def _set_up(self, h: int, up: bool) -> None:
         """Mark a host up or down, adding or removing its share of the calendar."""
@@ -274,16 +280,14 @@ class Engine:
             return
         self._up[h] = up
         sign = 1 if up else -1
-        shape = self._shape[h]
-        for name, fn in self._terms[h]:
-            self._levels.setdefault(name, Levels())
-            self._totals[name] = self._totals.get(name, 0) + sign * fn(shape.cap)
-            lv = self._levels[name]
-            tl = self._tl[h]
-            for k in range(len(tl.times) - 1):
-                c = fn(tl.levels[k])
+        terms = self._terms[h]
+        for name, total in zip(terms.names, terms.totals, strict=True):
+            self._totals[name] += sign * total
+        tl = self._tl[h]
+        for k in range(len(tl.times) - 1):
+            for name, c in zip(terms.names, terms.values(tl.levels[k]), strict=True):
                 if c:
-                    lv.add(tl.times[k], tl.times[k + 1], sign * c)
+                    self._levels[name].add(tl.times[k], tl.times[k + 1], sign * c)
 
     @property
     def hosts(self) -> Mapping[str, HostInfo]:
@@ -357,12 +361,15 @@ class Engine:
         """Carry a host's timeline changes into the calendar levels."""
         if not self._up[h]:
             return
-        for name, fn in self._terms[h]:
-            lv = self._levels[name]
-            for a, b, old, new in changes:
-                d = fn(new) - fn(old)
-                if d:
-                    lv.add(a, b, d)
+        terms = self._terms[h]
+        levels = self._levels
+        for a, b, old, new in changes:
+            before = terms.values(old)
+            after = terms.values(new)
+            if before != after:
+                for name, x, y in zip(terms.names, before, after, strict=True):
+                    if x != y:
+                        levels[name].add(a, b, y - x)
 
     def release(self, lease_id: str) -> None:
         """Forget a lease's placement (nothing happens for a lease that is not booked)."""
@@ -451,18 +458,19 @@ class Engine:
             if not infos[h].up:
                 continue
             eng._up[h] = True
-            cap = shapes[h].cap
-            times, levels = tl.times, tl.levels
-            for name, fn in eng._terms[h]:
-                eng._totals[name] += fn(cap)
-                d = deltas[name]
-                prev = 0
-                for k in range(len(times)):
-                    c = fn(levels[k])
-                    if c != prev:
-                        t = times[k]
-                        d[t] = d.get(t, 0) + c - prev
-                        prev = c
+            terms = eng._terms[h]
+            names = terms.names
+            for name, total in zip(names, terms.totals, strict=True):
+                eng._totals[name] += total
+            prev = terms.zeros
+            for t, level in zip(tl.times, tl.levels, strict=True):
+                vals = terms.values(level)
+                if vals != prev:
+                    for name, x, y in zip(names, prev, vals, strict=True):
+                        if x != y:
+                            d = deltas[name]
+                            d[t] = d.get(t, 0) + y - x
+                    prev = vals
         for name, d in deltas.items():
             eng._levels[name] = Levels.build(d)
         for lid, placement in later:
@@ -1197,44 +1205,57 @@ def _slot_values(
             yield a, b, n
 
 
-def _calendar_terms(shape: HostShape) -> list[_Term]:
-    """The calendar classes a host counts in, with how much of each a usage vector holds."""
-    vcpus = shape.cap[VCPU]
-    terms: list[_Term] = [
-        ("hosts:gpu" if shape.ngpus else "hosts:cpu", _host_in_use),
-        ("vcpu", lambda v: min(v[VCPU], vcpus)),
-    ]
-    for model in shape.models:
-        idx = tuple(GPU0 + i for i in shape.gpus_of(model))
-        terms.append((f"gpu:{model}", _gpus_in_use(idx)))
-        offered: set[str] = set()
-        for i in idx:
-            offered |= shape.gpu_profiles[i - GPU0]
-        for profile in sorted(offered):
-            pidx = tuple(GPU0 + i for i in shape.slice_gpus(profile, model))
-            terms.append((f"slice:{model}:{profile}", _slices_taken(pidx, profile_units(profile))))
-    return terms
+class _Terms:
+    """The calendar classes a host counts in, and how much of each a usage vector holds.
 
+    ``hosts:gpu``/``hosts:cpu``: 1 while anything is reserved on the host; ``vcpu``: vCPUs
+    held; ``gpu:<model>``: GPUs with anything on them; ``slice:<model>:<profile>``: slices
+    of that profile that no longer fit (all that would fit on empty GPUs minus those that
+    still fit). The GPU part is remembered per distinct GPU usage (there are few).
+    """
 
-def _host_in_use(v: Vector) -> int:
-    return 1 if v[OCC] > 0 else 0
+    __slots__ = ("_gpu", "_memo", "_vcpus", "names", "totals", "zeros")
 
+    def __init__(self, shape: HostShape) -> None:
+        self._vcpus = shape.cap[VCPU]
+        names = ["hosts:gpu" if shape.ngpus else "hosts:cpu", "vcpu"]
+        gpu: list[tuple[tuple[int, ...], int]] = []  # (positions, units per slice; 0: whole)
+        for model in shape.models:
+            idx = tuple(GPU0 + i for i in shape.gpus_of(model))
+            names.append(f"gpu:{model}")
+            gpu.append((idx, 0))
+            offered: set[str] = set()
+            for i in idx:
+                offered |= shape.gpu_profiles[i - GPU0]
+            for profile in sorted(offered):
+                names.append(f"slice:{model}:{profile}")
+                pidx = tuple(GPU0 + i for i in shape.slice_gpus(profile, model))
+                gpu.append((pidx, profile_units(profile)))
+        self.names: tuple[str, ...] = tuple(names)
+        """Class names, in the order of :meth:`values`."""
+        self._gpu = gpu
+        self._memo: dict[Vector, tuple[int, ...]] = {}
+        self.totals: tuple[int, ...] = tuple(
+            [1, self._vcpus] + [len(idx) * (UNITS_PER_GPU // u if u else 1) for idx, u in gpu]
+        )
+        """Capacity in each class."""
+        self.zeros: tuple[int, ...] = (0,) * len(names)
+        """Values of an empty host."""
 
-def _gpus_in_use(idx: tuple[int, ...]) -> Callable[[Vector], int]:
-    def count(v: Vector) -> int:
-        return sum(1 for i in idx if v[i] > 0)
-
-    return count
-
-
-def _slices_taken(idx: tuple[int, ...], units: int) -> Callable[[Vector], int]:
-    """Slices of a profile no longer available: all that fit on empty GPUs minus those left."""
-    full = len(idx) * (UNITS_PER_GPU // units)
-
-    def taken(v: Vector) -> int:
-        return full - sum(max(0, UNITS_PER_GPU - v[i]) // units for i in idx)
-
-    return taken
+    def values(self, v: Vector) -> tuple[int, ...]:
+        """How much of each class the usage ``v`` holds."""
+        units = v[GPU0:]
+        g = self._memo.get(units)
+        if g is None:
+            out = []
+            for idx, per in self._gpu:
+                if per:
+                    full = len(idx) * (UNITS_PER_GPU // per)
+                    out.append(full - sum(max(0, UNITS_PER_GPU - v[i]) // per for i in idx))
+                else:
+                    out.append(sum(1 for i in idx if v[i] > 0))
+            g = self._memo[units] = tuple(out)
+        return (1 if v[OCC] > 0 else 0, min(v[VCPU], self._vcpus), *g)
 
 
 def _class_order(name: str) -> tuple[int, str]:

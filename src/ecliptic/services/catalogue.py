@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -12,10 +13,37 @@ from sqlalchemy.orm import Session
 
 from ecliptic.backends.base import HostRecord
 from ecliptic.errors import Conflict, InvalidInput, NotFound
-from ecliptic.scheduler.placement import HostFree
 from ecliptic.services.caller import Caller
 from ecliptic.store.db import Database
 from ecliptic.store.models import Flavor, Host, Server
+
+
+@dataclass(frozen=True)
+class HostUsage:
+    """A host's capacity and what its servers hold, for listings."""
+
+    name: str
+    """Host name."""
+    vcpus: int
+    """Total schedulable vCPUs."""
+    memory_mb: int
+    """Total schedulable memory."""
+    disk_gb: int
+    """Total local disk."""
+    gpus: dict[str, int] = field(default_factory=dict)
+    """Total GPUs per model."""
+    used_vcpus: int = 0
+    """vCPUs held by servers."""
+    used_memory_mb: int = 0
+    """Memory held by servers."""
+    used_disk_gb: int = 0
+    """Disk held by servers."""
+    used_gpus: dict[str, int] = field(default_factory=dict)
+    """GPUs held per model."""
+    servers: int = 0
+    """Servers on the host (a bare-metal server needs it empty)."""
+    schedulable: bool = True
+    """False for hosts that are down, in maintenance, or held whole by a bare-metal server."""
 
 
 def default_flavors() -> list[dict[str, Any]]:
@@ -112,7 +140,7 @@ def _no_use() -> dict[str, Any]:
     return {"vcpus": 0, "mem": 0, "disk": 0, "gpus": {}, "n": 0, "bm": False}
 
 
-def host_usage(session: Session) -> list[HostFree]:
+def host_usage(session: Session) -> list[HostUsage]:
     """Every host with what its live servers hold, for placement and listing."""
     hosts = list(session.scalars(select(Host).order_by(Host.name)))
     used: dict[str, dict[str, Any]] = {}
@@ -140,7 +168,7 @@ def host_usage(session: Session) -> list[HostFree]:
     for h in hosts:
         u = used.get(h.id) or _no_use()
         out.append(
-            HostFree(
+            HostUsage(
                 name=h.name,
                 vcpus=h.vcpus,
                 memory_mb=h.memory_mb,
@@ -157,7 +185,7 @@ def host_usage(session: Session) -> list[HostFree]:
     return out
 
 
-def list_hosts(db: Database, caller: Caller) -> list[tuple[Host, HostFree]]:
+def list_hosts(db: Database, caller: Caller) -> list[tuple[Host, HostUsage]]:
     """Hosts with their usage (administrators only)."""
     caller.require_admin("see the host inventory")
     with db.read() as session:
