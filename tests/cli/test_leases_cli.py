@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ecliptic.cli.leases import ReservationOptions, reservations
+from ecliptic.client import FindRequest, FlavorReservationIn, LeaseCreate, LeaseUpdate
 from tests.cli.conftest import Cli, Cloud
 
 A100 = 'gpu_model == "A100"'
@@ -116,6 +117,45 @@ def test_lease_create_list_show_update_ledger_and_delete_refunds(admin_cli: Cli)
 
     res = admin_cli("lease", "list", "--ended", "-o", "json")
     assert "gpus" in {x["name"] for x in json.loads(res.stdout)}
+
+
+def test_servers_inside_a_lease_go_when_it_ends(admin_cli: Cli, cloud: Cloud) -> None:
+    res = admin_cli(
+        "lease", "create", "runs", "--flavor", "m1.tiny", "--duration", "1h", "--grace", "0m",
+        "--wait", "--timeout", "60", "-o", "json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    lease = json.loads(res.stdout)
+    assert lease["phase"] == "ACTIVE"
+    res = admin_cli("lease", "show", "runs", "--wait", "--timeout", "10")
+    assert res.exit_code == 0 and "ACTIVE" in res.stdout
+
+    res = admin_cli(
+        "server", "create", "in-lease", "--flavor", "m1.tiny", "--lease", "runs",
+        "--reservation", "slots", "-o", "json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    srv = json.loads(res.stdout)
+    assert srv["lease_id"] == lease["id"] and srv["reservation"] == "slots"
+    assert not srv["preemptible"]
+    res = admin_cli("server", "show", "in-lease")
+    assert f"in lease {lease['id']}, reservation slots" in res.stdout
+
+    res = admin_cli("server", "create", "spare", "--flavor", "m1.tiny", "--preemptible")
+    assert res.exit_code == 0, res.output
+    assert "preemptible: stopped when a lease needs its room" in res.stdout
+    res = admin_cli(
+        "server", "create", "both", "--flavor", "m1.tiny", "--lease", "runs", "--preemptible"
+    )
+    assert res.exit_code == 2 and "not both" in _unboxed(res.output)
+
+    res = admin_cli("lease", "delete", "runs")
+    assert res.exit_code == 0, res.output
+    assert "its 1 server goes after the grace period (0m)" in res.stdout
+    with cloud.admin() as admin:
+        admin.servers.wait_deleted("in-lease", timeout=60)
+        admin.servers.delete("spare")
+        admin.servers.wait_deleted("spare", timeout=60)
 
 
 def test_lease_from_a_yaml_file(admin_cli: Cli, tmp_path: Path) -> None:
@@ -244,6 +284,27 @@ def test_usage_errors_exit_2(admin_cli: Cli) -> None:
         res = admin_cli(*args)
         assert res.exit_code == 2, (args, res.output)
         assert text in _unboxed(res.output), (args, res.output)
+
+
+def test_client_takes_the_request_models(cloud: Cloud) -> None:
+    slots = FlavorReservationIn(kind="flavor", flavor="m1.tiny", count=1)
+    with cloud.admin() as c:
+        (first, *_) = c.availability.earliest(FindRequest(reservations=[slots], duration="1h"))
+        assert set(first.hosts) == {"slots"} and first.cost == {"vcpu": "1"}
+        lease = c.leases.create(
+            LeaseCreate(name="by-model", duration="1h", grace="0m", reservations=[slots])
+        )
+        try:
+            assert lease.cost == {"vcpu": "1"}
+            lease = c.leases.update("by-model", LeaseUpdate(extend="1h"))
+            assert lease.cost == {"vcpu": "2"} and "by-model" in {x.name for x in c.leases.list()}
+            assert [e.kind for e in c.credits.ledger(limit=1)] == ["charge"]
+            with pytest.raises(TypeError):
+                c.leases.update("by-model", LeaseUpdate(extend="1h"), shorten="1h")
+        finally:
+            assert c.leases.delete("by-model").phase in ("ENDING", "ENDED")
+        rows = c.availability.calendar(days=1, bucket="12h")
+        assert rows and all(len(r.buckets) == 2 for r in rows)
 
 
 # -- the reservation options alone ----------------------------------------------------------

@@ -158,7 +158,8 @@ def test_random_operations_keep_every_promise(ops: list[tuple]) -> None:  # type
                     for lease_id in ids:
                         reconcile_lease(ctx, lease_id)
             except EclipticError as exc:
-                event(f"refused: {exc.code}")  # a refusal is a fine answer; the invariants must hold either way
+                # A refusal is a fine answer; the invariants must hold either way.
+                event(f"refused: {exc.code}")
             check_invariants(db, booking, tenancy_id)
     finally:
         db.dispose()

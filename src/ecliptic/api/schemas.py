@@ -585,6 +585,7 @@ class CreditAllocate(Strict):
 class BalanceOut(BaseModel):
     """An allocation and what is left of it."""
 
+    allocation_id: str
     allocation: str
     resource_class: str
     description: str
@@ -605,5 +606,6 @@ class LedgerOut(BaseModel):
     resource_class: str
     hours: str
     allocation_id: str
+    allocation: str
     lease_id: str | None
     note: str

@@ -17,6 +17,7 @@ router = APIRouter(tags=["credits"])
 
 def _balance_out(b: credits.Balance) -> BalanceOut:
     return BalanceOut(
+        allocation_id=b.allocation_id,
         allocation=b.name,
         resource_class=b.resource_class,
         description=credits.describe(b.resource_class),
@@ -40,6 +41,7 @@ def ledger(
     caller: CallerDep, rt: RuntimeDep, limit: Annotated[int, Query(ge=1, le=5000)] = 200
 ) -> list[LedgerOut]:
     """Every credit movement of your tenancy, newest first."""
+    names = {b.allocation_id: b.name for b in credits.list_balances(rt.db, caller)}
     return [
         LedgerOut(
             id=e.id,
@@ -48,6 +50,7 @@ def ledger(
             resource_class=e.resource_class,
             hours=credits.fmt(e.hours),
             allocation_id=e.allocation_id,
+            allocation=names.get(e.allocation_id, ""),
             lease_id=e.lease_id,
             note=e.note,
         )
