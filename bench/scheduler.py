@@ -12,9 +12,15 @@ slots and GPU slices that is valid by construction, then measures, in memory:
   queries (one-hour steps), ``earliest_speedup`` the ratio of the two;
 - ``create_p95_ms`` (also ``fit_book_p95_ms``): ``fit`` then ``book`` of a mix of new
   leases (the services add the database commit);
-- ``calendar_ms``: a 30-day hourly calendar of every resource class (worst of 3);
+- ``calendar_ms``: a 30-day hourly calendar of every resource class (worst of 3), once the
+  calendar index exists; ``calendar_first_ms`` is the first one after a rebuild, which also
+  builds that index (it is then kept up to date by every booking);
 - ``rebuild_s``: ``Engine.rebuild`` from the plain host and booking lists;
-- ``rss_mb``: peak resident memory of the whole process.
+- ``rss_mb``: peak resident memory of the whole process (generator and baseline included).
+
+After each bulk build the collector runs and the heap is frozen, outside the timings, as
+``ecliptic serve`` does at start; ``gc_full_ms`` is what one full collection costs with this
+engine alive, the pause a process that does not freeze would see now and then.
 """
 
 from __future__ import annotations
@@ -241,6 +247,22 @@ def new_lease(rng: random.Random, racks: list[str]) -> list[Request]:
     return [SliceRequest("slices", rng.randint(1, 7), rng.choice(MIG[:4]), "A100")]
 
 
+Query = tuple[list[Request], timedelta, datetime]
+
+
+def baseline_earliest(
+    hosts: list[HostInfo], bookings: dict[str, Placement], queries: list[Query]
+) -> list[float]:
+    """Milliseconds the first-fit baseline takes for each ``earliest`` query."""
+    baseline = FirstFit(hosts)
+    for lid, p in bookings.items():
+        baseline.book(lid, p)
+    return [
+        _timed(lambda r=reqs, d=dur, t=nb: baseline.earliest(r, d, t, timedelta(days=30)))[0]
+        for reqs, dur, nb in queries
+    ]
+
+
 def run(n_hosts: int, n_res: int, seed: int) -> dict[str, float | int | str]:
     """Every measurement; returns the figures."""
     rng = random.Random(seed)
@@ -254,10 +276,12 @@ def run(n_hosts: int, n_res: int, seed: int) -> dict[str, float | int | str]:
     t0 = time.perf_counter()
     engine = Engine.rebuild(hosts, book.bookings)
     rebuild_s = time.perf_counter() - t0
+    gc_full_ms, _ = _timed(gc.collect)
+    gc.freeze()
 
     racks = sorted({str(h.properties["rack"]) for h in hosts})
     qrng = random.Random(seed + 1)
-    queries = []
+    queries: list[Query] = []
     for _ in range(200):
         text = qrng.choice([*HOST_FILTERS, f'rack == "{qrng.choice(racks)}"'])
         queries.append(
@@ -275,15 +299,8 @@ def run(n_hosts: int, n_res: int, seed: int) -> dict[str, float | int | str]:
         if isinstance(found, list) and found:
             waits.append((found[0].start - nb).total_seconds() / 3600)
 
-    baseline = FirstFit(hosts)
-    for lid, p in book.bookings.items():
-        baseline.book(lid, p)
     n_base = min(len(queries), 60)
-    theirs: list[float] = []
-    for reqs, dur, nb in queries[:n_base]:
-        ms, _ = _timed(lambda r=reqs, d=dur, t=nb: baseline.earliest(r, d, t, timedelta(days=30)))
-        theirs.append(ms)
-    del baseline
+    theirs = baseline_earliest(hosts, book.bookings, queries[:n_base])
     gc.collect()
 
     crng = random.Random(seed + 2)
@@ -301,6 +318,11 @@ def run(n_hosts: int, n_res: int, seed: int) -> dict[str, float | int | str]:
             engine.book(f"new-{i}", got)
         creates.append((time.perf_counter() - t1) * 1000)
 
+    first_ms, _ = _timed(
+        lambda: engine.calendar(T0 + timedelta(days=9), T0 + timedelta(days=39), timedelta(hours=1))
+    )
+    gc.collect()
+    gc.freeze()
     calendars = []
     for k in range(3):
         start = T0 + timedelta(days=10 + k)
@@ -325,8 +347,10 @@ def run(n_hosts: int, n_res: int, seed: int) -> dict[str, float | int | str]:
         "create_p50_ms": round(percentile(creates, 50), 2),
         "create_refused": refused,
         "calendar_ms": round(max(calendars), 1),
+        "calendar_first_ms": round(first_ms, 1),
         "calendar_rows": len(rows) if isinstance(rows, list) else 0,
         "rebuild_s": round(rebuild_s, 2),
+        "gc_full_ms": round(gc_full_ms, 0),
         "generate_s": round(gen_s, 1),
         "rss_mb": round(rss_peak, 0),
         "rss_now_mb": round(psutil.Process().memory_info().rss / 2**20, 0),

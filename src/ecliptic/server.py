@@ -32,6 +32,7 @@ def serve(settings: Settings, *, echo: bool = True) -> None:
         level=os.environ.get("ECLIPTIC_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     runtime = Runtime(settings)
     first = runtime.start()
     app = create_app(runtime)

@@ -29,7 +29,8 @@ def rows(cal: list[CalendarRow]) -> dict[str, list[tuple[int, int]]]:
 def test_rows_and_sums() -> None:
     eng = Engine([cpu("c1", 32), cpu("c2", 32), gpu("g1", 2), gpu("g2", 1, "H100", mig=False)])
     eng.book("h", placed(eng.fit("h", [HostRequest("h", 1, 1, 'name == "c1"')], at(0), at(2))))
-    eng.book("f", placed(eng.fit("f", [FlavorRequest("s", 2, 4, 1024)], at(1), at(3))))
+    slots = [FlavorRequest("s", 2, 4, 1024, filter="not gpu_model")]
+    eng.book("f", placed(eng.fit("f", slots, at(1), at(3))))
     eng.book("s", placed(eng.fit("s", [SliceRequest("s", 3, "2g.20gb")], at(0.5), at(1))))
     cal = eng.calendar(at(0), at(4), hours(1))
     assert [r.resource for r in cal] == [

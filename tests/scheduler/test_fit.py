@@ -74,7 +74,7 @@ def test_flavor_slots_pack_onto_the_tightest_host() -> None:
     eng.book("a", first)
     second = placed(eng.fit("b", [FlavorRequest("s", 1, 8, 4096)], at(1), at(2)))
     assert second.hosts() == first.hosts()  # best-fit: next to the first, not on an empty host
-    assert "g1" not in first.hosts()  # CPU work stays off GPU hosts while CPU hosts have room
+    assert "g1" not in first.hosts()  # CPU work stays off GPU hosts, CPU hosts being no busier
     many = placed(eng.fit("c", [FlavorRequest("s", 5, 8, 4096)], at(1), at(2)))
     assert sum(a.slots for a in many.allocations) == 5
     assert sum(a.amount.vcpus for a in many.allocations) == 40
@@ -190,3 +190,28 @@ def test_hosts_mapping_is_read_only_and_current() -> None:
     assert dict(eng.hosts)["c1"].up is False
     with pytest.raises(TypeError):
         eng.hosts["c2"] = cpu("c2")  # type: ignore[index]
+
+
+def test_shared_work_fills_a_partly_used_host_before_opening_an_empty_one() -> None:
+    eng = Engine([cpu("small", 16), cpu("big", 64)])
+    eng.book(
+        "a",
+        placed(
+            eng.fit("a", [FlavorRequest("s", 1, 8, 1024, filter='name == "big"')], at(0), at(4))
+        ),
+    )
+    # "small" would be the tighter fit by size, but using it takes a whole host away.
+    assert placed(eng.fit("b", [FlavorRequest("s", 1, 8, 1024)], at(1), at(2))).hosts() == ["big"]
+    # Beyond the first booking, "big" is as empty as "small": the smaller one is used.
+    assert placed(eng.fit("b", [FlavorRequest("s", 1, 8, 1024)], at(5), at(6))).hosts() == ["small"]
+
+
+def test_a_request_several_shapes_satisfy_goes_to_the_less_busy_shape() -> None:
+    eng = Engine([cpu("c0"), cpu("c1"), cpu("c2"), gpu("g0"), gpu("g1"), gpu("g2")])
+    # Nothing booked: the smallest hosts (CPU) are used first.
+    assert placed(eng.fit("x", [HostRequest("h", 1, 1)], at(0), at(1))).hosts() == ["c0"]
+    cpus = [HostRequest("h", 2, 2, "not gpu_model")]
+    eng.book("busy", placed(eng.fit("busy", cpus, at(0), at(8))))
+    # Two CPU hosts of three are taken then, no GPU host is: "any host" takes a GPU host
+    # and leaves the last CPU host to those who need one.
+    assert placed(eng.fit("x", [HostRequest("h", 1, 1)], at(1), at(2))).hosts() == ["g0"]

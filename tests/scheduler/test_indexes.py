@@ -87,7 +87,7 @@ def test_levels_match_brute_force(
     def level(t: int) -> int:
         return sum(v for s, d, v in adds if s <= t < s + d)
 
-    built = Levels.build(deltas)
+    built = Levels.build(list(deltas.items()))
     assert built.canonical() == lv.canonical()
     for t in range(0, 2700, 37):
         assert lv.level_at(t) == level(t) == built.level_at(t)

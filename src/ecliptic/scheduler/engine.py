@@ -30,31 +30,45 @@ Additions to the contract (extra, nothing above changed):
     engine.backfill_room(host, at) -> Amount    # room a new preemptible may take at ``at``
                                                 # and keep for its whole minimum lifetime
 
-How it works, in short:
+How it works:
 
-- every host has a :class:`~ecliptic.scheduler.timeline.Timeline` (a step function of
-  resource vectors, bisect lookups); a fit reads only the hosts that can match, in an
-  order that puts the best candidates first (own hosts, then the smallest hosts, CPU hosts
-  before GPU hosts for CPU work), and compares at most a bounded number of them, the way
-  Slurm bounds its backfill test;
-- best-fit: whole hosts go where the free gap in time is tightest around the window (so
-  long gaps stay whole for long leases) on the smallest matching hosts; slots and slices go
-  to the host (and GPU) left with the least room, never on a GPU host for CPU work while a
-  CPU host has room;
-- ``earliest`` first tries ``not_before`` directly, then runs one lazy sweep per request
-  over start times (:mod:`~ecliptic.scheduler.sweep`) to jump to the next start where
-  enough hosts are free, and tries a real placement there;
-- the calendar reads per-class hourly maxima (:mod:`~ecliptic.scheduler.occupancy`),
-  updated with every booking;
-- filter results are cached per filter text and dropped when the inventory changes.
+- Every host has a :class:`~ecliptic.scheduler.timeline.Timeline`: a step function of
+  resource vectors (see :mod:`~ecliptic.scheduler.resources`) with bisect lookups, so a
+  question about one host costs a few bisects, never a scan of its reservations.
+- Candidates are the hosts a filter matches (cached per filter text, dropped when the
+  inventory changes), kept in runs of one shape, smallest first.
+- Whole hosts: among the shapes the filter allows, the one least in demand over the
+  window (the largest share of its hosts still empty, in tenths, from an evenly spread
+  sample) and then the smallest; within a shape, the host whose free gap in time is the
+  tightest around the window, so long gaps stay whole for long leases (Blazar takes the
+  first hosts in database order, untouched ones first).
+- Slots and slices: hosts already in use during the window first, those the window adds
+  the fewest idle minutes to first; an empty host only when those are full, of the least
+  busy shape. Ties go to the host left with the least idle GPU room (slices pack onto
+  partly cut GPUs; CPU work stays off hosts with idle GPUs), then the least CPU and memory
+  left, then the tightest gap in time. On a host, GPUs are chosen best-fit.
+- The search is bounded, as Slurm bounds its backfill test: about ``EXAMINE`` partly used
+  hosts with room and a few empty hosts of each shape are compared.
+- A lease being re-placed (``fit`` with its own id: an update, or healing after a host
+  went down) prefers the hosts it holds, so only what must move moves.
+- ``earliest`` tries ``not_before`` directly; if that fails it runs one lazy sweep per
+  request over start times (:mod:`~ecliptic.scheduler.sweep`), jumps to the next start
+  where every request could have enough hosts, and tries a real placement there; a start
+  can only become possible where a booking ends, so no start is skipped.
+- Preemptible servers inside their minimum lifetime count as held capacity (for ``fit``
+  and ``earliest``); past it they are invisible, and ``victims`` picks who goes.
+- The calendar reads per-class hourly maxima (:mod:`~ecliptic.scheduler.occupancy`). That
+  index is built on first use (about a second for 100,000 bookings) and then kept up to
+  date by every booking, so rebuilding an engine for fit/book never pays for it.
 
 Times are integer minutes since the epoch inside; starts are rounded down and ends up.
 """
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -103,10 +117,11 @@ from ecliptic.scheduler.sweep import Piece, Sweep, agree
 from ecliptic.scheduler.timeline import Timeline
 
 EXAMINE = 48
-"""A fit compares about this many partly used hosts with room (more when it needs more)."""
+"""A fit compares about this many partly used hosts with room, and about this many empty
+hosts of each shape (more when it needs more), the way Slurm bounds its backfill test."""
 
-VISIT = 512
-"""...and looks at no more than this many hosts once it has found enough room."""
+PRESSURE_SAMPLE = 64
+"""Hosts of a shape looked at (evenly spread) to estimate how busy that shape is."""
 
 SEARCH_HORIZON = timedelta(days=366)
 """How far ``fit`` looks for the start preemptible lifetimes allow, for ``NoFit.earliest_start``."""
@@ -139,8 +154,8 @@ def to_minutes(t: datetime, *, up: bool = False) -> int:
     """Minutes since the epoch (UTC; naive times are taken as UTC), rounded down or up."""
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
-    seconds = (t - _EPOCH).total_seconds()
-    return math.ceil(seconds / 60) if up else math.floor(seconds / 60)
+    ts = t.timestamp()
+    return int(-(-ts // 60)) if up else int(ts // 60)
 
 
 def from_minutes(m: int) -> datetime:
@@ -169,6 +184,12 @@ class _Option:
     slots: int
     free: list[int]
     order: int
+    opens: bool = False
+    """The host is empty in the window: using it takes a whole host away."""
+    idle: int = 10
+    """Tenths of the window during which the host holds nothing yet (rounded up)."""
+    pressure: int = 0
+    """For an empty host: how busy hosts of its shape are in the window (0-10)."""
 
 
 class Engine:
@@ -200,9 +221,9 @@ class Engine:
         self._pre: dict[str, Preemptible] = {}
         self._pre_vec: dict[str, Vector] = {}
         self._pre_on: dict[int, set[str]] = {}
-        self._levels: dict[str, Levels] = {}
-        self._totals: dict[str, int] = {}
-        self._cache: dict[tuple[Any, ...], list[int]] = {}
+        self._levels: dict[str, Levels] | None = None
+        """Calendar index (per-class reserved levels); None until the calendar is first used."""
+        self._cache: dict[tuple[Any, ...], tuple[list[int], list[range]]] = {}
         for host in hosts:
             self.set_host(host)
 
@@ -258,10 +279,9 @@ class Engine:
         self._tl.append(Timeline(shape.zero))
         self._terms.append(self._terms_for(shape))
         self._host_leases.append({})
-        for name in self._terms[h].names:
-            if name not in self._levels:
-                self._levels[name] = Levels()
-                self._totals[name] = 0
+        if self._levels is not None:
+            for name in self._terms[h].names:
+                self._levels.setdefault(name, Levels())
         self._cache.clear()
         self._set_up(h, host.up)
         return h
@@ -279,15 +299,16 @@ class Engine:
         if self._up[h] == up:
             return
         self._up[h] = up
+        if self._levels is None:
+            return
         sign = 1 if up else -1
         terms = self._terms[h]
-        for name, total in zip(terms.names, terms.totals, strict=True):
-            self._totals[name] += sign * total
         tl = self._tl[h]
         for k in range(len(tl.times) - 1):
             for name, c in zip(terms.names, terms.values(tl.levels[k]), strict=True):
                 if c:
-                    self._levels[name].add(tl.times[k], tl.times[k + 1], sign * c)
+                    lv = self._levels.setdefault(name, Levels())
+                    lv.add(tl.times[k], tl.times[k + 1], sign * c)
 
     @property
     def hosts(self) -> Mapping[str, HostInfo]:
@@ -359,10 +380,10 @@ class Engine:
 
     def _apply(self, h: int, changes: list[tuple[int, int, Vector, Vector]]) -> None:
         """Carry a host's timeline changes into the calendar levels."""
-        if not self._up[h]:
+        levels = self._levels
+        if levels is None or not self._up[h]:
             return
         terms = self._terms[h]
-        levels = self._levels
         for a, b, old, new in changes:
             before = terms.values(old)
             after = terms.values(new)
@@ -420,7 +441,28 @@ class Engine:
         min_preemptible_lifetime: timedelta = timedelta(hours=1),
         **options: Any,
     ) -> Engine:
-        """An engine loaded from stored hosts and bookings in bulk (bookings are not re-checked)."""
+        """An engine loaded from stored hosts and bookings in bulk (bookings are not re-checked).
+
+        The garbage collector is paused meanwhile: the load makes millions of objects that all
+        live on, and collecting them as they come would only cost time.
+        """
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return cls._rebuild(hosts, bookings, preemptibles, min_preemptible_lifetime, options)
+        finally:
+            if paused:
+                gc.enable()
+
+    @classmethod
+    def _rebuild(
+        cls,
+        hosts: Iterable[HostInfo],
+        bookings: Mapping[str, Placement] | Iterable[tuple[str, Placement]],
+        preemptibles: Iterable[Preemptible],
+        min_preemptible_lifetime: timedelta,
+        options: dict[str, Any],
+    ) -> Engine:
         eng = cls((), min_preemptible_lifetime, **options)
         infos = list(hosts)
         for host in infos:
@@ -431,48 +473,35 @@ class Engine:
         later: list[tuple[str, Placement]] = []
         items = bookings.items() if isinstance(bookings, Mapping) else bookings
         ids, shapes, host_leases = eng._ids, eng._shape, eng._host_leases
+        leases, spans, all_holdings = eng._leases, eng._span_of, eng._holdings
         for lid, placement in items:
-            if any(needs_pinning(a.amount) for a in placement.allocations):
-                later.append((lid, placement))
-                continue
             s = to_minutes(placement.start)
             e = to_minutes(placement.end, up=True)
             holdings = []
             for alloc in placement.allocations:
+                amount = alloc.amount
+                if needs_pinning(amount):
+                    break
                 h = ids.get(alloc.host)
                 if h is None:
                     raise UnknownHost(alloc.host)
-                vec = holding_vector(shapes[h], alloc.amount)
+                vec = shapes[h].whole if amount.whole_host else holding_vector(shapes[h], amount)
                 holdings.append(_Holding(h, s, e, vec))
-                per_host[h].append((s, e, vec))
-                held = host_leases[h]
-                held[lid] = held.get(lid, 0) + 1
-            eng._leases[lid] = placement
-            eng._span_of[lid] = (s, e)
-            eng._holdings[lid] = holdings
-        deltas: dict[str, dict[int, int]] = {name: {} for name in eng._levels}
-        for h, holdings_h in enumerate(per_host):
-            tl = Timeline.build(shapes[h].zero, holdings_h) if holdings_h else eng._tl[h]
-            eng._tl[h] = tl
-            eng._info[h] = eng._by_name[infos[h].name] = infos[h]
-            if not infos[h].up:
+            else:
+                for hd in holdings:
+                    per_host[hd.host].append((s, e, hd.vec))
+                    held = host_leases[hd.host]
+                    held[lid] = held.get(lid, 0) + 1
+                leases[lid] = placement
+                spans[lid] = (s, e)
+                all_holdings[lid] = holdings
                 continue
-            eng._up[h] = True
-            terms = eng._terms[h]
-            names = terms.names
-            for name, total in zip(names, terms.totals, strict=True):
-                eng._totals[name] += total
-            prev = terms.zeros
-            for t, level in zip(tl.times, tl.levels, strict=True):
-                vals = terms.values(level)
-                if vals != prev:
-                    for name, x, y in zip(names, prev, vals, strict=True):
-                        if x != y:
-                            d = deltas[name]
-                            d[t] = d.get(t, 0) + y - x
-                    prev = vals
-        for name, d in deltas.items():
-            eng._levels[name] = Levels.build(d)
+            later.append((lid, placement))
+        for h, holdings_h in enumerate(per_host):
+            if holdings_h:
+                eng._tl[h] = Timeline.build(shapes[h].zero, holdings_h)
+            eng._info[h] = eng._by_name[infos[h].name] = infos[h]
+            eng._up[h] = infos[h].up
         for lid, placement in later:
             eng._book(lid, placement, check=False)
         for p in preemptibles:
@@ -547,39 +576,60 @@ class Engine:
 
     def _matching(self, text: str) -> list[int]:
         """Hosts matching a filter, smallest first (cached per filter text)."""
-        key = ("match", text)
-        ids = self._cache.get(key)
-        if ids is None:
+        return self._candidates(("match", text))[0]
+
+    def _eligible(self, text: str, demand: SlotDemand) -> tuple[list[int], list[range]]:
+        """Hosts matching a filter that have the GPUs a slot needs, smallest first, and the
+        runs of hosts of one shape in that list."""
+        return self._candidates(
+            ("eligible", text, demand.gpus > 0, demand.gpu_model, demand.profile)
+        )
+
+    def _candidates(self, key: tuple[Any, ...]) -> tuple[list[int], list[range]]:
+        got = self._cache.get(key)
+        if got is not None:
+            return got
+        text = key[1]
+        if key[0] == "match":
             flt = compile_filter(text)
             ids = [h for h in range(len(self._info)) if flt(self._props[h])]
             ids.sort(key=lambda h: (self._size[h], h))
-            self._cache[key] = ids
-        return ids
-
-    def _eligible(self, text: str, demand: SlotDemand) -> list[int]:
-        """Hosts matching a filter that have the GPUs a slot needs, in the order to try them."""
-        sig = (demand.gpus > 0, demand.gpu_model, demand.profile)
-        key = ("eligible", text, *sig)
-        ids = self._cache.get(key)
-        if ids is None:
+        else:
+            _, _, whole_gpus, model, profile = key
             base = self._matching(text)
-            if demand.profile:
-                ids = [
-                    h for h in base if self._shape[h].slice_gpus(demand.profile, demand.gpu_model)
-                ]
-            elif demand.gpus > 0:
+            if profile:
+                ids = [h for h in base if self._shape[h].slice_gpus(profile, model)]
+            elif whole_gpus:
                 ids = [
                     h
                     for h in base
                     if any(
-                        len(self._shape[h].gpus_of(m)) >= demand.gpus
-                        for m in ([demand.gpu_model] if demand.gpu_model else self._shape[h].models)
+                        self._shape[h].gpus_of(m)
+                        for m in ([model] if model else self._shape[h].models)
                     )
                 ]
-            else:  # CPU work: hosts without GPUs first
-                ids = sorted(base, key=lambda h: (self._size[h][0] > 0, self._size[h], h))
-            self._cache[key] = ids
-        return ids
+            else:
+                ids = list(base)
+        runs: list[range] = []
+        lo = 0
+        for i in range(1, len(ids) + 1):
+            if i == len(ids) or self._size[ids[i]] != self._size[ids[lo]]:
+                runs.append(range(lo, i))
+                lo = i
+        got = self._cache[key] = (ids, runs)
+        return got
+
+    def _pressure(self, cands: list[int], run: range, s: int, e: int, protect: bool) -> int:
+        """How busy hosts of one shape are over [s, e), 0 (all empty) to 10 (none empty),
+        from an evenly spread sample of them."""
+        up = empty = 0
+        for i in run[:: max(1, len(run) // PRESSURE_SAMPLE)]:
+            h = cands[i]
+            if self._up[h]:
+                up += 1
+                if self._empty(h, s, e, protect):
+                    empty += 1
+        return 10 - (10 * empty) // max(1, up)
 
     def _protected(self, h: int, s: int, e: int) -> list[tuple[int, int, Vector]]:
         """Preemptibles on a host still inside their minimum lifetime somewhere in [s, e)."""
@@ -625,23 +675,35 @@ class Engine:
         overlay: dict[int, list[int]],
         prefer: set[int],
     ) -> list[Allocation] | NoFit:
-        cands = self._matching(req.filter)
+        cands, runs = self._candidates(("match", req.filter))
         up, tls, size = self._up, self._tl, self._size
         enough = max(4 * req.max_count, EXAMINE) if not prefer else len(cands)
-        free: list[tuple[int, tuple[int, int, int, int], int, int]] = []
+        # Candidates come in runs of one shape, smallest first. A request that several shapes
+        # satisfy goes to the shape least in demand over the window (the largest share of
+        # its hosts still empty), then to the smallest; within a shape, to the host whose
+        # free gap in time is the tightest, so long gaps stay whole for long leases.
+        free: list[tuple[int, int, tuple[int, int, int, int], int, int]] = []
         busy: list[int] = []
         pre_on = self._pre_on if protect else {}
-        for h in cands:
-            if not up[h] or h in overlay:
+        for run in runs:
+            found: list[int] = []
+            for i in run:
+                h = cands[i]
+                if not up[h] or h in overlay:
+                    continue
+                tl = tls[h]
+                if not tl.is_free(s, e) or (h in pre_on and self._protected(h, s, e)):
+                    if len(busy) < MAX_BLOCKERS:
+                        busy.append(h)
+                    continue
+                found.append(h)
+                if len(found) >= enough:
+                    break
+            if not found:
                 continue
-            tl = tls[h]
-            if not tl.is_free(s, e) or (h in pre_on and self._protected(h, s, e)):
-                if len(busy) < MAX_BLOCKERS:
-                    busy.append(h)
-                continue
-            free.append((0 if h in prefer else 1, size[h], tl.slack(s, e), h))
-            if len(free) >= enough:
-                break
+            pressure = self._pressure(cands, run, s, e, protect) if len(runs) > 1 else 0
+            for h in found:
+                free.append((0 if h in prefer else 1, pressure, size[h], tls[h].slack(s, e), h))
         if len(free) < req.min_count:
             n_up = sum(1 for h in cands if up[h])
             what = f" matching {req.filter!r}" if req.filter else ""
@@ -677,48 +739,47 @@ class Engine:
         overlay: dict[int, list[int]],
         prefer: set[int],
     ) -> list[Allocation] | NoFit:
-        cands = self._eligible(text, demand)
-        if prefer:
-            cands = [h for h in cands if h in prefer] + [h for h in cands if h not in prefer]
+        cands, runs = self._eligible(text, demand)
         need_hosts = count if affinity == "anti-affinity" else 1
         options: list[_Option] = []
-        empty_seen: dict[Vector, int] = {}
-        capacity = 0
         examined = 0
         busy: list[int] = []
         up, tls, shapes = self._up, self._tl, self._shape
-        cpu_only = demand.gpus == 0 and not demand.profile
-
-        def satisfied() -> bool:
-            if affinity == "affinity":
-                return any(o.slots >= count for o in options)
-            if affinity == "anti-affinity":
-                return len(options) >= count
-            return capacity >= count
-
-        visited = 0
-        for order, h in enumerate(cands):
-            if not up[h]:
-                continue
-            if cpu_only and shapes[h].ngpus and satisfied():
-                break  # CPU work never goes to a GPU host while CPU hosts have room
-            visited += 1
-            if (examined >= EXAMINE or visited > VISIT) and satisfied():
-                break
-            shape = shapes[h]
-            if h not in overlay and self._empty(h, s, e, protect):
-                # All empty hosts of one shape are alike: keep a few to compare slack.
-                seen = empty_seen.get(shape.cap, 0)
-                n = max_slots(shape, shape.cap, demand)
-                if n <= 0:
-                    continue
-                wanted = need_hosts if affinity == "anti-affinity" else -(-count // n)
-                if seen >= wanted + 4:
-                    continue
-                empty_seen[shape.cap] = seen + 1
-                options.append(_Option(h, n, list(shape.cap), order))
-                capacity += n
+        if prefer:  # a lease being re-placed looks at its own hosts first
+            runs = [range(len(cands))]
+            cands = [h for h in cands if h in prefer] + [h for h in cands if h not in prefer]
+        # Within each run of one shape: empty hosts are all alike, so a few are kept; partly
+        # used hosts get the full check, up to EXAMINE with room in all.
+        room_of_empty: dict[Vector, int] = {}
+        for run in runs:
+            empties: list[_Option] = []
+            if prefer:
+                quota = len(cands)
             else:
+                first = shapes[cands[run.start]]
+                per_empty = max_slots(first, first.cap, demand)
+                quota = (
+                    need_hosts if affinity == "anti-affinity" else -(-count // max(1, per_empty))
+                )
+                quota = quota + 4 if per_empty > 0 else 0
+            for i in run:
+                h = cands[i]
+                if not up[h]:
+                    continue
+                shape = shapes[h]
+                if h not in overlay and self._empty(h, s, e, protect):
+                    n = room_of_empty.get(shape.cap)
+                    if n is None:
+                        n = room_of_empty[shape.cap] = max_slots(shape, shape.cap, demand)
+                    if n > 0 and len(empties) < quota:
+                        empties.append(_Option(h, n, list(shape.cap), i, opens=True))
+                    elif examined >= EXAMINE:
+                        break
+                    continue
+                if examined >= EXAMINE and h not in prefer:
+                    if len(empties) >= quota:
+                        break
+                    continue
                 at_s = tls[h].at(s)
                 if at_s[OCC] >= WHOLE or at_s[VCPU] + demand.vcpus > shape.cap[VCPU]:
                     if len(busy) < MAX_BLOCKERS:
@@ -730,9 +791,14 @@ class Engine:
                     if len(busy) < MAX_BLOCKERS:
                         busy.append(h)
                     continue
-                options.append(_Option(h, n, free, order))
-                capacity += n
+                idle = (e - s) - tls[h].busy_minutes(s, e)
+                options.append(_Option(h, n, free, i, idle=-(-10 * idle // (e - s))))
                 examined += 1
+            if empties:
+                pressure = self._pressure(cands, run, s, e, protect) if len(runs) > 1 else 0
+                for opt in empties:
+                    opt.pressure = pressure
+                    options.append(opt)
         chosen = self._choose(options, demand, count, affinity, s, e, prefer)
         if chosen is None:
             what = f" matching {text!r}" if text else ""
@@ -807,7 +873,16 @@ class Engine:
                 gpu_waste = (sum(left[GPU0:]), 0)
             cpu_left = sum(left[d] / cap[d] for d in (VCPU, MEM) if cap[d] > 0)
             slack = self._tl[opt.host].slack(s, e)
-            return (opt.host not in prefer, gpu_waste, round(cpu_left, 6), -q, slack, opt.order)
+            return (
+                opt.host not in prefer,
+                opt.idle,
+                opt.pressure,
+                gpu_waste,
+                round(cpu_left, 6),
+                -q,
+                slack,
+                opt.order,
+            )
 
         if affinity == "affinity":
             fits = [o for o in options if o.slots >= count]
@@ -921,7 +996,7 @@ class Engine:
                 demand = SlotDemand(gpu_model=req.gpu_model, profile=req.profile)
                 affinity = "none"
             need = 1 if affinity == "affinity" else req.count
-            for h in self._eligible(req.filter, demand):
+            for h in self._eligible(req.filter, demand)[0]:
                 if self._up[h]:
                     tl = self._timeline_for(h, first, copies)
                     pieces = tl.window_peaks(first, last, d)
@@ -945,6 +1020,55 @@ class Engine:
 
     # -- calendar ----------------------------------------------------------------------------
 
+    def _calendar_index(self) -> dict[str, Levels]:
+        """The per-class levels, built from the timelines on first use, then kept current."""
+        if self._levels is not None:
+            return self._levels
+        paused = gc.isenabled()
+        gc.disable()  # as in rebuild: many objects, all kept
+        try:
+            self._levels = self._build_calendar_index()
+        finally:
+            if paused:
+                gc.enable()
+        return self._levels
+
+    def _build_calendar_index(self) -> dict[str, Levels]:
+        deltas: dict[str, list[tuple[int, int]]] = {}
+        for terms in self._term_cache.values():
+            for name in terms.names:
+                deltas.setdefault(name, [])
+        targets: dict[int, list[list[tuple[int, int]]]] = {}
+        for h, tl in enumerate(self._tl):
+            if not self._up[h] or not tl.times:
+                continue
+            terms = self._terms[h]
+            out = targets.get(id(terms))
+            if out is None:
+                out = targets[id(terms)] = [deltas[name] for name in terms.names]
+            values = terms.values
+            prev = terms.zeros
+            for t, level in zip(tl.times, tl.levels, strict=True):
+                vals = values(level)
+                if vals != prev:
+                    for target, x, y in zip(out, prev, vals, strict=True):
+                        if x != y:
+                            target.append((t, y - x))
+                    prev = vals
+        return {name: Levels.build(d) for name, d in deltas.items()}
+
+    def _totals(self) -> dict[str, int]:
+        """Capacity per class over the hosts that are up."""
+        totals: dict[str, int] = {}
+        for terms in self._term_cache.values():
+            for name in terms.names:
+                totals.setdefault(name, 0)
+        for h, terms in enumerate(self._terms):
+            if self._up[h]:
+                for name, total in zip(terms.names, terms.totals, strict=True):
+                    totals[name] += total
+        return totals
+
     def calendar(self, start: datetime, end: datetime, bucket: timedelta) -> list[CalendarRow]:
         """Capacity and reservations per resource class in ``bucket`` steps over [start, end)."""
         a = to_minutes(start)
@@ -953,9 +1077,11 @@ class Engine:
         edges = list(range(a, b, step))
         starts = [from_minutes(t) for t in edges]
         rows = []
-        for name in sorted(self._levels, key=_class_order):
-            lv = self._levels[name]
-            total = self._totals.get(name, 0)
+        index = self._calendar_index()
+        totals = self._totals()
+        for name in sorted(index, key=_class_order):
+            lv = index[name]
+            total = totals.get(name, 0)
             buckets = tuple(
                 CalendarBucket(starts[i], total, reserved)
                 for i, reserved in enumerate(lv.peaks(edges, b))
@@ -966,14 +1092,16 @@ class Engine:
     # -- preemptibles ------------------------------------------------------------------------
 
     def add_preemptible(self, p: Preemptible) -> None:
-        """Record a running preemptible server (its GPUs are pinned if it does not say where)."""
+        """Record a running preemptible server (GPUs it does not place are put on GPUs free
+        for its whole minimum lifetime, when there are such)."""
         h = self._host_id(p.host)
         if p.server_id in self._pre:
             self.remove_preemptible(p.server_id)
         shape = self._shape[h]
         if needs_pinning(p.amount):
+            # GPUs free for the whole minimum lifetime, as backfill_room counts them.
             t = to_minutes(p.started_at)
-            used = list(self._tl[h].at(t))
+            used = list(self._tl[h].peak(t, t + max(1, self._min_life)))
             for sid in self._pre_on.get(h, ()):
                 for i, v in enumerate(self._pre_vec[sid]):
                     used[i] += v
@@ -1124,8 +1252,10 @@ class Engine:
                 for h in range(len(self._info))
                 if self._tl[h].times
             },
-            "calendar": {name: self._levels[name].canonical() for name in sorted(self._levels)},
-            "totals": dict(sorted(self._totals.items())),
+            "calendar": {
+                name: lv.canonical() for name, lv in sorted(self._calendar_index().items())
+            },
+            "totals": dict(sorted(self._totals().items())),
         }
 
 

@@ -11,6 +11,7 @@ walking whole empty ten-day blocks in one step.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
+from operator import itemgetter
 
 SLOT = 60
 """Slot length, minutes."""
@@ -80,26 +81,52 @@ class Levels:
         self._inner_blocks: dict[int, int] = {}
 
     @classmethod
-    def build(cls, deltas: dict[int, int]) -> Levels:
-        """The levels of a function given as {time: change}, in one sorted pass."""
+    def build(cls, changes: list[tuple[int, int]]) -> Levels:
+        """The levels of a function given as (time, change) pairs (sorted here, in place)."""
         lv = cls()
-        for t in sorted(deltas):
-            d = deltas[t]
-            if not d:
+        changes.sort(key=itemgetter(0))
+        changes.append((1 << 62, 0))  # sentinel: flushes the last change
+        at_start: dict[int, int] = {}
+        inner_of = lv._inner
+        cur_k = -1
+        inner: _Inner | None = None
+        net = 0  # sum of the changes inside the current slot
+        pt, pd = changes[0][0], 0
+        for t, d in changes:
+            if t == pt:
+                pd += d
                 continue
-            k = t // SLOT
-            if t == k * SLOT:
-                lv._bump(k, d)
-            else:
-                inner = lv._inner.get(k)
-                if inner is None:
-                    inner = lv._inner[k] = _Inner()
-                    lv._inner_blocks[k // BLOCK] = lv._inner_blocks.get(k // BLOCK, 0) + 1
-                inner.times.append(t)
-                inner.deltas.append(d)
-                lv._bump(k + 1, d)
-        for inner in lv._inner.values():
-            inner.recompute()
+            if pd:
+                k = pt // SLOT
+                if k != cur_k:
+                    if net:
+                        at_start[cur_k + 1] = at_start.get(cur_k + 1, 0) + net
+                    cur_k, inner, net = k, None, 0
+                if pt == k * SLOT:
+                    at_start[k] = at_start.get(k, 0) + pd
+                else:
+                    if inner is None:
+                        inner = inner_of[k] = _Inner()
+                    inner.times.append(pt)
+                    inner.deltas.append(pd)
+                    net += pd
+            pt, pd = t, d
+        if net:
+            at_start[cur_k + 1] = at_start.get(cur_k + 1, 0) + net
+        changes.pop()
+        for k, slot in inner_of.items():
+            slot.recompute()
+            lv._inner_blocks[k // BLOCK] = lv._inner_blocks.get(k // BLOCK, 0) + 1
+        for k, d in at_start.items():
+            if d:
+                b = k // BLOCK
+                blk = lv._d.get(b)
+                if blk is None:
+                    blk = lv._d[b] = {}
+                    lv._block_sum[b] = 0
+                blk[k] = d
+                lv._block_sum[b] += d
+        lv._block_keys = sorted(lv._d)
         return lv
 
     def _bump(self, k: int, d: int) -> None:

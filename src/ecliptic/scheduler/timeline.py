@@ -143,6 +143,16 @@ class Timeline:
         i = bisect_left(self.busy_starts, end)
         return not (i and self.busy_ends[i - 1] > start)
 
+    def busy_minutes(self, start: int, end: int) -> int:
+        """Minutes of [start, end) during which something is held."""
+        starts, ends = self.busy_starts, self.busy_ends
+        i = max(0, bisect_right(ends, start))
+        total = 0
+        while i < len(starts) and starts[i] < end:
+            total += min(ends[i], end) - max(starts[i], start)
+            i += 1
+        return total
+
     def slack(self, start: int, end: int) -> int:
         """Free minutes before ``start`` plus after ``end`` (each capped) on an empty window."""
         i = bisect_left(self.busy_starts, end)
