@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from ecliptic.phases import LeasePhase, ServerPhase
 from ecliptic.reconcile.base import Context, Outcome, reconciler
-from ecliptic.store.models import Event, Lease, Server
-from ecliptic.store.transitions import move
+from ecliptic.store.models import Lease, Server
+from ecliptic.store.transitions import move, note
 
 POLL_S = 0.5
 PREEMPT_GRACE_S = 30.0
@@ -108,16 +108,11 @@ def _warn(ctx: Context, lease_id: str, end: datetime) -> None:
         if lease is None:
             return
         lease.status = {**lease.status, "warned": True}
-        session.add(
-            Event(
-                tenancy_id=lease.tenancy_id,
-                object_kind="lease",
-                object_id=lease.id,
-                from_phase=lease.phase,
-                to_phase=lease.phase,
-                reason=f"before-end: lease '{lease.name}' ends at {end:%Y-%m-%d %H:%M} UTC; "
-                "save your work or extend it ('ecliptic lease update --extend')",
-            )
+        note(
+            session,
+            lease,
+            f"before-end: lease '{lease.name}' ends at {end:%Y-%m-%d %H:%M} UTC; "
+            "save your work or extend it ('ecliptic lease update --extend')",
         )
 
 

@@ -38,7 +38,7 @@ from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import find_flavor
 from ecliptic.services.pricing import lease_cost
 from ecliptic.store.models import Event, Host, Lease, LeaseAllocation, Server
-from ecliptic.store.transitions import move
+from ecliptic.store.transitions import move, note
 from ecliptic.store.workqueue import WorkQueue
 
 MAX_LEASE = timedelta(days=366)
@@ -357,16 +357,7 @@ def update_lease(
         lease.status = {**lease.status, "cost": _cost_json(cost)}
         lease.generation += 1
         _store_placement(session, lease, result)
-        session.add(
-            Event(
-                tenancy_id=tenancy_id,
-                object_kind="lease",
-                object_id=lease.id,
-                from_phase=lease.phase,
-                to_phase=lease.phase,
-                reason=f"updated: {start_check:%Y-%m-%d %H:%M} to {end_check:%Y-%m-%d %H:%M}",
-            )
-        )
+        note(session, lease, f"updated: {start_check:%Y-%m-%d %H:%M} to {end_check:%Y-%m-%d %H:%M}")
         engine.release(lease.id)
         engine.book(lease.id, result)
         queue.enqueue(session, "lease", lease.id)
@@ -534,17 +525,7 @@ def _heal(session: Session, engine: Engine, queue: WorkQueue, lease: Lease, lost
     found = engine.fit(f"heal:{lease.id}", wanted, placement.start, placement.end)
     if isinstance(found, NoFit):
         engine.book(lease.id, placement)  # keep the claim: the host may come back
-        lease.phase_reason = f"lost host {lost_host}; no replacement is free ({found.reason})"
-        session.add(
-            Event(
-                tenancy_id=lease.tenancy_id,
-                object_kind="lease",
-                object_id=lease.id,
-                from_phase=lease.phase,
-                to_phase=lease.phase,
-                reason=lease.phase_reason,
-            )
-        )
+        note(session, lease, f"lost host {lost_host}; no replacement is free ({found.reason})")
         return f"{lease.name}: no replacement for {lost_host}"
     combined = Placement(placement.start, placement.end, keep + found.allocations)
     engine.book(lease.id, combined)
@@ -564,17 +545,7 @@ def _heal(session: Session, engine: Engine, queue: WorkQueue, lease: Lease, lost
     if started:
         move(session, lease, LeasePhase.ACTIVE, f"host {lost_host} replaced by {new_hosts}")
     else:
-        lease.phase_reason = f"host {lost_host} went down; re-placed on {new_hosts}"
-        session.add(
-            Event(
-                tenancy_id=lease.tenancy_id,
-                object_kind="lease",
-                object_id=lease.id,
-                from_phase=lease.phase,
-                to_phase=lease.phase,
-                reason=lease.phase_reason,
-            )
-        )
+        note(session, lease, f"host {lost_host} went down; re-placed on {new_hosts}")
     queue.enqueue(session, "lease", lease.id)
     return f"{lease.name}: {lost_host} replaced by {new_hosts}"
 

@@ -42,3 +42,18 @@ def move(session: Session, obj: Reconciled | Lease, target: str, reason: str = "
         )
     )
     return True
+
+
+def note(session: Session, obj: Reconciled | Lease, reason: str) -> None:
+    """Record something that happened to ``obj`` without a phase change (it keeps its phase)."""
+    obj.phase_reason = reason
+    session.add(
+        Event(
+            tenancy_id=getattr(obj, "tenancy_id", None),
+            object_kind=type(obj).__name__.lower(),
+            object_id=getattr(obj, "id", ""),
+            from_phase=obj.phase,
+            to_phase=obj.phase,
+            reason=reason,
+        )
+    )
