@@ -10,12 +10,14 @@ slots and GPU slices that is valid by construction, then measures, in memory:
   model with RDMA, a driver version...), 2 to 72 hours, from a random day, 30-day horizon,
   3 alternatives; ``baseline_earliest_p95_ms`` is the Blazar-style first-fit for the same
   queries (one-hour steps), ``earliest_speedup`` the ratio of the two;
-- ``create_p95_ms`` (also ``fit_book_p95_ms``): ``fit`` then ``book`` of a mix of new
-  leases (the services add the database commit);
+- ``fit_book_p95_ms``: ``fit`` then ``book`` of a mix of new leases, in memory;
+- ``create_p95_ms``: creating a lease through the services on SQLite holding the same
+  book, including the transaction commit (credits charged, allocations written);
 - ``calendar_ms``: a 30-day hourly calendar of every resource class (worst of 3), once the
   calendar index exists; ``calendar_first_ms`` is the first one after a rebuild, which also
   builds that index (it is then kept up to date by every booking);
-- ``rebuild_s``: ``Engine.rebuild`` from the plain host and booking lists;
+- ``rebuild_s``: building the engine from the SQLite database holding the book (what a
+  restart costs); ``engine_rebuild_s`` is ``Engine.rebuild`` from plain lists;
 - ``rss_mb``: peak resident memory of the whole process (generator and baseline included).
 
 After each bulk build the collector runs and the heap is frozen, outside the timings, as
@@ -36,10 +38,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import psutil
 
 from bench.harness import percentile
+from bench.store_scale import measure as measure_store
 from ecliptic.scheduler.baseline import FirstFit
 from ecliptic.scheduler.engine import Engine
 from ecliptic.scheduler.filters import compile_filter, host_properties
@@ -135,13 +139,13 @@ def generate(hosts: list[HostInfo], n: int, rng: random.Random) -> Book:
     tls = [Timeline(s.zero) for s in shapes]
     props = [host_properties(h) for h in hosts]
     racks: dict[str, list[int]] = {}
-    for i, h in enumerate(hosts):
-        racks.setdefault(str(h.properties["rack"]), []).append(i)
+    for i, info in enumerate(hosts):
+        racks.setdefault(str(info.properties["rack"]), []).append(i)
     groups = [[i for i in range(len(hosts)) if compile_filter(f)(props[i])] for f in HOST_FILTERS]
-    cpu_ids = [i for i, h in enumerate(hosts) if not h.gpus]
+    cpu_ids = [i for i, info in enumerate(hosts) if not info.gpus]
     by_model: dict[str, list[int]] = {}
-    for i, h in enumerate(hosts):
-        for g in h.gpus:
+    for i, info in enumerate(hosts):
+        for g in info.gpus:
             by_model.setdefault(g.model, []).append(i)
     # Shared work concentrates on part of each kind of host, as best-fit would.
     shared = {
@@ -199,7 +203,7 @@ def generate(hosts: list[HostInfo], n: int, rng: random.Random) -> Book:
                 got = place_slots(shapes[h], room, demand, count)
                 if got.slots == count:
                     tls[h].add(s, s + d, got.vector)
-                    slices = ()
+                    slices: tuple[tuple[str, int], ...] = ()
                     if demand.profile:
                         slices = ((f"{demand.gpu_model}:{demand.profile}", count),)
                     amount = Amount(
@@ -258,7 +262,7 @@ def baseline_earliest(
     for lid, p in bookings.items():
         baseline.book(lid, p)
     return [
-        _timed(lambda r=reqs, d=dur, t=nb: baseline.earliest(r, d, t, timedelta(days=30)))[0]
+        _timed(partial(baseline.earliest, reqs, dur, nb, timedelta(days=30)))[0]
         for reqs, dur, nb in queries
     ]
 
@@ -294,7 +298,7 @@ def run(n_hosts: int, n_res: int, seed: int) -> dict[str, float | int | str]:
     ours: list[float] = []
     waits: list[float] = []
     for reqs, dur, nb in queries:
-        ms, found = _timed(lambda r=reqs, d=dur, t=nb: engine.earliest(r, d, t, timedelta(days=30)))
+        ms, found = _timed(partial(engine.earliest, reqs, dur, nb, timedelta(days=30)))
         ours.append(ms)
         if isinstance(found, list) and found:
             waits.append((found[0].start - nb).total_seconds() / 3600)
@@ -327,10 +331,35 @@ def run(n_hosts: int, n_res: int, seed: int) -> dict[str, float | int | str]:
     for k in range(3):
         start = T0 + timedelta(days=10 + k)
         ms, rows = _timed(
-            lambda st=start: engine.calendar(st, st + timedelta(days=30), timedelta(hours=1))
+            partial(engine.calendar, start, start + timedelta(days=30), timedelta(hours=1))
         )
         calendars.append(ms)
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_engine = psutil.Process().memory_info().rss / 2**20
+    # The store's share: the same book in SQLite, rebuilt from it, and leases created
+    # through the services with their commit (credits charged, allocations written).
+    engine = Engine([])  # drop the big engine before the store part
+    gc.unfreeze()
+    gc.collect()
+    srng = random.Random(seed + 3)
+    bodies = []
+    for _ in range(200):
+        start = T0 + timedelta(minutes=srng.randrange(0, 80 * DAY))
+        kind = srng.random()
+        if kind < 0.5:
+            res = {
+                "kind": "host",
+                "count": srng.randint(1, 4),
+                "where": f'rack == "{srng.choice(racks)}"',
+            }
+        elif kind < 0.8:
+            res = {"kind": "flavor", "vcpus": 8, "memory_mb": 32768, "count": srng.randint(1, 8)}
+        else:
+            res = {"kind": "gpu_slice", "profile": "1g.10gb", "count": srng.randint(1, 7)}
+        bodies.append(
+            {"start": start, "duration": f"{_duration(srng, 1, 72)}m", "reservations": [res]}
+        )
+    store = measure_store(hosts, book.bookings, bodies, T0)
     ours_same = percentile(ours[:n_base], 95)
     base_p95 = percentile(theirs, 95)
     return {
@@ -338,22 +367,28 @@ def run(n_hosts: int, n_res: int, seed: int) -> dict[str, float | int | str]:
         "reservations": len(book.bookings),
         "earliest_p95_ms": round(percentile(ours, 95), 2),
         "earliest_p50_ms": round(percentile(ours, 50), 2),
+        "earliest_max_ms": round(max(ours), 1),
         "baseline_earliest_p95_ms": round(base_p95, 1),
         "earliest_speedup": round(base_p95 / max(ours_same, 1e-9), 1),
         "earliest_mean_wait_h": round(sum(waits) / max(1, len(waits)), 1),
         "earliest_found": len(waits),
-        "create_p95_ms": round(percentile(creates, 95), 2),
+        "create_p95_ms": store["create_p95_ms"],
+        "create_p50_ms": store["create_p50_ms"],
         "fit_book_p95_ms": round(percentile(creates, 95), 2),
-        "create_p50_ms": round(percentile(creates, 50), 2),
+        "fit_book_p50_ms": round(percentile(creates, 50), 2),
         "create_refused": refused,
         "calendar_ms": round(max(calendars), 1),
         "calendar_first_ms": round(first_ms, 1),
         "calendar_rows": len(rows) if isinstance(rows, list) else 0,
-        "rebuild_s": round(rebuild_s, 2),
+        "rebuild_s": store["rebuild_s"],
+        "engine_rebuild_s": round(rebuild_s, 2),
         "gc_full_ms": round(gc_full_ms, 0),
         "generate_s": round(gen_s, 1),
         "rss_mb": round(rss_peak, 0),
-        "rss_now_mb": round(psutil.Process().memory_info().rss / 2**20, 0),
+        "rss_engine_mb": round(rss_engine, 0),
+        "rss_with_store_peak_mb": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0
+        ),
         "machine": f"{platform.node()} {psutil.cpu_count()} cpu {platform.machine()}",
     }
 

@@ -34,6 +34,7 @@ def serve(settings: Settings, *, echo: bool = True) -> None:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     runtime = Runtime(settings)
+    runtime.booking.freeze_gc = True
     first = runtime.start()
     app = create_app(runtime)
     # Everything loaded so far lives as long as the process: keep it out of the garbage

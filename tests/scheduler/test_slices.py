@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from ecliptic.scheduler.engine import Engine
-from ecliptic.scheduler.model import FlavorRequest, NoFit, Placement, SliceRequest
+from ecliptic.scheduler.model import (
+    Allocation,
+    Amount,
+    FlavorRequest,
+    NoFit,
+    Placement,
+    SliceRequest,
+)
 from ecliptic.scheduler.resources import profile_units
 from tests.scheduler.factories import at, cpu, gpu
 
@@ -89,3 +96,24 @@ def test_slices_over_time_share_a_gpu_in_turn() -> None:
     eng.book("a", placed(eng.fit("a", [SliceRequest("s", 1, "7g.80gb")], at(0), at(2))))
     assert isinstance(eng.fit("b", [SliceRequest("s", 1, "1g.10gb")], at(1), at(3)), NoFit)
     assert isinstance(eng.fit("b", [SliceRequest("s", 7, "1g.10gb")], at(2), at(3)), Placement)
+
+
+def test_bookings_stored_without_gpu_indexes_are_pinned_on_load() -> None:
+    # The store may keep only models and counts: the engine puts them on GPUs best-fit.
+    eng = Engine([gpu("g", 2)])
+    bare = Placement(
+        at(0),
+        at(2),
+        (
+            Allocation("s", "g", Amount(slices=(("A100:3g.40gb", 2),)), slots=2),
+            Allocation("w", "g", Amount(vcpus=8, gpus=(("A100", 1),))),
+        ),
+    )
+    eng.book("l", bare)
+    booked = eng.booking("l")
+    assert booked is not None
+    assert units_by_gpu(booked) == {("g", 0): 6, ("g", 1): 7}
+    assert isinstance(eng.fit("m", [SliceRequest("s", 1, "1g.10gb")], at(0), at(2)), Placement)
+    assert isinstance(eng.fit("m", [SliceRequest("s", 2, "1g.10gb")], at(0), at(2)), NoFit)
+    again = Engine.rebuild([gpu("g", 2)], {"l": bare})
+    assert again.snapshot() == eng.snapshot()

@@ -10,13 +10,15 @@ state can never drift from the database.
 
 from __future__ import annotations
 
+import gc
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 
 from ecliptic.clock import Clock
@@ -31,7 +33,7 @@ from ecliptic.scheduler.model import (
     Preemptible,
 )
 from ecliptic.store.db import Database
-from ecliptic.store.models import Host, Lease, Meta, Server
+from ecliptic.store.models import Host, Lease, LeaseAllocation, Meta, Server
 
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
 SEQ_KEY = "booking_seq"
@@ -127,6 +129,8 @@ class Booking:
         self._seq = -1
         self._stale = True
         self.engine = Engine([], min_preemptible_lifetime=min_preemptible_lifetime)
+        self.freeze_gc = False
+        """Set by ``ecliptic serve``: keep the engine out of the collector's full passes."""
 
     def now(self) -> datetime:
         """The clock's now, to the minute."""
@@ -174,17 +178,49 @@ class Booking:
         return int(row.value) if row is not None else 0
 
     def _rebuild(self, session: Session) -> None:
+        if self.freeze_gc:
+            # The old engine was frozen with everything else at start: thaw it so it can be
+            # collected, and freeze the new one so full collections never scan it.
+            gc.unfreeze()
         self.engine = build_engine(session, self.min_preemptible_lifetime)
         self._stale = False
+        if self.freeze_gc:
+            gc.collect()
+            gc.freeze()
 
 
 def build_engine(session: Session, min_preemptible_lifetime: timedelta) -> Engine:
-    """An engine holding every live booking in the store."""
+    """An engine holding every live booking in the store (bulk load, plain rows, no ORM)."""
     hosts = [host_info(h) for h in session.scalars(select(Host).where(Host.state != "retired"))]
-    engine = Engine(hosts, min_preemptible_lifetime=min_preemptible_lifetime)
-    for lease in session.scalars(select(Lease).where(Lease.phase != LeasePhase.ENDED)):
-        if lease.allocations:
-            engine.book(lease.id, lease_placement(lease))
+    windows = {
+        lid: (_aware(s), _aware(e))
+        for lid, s, e in session.execute(
+            select(Lease.id, Lease.start_at, Lease.end_at).where(Lease.phase != LeasePhase.ENDED)
+        )
+        if e > s  # a lease ended in its first minute holds nothing
+    }
+    allocs: dict[str, list[Allocation]] = {}
+    # Amounts repeat a lot (a few shapes of hosts and flavors): decode each text once.
+    amounts: dict[str, Amount] = {}
+    rows = session.execute(
+        select(
+            LeaseAllocation.lease_id,
+            LeaseAllocation.reservation,
+            LeaseAllocation.host,
+            cast(LeaseAllocation.amount, Text),
+            LeaseAllocation.slots,
+        ).order_by(LeaseAllocation.id)
+    )
+    for lid, key, host, text, slots in rows:
+        if lid in windows:
+            amount = amounts.get(text)
+            if amount is None:
+                amount = amounts[text] = amount_from_json(json.loads(text))
+            allocs.setdefault(lid, []).append(Allocation(key, host, amount, slots))
+    bookings: dict[str, Placement] = {
+        lid: Placement(*windows[lid], tuple(a)) for lid, a in allocs.items()
+    }
+    preemptibles = []
     for srv in session.scalars(
         select(Server).where(Server.lease_id.is_(None), Server.host_id.is_not(None))
     ):
@@ -193,16 +229,20 @@ def build_engine(session: Session, min_preemptible_lifetime: timedelta) -> Engin
         amount = server_amount(srv)
         if srv.preemptible:
             if srv.phase != ServerPhase.DELETING:
-                engine.add_preemptible(
+                preemptibles.append(
                     Preemptible(srv.id, srv.host.name, amount, minute(srv.created_at))
                 )
             continue
-        engine.book(
-            server_booking_id(srv.id),
-            Placement(
-                start=minute(srv.created_at),
-                end=FOREVER,
-                allocations=(Allocation("server", srv.host.name, amount, 1),),
-            ),
+        bookings[server_booking_id(srv.id)] = Placement(
+            start=minute(srv.created_at),
+            end=FOREVER,
+            allocations=(Allocation("server", srv.host.name, amount, 1),),
         )
-    return engine
+    return Engine.rebuild(
+        hosts, bookings, preemptibles, min_preemptible_lifetime=min_preemptible_lifetime
+    )
+
+
+def _aware(t: datetime) -> datetime:
+    # Plain column reads skip the UTC type decorator's result processing on some paths.
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t

@@ -409,6 +409,11 @@ def end_lease(booking: Booking, queue: WorkQueue, caller: Caller, ref: str) -> L
         else:
             lease.status = {**lease.status, "ending_at": now.isoformat()}
             lease.end_at = new_end
+            if placement is not None and new_end > lease.start_at:
+                # The capacity after now is free again for everyone else.
+                engine.book(lease.id, Placement(lease.start_at, new_end, placement.allocations))
+            else:
+                engine.release(lease.id)
             move(session, lease, LeasePhase.ENDING, f"ended early by {caller.user_name}")
         queue.enqueue(session, "lease", lease.id)
         return lease
