@@ -203,6 +203,22 @@ def test_earliest_and_calendar_api(clocked: tuple[Api, ManualClock, Runtime]) ->
     assert r.status_code == 200, r.text
     first = r.json()[0]
     assert first["hosts"]["hosts"] == ["gpu-a"]
+    r = api.post(
+        "/availability/fit",
+        {
+            "reservations": [{"kind": "host", "count": 1, "where": 'gpu_model == "A100"'}],
+            "duration": "48h",
+        },
+    )
+    assert r.status_code == 200 and r.json()["fits"] and r.json()["hosts"]["hosts"] == ["gpu-a"]
+    r = api.post(
+        "/availability/fit",
+        {
+            "reservations": [{"kind": "host", "count": 2, "where": 'gpu_model == "A100"'}],
+            "duration": "48h",
+        },
+    )
+    assert r.status_code == 200 and not r.json()["fits"] and r.json()["reason"]
     r = api.get("/availability/calendar", params={"days": 2, "bucket": "6h"})
     assert r.status_code == 200
     rows = {row["resource"]: row for row in r.json()}

@@ -541,6 +541,27 @@ class FindRequest(Strict):
     alternatives: Annotated[int, Field(ge=0, le=10)] = 3
 
 
+class FitRequest(Strict):
+    """Would this lease fit in exactly this window, and where?"""
+
+    reservations: Annotated[list[ReservationIn], Field(min_length=1, max_length=16)]
+    start: When = "now"
+    end: datetime | None = None
+    duration: Duration | None = None
+
+
+class FitOut(BaseModel):
+    """The answer of a fit check."""
+
+    fits: bool
+    reason: str = ""
+    start: datetime
+    end: datetime
+    hosts: dict[str, list[str]] = {}
+    cost: dict[str, str] = {}
+    earliest_start: datetime | None = None
+
+
 class WindowOut(BaseModel):
     """A window where the request fits, and where it would go."""
 

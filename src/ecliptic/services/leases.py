@@ -467,6 +467,23 @@ def find_windows(
         return found, _hosts(engine)
 
 
+def check_fit(
+    booking: Booking,
+    caller: Caller,
+    reservations: Sequence[ReservationIn],
+    start: Any,
+    end: datetime | None,
+    duration: str | None,
+) -> tuple[datetime, datetime, Placement | NoFit, dict[str, HostInfo]]:
+    """Whether the request fits in exactly [start, end), and where; nothing is booked."""
+    caller.require_tenancy()
+    s, e = window(booking.clock.now(), start, end, duration)
+    with booking.db.read() as session:
+        requests = to_requests(session, reservations)
+    with booking.reading() as engine:
+        return s, e, engine.fit("fit-check", requests, s, e), _hosts(engine)
+
+
 def window_cost(w: Window, hosts: dict[str, HostInfo]) -> dict[str, str]:
     """What a found window would cost."""
     return _cost_json(lease_cost(w.placement, hosts))

@@ -14,6 +14,8 @@ from ecliptic.api.schemas import (
     CalendarRowOut,
     EventOut,
     FindRequest,
+    FitOut,
+    FitRequest,
     LeaseCreate,
     LeaseOut,
     LeaseUpdate,
@@ -22,6 +24,7 @@ from ecliptic.api.schemas import (
     parse_duration,
 )
 from ecliptic.errors import InvalidInput
+from ecliptic.scheduler.model import NoFit, Window
 from ecliptic.services import leases
 from ecliptic.store.models import Event, Lease
 
@@ -104,6 +107,29 @@ def lease_events(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[EventOut]:
             .order_by(Event.id)
         )
         return [EventOut.model_validate(e) for e in rows]
+
+
+@router.post("/availability/fit", response_model=FitOut)
+def fit(body: FitRequest, caller: CallerDep, rt: RuntimeDep) -> FitOut:
+    """Would this lease fit in exactly this window, and where? Nothing is booked."""
+    start, end, result, hosts = leases.check_fit(
+        rt.booking, caller, body.reservations, body.start, body.end, body.duration
+    )
+    if isinstance(result, NoFit):
+        return FitOut(
+            fits=False,
+            reason=result.reason,
+            start=start,
+            end=end,
+            earliest_start=result.earliest_start,
+        )
+    return FitOut(
+        fits=True,
+        start=start,
+        end=end,
+        hosts={r.name: result.hosts(r.name) for r in body.reservations},
+        cost=leases.window_cost(Window(start, end, result), hosts),
+    )
 
 
 @router.post("/availability/earliest", response_model=list[WindowOut])
