@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 
 from ecliptic.cli import output
-from ecliptic.cli.exitcodes import exit_code_for
-from ecliptic.cli.session import client, command, current, emit
-from ecliptic.client import ApiError, NetworkOut, PortOut
+from ecliptic.cli.session import client, command, current, delete_many, emit
+from ecliptic.client import NetworkOut, PortOut
 
 network_app = typer.Typer(help="Networks: one subnet each, addresses picked for you.")
 port_app = typer.Typer(help="Ports: addresses reserved on a network, to plug into a server.")
@@ -101,28 +100,12 @@ def network_delete(
 ) -> None:
     """Delete networks; refused (exit code 4) while ports are on them."""
     c = client()
-    deleted: list[NetworkOut] = []
-    failed: list[ApiError] = []
-    for ref in names:
-        try:
-            deleted.append(c.networks.delete(ref))
-        except ApiError as exc:
-            if len(names) == 1:
-                raise
-            output.error(exc)
-            failed.append(exc)
-    if wait:
-        for net in deleted:
-            with output.waiting(f"waiting for network {net.name} to go"):
-                c.networks.wait_deleted(net.id, timeout=timeout)
 
-    def human() -> None:
-        for net in deleted:
-            output.say(f"network {net.name}: {'deleted' if wait else 'deleting'}")
+    def gone(net: NetworkOut) -> None:
+        with output.waiting(f"waiting for network {net.name} to go"):
+            c.networks.wait_deleted(net.id, timeout=timeout)
 
-    emit(deleted, human)
-    if failed:
-        raise typer.Exit(exit_code_for(failed[0]))
+    delete_many("network", names, c.networks.delete, gone if wait else None)
 
 
 def _port_rows(ports: list[PortOut], nets: dict[str, str]) -> list[list[object]]:

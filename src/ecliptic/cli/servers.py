@@ -9,9 +9,9 @@ import typer
 from pydantic import ValidationError
 
 from ecliptic.cli import output
-from ecliptic.cli.exitcodes import exec_exit_code, exit_code_for
-from ecliptic.cli.session import client, command, current, emit
-from ecliptic.client import ApiError, Client, Page, ServerNic, ServerOut
+from ecliptic.cli.exitcodes import exec_exit_code
+from ecliptic.cli.session import client, command, current, delete_many, emit
+from ecliptic.client import Client, Page, ServerNic, ServerOut
 from ecliptic.phases import ServerPhase
 
 app = typer.Typer(
@@ -282,32 +282,16 @@ def delete(
 ) -> None:
     """Delete servers (they go to DELETING, then disappear)."""
     c = client()
-    deleted: list[ServerOut] = []
-    failed: list[ApiError] = []
-    for ref in names:
-        try:
-            deleted.append(c.servers.delete(ref))
-        except ApiError as exc:
-            if len(names) == 1:
-                raise
-            output.error(exc)
-            failed.append(exc)
-    if wait:
-        for srv in deleted:
-            with output.waiting(f"waiting for server {srv.name} to go") as update:
-                c.servers.wait_deleted(
-                    srv.id,
-                    timeout=timeout,
-                    on_change=lambda s: update(f"server {s.name}: {s.phase} ({s.phase_reason})"),
-                )
 
-    def human() -> None:
-        for srv in deleted:
-            output.say(f"server {srv.name}: {'deleted' if wait else 'deleting'}")
+    def gone(srv: ServerOut) -> None:
+        with output.waiting(f"waiting for server {srv.name} to go") as update:
+            c.servers.wait_deleted(
+                srv.id,
+                timeout=timeout,
+                on_change=lambda s: update(f"server {s.name}: {s.phase} ({s.phase_reason})"),
+            )
 
-    emit(deleted, human)
-    if failed:
-        raise typer.Exit(exit_code_for(failed[0]))
+    delete_many("server", names, c.servers.delete, gone if wait else None)
 
 
 @command(app, "log")

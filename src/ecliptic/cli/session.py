@@ -198,3 +198,38 @@ def command(group: typer.Typer, name: str | None = None, **kwargs: Any) -> Calla
         return fn
 
     return register
+
+
+def delete_many(
+    kind: str,
+    names: list[str],
+    delete: Callable[[str], Any],
+    wait_gone: Callable[[Any], None] | None,
+) -> None:
+    """Delete several objects, carrying on past failures; exit with the first failure's code.
+
+    ``wait_gone`` (given when the user passed ``--wait``) is called for each deleted object.
+    """
+    from ecliptic.client import ApiError
+
+    deleted: list[Any] = []
+    failed: list[ApiError] = []
+    for ref in names:
+        try:
+            deleted.append(delete(ref))
+        except ApiError as exc:
+            if len(names) == 1:
+                raise
+            output.error(exc)
+            failed.append(exc)
+    if wait_gone is not None:
+        for obj in deleted:
+            wait_gone(obj)
+
+    def human() -> None:
+        for obj in deleted:
+            output.say(f"{kind} {obj.name}: {'deleted' if wait_gone else 'deleting'}")
+
+    emit(deleted, human)
+    if failed:
+        raise typer.Exit(exit_code_for(failed[0]))
