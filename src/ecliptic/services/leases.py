@@ -189,7 +189,10 @@ def _hosts(engine: Engine) -> dict[str, HostInfo]:
     return dict(engine.hosts)
 
 
-def _refuse(nofit: NoFit, names: dict[str, str] | None = None) -> LeaseNoCapacity:
+def _refuse(nofit: NoFit, session: Session) -> LeaseNoCapacity:
+    """The refusal for ``nofit``, naming the leases (of this store) that block it."""
+    shown = nofit.blockers[:5]
+    names = _lease_names(session, {b.lease_id for b in shown})
     msg = nofit.reason
     if nofit.earliest_start is not None:
         msg += (
@@ -198,9 +201,9 @@ def _refuse(nofit: NoFit, names: dict[str, str] | None = None) -> LeaseNoCapacit
         )
     if nofit.blockers:
         who = ", ".join(
-            f"lease {(names or {}).get(b.lease_id, b.lease_id)} on {b.host} "
+            f"lease {names.get(b.lease_id, b.lease_id)} on {b.host} "
             f"({b.start:%Y-%m-%d %H:%M} to {b.end:%Y-%m-%d %H:%M})"
-            for b in nofit.blockers[:5]
+            for b in shown
         )
         msg += f"; blocked by {who}"
     msg += "; try 'ecliptic lease find' for the earliest window"
@@ -248,7 +251,7 @@ def create_lease(booking: Booking, queue: WorkQueue, caller: Caller, body: Lease
         session.flush()
         result = engine.fit(lease.id, requests, start, end)
         if isinstance(result, NoFit):
-            raise _refuse(result, _lease_names(session))
+            raise _refuse(result, session)
         cost = lease_cost(result, _hosts(engine))
         credits.settle(
             session, tenancy_id, lease.id, cost, start, end, note=f"lease '{lease.name}' created"
@@ -276,8 +279,10 @@ def create_lease(booking: Booking, queue: WorkQueue, caller: Caller, body: Lease
         return lease
 
 
-def _lease_names(session: Session) -> dict[str, str]:
-    return {i: n for i, n in session.execute(select(Lease.id, Lease.name))}
+def _lease_names(session: Session, ids: set[str]) -> dict[str, str]:
+    if not ids:
+        return {}
+    return {i: n for i, n in session.execute(select(Lease.id, Lease.name).where(Lease.id.in_(ids)))}
 
 
 def update_lease(
@@ -339,7 +344,7 @@ def update_lease(
                     end_check,
                 )
         if isinstance(result, NoFit):
-            raise _refuse(result, _lease_names(session))
+            raise _refuse(result, session)
         cost = lease_cost(result, _hosts(engine))
         credits.settle(
             session,
