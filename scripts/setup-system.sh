@@ -11,6 +11,10 @@ declare -A need=(
   [unshare]=util-linux
   [ping]=iputils-ping
   [ps]=procps
+  [ssh]=openssh-client
+  [ssh-keygen]=openssh-client
+  [sshd]=openssh-server
+  [nginx]=nginx
 )
 if [ "$purpose" = test ]; then
   need[pg_ctlcluster]=postgresql
@@ -27,9 +31,7 @@ fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
-fi
+install_packages() {
 mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
 echo "Installing Debian packages: ${pkgs[*]}" >&2
 SUDO=""
@@ -39,4 +41,34 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
+# Packages such as nginx and openssh-server would start their system services on install;
+# Ecliptic starts its own instances, so keep the system ones stopped.
+blocker=/usr/sbin/policy-rc.d
+if [ ! -e "$blocker" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$blocker" >/dev/null
+  $SUDO chmod 755 "$blocker"
+  trap '$SUDO rm -f "$blocker"' EXIT
+fi
 $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+}
+
+# The tunnel gateway runs a stock sshd per tunnel; sshd needs a real account to log in as
+# ("tunnel@gateway") and its privilege-separation directory.
+ensure_tunnel_user() {
+  local SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  if ! getent passwd tunnel >/dev/null; then
+    echo "Creating system user 'tunnel' for the tunnel gateway" >&2
+    $SUDO useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tunnel
+  fi
+  # A locked account ('!') is refused by sshd without PAM; '*' means "no password" instead.
+  if [ "$(getent shadow tunnel | cut -d: -f2)" != "*" ]; then
+    $SUDO usermod -p '*' tunnel
+  fi
+  $SUDO mkdir -p /run/sshd
+}
+
+if [ ${#missing[@]} -gt 0 ]; then
+  install_packages
+fi
+ensure_tunnel_user

@@ -36,6 +36,47 @@ class Settings:
     """Where the local cloud records which instance owns which namespace and link."""
     preemptible_min_lifetime: timedelta = timedelta(hours=1)
     """How long a preemptible server is guaranteed to run before a lease may evict it."""
+    gateway: str = "auto"
+    """Run the tunnel gateway inside ``ecliptic serve``: ``on``, ``off`` or ``auto`` (when its
+    prerequisites are met: root, sshd, nginx, the ``tunnel`` account)."""
+    gateway_domain: str = "localhost"
+    """Base domain of services: a service is reached at ``<subdomain>.<gateway_domain>``."""
+    gateway_http_host: str = "127.0.0.1"
+    """Address the gateway's HTTP front listens on."""
+    gateway_http_port: int = 8480
+    """Port of the gateway's plain-HTTP front."""
+    gateway_tls_port: int | None = None
+    """Port of the gateway's TLS front; needs ``gateway_tls_cert`` and ``gateway_tls_key``."""
+    gateway_tls_cert: Path | None = None
+    """Operator's certificate (wildcard for the base domain), PEM."""
+    gateway_tls_key: Path | None = None
+    """Private key of ``gateway_tls_cert``, PEM."""
+    gateway_ssh_host: str = "0.0.0.0"
+    """Address the tunnel SSH endpoint listens on (servers of the local cloud reach it through
+    their network's gateway address)."""
+    gateway_ssh_port: int = 2222
+    """Port of the tunnel SSH endpoint (``ssh -R ... tunnel@gateway -p PORT``)."""
+    gateway_ssh_public: str | None = None
+    """``host[:port]`` clients are told to connect to; by default the host they reached the
+    API at, and ``gateway_ssh_port``."""
+    gateway_jump_port: int = 2223
+    """Port of the SSH jump host for TCP services (``ssh -J user@gateway:PORT name``)."""
+    gateway_token_ttl: timedelta = timedelta(hours=24)
+    """How long an association token stays valid."""
+    gateway_session_ttl: timedelta = timedelta(hours=12)
+    """How long a sign-in on a service's subdomain lasts."""
+    gateway_state_dir: Path | None = None
+    """Root-owned folder for sshd's and nginx's generated files; ``/run/ecliptic/gw-<id>``
+    when None."""
+
+    @property
+    def gateway_front_url(self) -> str:
+        """Scheme, base host and port of service URLs, e.g. ``http://{}.localhost:8480``."""
+        if self.gateway_tls_port:
+            port = "" if self.gateway_tls_port == 443 else f":{self.gateway_tls_port}"
+            return f"https://{{}}.{self.gateway_domain}{port}"
+        port = "" if self.gateway_http_port == 80 else f":{self.gateway_http_port}"
+        return f"http://{{}}.{self.gateway_domain}{port}"
 
     @property
     def public_url(self) -> str:
@@ -61,6 +102,34 @@ def load_settings(**overrides: object) -> Settings:
         "preemptible_min_lifetime": timedelta(
             minutes=int(os.environ.get("ECLIPTIC_PREEMPTIBLE_MIN_LIFETIME_MINUTES", "60"))
         ),
+        **_gateway_settings(),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _gateway_settings() -> dict[str, object]:
+    env = os.environ.get
+    values: dict[str, object] = {
+        "gateway": env("ECLIPTIC_GATEWAY", "auto"),
+        "gateway_domain": env("ECLIPTIC_GATEWAY_DOMAIN", "localhost").strip(".").lower(),
+        "gateway_http_host": env("ECLIPTIC_GATEWAY_HTTP_HOST", "127.0.0.1"),
+        "gateway_http_port": int(env("ECLIPTIC_GATEWAY_HTTP_PORT", "8480")),
+        "gateway_ssh_host": env("ECLIPTIC_GATEWAY_SSH_HOST", "0.0.0.0"),
+        "gateway_ssh_port": int(env("ECLIPTIC_GATEWAY_SSH_PORT", "2222")),
+        "gateway_ssh_public": env("ECLIPTIC_GATEWAY_SSH_PUBLIC") or None,
+        "gateway_jump_port": int(env("ECLIPTIC_GATEWAY_JUMP_PORT", "2223")),
+        "gateway_token_ttl": timedelta(
+            minutes=int(env("ECLIPTIC_GATEWAY_TOKEN_TTL_MINUTES", str(24 * 60)))
+        ),
+        "gateway_session_ttl": timedelta(
+            minutes=int(env("ECLIPTIC_GATEWAY_SESSION_TTL_MINUTES", str(12 * 60)))
+        ),
+    }
+    if env("ECLIPTIC_GATEWAY_TLS_PORT"):
+        values["gateway_tls_port"] = int(env("ECLIPTIC_GATEWAY_TLS_PORT", ""))
+        values["gateway_tls_cert"] = Path(env("ECLIPTIC_GATEWAY_TLS_CERT", ""))
+        values["gateway_tls_key"] = Path(env("ECLIPTIC_GATEWAY_TLS_KEY", ""))
+    if env("ECLIPTIC_GATEWAY_STATE_DIR"):
+        values["gateway_state_dir"] = Path(env("ECLIPTIC_GATEWAY_STATE_DIR", ""))
+    return values

@@ -14,10 +14,12 @@ from ecliptic.api.routes import (
     blazar,
     catalogue,
     credits,
+    gateway_web,
     identity,
     leases,
     networks,
     servers,
+    services,
 )
 from ecliptic.runtime import Runtime
 
@@ -34,8 +36,21 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     problems.install(app)
-    for module in (auth, identity, catalogue, networks, servers, leases, credits, blazar, backend):
+    for module in (
+        auth,
+        identity,
+        catalogue,
+        networks,
+        servers,
+        leases,
+        credits,
+        blazar,
+        backend,
+        services,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
+
+    app.include_router(gateway_web.router)
 
     @app.get(f"{API_PREFIX}/health", tags=["meta"])
     def health() -> dict[str, str]:

@@ -630,3 +630,142 @@ class LedgerOut(BaseModel):
     allocation: str
     lease_id: str | None
     note: str
+
+
+# -- tunnel gateway -------------------------------------------------------------------
+
+
+def _liveness_path(value: str | None) -> str | None:
+    if value is not None and (not value.startswith("/") or any(c in value for c in " \r\n\t")):
+        raise ValueError("a path on the service starting with '/', without spaces, e.g. '/health'")
+    return value
+
+
+TunnelProtocol = Literal["http", "https", "tcp"]
+LivenessPath = Annotated[str | None, Field(max_length=1024), AfterValidator(_liveness_path)]
+UserList = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=63)]], Field(max_length=1000)
+]
+
+
+class ServiceCreate(Strict):
+    """Reserve a subdomain for a service; the answer carries its first association token."""
+
+    name: Name
+    public: bool = False
+    protocol: TunnelProtocol = "http"
+    liveness_path: LivenessPath = None
+    liveness_period_s: Annotated[int, Field(ge=1, le=3600)] = 10
+    read_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 3600
+    access: UserList | None = Field(
+        default=None, description="Users who may reach it when signed in; default: you."
+    )
+    token_ttl_minutes: Annotated[int, Field(ge=1, le=60 * 24 * 30)] | None = None
+
+
+class ServiceUpdate(Strict):
+    """Change who may reach a service."""
+
+    public: bool | None = None
+    access: UserList | None = None
+
+
+class TunnelTokenCreate(Strict):
+    """Another association token for a service."""
+
+    ttl_minutes: Annotated[int, Field(ge=1, le=60 * 24 * 30)] | None = None
+
+
+class TunnelTokenOut(Out):
+    """A single-use association token: shown once."""
+
+    token: str
+    expires_at: datetime
+
+
+class TunnelKeyOut(Out):
+    """A key bound to a service."""
+
+    id: str
+    fingerprint: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class TunnelOut(Out):
+    """A live tunnel connection."""
+
+    id: str
+    gateway_id: str
+    service_id: str
+    fingerprint: str
+    client: str
+    healthy: bool
+    connected_at: datetime
+
+
+class ServiceOut(Out):
+    """A service reachable through the gateway."""
+
+    id: str
+    name: str
+    subdomain: str
+    host: str
+    url: str
+    public: bool
+    protocol: str
+    liveness_path: str | None
+    liveness_period_s: int
+    read_timeout_s: int
+    created_at: datetime
+    access: list[str] = []
+    keys: list[TunnelKeyOut] = []
+    tunnels: list[TunnelOut] = []
+    token: TunnelTokenOut | None = None
+
+
+class AssociateRequest(Strict):
+    """Exchange a single-use token to bind an SSH public key to the token's service."""
+
+    token: Annotated[str, Field(min_length=1, max_length=512)]
+    public_key: Annotated[str, Field(min_length=1, max_length=16384)]
+    protocol: TunnelProtocol | None = None
+    liveness_path: LivenessPath = None
+    liveness_period_s: Annotated[int, Field(ge=1, le=3600)] | None = None
+    read_timeout_s: Annotated[int, Field(ge=1, le=86400)] | None = None
+
+
+class GatewaySsh(Out):
+    """Where the tunnel's SSH connection goes."""
+
+    host: str
+    port: int
+    user: str
+    host_key: str
+
+
+class AssociateOut(Out):
+    """What a tunnel client needs to connect."""
+
+    service_id: str
+    subdomain: str
+    host: str
+    url: str
+    ssh: GatewaySsh
+
+
+class SshKeyCreate(Strict):
+    """Register one of your SSH public keys (for the gateway's jump host)."""
+
+    name: Name
+    public_key: Annotated[str, Field(min_length=1, max_length=16384)]
+
+
+class SshKeyOut(Out):
+    """One of your SSH keys."""
+
+    id: str
+    name: str
+    fingerprint: str
+    public_key: str
+    created_at: datetime

@@ -347,3 +347,103 @@ class LedgerEntry(Base):
     hours: Mapped[Decimal] = mapped_column(Numeric(16, 3))
     note: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UserSshKey(Timestamped, Base):
+    """A user's SSH public key: how they sign in to the gateway's jump host."""
+
+    __tablename__ = "user_ssh_key"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Service(Timestamped, Base):
+    """Something reachable through the tunnel gateway at ``<subdomain>.<base domain>``."""
+
+    __tablename__ = "tunnel_service"
+    __table_args__ = (UniqueConstraint("tenancy_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenancy_id: Mapped[str] = mapped_column(ForeignKey("tenancy.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    subdomain: Mapped[str] = mapped_column(String(63), unique=True)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    protocol: Mapped[str] = mapped_column(String(8), default="http")
+    liveness_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    liveness_period_s: Mapped[int] = mapped_column(Integer, default=10)
+    read_timeout_s: Mapped[int] = mapped_column(Integer, default=3600)
+    created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    access: Mapped[list[ServiceAccess]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan"
+    )
+
+
+class ServiceAccess(Base):
+    """A user allowed to reach a signed-in service."""
+
+    __tablename__ = "tunnel_service_access"
+    service_id: Mapped[str] = mapped_column(
+        ForeignKey("tunnel_service.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class TunnelToken(Base):
+    """A single-use association token; only its SHA-256 is kept."""
+
+    __tablename__ = "tunnel_token"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    service_id: Mapped[str] = mapped_column(
+        ForeignKey("tunnel_service.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TunnelKey(Timestamped, Base):
+    """An SSH public key bound to a service: connections with it serve that service."""
+
+    __tablename__ = "tunnel_key"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    service_id: Mapped[str] = mapped_column(
+        ForeignKey("tunnel_service.id", ondelete="CASCADE"), index=True
+    )
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TunnelEndpoint(Base):
+    """A live tunnel connection as a gateway replica last reported it."""
+
+    __tablename__ = "tunnel_endpoint"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(32), index=True)
+    service_id: Mapped[str] = mapped_column(
+        ForeignKey("tunnel_service.id", ondelete="CASCADE"), index=True
+    )
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    client: Mapped[str] = mapped_column(String(64))
+    port: Mapped[int] = mapped_column(Integer)
+    healthy: Mapped[bool] = mapped_column(Boolean, default=True)
+    connected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GatewayCode(Base):
+    """A single-use sign-in code handed to a service's subdomain after sign-in."""
+
+    __tablename__ = "gateway_code"
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    host: Mapped[str] = mapped_column(String(253))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -1,0 +1,210 @@
+"""Browser pages of the sign-in flow, and the answers the gateway's front asks for.
+
+- ``/login``: the plain sign-in page (the portal will restyle it). It sets the portal's
+  session cookie on the API's host.
+- ``/gateway/authorize``: after sign-in, checks the user may reach the service and sends
+  the browser back to the service's subdomain with a single-use code.
+- ``/_ecliptic/callback`` and ``/_ecliptic/logout``: served on every service subdomain (the
+  front proxies ``/_ecliptic/`` here); the callback turns the code into a host-only cookie.
+- ``/gateway/auth``: nginx's ``auth_request`` for signed-in services: 200 with who the user
+  is, 401 with where to sign in, or 403.
+
+None of these are part of the JSON API, so they are left out of the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import timedelta
+from importlib import resources
+from string import Template
+from typing import Annotated
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from ecliptic.api.deps import RuntimeDep
+from ecliptic.errors import EclipticError, Unauthenticated
+from ecliptic.runtime import Runtime
+from ecliptic.services import gateway
+from ecliptic.services.auth import authenticate, login
+from ecliptic.store.models import User
+
+router = APIRouter(include_in_schema=False)
+PORTAL_COOKIE = "ecliptic_session"
+_TEMPLATES = resources.files("ecliptic.api") / "templates"
+
+
+def _page(name: str, status: int = 200, **values: str) -> HTMLResponse:
+    text = Template((_TEMPLATES / name).read_text()).safe_substitute(values)
+    return HTMLResponse(text, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def message_page(status: int, title: str, message: str, action: str = "") -> HTMLResponse:
+    """A small HTML page that says what happened (``action`` is trusted HTML)."""
+    return _page(
+        "message.html",
+        status,
+        title=html.escape(title),
+        message=html.escape(message),
+        action=action,
+    )
+
+
+def _auth(rt: Runtime) -> gateway.GatewayAuth:
+    cached: gateway.GatewayAuth | None = getattr(rt, "_gateway_auth", None)
+    if cached is None:
+        s = rt.settings
+        cached = gateway.GatewayAuth(
+            rt.db,
+            domain=s.gateway_domain,
+            front_url=s.gateway_front_url,
+            portal_url=s.public_url,
+            session_ttl=s.gateway_session_ttl,
+        )
+        rt._gateway_auth = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def _portal_user(rt: Runtime, request: Request) -> User | None:
+    token = request.cookies.get(PORTAL_COOKIE)
+    if not token:
+        return None
+    try:
+        return authenticate(rt.db, token)
+    except Unauthenticated:
+        return None
+
+
+@router.get("/login")
+def login_page(next: str = "/") -> HTMLResponse:
+    """The sign-in form."""
+    return _page(
+        "login.html",
+        purpose="Sign in to open the service you asked for.",
+        next=html.escape(gateway.safe_next(next)),
+        error="",
+    )
+
+
+@router.post("/login")
+async def login_submit(request: Request, rt: RuntimeDep) -> Response:
+    """Check the password, set the portal's session cookie, go on to ``next``."""
+    form = parse_qs((await request.body()).decode(errors="replace"), max_num_fields=10)
+    username = (form.get("username") or [""])[0]
+    password = (form.get("password") or [""])[0]
+    target = gateway.safe_next((form.get("next") or ["/"])[0])
+    ttl = rt.settings.gateway_session_ttl
+    try:
+        issued = login(rt.db, username, password, token_name="browser sign-in", ttl=ttl)
+    except EclipticError as exc:
+        return _page(
+            "login.html",
+            401,
+            purpose="Sign in to open the service you asked for.",
+            next=html.escape(target),
+            error=f'<p class="error">{html.escape(exc.message)}</p>',
+        )
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        PORTAL_COOKIE,
+        issued.secret,
+        max_age=int(ttl.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.get("/gateway/authorize")
+def authorize(
+    request: Request, rt: RuntimeDep, host: str, next: str = "/", scheme: str = "http"
+) -> Response:
+    """Send a signed-in browser back to the service with a single-use code."""
+    user = _portal_user(rt, request)
+    if user is None:
+        back = "/gateway/authorize?" + urlencode({"host": host, "next": next, "scheme": scheme})
+        return RedirectResponse("/login?" + urlencode({"next": back}), status_code=303)
+    try:
+        target = _auth(rt).authorize(user, host, next, scheme)
+    except EclipticError as exc:
+        return message_page(exc.status, "You cannot open this service", exc.message)
+    return RedirectResponse(target, status_code=303)
+
+
+@router.get("/gateway/auth")
+def decide(
+    rt: RuntimeDep,
+    x_ecliptic_host: Annotated[str, Header()] = "",
+    x_ecliptic_uri: Annotated[str, Header()] = "/",
+    x_ecliptic_scheme: Annotated[str, Header()] = "http",
+    x_ecliptic_accept: Annotated[str, Header()] = "",
+    cookie: Annotated[str, Header()] = "",
+    authorization: Annotated[str, Header()] = "",
+) -> Response:
+    """nginx ``auth_request``: may this request reach the service at ``X-Ecliptic-Host``?"""
+    d = _auth(rt).decide(
+        host=x_ecliptic_host,
+        uri=x_ecliptic_uri,
+        scheme=x_ecliptic_scheme,
+        cookie=cookie,
+        authorization=authorization,
+        browser="text/html" in x_ecliptic_accept,
+    )
+    headers = {"Cache-Control": "no-store"}
+    if d.status == 200:
+        headers.update(
+            {
+                "X-Remote-User": d.user,
+                "X-Remote-Email": d.email,
+                "X-Forward-Cookie": d.forward_cookie,
+                "X-Forward-Authorization": d.forward_authorization,
+            }
+        )
+    elif d.login_url:
+        headers["X-Ecliptic-Login"] = d.login_url
+    return Response(status_code=d.status, headers=headers)
+
+
+def _service_host(request: Request, x_ecliptic_host: str) -> str:
+    return (x_ecliptic_host or request.headers.get("host", "")).lower().rstrip(".")
+
+
+@router.get("/_ecliptic/callback")
+def callback(
+    request: Request,
+    rt: RuntimeDep,
+    code: str = "",
+    next: str = "/",
+    x_ecliptic_host: Annotated[str, Header()] = "",
+    x_forwarded_proto: Annotated[str, Header()] = "",
+) -> Response:
+    """On the service's subdomain: redeem the code, set the host-only session cookie."""
+    host = _service_host(request, x_ecliptic_host)
+    try:
+        value = _auth(rt).exchange(code, host)
+    except EclipticError as exc:
+        return message_page(exc.status, "Sign-in link not valid", exc.message)
+    response = RedirectResponse(gateway.safe_next(next), status_code=303)
+    ttl: timedelta = rt.settings.gateway_session_ttl
+    # No Domain attribute: the cookie stays on this one subdomain.
+    response.set_cookie(
+        gateway.COOKIE_NAME,
+        value,
+        max_age=int(ttl.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=(x_forwarded_proto or request.url.scheme) == "https",
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.get("/_ecliptic/logout")
+def logout() -> Response:
+    """On the service's subdomain: forget the session cookie."""
+    response = message_page(200, "Signed out", "You are signed out of this service.")
+    response.delete_cookie(gateway.COOKIE_NAME)
+    return response

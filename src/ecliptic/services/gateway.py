@@ -1,0 +1,708 @@
+"""The tunnel gateway's registrar and its access decisions.
+
+A *service* is reserved with a random DNS-safe subdomain and gets a single-use, signed,
+expiring *association token*. A client exchanges the token once to bind its SSH public key
+to the subdomain; from then on any SSH connection that logs in with that key serves the
+service. People reach a service at ``<subdomain>.<domain>``: public ones directly, the
+others after signing in, and only when they are on the service's access list.
+
+Secrets are never stored in clear: tokens and sign-in codes are kept as SHA-256, and the
+session cookies the gateway sets are HMAC-signed with the instance's gateway secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from http.cookies import CookieError, SimpleCookie
+from typing import Literal
+from urllib.parse import urlencode
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ecliptic.errors import Conflict, EclipticError, Forbidden, InvalidInput, NotFound
+from ecliptic.services.auth import token_digest
+from ecliptic.services.caller import Caller
+from ecliptic.services.sshkeys import parse_public_key
+from ecliptic.store.db import Database
+from ecliptic.store.models import (
+    ApiToken,
+    GatewayCode,
+    Meta,
+    Service,
+    ServiceAccess,
+    TunnelEndpoint,
+    TunnelKey,
+    TunnelToken,
+    User,
+)
+from ecliptic.store.types import utcnow
+
+Protocol = Literal["http", "https", "tcp"]
+TOKEN_PREFIX = "ectt_"
+COOKIE_NAME = "ecliptic_gw"
+CODE_TTL = timedelta(seconds=60)
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+_SUBDOMAIN = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+class TokenInvalid(EclipticError):
+    """An association token that is not one of ours."""
+
+    code = "token_invalid"
+    status = 401
+    title = "Invalid token"
+
+
+class TokenUsed(EclipticError):
+    """An association token already exchanged."""
+
+    code = "token_used"
+    status = 409
+    title = "Token already used"
+
+
+class TokenExpired(EclipticError):
+    """An association token past its expiry."""
+
+    code = "token_expired"
+    status = 410
+    title = "Token expired"
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+
+def gateway_secret(db: Database) -> bytes:
+    """The instance's HMAC key for tokens and cookies, created on first use."""
+    with db.read() as session:
+        row = session.get(Meta, "gateway_secret")
+        if row is not None:
+            return bytes.fromhex(row.value)
+    with db.write() as session:
+        row = session.get(Meta, "gateway_secret")
+        if row is None:
+            row = Meta(key="gateway_secret", value=secrets.token_hex(32))
+            session.add(row)
+        return bytes.fromhex(row.value)
+
+
+def host_key(db: Database) -> tuple[str, str]:
+    """The gateway's SSH host key, shared by every replica: (private key PEM, public line).
+
+    Created on first use. Clients pin the public line, so every replica must present it.
+    """
+    with db.read() as session:
+        row = session.get(Meta, "gateway_host_key")
+        if row is not None:
+            return row.value, _public_line(row.value)
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    with db.write() as session:
+        row = session.get(Meta, "gateway_host_key")
+        if row is None:
+            row = Meta(key="gateway_host_key", value=pem)
+            session.add(row)
+        pem = row.value
+    return pem, _public_line(pem)
+
+
+def _public_line(pem: str) -> str:
+    key = serialization.load_ssh_private_key(pem.encode(), password=None)
+    return (
+        key.public_key()
+        .public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        .decode()
+    )
+
+
+def _mac(secret: bytes, payload: str) -> str:
+    digest = hmac.new(secret, payload.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:20]).decode().rstrip("=")
+
+
+# --- registrar ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How the gateway reaches a service through its tunnels."""
+
+    protocol: Protocol = "http"
+    """``http`` or ``https`` behind the tunnel (routed by Host), or ``tcp`` (jump host)."""
+    liveness_path: str | None = None
+    """Path probed through each tunnel; a failing tunnel leaves routing until it recovers."""
+    liveness_period_s: int = 10
+    """Seconds between probes."""
+    read_timeout_s: int = 3600
+    """Longest wait for the service to send something."""
+
+
+@dataclass(frozen=True)
+class IssuedTunnelToken:
+    """An association token just made: the only moment its secret is known."""
+
+    service_id: str
+    """Service it binds a key to."""
+    secret: str
+    """The token itself."""
+    expires_at: datetime
+    """Until when it may be exchanged."""
+
+
+def new_subdomain() -> str:
+    """A random DNS label: a letter then 11 letters or digits (about 57 bits)."""
+    return secrets.choice(_ALPHABET[:26]) + "".join(secrets.choice(_ALPHABET) for _ in range(11))
+
+
+def _issue_token(
+    session: Session, secret: bytes, service: Service, ttl: timedelta
+) -> IssuedTunnelToken:
+    expires = utcnow() + ttl
+    payload = f"{service.id}.{int(expires.timestamp())}.{secrets.token_urlsafe(18)}"
+    token = f"{TOKEN_PREFIX}{payload}.{_mac(secret, payload)}"
+    session.add(
+        TunnelToken(service_id=service.id, token_hash=token_digest(token), expires_at=expires)
+    )
+    return IssuedTunnelToken(service.id, token, expires)
+
+
+def _users_by_name(session: Session, names: list[str]) -> list[User]:
+    users = list(session.scalars(select(User).where(User.name.in_(names))))
+    missing = sorted(set(names) - {u.name for u in users})
+    if missing:
+        raise InvalidInput(f"no such user: {', '.join(missing)}")
+    return users
+
+
+def _own_service(session: Session, caller: Caller, ref: str) -> Service:
+    tenancy = caller.require_tenancy()
+    row = session.scalar(
+        select(Service).where(
+            Service.tenancy_id == tenancy, (Service.id == ref) | (Service.name == ref)
+        )
+    )
+    if row is None:
+        raise NotFound(f"no service '{ref}' in tenancy '{caller.tenancy_name}'")
+    return row
+
+
+def create_service(
+    db: Database,
+    caller: Caller,
+    *,
+    name: str,
+    public: bool = False,
+    config: ServiceConfig = ServiceConfig(),
+    access: list[str] | None = None,
+    token_ttl: timedelta,
+) -> tuple[Service, IssuedTunnelToken]:
+    """Reserve a subdomain for a new service and issue its first association token.
+
+    The access list defaults to the caller alone.
+    """
+    tenancy = caller.require_tenancy()
+    secret = gateway_secret(db)
+    with db.write() as session:
+        if session.scalar(
+            select(Service.id).where(Service.tenancy_id == tenancy, Service.name == name)
+        ):
+            raise Conflict(f"a service named '{name}' exists in this tenancy: pick another name")
+        users = _users_by_name(session, access) if access is not None else []
+        service = Service(
+            tenancy_id=tenancy,
+            name=name,
+            subdomain=new_subdomain(),
+            public=public,
+            protocol=config.protocol,
+            liveness_path=config.liveness_path,
+            liveness_period_s=config.liveness_period_s,
+            read_timeout_s=config.read_timeout_s,
+            created_by=caller.user_id,
+        )
+        user_ids = [u.id for u in users] if access is not None else [caller.user_id]
+        service.access = [ServiceAccess(user_id=uid) for uid in user_ids]
+        session.add(service)
+        session.flush()
+        issued = _issue_token(session, secret, service, token_ttl)
+        session.flush()
+        session.refresh(service)
+        session.expunge_all()
+    return service, issued
+
+
+def issue_token(db: Database, caller: Caller, ref: str, ttl: timedelta) -> IssuedTunnelToken:
+    """Another association token for a service (to bind one more client)."""
+    secret = gateway_secret(db)
+    with db.write() as session:
+        return _issue_token(session, secret, _own_service(session, caller, ref), ttl)
+
+
+def list_services(db: Database, caller: Caller) -> list[Service]:
+    """Services of the caller's tenancy, by name."""
+    tenancy = caller.require_tenancy()
+    with db.read() as session:
+        rows = list(
+            session.scalars(
+                select(Service).where(Service.tenancy_id == tenancy).order_by(Service.name)
+            )
+        )
+        session.expunge_all()
+        return rows
+
+
+@dataclass(frozen=True)
+class ServiceDetail:
+    """A service with its access list, bound keys and live tunnels."""
+
+    service: Service
+    """The service."""
+    access: list[str]
+    """Names of users allowed in (signed-in services)."""
+    keys: list[TunnelKey]
+    """Keys bound to it (revoked ones included)."""
+    tunnels: list[TunnelEndpoint]
+    """Tunnels connected now, as the gateway replicas reported them."""
+
+
+def show_service(db: Database, caller: Caller, ref: str) -> ServiceDetail:
+    """One service of the caller's tenancy, with its keys, access list and tunnels."""
+    with db.read() as session:
+        service = _own_service(session, caller, ref)
+        names = list(
+            session.scalars(
+                select(User.name)
+                .join(ServiceAccess, ServiceAccess.user_id == User.id)
+                .where(ServiceAccess.service_id == service.id)
+                .order_by(User.name)
+            )
+        )
+        keys = list(
+            session.scalars(
+                select(TunnelKey)
+                .where(TunnelKey.service_id == service.id)
+                .order_by(TunnelKey.created_at)
+            )
+        )
+        tunnels = list(
+            session.scalars(
+                select(TunnelEndpoint)
+                .where(TunnelEndpoint.service_id == service.id)
+                .order_by(TunnelEndpoint.connected_at)
+            )
+        )
+        session.expunge_all()
+        return ServiceDetail(service, names, keys, tunnels)
+
+
+def update_service(
+    db: Database,
+    caller: Caller,
+    ref: str,
+    *,
+    public: bool | None = None,
+    access: list[str] | None = None,
+) -> None:
+    """Change who may reach a service; takes effect at the gateway within seconds."""
+    with db.write() as session:
+        service = _own_service(session, caller, ref)
+        if public is not None:
+            service.public = public
+        if access is not None:
+            users = _users_by_name(session, access)
+            session.execute(delete(ServiceAccess).where(ServiceAccess.service_id == service.id))
+            session.add_all(ServiceAccess(service_id=service.id, user_id=u.id) for u in users)
+        service.updated_at = utcnow()
+
+
+def delete_service(db: Database, caller: Caller, ref: str) -> None:
+    """Delete a service: its keys stop working and its tunnels are cut."""
+    with db.write() as session:
+        session.delete(_own_service(session, caller, ref))
+
+
+def revoke_key(db: Database, caller: Caller, ref: str, key_id: str) -> None:
+    """Unbind one key from a service; its connections are cut within seconds."""
+    with db.write() as session:
+        service = _own_service(session, caller, ref)
+        key = session.scalar(
+            select(TunnelKey).where(TunnelKey.service_id == service.id, TunnelKey.id == key_id)
+        )
+        if key is None:
+            raise NotFound(f"service '{service.name}' has no key '{key_id}'")
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+
+
+@dataclass(frozen=True)
+class Association:
+    """What a client learns when it exchanges its token."""
+
+    service: Service
+    """The service its key now serves."""
+    key: TunnelKey
+    """The bound key."""
+
+
+def associate(
+    db: Database, token: str, public_key: str, config: ServiceConfig | None = None
+) -> Association:
+    """Exchange a single-use token: bind ``public_key`` to the token's service.
+
+    First use wins: of concurrent exchanges of one token exactly one succeeds. ``config``,
+    when given, replaces the service's protocol, liveness check and read timeout; who may
+    reach the service is never up to the client.
+    """
+    key = parse_public_key(public_key)
+    service_id = _check_token_signature(gateway_secret(db), token)
+    now = utcnow()
+    with db.write() as session:
+        row = session.scalar(
+            select(TunnelToken).where(TunnelToken.token_hash == token_digest(token))
+        )
+        if row is None or row.service_id != service_id:
+            raise TokenInvalid("this token is unknown (was its service deleted?)")
+        if row.used_at is not None:
+            raise TokenUsed(
+                "this token was already exchanged; ask the service's owner for a new one "
+                "(ecliptic service token NAME)"
+            )
+        if row.expires_at <= now:
+            raise TokenExpired("this token has expired; ask the service's owner for a new one")
+        claimed = session.execute(
+            update(TunnelToken)
+            .where(TunnelToken.id == row.id, TunnelToken.used_at.is_(None))
+            .values(used_at=now)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            raise TokenUsed("this token was already exchanged")
+        service = session.get(Service, service_id)
+        if service is None:
+            raise TokenInvalid("the token's service was deleted")
+        existing = session.scalar(select(TunnelKey).where(TunnelKey.fingerprint == key.fingerprint))
+        if existing is not None and (
+            existing.service_id != service.id or existing.revoked_at is not None
+        ):
+            raise Conflict(
+                "this SSH key is already bound to a service or was revoked: generate a new key "
+                "for this client"
+            )
+        if config is not None:
+            service.protocol = config.protocol
+            service.liveness_path = config.liveness_path
+            service.liveness_period_s = config.liveness_period_s
+            service.read_timeout_s = config.read_timeout_s
+        bound = existing or TunnelKey(
+            service_id=service.id, fingerprint=key.fingerprint, public_key=key.line
+        )
+        session.add(bound)
+        try:
+            session.flush()
+        except IntegrityError:
+            raise Conflict("this SSH key was bound to a service at the same moment") from None
+        session.refresh(service)
+        session.expunge_all()
+        return Association(service, bound)
+
+
+def _check_token_signature(secret: bytes, token: str) -> str:
+    """The service id a token names, after checking its signature and expiry."""
+    if not token.startswith(TOKEN_PREFIX) or token.count(".") != 3:
+        raise TokenInvalid("this is not an Ecliptic association token (they start with 'ectt_')")
+    payload, _, mac = token[len(TOKEN_PREFIX) :].rpartition(".")
+    if not hmac.compare_digest(mac, _mac(secret, payload)):
+        raise TokenInvalid("this token's signature is wrong: it was not issued here")
+    service_id, expiry, _ = payload.split(".")
+    if int(expiry) <= time.time():
+        raise TokenExpired("this token has expired; ask the service's owner for a new one")
+    return service_id
+
+
+# --- what the gateway needs ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoutedService:
+    """What the gateway routes for one service."""
+
+    id: str
+    """Service id."""
+    subdomain: str
+    """Its DNS label."""
+    public: bool
+    """Reached without signing in."""
+    protocol: str
+    """``http``, ``https`` or ``tcp``."""
+    liveness_path: str | None
+    """Probe path, or None."""
+    liveness_period_s: int
+    """Seconds between probes."""
+    read_timeout_s: int
+    """Longest wait for the service to send something."""
+
+
+@dataclass(frozen=True)
+class GatewayView:
+    """Everything a gateway replica routes on, read in one go."""
+
+    services: dict[str, RoutedService]
+    """By service id."""
+    keys: dict[str, tuple[str, str]]
+    """Fingerprint -> (service id, public key line) of keys that are bound and not revoked."""
+
+
+def gateway_view(db: Database) -> GatewayView:
+    """The services and live keys, as the gateway needs them."""
+    with db.read() as session:
+        services = {
+            s.id: RoutedService(
+                s.id,
+                s.subdomain,
+                s.public,
+                s.protocol,
+                s.liveness_path,
+                s.liveness_period_s,
+                s.read_timeout_s,
+            )
+            for s in session.scalars(select(Service))
+        }
+        keys = {
+            k.fingerprint: (k.service_id, k.public_key)
+            for k in session.scalars(select(TunnelKey).where(TunnelKey.revoked_at.is_(None)))
+        }
+    return GatewayView(services, keys)
+
+
+def record_endpoints(db: Database, gateway_id: str, endpoints: list[TunnelEndpoint]) -> None:
+    """Replace what replica ``gateway_id`` reported as connected."""
+    with db.write() as session:
+        session.execute(delete(TunnelEndpoint).where(TunnelEndpoint.gateway_id == gateway_id))
+        live = set(session.scalars(select(Service.id)))
+        session.add_all(e for e in endpoints if e.service_id in live)
+
+
+def live_tunnels(db: Database) -> list[TunnelEndpoint]:
+    """Every tunnel every replica reports (admins)."""
+    with db.read() as session:
+        rows = list(session.scalars(select(TunnelEndpoint).order_by(TunnelEndpoint.connected_at)))
+        session.expunge_all()
+        return rows
+
+
+# --- access decisions ---------------------------------------------------------------------
+
+
+def subdomain_of(host: str, domain: str) -> str | None:
+    """The service label of a request's host, or None when the host is not a service's.
+
+    Ports, letter case and a trailing dot do not matter; only a direct child of ``domain``
+    is a service.
+    """
+    host = host.strip().lower()
+    if host.startswith("["):
+        return None
+    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    host = host.rstrip(".")
+    suffix = "." + domain.strip(".").lower()
+    if not host.endswith(suffix):
+        return None
+    label = host[: -len(suffix)]
+    return label if _SUBDOMAIN.match(label) else None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The gateway's answer for one request to a signed-in service."""
+
+    status: int
+    """200 allowed, 401 not signed in, 403 not allowed."""
+    user: str = ""
+    """Signed-in user's name (200)."""
+    email: str = ""
+    """Their e-mail (200)."""
+    forward_cookie: str = ""
+    """The request's Cookie header without the gateway's own cookie."""
+    forward_authorization: str = ""
+    """The request's Authorization header unless it was an Ecliptic credential."""
+    login_url: str = ""
+    """Where a browser goes to sign in (401)."""
+    message: str = ""
+    """Why not (401, 403)."""
+
+
+def strip_cookie(header: str, name: str = COOKIE_NAME) -> tuple[str, str | None]:
+    """``header`` without cookie ``name``, and that cookie's value."""
+    kept: list[str] = []
+    value: str | None = None
+    for part in header.split(";"):
+        k, sep, v = part.strip().partition("=")
+        if not k and not sep:
+            continue
+        if k == name:
+            value = v
+        else:
+            kept.append(part.strip())
+    return "; ".join(kept), value
+
+
+class GatewayAuth:
+    """Decides who may reach which service, and runs the sign-in hand-off to subdomains."""
+
+    def __init__(
+        self, db: Database, *, domain: str, front_url: str, portal_url: str, session_ttl: timedelta
+    ) -> None:
+        self.db = db
+        self.domain = domain
+        self.front_url = front_url
+        self.portal_url = portal_url.rstrip("/")
+        self.session_ttl = session_ttl
+        self._secret = gateway_secret(db)
+
+    # cookies -------------------------------------------------------------------------
+
+    def session_cookie(self, user_id: str, host: str) -> str:
+        """A signed session value for ``user_id`` on ``host``."""
+        expiry = int(time.time() + self.session_ttl.total_seconds())
+        payload = f"{user_id}.{expiry}.{secrets.token_urlsafe(6)}"
+        return f"{payload}.{_mac(self._secret, payload + '|' + host)}"
+
+    def _cookie_user(self, value: str, host: str) -> str | None:
+        try:
+            user_id, expiry, nonce, mac = value.split(".")
+        except ValueError:
+            return None
+        payload = f"{user_id}.{expiry}.{nonce}"
+        if not hmac.compare_digest(mac, _mac(self._secret, payload + "|" + host)):
+            return None
+        if not expiry.isdigit() or int(expiry) <= time.time():
+            return None
+        return user_id
+
+    # decisions -----------------------------------------------------------------------
+
+    def decide(
+        self, *, host: str, uri: str, scheme: str, cookie: str, authorization: str, browser: bool
+    ) -> Decision:
+        """May the bearer of these credentials reach the service at ``host``?"""
+        forward_cookie, session_value = strip_cookie(cookie)
+        forward_auth = authorization
+        host = host.lower().rstrip(".")
+        label = subdomain_of(host, self.domain)
+        user: User | None = None
+        with self.db.read() as session:
+            service = (
+                session.scalar(select(Service).where(Service.subdomain == label)) if label else None
+            )
+            if service is None:
+                return Decision(403, message=f"no service at {host}")
+            if session_value:
+                uid = self._cookie_user(session_value, host)
+                user = session.get(User, uid) if uid else None
+            if user is None and authorization[:7].lower() == "bearer ":
+                token = authorization[7:].strip()
+                row = session.scalar(
+                    select(ApiToken).where(ApiToken.token_hash == token_digest(token))
+                )
+                if row is not None and (row.expires_at is None or row.expires_at > utcnow()):
+                    user = row.user
+                    forward_auth = ""
+            if user is None or user.disabled:
+                login = self.login_url(host, uri, scheme) if browser else ""
+                return Decision(
+                    401,
+                    forward_cookie=forward_cookie,
+                    login_url=login,
+                    message="sign in to reach this service",
+                )
+            allowed = session.get(ServiceAccess, (service.id, user.id)) is not None
+            if not allowed:
+                return Decision(403, user=user.name, message=f"{user.name} may not reach {host}")
+            return Decision(
+                200,
+                user=user.name,
+                email=user.email,
+                forward_cookie=forward_cookie,
+                forward_authorization=forward_auth,
+            )
+
+    def login_url(self, host: str, uri: str, scheme: str) -> str:
+        """The portal URL that signs a browser in and sends it back to ``host`` + ``uri``."""
+        query = urlencode({"host": host, "next": uri or "/", "scheme": scheme})
+        return f"{self.portal_url}/gateway/authorize?{query}"
+
+    def authorize(self, user: User, host: str, next_uri: str, scheme: str) -> str:
+        """After sign-in: a single-use code for ``host``, as the URL that hands it over."""
+        host = host.lower().rstrip(".")
+        label = subdomain_of(host, self.domain)
+        code = secrets.token_urlsafe(24)
+        with self.db.write() as session:
+            service = (
+                session.scalar(select(Service).where(Service.subdomain == label)) if label else None
+            )
+            if service is None:
+                raise NotFound(f"there is no service at {host}")
+            if not service.public and session.get(ServiceAccess, (service.id, user.id)) is None:
+                raise Forbidden(
+                    f"{user.name} may not reach {host}: ask the service's owner for access"
+                )
+            session.add(
+                GatewayCode(
+                    code_hash=token_digest(code),
+                    user_id=user.id,
+                    host=host,
+                    expires_at=utcnow() + CODE_TTL,
+                )
+            )
+            session.execute(delete(GatewayCode).where(GatewayCode.expires_at < utcnow()))
+        base = self.front_url.format(label)
+        if scheme == "https" and base.startswith("http://"):
+            base = "https://" + base[len("http://") :]
+        query = urlencode({"code": code, "next": safe_next(next_uri)})
+        return f"{base}/_ecliptic/callback?{query}"
+
+    def exchange(self, code: str, host: str) -> str:
+        """Redeem a sign-in code on ``host``: the session cookie value. Single use."""
+        host = host.lower().rstrip(".")
+        with self.db.write() as session:
+            row = session.get(GatewayCode, token_digest(code))
+            if row is None or row.host != host:
+                raise Forbidden("this sign-in link is not valid here: open the service again")
+            if row.used_at is not None or row.expires_at <= utcnow():
+                raise Forbidden("this sign-in link was used or has expired: open the service again")
+            row.used_at = utcnow()
+            user_id = row.user_id
+        return self.session_cookie(user_id, host)
+
+
+def safe_next(uri: str) -> str:
+    """``uri`` if it is a path on the same host, else ``/`` (no open redirects)."""
+    if not uri.startswith("/") or uri.startswith("//") or "\\" in uri or "\n" in uri:
+        return "/"
+    return uri
+
+
+def cookie_value(header: str, name: str) -> str | None:
+    """One cookie's value from a Cookie header."""
+    jar = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return strip_cookie(header, name)[1]
+    morsel = jar.get(name)
+    return morsel.value if morsel else None

@@ -1,0 +1,1 @@
+"""Tunnel gateway: SSH reverse tunnels from platforms, an nginx front routed by subdomain."""

@@ -1,0 +1,246 @@
+"""The gateway's registrar and its access decisions, through the API."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from ecliptic.runtime import Runtime
+from ecliptic.store.models import TunnelToken
+from ecliptic.store.types import utcnow
+from tests.api.conftest import Api, login
+
+
+def new_key() -> str:
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return line.decode() + " test@client"
+
+
+def make_user(admin: Api, client: TestClient, name: str) -> Api:
+    assert admin.post("/users", {"name": name, "password": f"{name}-password"}).status_code == 201
+    assert admin.put("/tenancies/default/members", {"user": name, "role": "member"}).is_success
+    return Api(client, login(client, name, f"{name}-password"), tenancy="default")
+
+
+def create(admin: Api, **body: Any) -> dict[str, Any]:
+    r = admin.post("/services", {"name": "notebook", **body})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def test_reserve_then_associate_once(admin: Api, client: TestClient) -> None:
+    svc = create(admin, liveness_path="/health")
+    assert svc["subdomain"][0].isalpha() and svc["subdomain"].isalnum()
+    assert svc["host"] == f"{svc['subdomain']}.localhost"
+    assert svc["access"] == ["admin"] and not svc["public"]
+    token = svc["token"]["token"]
+    assert token.startswith("ectt_")
+
+    key = new_key()
+    body = {"token": token, "public_key": key, "protocol": "http", "read_timeout_s": 60}
+    r = client.post("/api/v1/tunnels/associate", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["subdomain"] == svc["subdomain"]
+    assert out["ssh"]["user"] == "tunnel" and out["ssh"]["host_key"].startswith("ssh-ed25519 ")
+    assert out["ssh"]["port"] == 2222
+
+    again = client.post("/api/v1/tunnels/associate", json={**body, "public_key": new_key()})
+    assert again.status_code == 409 and again.json()["code"] == "token_used"
+
+    shown = admin.get(f"/services/{svc['name']}").json()
+    assert len(shown["keys"]) == 1 and shown["keys"][0]["revoked_at"] is None
+    assert shown["read_timeout_s"] == 60
+    # The token is never stored in clear.
+    assert token not in str(admin.get("/services").json())
+
+
+def test_bad_expired_and_forged_tokens_are_refused(
+    admin: Api, client: TestClient, runtime: Runtime
+) -> None:
+    svc = create(admin)
+    token = svc["token"]["token"]
+    assoc = "/api/v1/tunnels/associate"
+    r = client.post(assoc, json={"token": "nonsense", "public_key": new_key()})
+    assert r.status_code == 401 and r.json()["code"] == "token_invalid"
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    r = client.post(assoc, json={"token": forged, "public_key": new_key()})
+    assert r.status_code == 401 and "signature" in r.json()["detail"]
+    r = client.post(assoc, json={"token": token, "public_key": "ssh-ed25519 notbase64!"})
+    assert r.status_code == 422 and "base64" in r.json()["detail"]
+    r = client.post(assoc, json={"token": token, "public_key": new_key(), "extra": 1})
+    assert r.status_code == 422
+
+    with runtime.db.write() as s:
+        s.execute(update(TunnelToken).values(expires_at=utcnow() - timedelta(seconds=1)))
+    r = client.post(assoc, json={"token": token, "public_key": new_key()})
+    assert r.status_code == 410 and r.json()["code"] == "token_expired"
+
+
+def test_a_key_serves_one_service_only(admin: Api, client: TestClient) -> None:
+    a = create(admin)
+    b = admin.post("/services", {"name": "other"}).json()
+    key = new_key()
+    assoc = "/api/v1/tunnels/associate"
+    assert client.post(assoc, json={"token": a["token"]["token"], "public_key": key}).is_success
+    r = client.post(assoc, json={"token": b["token"]["token"], "public_key": key})
+    assert r.status_code == 409 and "already bound" in r.json()["detail"]
+
+
+def test_first_use_wins_under_concurrency(admin: Api, client: TestClient) -> None:
+    token = create(admin)["token"]["token"]
+    results: list[int] = []
+
+    def go() -> None:
+        r = client.post("/api/v1/tunnels/associate", json={"token": token, "public_key": new_key()})
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [200] + [409] * 7
+
+
+def auth(client: TestClient, host: str, **headers: str) -> Any:
+    return client.get("/gateway/auth", headers={"X-Ecliptic-Host": host, **headers})
+
+
+def test_bearer_tokens_and_access_lists(admin: Api, client: TestClient) -> None:
+    svc = create(admin)
+    host = svc["host"]
+    bob = make_user(admin, client, "bob")
+
+    r = auth(client, host)
+    assert r.status_code == 401 and "x-ecliptic-login" not in r.headers
+    r = auth(client, host, **{"X-Ecliptic-Accept": "text/html,*/*", "X-Ecliptic-Uri": "/lab?x=1"})
+    assert r.status_code == 401
+    login_url = urlsplit(r.headers["x-ecliptic-login"])
+    assert login_url.path == "/gateway/authorize"
+    assert parse_qs(login_url.query) == {"host": [host], "next": ["/lab?x=1"], "scheme": ["http"]}
+
+    r = auth(client, host, Authorization=admin.headers["Authorization"], Cookie="a=1; b=2")
+    assert r.status_code == 200
+    assert r.headers["x-remote-user"] == "admin"
+    assert r.headers["x-forward-authorization"] == ""  # our credential is not passed on
+    assert r.headers["x-forward-cookie"] == "a=1; b=2"
+    # A credential that is not ours goes through untouched.
+    r = auth(client, host, Authorization="Basic dXNlcjpwdw==")
+    assert r.status_code == 401
+
+    assert auth(client, host, Authorization=bob.headers["Authorization"]).status_code == 403
+    r = admin.client.patch(
+        f"/api/v1/services/{svc['id']}", json={"access": ["admin", "bob"]}, headers=admin.headers
+    )
+    assert r.status_code == 200 and r.json()["access"] == ["admin", "bob"]
+    assert auth(client, host, Authorization=bob.headers["Authorization"]).status_code == 200
+    admin.client.patch(
+        f"/api/v1/services/{svc['id']}", json={"access": ["admin"]}, headers=admin.headers
+    )
+    assert auth(client, host, Authorization=bob.headers["Authorization"]).status_code == 403
+
+    # Host spellings that name the same service are the same service; others are not.
+    bearer = {"Authorization": admin.headers["Authorization"]}
+    assert auth(client, host.upper() + ".", **bearer).status_code == 200
+    assert auth(client, "x" + host, **bearer).status_code == 403
+    assert auth(client, host + ".evil.test", **bearer).status_code == 403
+
+
+def test_browser_sign_in_hands_a_single_use_code_to_the_subdomain(
+    admin: Api, client: TestClient
+) -> None:
+    svc = create(admin)
+    host = svc["host"]
+    authorize = f"/gateway/authorize?host={host}&next=/lab&scheme=http"
+
+    r = client.get(authorize, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
+    page = client.get(r.headers["location"])
+    assert page.status_code == 200 and "<form" in page.text
+
+    bad = client.post(
+        "/login", content="username=admin&password=wrong&next=/x", follow_redirects=False
+    )
+    assert bad.status_code == 401 and "wrong user name or password" in bad.text
+    ok = client.post(
+        "/login",
+        content="username=admin&password=test-admin-password&next=" + authorize.replace("&", "%26"),
+        follow_redirects=False,
+    )
+    assert ok.status_code == 303 and ok.headers["location"] == authorize
+    assert "ecliptic_session" in ok.cookies
+
+    r = client.get(authorize, follow_redirects=False)
+    assert r.status_code == 303
+    target = urlsplit(r.headers["location"])
+    assert target.netloc == f"{svc['subdomain']}.localhost:8480"
+    assert target.path == "/_ecliptic/callback"
+    code_url = f"{target.path}?{target.query}"
+
+    # The code is bound to its host and works once.
+    wrong = client.get(code_url, headers={"X-Ecliptic-Host": "other.localhost"})
+    assert wrong.status_code == 403
+    cb = client.get(code_url, headers={"X-Ecliptic-Host": host}, follow_redirects=False)
+    assert cb.status_code == 303 and cb.headers["location"] == "/lab"
+    set_cookie = cb.headers["set-cookie"]
+    assert set_cookie.startswith("ecliptic_gw=") and "Domain" not in set_cookie
+    assert "HttpOnly" in set_cookie
+    again = client.get(code_url, headers={"X-Ecliptic-Host": host}, follow_redirects=False)
+    assert again.status_code == 403
+
+    cookie = set_cookie.split(";")[0]
+    r = auth(client, host, Cookie=f"theirs=1; {cookie}")
+    assert r.status_code == 200 and r.headers["x-remote-user"] == "admin"
+    assert r.headers["x-forward-cookie"] == "theirs=1"
+    # The cookie is valid on its own host only.
+    other = create(admin, name="second")
+    assert auth(client, other["host"], Cookie=cookie).status_code == 401
+
+
+def test_sign_in_refuses_users_without_access_and_open_redirects(
+    admin: Api, client: TestClient
+) -> None:
+    svc = create(admin)
+    make_user(admin, client, "carol")
+    client.post("/login", content="username=carol&password=carol-password&next=/")
+    r = client.get(f"/gateway/authorize?host={svc['host']}&next=/", follow_redirects=False)
+    assert r.status_code == 403 and "may not reach" in r.text
+    ok = client.post(
+        "/login",
+        content="username=carol&password=carol-password&next=//evil.test/",
+        follow_redirects=False,
+    )
+    assert ok.headers["location"] == "/"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "x", "protocol": "ftp"},
+        {"name": "x", "liveness_path": "health"},
+        {"name": "x", "access": ["nobody-here"]},
+        {"name": "x", "unknown": True},
+    ],
+)
+def test_service_input_is_validated(admin: Api, body: dict[str, Any]) -> None:
+    r = admin.post("/services", body)
+    assert r.status_code == 422, r.text
+
+
+def test_user_ssh_keys(admin: Api) -> None:
+    key = new_key()
+    r = admin.post("/users/me/ssh-keys", {"name": "laptop", "public_key": key})
+    assert r.status_code == 201 and r.json()["fingerprint"].startswith("SHA256:")
+    assert admin.post("/users/me/ssh-keys", {"name": "again", "public_key": key}).status_code == 409
+    assert [k["name"] for k in admin.get("/users/me/ssh-keys").json()] == ["laptop"]
+    assert admin.delete("/users/me/ssh-keys/laptop").status_code == 204
