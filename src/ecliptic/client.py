@@ -71,12 +71,18 @@ from ecliptic.api.schemas import (
     ServerCreate,
     ServerNic,
     ServerOut,
+    ServiceCreate,
+    ServiceOut,
+    ServiceUpdate,
     SliceReservationIn,
+    SshKeyCreate,
+    SshKeyOut,
     SubnetOut,
     TenancyCreate,
     TenancyOut,
     TokenCreate,
     TokenOut,
+    TunnelTokenOut,
     UserCreate,
     UserOut,
     WhoAmI,
@@ -497,6 +503,8 @@ class Client:
         self.leases = _Leases(self)
         self.availability = _Availability(self)
         self.credits = _Credits(self)
+        self.services = _Services(self)
+        self.ssh_keys = _SshKeys(self)
 
     @classmethod
     def from_config(
@@ -1128,3 +1136,64 @@ class _Credits(_Group):
             list[BalanceOut], "POST", "/credits/allocations", json=body
         )
         return out
+
+
+class _Services(_Group):
+    """Services reached through the tunnel gateway, by subdomain."""
+
+    def create(self, service: ServiceCreate | None = None, **fields: Any) -> ServiceOut:
+        """Reserve a subdomain; the answer holds the first association token (shown once)."""
+        body = _model_body(ServiceCreate, service, fields)
+        out: ServiceOut = self._c._call(ServiceOut, "POST", "/services", json=body)
+        return out
+
+    def list(self) -> builtins.list[ServiceOut]:
+        """Your tenancy's services."""
+        out: builtins.list[ServiceOut] = self._c._call(list[ServiceOut], "GET", "/services")
+        return out
+
+    def get(self, ref: str) -> ServiceOut:
+        """One service with its access list, keys and live tunnels."""
+        out: ServiceOut = self._c._call(ServiceOut, "GET", f"/services/{_q(ref)}")
+        return out
+
+    def update(self, ref: str, update: ServiceUpdate | None = None, **fields: Any) -> ServiceOut:
+        """Change who may reach a service, or whether it is public."""
+        body = _model_body(ServiceUpdate, update, fields)
+        out: ServiceOut = self._c._call(ServiceOut, "PATCH", f"/services/{_q(ref)}", json=body)
+        return out
+
+    def token(self, ref: str, ttl_minutes: int | None = None) -> TunnelTokenOut:
+        """Another single-use association token (for one more client)."""
+        body = {"ttl_minutes": ttl_minutes} if ttl_minutes else None
+        out: TunnelTokenOut = self._c._call(
+            TunnelTokenOut, "POST", f"/services/{_q(ref)}/tokens", json=body
+        )
+        return out
+
+    def revoke_key(self, ref: str, key_id: str) -> None:
+        """Unbind a client's key; its tunnels are cut."""
+        self._c.request("DELETE", f"/services/{_q(ref)}/keys/{_q(key_id)}")
+
+    def delete(self, ref: str) -> None:
+        """Delete a service."""
+        self._c.request("DELETE", f"/services/{_q(ref)}")
+
+
+class _SshKeys(_Group):
+    """Your SSH public keys (they sign you in to the gateway's jump host)."""
+
+    def add(self, name: str, public_key: str) -> SshKeyOut:
+        """Register a key."""
+        body = SshKeyCreate(name=name, public_key=public_key).model_dump()
+        out: SshKeyOut = self._c._call(SshKeyOut, "POST", "/users/me/ssh-keys", json=body)
+        return out
+
+    def list(self) -> builtins.list[SshKeyOut]:
+        """Your keys."""
+        out: builtins.list[SshKeyOut] = self._c._call(list[SshKeyOut], "GET", "/users/me/ssh-keys")
+        return out
+
+    def delete(self, ref: str) -> None:
+        """Remove a key, by name or id."""
+        self._c.request("DELETE", f"/users/me/ssh-keys/{_q(ref)}")

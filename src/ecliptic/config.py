@@ -65,6 +65,8 @@ class Settings:
     """How long an association token stays valid."""
     gateway_session_ttl: timedelta = timedelta(hours=12)
     """How long a sign-in on a service's subdomain lasts."""
+    portal_url: str | None = None
+    """URL browsers sign in at; the API's own URL when None (set it for a standalone gateway)."""
     gateway_state_dir: Path | None = None
     """Root-owned folder for sshd's and nginx's generated files; ``/run/ecliptic/gw-<id>``
     when None."""
@@ -81,6 +83,8 @@ class Settings:
     @property
     def public_url(self) -> str:
         """Base URL people and servers use to reach the API."""
+        if self.portal_url:
+            return self.portal_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
 
@@ -130,6 +134,8 @@ def _gateway_settings() -> dict[str, object]:
         values["gateway_tls_port"] = int(env("ECLIPTIC_GATEWAY_TLS_PORT", ""))
         values["gateway_tls_cert"] = Path(env("ECLIPTIC_GATEWAY_TLS_CERT", ""))
         values["gateway_tls_key"] = Path(env("ECLIPTIC_GATEWAY_TLS_KEY", ""))
+    if env("ECLIPTIC_PORTAL_URL"):
+        values["portal_url"] = env("ECLIPTIC_PORTAL_URL")
     if env("ECLIPTIC_GATEWAY_STATE_DIR"):
         values["gateway_state_dir"] = Path(env("ECLIPTIC_GATEWAY_STATE_DIR", ""))
     return values

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import uvicorn
 from ecliptic.api.app import create_app
 from ecliptic.config import Settings
 from ecliptic.runtime import FirstAdmin, Runtime
+from ecliptic.tunnel.gateway import Gateway, prerequisites
 
 log = logging.getLogger("ecliptic")
 
@@ -24,6 +26,27 @@ def _write_first_password(settings: Settings, first: FirstAdmin) -> Path:
     with os.fdopen(fd, "w") as f:
         f.write(first.password + "\n")
     return path
+
+
+def stop_like_ctrl_c(signum: int, frame: object) -> None:
+    """SIGTERM handler that unwinds like Ctrl-C, so cleanup in ``finally`` runs."""
+    raise KeyboardInterrupt
+
+
+def _start_gateway(settings: Settings, runtime: Runtime) -> Gateway | None:
+    """The in-process tunnel gateway, when enabled and possible here."""
+    if settings.gateway == "off":
+        return None
+    problems = prerequisites(settings)
+    if problems:
+        if settings.gateway == "on":
+            raise SystemExit("cannot start the tunnel gateway: " + "; ".join(problems))
+        log.warning("tunnel gateway not started (ECLIPTIC_GATEWAY=auto): %s", "; ".join(problems))
+        return None
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    gateway = Gateway(settings, runtime.db, auth_upstream=f"{host}:{settings.port}")
+    gateway.start()
+    return gateway
 
 
 def serve(settings: Settings, *, echo: bool = True) -> None:
@@ -42,6 +65,7 @@ def serve(settings: Settings, *, echo: bool = True) -> None:
     gc.collect()
     gc.freeze()
     url = settings.public_url
+    gateway = _start_gateway(settings, runtime)
     if echo:
         print(f"Ecliptic {runtime.backend.name} cloud serving at {url}", file=sys.stderr)
         print(f"  API docs:  {url}/docs    database: {settings.database_url}", file=sys.stderr)
@@ -51,6 +75,12 @@ def serve(settings: Settings, *, echo: bool = True) -> None:
                 "  First start: created administrator 'admin' in tenancy "
                 f"'{first.tenancy}' with password: {first.password}\n"
                 f"  (also saved, readable by you only, in {path})",
+                file=sys.stderr,
+            )
+        if gateway is not None:
+            print(
+                f"  Services:  {settings.gateway_front_url.format('<subdomain>')}"
+                f"    tunnels: ssh -N -R 0:localhost:PORT tunnel@HOST -p {gateway.ssh_port}",
                 file=sys.stderr,
             )
         print(
@@ -66,11 +96,16 @@ def serve(settings: Settings, *, echo: bool = True) -> None:
         access_log=False,
         lifespan="off",
     )
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal with the handler
+    # it found: make that handler unwind like Ctrl-C so the cleanup below always runs.
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     try:
         uvicorn.Server(config).run()
     except KeyboardInterrupt:
         pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; we are stopping anyway
     finally:
+        if gateway is not None:
+            gateway.stop()
         runtime.stop()
         if echo:
             print("Ecliptic stopped.", file=sys.stderr)

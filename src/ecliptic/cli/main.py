@@ -15,10 +15,21 @@ from typing import Annotated
 import typer
 
 from ecliptic import __version__
-from ecliptic.cli import auth, catalogue, credits, identity, leases, local, networks, servers
+from ecliptic.cli import (
+    auth,
+    catalogue,
+    credits,
+    identity,
+    leases,
+    local,
+    networks,
+    servers,
+    services,
+)
 from ecliptic.cli.exitcodes import EPILOG
 from ecliptic.cli.output import OutputFormat
 from ecliptic.cli.session import Session
+from ecliptic.cli.tunnel import app as tunnel_app
 
 app = typer.Typer(
     help="Ecliptic: a self-service research cloud. Start with 'ecliptic serve', then "
@@ -39,6 +50,9 @@ app.add_typer(identity.tenancy_app, name="tenancy", no_args_is_help=True)
 app.add_typer(identity.user_app, name="user", no_args_is_help=True)
 app.add_typer(auth.token_app, name="token", no_args_is_help=True)
 app.add_typer(local.app, name="local", no_args_is_help=True)
+app.add_typer(services.app, name="service", no_args_is_help=True)
+app.add_typer(services.key_app, name="ssh-key", no_args_is_help=True)
+app.add_typer(tunnel_app, name="tunnel", no_args_is_help=True)
 app.registered_commands += auth.app.registered_commands
 app.registered_commands += leases.top.registered_commands
 
@@ -122,6 +136,27 @@ def serve(
     from ecliptic.server import serve as run
 
     run(load_settings(host=host, port=port, data_dir=data_dir))
+
+
+@app.command("gateway")
+def gateway(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Data dir whose database to share (or set ECLIPTIC_DATABASE_URL).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run a tunnel gateway replica on its own (production: several, sharing the database).
+
+    Settings come from ECLIPTIC_GATEWAY_* (ports, domain, TLS certificate) and
+    ECLIPTIC_PORTAL_URL (where people sign in)."""
+    from ecliptic.config import load_settings
+    from ecliptic.tunnel.standalone import run
+
+    run(load_settings(data_dir=data_dir))
 
 
 def main() -> None:

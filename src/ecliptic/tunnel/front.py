@@ -1,0 +1,999 @@
+"""The HTTP front of the tunnel gateway: an nginx master owned by Ecliptic, routed by host.
+
+``Front`` writes ``nginx.conf`` and its snippets once per start, and ``routes.conf`` from a
+table of ``Route``s on every change, then reloads the master with SIGHUP (debounced). Each
+route is one ``server`` block, so authorisation, timeouts and the upstream scheme differ per
+route; a route with connected tunnels also gets one ``upstream`` of their loopback ports,
+spoken to over HTTP/1.1 with keepalive.
+
+Threat model: clients are anyone on the internet and choose every header, the request line
+and their pace. nginx parses HTTP and refuses what is ambiguous (duplicate Content-Length,
+Content-Length with Transfer-Encoding, oversized headers) and bounds slow clients. Routing,
+authorisation and the auth cache all key on nginx's ``$host``, so they cannot disagree about
+which service a request is for. Identity headers (``X-Remote-*``, ``X-Forwarded-*``) are set
+by the front only, never passed on from the client. Backends are users' own services and may
+answer anything: nginx control headers from them (``X-Accel-*``) are ignored. Private routes
+ask Ecliptic's auth app on every request through ``auth_request``; its answers are cached for
+``FrontConfig.auth_cache_s`` seconds, keyed by host and credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import http.client
+import ipaddress
+import logging
+import os
+import pwd
+import re
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CONTROL_HOST = "ecliptic-control.invalid"
+"""Host name of the front's own status server (loopback clients only): it answers
+``/generation`` with the number of the routing table its workers serve."""
+WORKER_USER = "nobody"
+"""Account nginx workers run as (with its primary group) when Ecliptic runs as root."""
+RELOAD_COALESCE_S = 0.01
+"""Wait this long after the first change of a burst before reloading, to batch the burst."""
+RELOAD_MIN_INTERVAL_S = 0.2
+"""At most one reload per this many seconds (or twice the time the last one took to go
+live, if more); changes meanwhile are coalesced."""
+RELOAD_LIVE_TIMEOUT_S = 10.0
+"""How long the reloader waits for a table to go live before it reports a failed reload."""
+RELOAD_RETRY_S = 1.0
+"""After a failed attempt to write the routes or signal nginx, retry after this long."""
+START_TIMEOUT_S = 10.0
+"""How long ``start`` waits for the master to answer."""
+STOP_GRACE_S = 5.0
+"""``stop`` lets open requests finish this long (SIGQUIT) before it forces nginx (SIGTERM)."""
+UPSTREAM_FAIL_TIMEOUT_S = 5
+"""A tunnel port that refused a connection is skipped this long (when the route has others)."""
+DEFAULT_READ_TIMEOUT_S = 3600
+"""Seconds a request may wait for its service unless its route says otherwise."""
+UPSTREAM_KEEPALIVE = 32
+"""Idle upstream connections kept per worker and route."""
+PAGES = ("401", "403", "404", "431", "500", "502", "503", "504")
+"""Error pages written from ``templates/<status>.html``."""
+
+_LABEL = r"(?!-)[a-z0-9-]{1,63}"
+_HOST = re.compile(rf"^{_LABEL}(\.{_LABEL})+$")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./@+,=:~-]+$")
+_HOST_PORT = re.compile(r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
+_WORKER_TITLE = "nginx: worker process"
+_HOST_PLACEHOLDER = "{{ host }}"
+# SSI's echo escapes the value as HTML entities by default: the default server shows any Host.
+_HOST_SSI = '<!--# echo var="host" default="this address" -->'
+# Headers that claim an identity or a hop: the front sets them or sends them empty, so a value
+# a client made up never reaches a backend. (nginx cannot strip by pattern; these are the
+# ones proxies and frameworks read.)
+_STRIPPED_HEADERS = (
+    "Forwarded",
+    "X-Forwarded-Server",
+    "X-Forwarded-Prefix",
+    "X-Forwarded-Ssl",
+    "X-Forwarded-Scheme",
+    "X-Forwarded-Protocol",
+    "X-Forwarded-Uri",
+    "X-Forwarded-Method",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Preferred-Username",
+    "X-Forwarded-Groups",
+    "X-Forwarded-Access-Token",
+    "X-Remote-Groups",
+    "Remote-User",
+    "Remote-Email",
+    "X-Ecliptic-Uri",
+    "X-Ecliptic-Scheme",
+    "X-Ecliptic-Accept",
+)
+_IGNORED_FROM_BACKENDS = (
+    "X-Accel-Redirect X-Accel-Expires X-Accel-Limit-Rate X-Accel-Buffering X-Accel-Charset"
+)
+
+
+class FrontError(Exception):
+    """The front could not start, reload or stop; the message says why and where to look."""
+
+    code = "front_failed"
+
+
+class InvalidFrontInput(FrontError, ValueError):
+    """A route or a front setting that cannot be rendered into a safe nginx config."""
+
+    code = "invalid_front_input"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One service host and where its requests go."""
+
+    host: str
+    """Full lowercase host, e.g. ``k3j9x2.localhost`` (subdomain + "." + base domain)."""
+    ports: tuple[int, ...]
+    """127.0.0.1 ports of live, healthy tunnels; empty answers 503 "no tunnel connected"."""
+    public: bool
+    """False: every request is authorised by the auth app (``auth_request``) first."""
+    read_timeout_s: int = DEFAULT_READ_TIMEOUT_S
+    """Seconds a request may wait for the service (``proxy_read_timeout``/``send_timeout``):
+    also how long an idle WebSocket or event stream stays open."""
+    upstream_tls: bool = False
+    """The service speaks HTTPS behind the tunnel: the front connects with TLS, sending the
+    host as SNI and not verifying the service's certificate."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or len(self.host) > 253 or not _HOST.match(self.host):
+            raise InvalidFrontInput(
+                f"route host {self.host!r} is not a lowercase DNS name such as 'k3j9x2.localhost'"
+            )
+        for port in self.ports:
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise InvalidFrontInput(f"route {self.host}: port {port!r} is not 1-65535")
+        if len(set(self.ports)) != len(self.ports):
+            raise InvalidFrontInput(f"route {self.host}: ports {self.ports} repeat a port")
+        if not isinstance(self.read_timeout_s, int) or self.read_timeout_s < 1:
+            raise InvalidFrontInput(f"route {self.host}: read_timeout_s must be at least 1")
+
+
+@dataclass(frozen=True)
+class FrontConfig:
+    """Where the front keeps its files, where it listens and how patient it is."""
+
+    state_dir: Path
+    """nginx.conf, generated routes, pid, logs, temp and cache dirs, error pages. Workers run
+    as ``nobody`` when Ecliptic is root, so every parent directory must be searchable by
+    others (not under a 0700 directory such as pytest's ``tmp_path``)."""
+    listen_host: str = "127.0.0.1"
+    """IP address both listeners bind."""
+    http_port: int = 8480
+    """Plain-HTTP port; 0 picks a free one (tests), see ``Front.http_port``."""
+    tls_port: int | None = None
+    """TLS port, terminated with ``tls_cert``/``tls_key``; None for no TLS, 0 picks one."""
+    tls_cert: Path | None = None
+    """PEM certificate chain for the base domain (a wildcard), read by the root master."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+    auth_upstream: str = "127.0.0.1:8470"
+    """``host:port`` of Ecliptic's auth app: ``/gateway/auth`` and everything under
+    ``/_ecliptic/`` on service hosts."""
+    header_timeout_s: int = 10
+    """Seconds a client has to send the request line and headers."""
+    body_timeout_s: int = 60
+    """Seconds between two reads of the request body, or two writes of the response."""
+    keepalive_timeout_s: int = 75
+    """Seconds an idle client connection is kept open."""
+    auth_cache_s: int = 2
+    """Seconds an auth answer (200 or 403) is reused for the same host and credentials; a
+    revoked session or access keeps working at most this long. 0 disables the cache."""
+    nginx_path: str = "/usr/sbin/nginx"
+    """The nginx binary."""
+    stop_grace_s: float = STOP_GRACE_S
+    """Seconds ``stop`` lets open requests finish before it forces nginx down."""
+
+    def __post_init__(self) -> None:
+        for name in ("state_dir", "tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not (path.is_absolute() and _SAFE_PATH.match(str(path))):
+                raise InvalidFrontInput(
+                    f"{name} {str(path)!r}: use an absolute path made of letters, digits and "
+                    "'_./@+,=:~-' only (it is written into nginx.conf)"
+                )
+        try:
+            ipaddress.ip_address(self.listen_host)
+        except ValueError:
+            raise InvalidFrontInput(
+                f"listen_host {self.listen_host!r} is not an IP address"
+            ) from None
+        for name in ("http_port", "tls_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port < 65536:
+                raise InvalidFrontInput(f"{name} {port} is not 0-65535")
+        if self.tls_port is not None and (self.tls_cert is None or self.tls_key is None):
+            raise InvalidFrontInput("tls_port needs tls_cert and tls_key")
+        upstream = self.auth_upstream
+        if not (
+            _HOST_PORT.match(upstream)
+            or (upstream.startswith("unix:") and _SAFE_PATH.match(upstream[5:]))
+        ):
+            raise InvalidFrontInput(
+                f"auth_upstream {upstream!r} must be 'host:port' or 'unix:/path'"
+            )
+        for name in ("header_timeout_s", "body_timeout_s", "keepalive_timeout_s"):
+            if getattr(self, name) < 1:
+                raise InvalidFrontInput(f"{name} must be at least 1 second")
+        if self.auth_cache_s < 0:
+            raise InvalidFrontInput("auth_cache_s must not be negative")
+
+
+class _Layout:
+    """Paths of the files the front writes under ``state_dir``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.conf = root / "nginx.conf"
+        self.routes = root / "routes.conf"
+        self.route_snippet = root / "route-common.conf"
+        self.pages = root / "pages"
+        self.empty = root / "empty"
+        self.logs = root / "logs"
+        self.error_log = self.logs / "error.log"
+        self.stderr_log = self.logs / "nginx.stderr"
+        self.tmp = root / "tmp"
+        self.auth_cache = root / "auth-cache"
+        self.pid = root / "nginx.pid"
+
+
+def _worker_group() -> str:
+    """Primary group of ``WORKER_USER`` (``nogroup`` on Debian, ``nobody`` elsewhere)."""
+    return grp.getgrgid(pwd.getpwnam(WORKER_USER).pw_gid).gr_name
+
+
+def _listen_addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listens(cfg: FrontConfig, http_port: int, tls_port: int | None, default: bool) -> list[str]:
+    flag = " default_server" if default else ""
+    lines = [f"    listen {_listen_addr(cfg.listen_host, http_port)}{flag};"]
+    if tls_port is not None:
+        lines.append(f"    listen {_listen_addr(cfg.listen_host, tls_port)} ssl{flag};")
+    return lines
+
+
+def render_main(
+    cfg: FrontConfig, http_port: int, tls_port: int | None, *, as_root: bool
+) -> dict[Path, str]:
+    """nginx.conf and the snippet every route's server includes, by path.
+
+    Everything routes share lives at the http level, where route servers and their
+    ``location /`` inherit it: a per-route copy costs nginx memory and parse time per route.
+    """
+    lay = _Layout(cfg.state_dir)
+    tmp = lay.tmp
+    user = f"user {WORKER_USER} {_worker_group()};\n" if as_root else ""
+    tls = ""
+    if tls_port is not None:
+        tls = f"""
+    ssl_certificate {cfg.tls_cert};
+    ssl_certificate_key {cfg.tls_key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:ecl_tls:10m;
+    ssl_session_timeout 1h;
+"""
+    cache = ""
+    if cfg.auth_cache_s > 0:
+        cache = (
+            f"    proxy_cache_path {lay.auth_cache} levels=1:2 keys_zone=ecl_auth_cache:4m "
+            f"max_size=64m inactive={max(30, 4 * cfg.auth_cache_s)}s use_temp_path=off;\n"
+        )
+    declare = "".join(
+        f'        set ${name} "";\n'
+        for name in ("ecl_user", "ecl_email", "ecl_cookie", "ecl_authorization", "ecl_login")
+    )
+    stripped = "".join(f'    proxy_set_header {name} "";\n' for name in _STRIPPED_HEADERS)
+    pages = "/_ecliptic/pages"
+    conf = f"""# Written by Ecliptic (tunnel front) on every start; edits are lost.
+daemon off;
+master_process on;
+worker_processes auto;
+worker_rlimit_nofile 16384;
+worker_shutdown_timeout 10m;
+{user}pid {lay.pid};
+error_log {lay.error_log} notice;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    types {{ text/html html; }}
+    default_type application/octet-stream;
+    server_tokens off;
+    sendfile on;
+    tcp_nodelay on;
+    uninitialized_variable_warn off;
+    log_format ecliptic '$remote_addr [$time_local] "$host" "$request" $status '
+                        '$body_bytes_sent $request_time "$upstream_addr" "$http_user_agent"';
+    access_log {lay.logs}/access.log ecliptic buffer=32k flush=1s;
+    # Room for thousands of service names (the default search is slow and then gives up).
+    server_names_hash_max_size 65536;
+    server_names_hash_bucket_size 512;
+
+    client_header_timeout {cfg.header_timeout_s}s;
+    client_body_timeout {cfg.body_timeout_s}s;
+    send_timeout {cfg.body_timeout_s}s;
+    keepalive_timeout {cfg.keepalive_timeout_s}s;
+    client_max_body_size 0;
+    large_client_header_buffers 4 16k;
+    ignore_invalid_headers on;
+    underscores_in_headers off;
+
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+{cache}{tls}
+    # No Connection header unless the client upgrades, so upstream keepalive works.
+    map $http_upgrade $ecl_connection {{
+        default upgrade;
+        "" "";
+    }}
+    # Host as the client typed it: the port only when it is not the scheme's default.
+    map $scheme:$server_port $ecl_port {{
+        http:80 "";
+        https:443 "";
+        default :$server_port;
+    }}
+    # A 401 becomes a redirect to the sign-in URL the auth app gave (absolute URLs only),
+    # else the 401 page.
+    map $ecl_login $ecl_401 {{
+        default {pages}/401.html;
+        "~^https?://" $ecl_login;
+    }}
+
+    # Pages for the errors the front itself answers (a service's own errors pass unchanged).
+    error_page 494 =431 {pages}/431.html;
+    error_page 401 $ecl_401;
+    error_page 403 {pages}/403.html;
+    error_page 500 {pages}/500.html;
+    error_page 502 {pages}/502.html;
+    error_page 503 {pages}/503.html;
+    error_page 504 {pages}/504.html;
+
+    # How every route's location / talks to its tunnels (and /_ecliptic/ to the auth app).
+    proxy_http_version 1.1;
+    proxy_buffering off;
+    proxy_request_buffering off;
+    proxy_connect_timeout 5s;
+    proxy_read_timeout {DEFAULT_READ_TIMEOUT_S}s;
+    proxy_send_timeout {DEFAULT_READ_TIMEOUT_S}s;
+    proxy_next_upstream error timeout;
+    proxy_next_upstream_tries 3;
+    proxy_next_upstream_timeout 10s;
+    proxy_ignore_headers {_IGNORED_FROM_BACKENDS};
+    # Services that speak HTTPS behind their tunnel: self-signed is fine, SNI is the host.
+    proxy_ssl_verify off;
+    proxy_ssl_server_name on;
+    proxy_ssl_name $host;
+    proxy_set_header Host $host$ecl_port;
+    proxy_set_header Upgrade $http_upgrade;
+    proxy_set_header Connection $ecl_connection;
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_set_header X-Real-IP $remote_addr;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header X-Forwarded-Host $host$ecl_port;
+    proxy_set_header X-Forwarded-Port $server_port;
+    proxy_set_header X-Remote-User $ecl_user;
+    proxy_set_header X-Remote-Email $ecl_email;
+    proxy_set_header Cookie $ecl_cookie;
+    proxy_set_header Authorization $ecl_authorization;
+    proxy_set_header X-Ecliptic-Host $host;
+{stripped}
+    upstream ecl_auth {{
+        server {cfg.auth_upstream};
+        keepalive 16;
+    }}
+
+    include {lay.routes};
+
+    # Unknown hosts.
+    server {{
+{chr(10).join("    " + line for line in _listens(cfg, http_port, tls_port, default=True))}
+        server_name _;
+        # Declares the variables route servers set, so a table without private routes loads.
+{declare}        error_page 404 {pages}/404.html;
+        error_page 494 =431 {pages}/431.html;
+        location ^~ {pages}/ {{
+            internal;
+            alias {lay.pages}/;
+            ssi on;
+            add_header Cache-Control "no-store" always;
+        }}
+        location / {{
+            return 404;
+        }}
+    }}
+}}
+"""
+    auth_cache = ""
+    if cfg.auth_cache_s > 0:
+        auth_cache = f"""    proxy_cache ecl_auth_cache;
+    proxy_cache_key "$host|$http_cookie|$http_authorization";
+    proxy_cache_valid 200 403 {cfg.auth_cache_s}s;
+    proxy_cache_lock on;
+    proxy_cache_lock_timeout 5s;
+"""
+    auth_host = cfg.auth_upstream if not cfg.auth_upstream.startswith("unix:") else "localhost"
+    common = f"""# Included in every route's server block; written by Ecliptic on every start.
+location ^~ {pages}/ {{
+    internal;
+    alias {lay.pages}/;
+    ssi on;
+    add_header Cache-Control "no-store" always;
+}}
+
+# Sign-in callback and sign-out, served by the auth app on every service host, with the
+# headers services get (inherited: no per-route copy), credentials passed unchanged.
+location ^~ /_ecliptic/ {{
+    set $ecl_cookie $http_cookie;
+    set $ecl_authorization $http_authorization;
+    proxy_pass http://ecl_auth;
+}}
+
+# The auth subrequest: credentials and what is asked for, never the body.
+location = /_ecliptic_auth {{
+    internal;
+    proxy_pass http://ecl_auth/gateway/auth;
+    proxy_pass_request_body off;
+    proxy_pass_request_headers off;
+    proxy_set_header Host {auth_host};
+    proxy_set_header Connection "";
+    proxy_set_header Content-Length "";
+    proxy_set_header Cookie $http_cookie;
+    proxy_set_header Authorization $http_authorization;
+    proxy_set_header X-Ecliptic-Host $host;
+    proxy_set_header X-Ecliptic-Uri $request_uri;
+    proxy_set_header X-Ecliptic-Scheme $scheme;
+    proxy_set_header X-Ecliptic-Accept $http_accept;
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_set_header X-Real-IP $remote_addr;
+    proxy_connect_timeout 2s;
+    proxy_read_timeout 10s;
+    proxy_send_timeout 10s;
+    proxy_next_upstream off;
+    proxy_buffering on;
+    # Only proxy_cache_valid decides: not the auth app's cache headers, cookies or Vary.
+    proxy_ignore_headers Cache-Control Expires Set-Cookie Vary {_IGNORED_FROM_BACKENDS};
+{auth_cache}}}
+"""
+    return {lay.conf: conf, lay.route_snippet: common}
+
+
+def render_routes(
+    cfg: FrontConfig,
+    routes: Sequence[Route],
+    generation: int,
+    http_port: int,
+    tls_port: int | None,
+) -> str:
+    """routes.conf: one upstream and one server per route, and the status server."""
+    lay = _Layout(cfg.state_dir)
+    listens = _listens(cfg, http_port, tls_port, default=False)
+    out = [
+        f"# Routing table {generation}, written by Ecliptic; edits are lost on the next change.",
+    ]
+    for index, route in enumerate(sorted(routes, key=lambda r: r.host)):
+        name = f"t_{index}"
+        if route.ports:
+            out.append(f"upstream {name} {{")
+            out += [
+                f"    server 127.0.0.1:{port} max_fails=1 fail_timeout={UPSTREAM_FAIL_TIMEOUT_S}s;"
+                for port in route.ports
+            ]
+            out += [f"    keepalive {UPSTREAM_KEEPALIVE};", "}"]
+        out += ["server {", *listens, f"    server_name {route.host};"]
+        out += [f"    include {lay.route_snippet};", "    location / {"]
+        if route.public:
+            out += [
+                '        set $ecl_user "";',
+                '        set $ecl_email "";',
+                "        set $ecl_cookie $http_cookie;",
+                "        set $ecl_authorization $http_authorization;",
+            ]
+        else:
+            out += [
+                "        auth_request /_ecliptic_auth;",
+                "        auth_request_set $ecl_user $upstream_http_x_remote_user;",
+                "        auth_request_set $ecl_email $upstream_http_x_remote_email;",
+                "        auth_request_set $ecl_cookie $upstream_http_x_forward_cookie;",
+                "        auth_request_set $ecl_authorization"
+                " $upstream_http_x_forward_authorization;",
+                "        auth_request_set $ecl_login $upstream_http_x_ecliptic_login;",
+            ]
+        if route.ports:
+            if route.read_timeout_s != DEFAULT_READ_TIMEOUT_S:
+                out += [
+                    f"        proxy_read_timeout {route.read_timeout_s}s;",
+                    f"        proxy_send_timeout {route.read_timeout_s}s;",
+                ]
+            scheme = "https" if route.upstream_tls else "http"
+            out.append(f"        proxy_pass {scheme}://{name};")
+        else:
+            # try_files runs after auth_request: a private service's state is not shown to
+            # someone who may not see it.
+            out += [f"        root {lay.empty};", "        try_files /.no-tunnel =503;"]
+        out += ["    }", "}"]
+    allow = ["127.0.0.0/8", "::1"]
+    listen_ip = ipaddress.ip_address(cfg.listen_host)
+    if not (listen_ip.is_unspecified or listen_ip.is_loopback):
+        allow.append(cfg.listen_host)  # local probes to a public address come from it
+    out += [
+        "server {",
+        f"    listen {_listen_addr(cfg.listen_host, http_port)};",
+        f"    server_name {CONTROL_HOST};",
+        "    access_log off;",
+        *[f"    allow {a};" for a in allow],
+        "    deny all;",
+        "    location = /generation {",
+        "        default_type text/plain;",
+        f'        return 200 "{generation}\\n";',
+        "    }",
+        "    location / {",
+        "        return 404;",
+        "    }",
+        "}",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def render_pages() -> dict[str, str]:
+    """Error pages by file name, with the request's host filled in by nginx (SSI)."""
+    folder = resources.files("ecliptic.tunnel") / "templates"
+    return {
+        f"{status}.html": (folder / f"{status}.html")
+        .read_text(encoding="utf-8")
+        .replace(_HOST_PLACEHOLDER, _HOST_SSI)
+        for status in PAGES
+    }
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _probe_address(listen_host: str) -> str:
+    ip = ipaddress.ip_address(listen_host)
+    if ip.is_unspecified:
+        return "::1" if ip.version == 6 else "127.0.0.1"
+    return listen_host
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (nginx workers, cache manager and loader)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        with contextlib.suppress(OSError):
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+            out += [int(p) for p in text.split()]
+    return out
+
+
+def _title(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def _active_workers(master: int) -> set[int]:
+    """Workers of ``master`` that accept connections (not shutting down after a reload)."""
+    return {pid for pid in _children(master) if _title(pid) == _WORKER_TITLE}
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_pidfd(fd: int, timeout: float) -> bool:
+    """True when the process behind ``fd`` exited within ``timeout``."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
+
+
+class Front:
+    """The nginx master serving service hosts, and the routing table it serves."""
+
+    def __init__(self, config: FrontConfig) -> None:
+        self.config = config
+        self._lay = _Layout(config.state_dir)
+        self._cond = threading.Condition()
+        self._lifecycle = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._http_port: int | None = None
+        self._tls_port: int | None = None
+        self._routes: tuple[Route, ...] = ()
+        self._applied = 0  # generation of the last table given to apply()
+        self._written = 0  # generation written to routes.conf and signalled to nginx
+        self._pending_since: float | None = None
+        self._last_reload = 0.0
+        self._min_interval = RELOAD_MIN_INTERVAL_S
+        self._stale_workers: set[int] = set()
+        self._reload_error: str | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def http_port(self) -> int:
+        """The plain-HTTP port nginx listens on (the picked one when configured as 0)."""
+        return self._http_port if self._http_port is not None else self.config.http_port
+
+    @property
+    def tls_port(self) -> int | None:
+        """The TLS port nginx listens on, None without TLS."""
+        return self._tls_port if self._tls_port is not None else self.config.tls_port
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the nginx master while it runs."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Write the config, check it with ``nginx -t``, start the master, wait until it answers."""
+        with self._lifecycle:
+            if self.pid is not None:
+                raise FrontError("the front is already running")
+            cfg = self.config
+            if not os.access(cfg.nginx_path, os.X_OK):
+                raise FrontError(f"nginx is not installed at {cfg.nginx_path}: set nginx_path")
+            as_root = os.geteuid() == 0
+            self._prepare_dirs(as_root)
+            self._stop_stale_master()
+            attempts = 3 if cfg.http_port == 0 or cfg.tls_port == 0 else 1
+            for attempt in range(attempts):
+                http_port = cfg.http_port or _free_port(cfg.listen_host)
+                tls_port = cfg.tls_port
+                if tls_port == 0:
+                    tls_port = _free_port(cfg.listen_host)
+                try:
+                    self._launch(http_port, tls_port, as_root)
+                    break
+                except FrontError as exc:
+                    if attempt + 1 == attempts or "Address already in use" not in str(exc):
+                        raise
+                    log.info("front: picked port taken meanwhile, picking again")
+            self._stopping = False
+            self._thread = threading.Thread(
+                target=self._reloader, name="ecliptic-front-reload", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop nginx by PID: SIGQUIT (graceful), then SIGTERM, then SIGKILL; reap it."""
+        with self._lifecycle:
+            with self._cond:
+                self._stopping = True
+                self._cond.notify_all()
+            if self._thread is not None:
+                self._thread.join()
+                self._thread = None
+            proc = self._proc
+            if proc is None:
+                return
+            try:
+                if proc.poll() is None:
+                    self._shutdown(proc)
+            finally:
+                self._proc = None
+
+    def apply(self, routes: Sequence[Route]) -> None:
+        """Make ``routes`` the routing table; nginx reloads shortly after (bursts coalesce).
+
+        Applying the table already applied changes nothing and costs no reload.
+        """
+        table = tuple(sorted(routes, key=lambda r: r.host if isinstance(r, Route) else ""))
+        for route in table:
+            if not isinstance(route, Route):
+                raise InvalidFrontInput(f"not a Route: {route!r}")
+        hosts = [r.host for r in table]
+        dupes = sorted({h for h in hosts if hosts.count(h) > 1})
+        if dupes:
+            raise InvalidFrontInput(f"several routes for {', '.join(dupes)}: give one per host")
+        if CONTROL_HOST in hosts:
+            raise InvalidFrontInput(f"{CONTROL_HOST} is the front's own status host")
+        with self._cond:
+            if table == self._routes:
+                return
+            self._routes = table
+            self._applied += 1
+            if self._pending_since is None:
+                self._pending_since = time.monotonic()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Block until nginx serves the last applied table with workers started for it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._applied
+            while self._written < target and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        while True:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                raise FrontError(
+                    "nginx is not running; see "
+                    f"{self._lay.error_log}:\n{_tail(self._lay.error_log)}"
+                )
+            with self._cond:
+                written, stale, error = self._written, set(self._stale_workers), self._reload_error
+            if written >= target:
+                live = self._live_generation()
+                if live is not None and live >= target and not (_active_workers(proc.pid) & stale):
+                    return
+            if time.monotonic() >= deadline:
+                why = f" (last reload attempt: {error})" if error else ""
+                raise FrontError(
+                    f"routing table {target} is not live after {timeout:g} s{why}; see "
+                    f"{self._lay.error_log}:\n{_tail(self._lay.error_log)}"
+                )
+            time.sleep(0.005)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _prepare_dirs(self, as_root: bool) -> None:
+        lay = self._lay
+        lay.root.mkdir(parents=True, exist_ok=True)
+        if as_root:
+            for parent in lay.root.resolve().parents:
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    raise FrontError(
+                        f"nginx workers run as {WORKER_USER} and cannot reach {lay.root}: "
+                        f"{parent} is not searchable by others (mode {mode & 0o777:o}); "
+                        "choose a state_dir whose parents are (e.g. under /var/lib)"
+                    )
+            os.chmod(lay.root, 0o711)
+        for path, mode in ((lay.pages, 0o755), (lay.empty, 0o755), (lay.logs, 0o750)):
+            path.mkdir(exist_ok=True)
+            os.chmod(path, mode)
+        private = [lay.tmp, lay.auth_cache]
+        private += [lay.tmp / n for n in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+        uid = pwd.getpwnam(WORKER_USER).pw_uid if as_root else -1
+        gid = pwd.getpwnam(WORKER_USER).pw_gid if as_root else -1
+        for path in private:
+            path.mkdir(exist_ok=True)
+            os.chmod(path, 0o700)
+            if as_root:
+                os.chown(path, uid, gid)
+        for name, text in render_pages().items():
+            _write_atomic(lay.pages / name, text)
+
+    def _stop_stale_master(self) -> None:
+        """A master left running on this state_dir by an Ecliptic that died: stop it."""
+        try:
+            pid = int(self._lay.pid.read_text().strip())
+        except (OSError, ValueError):
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return
+        try:
+            # Checked after the pidfd pins the process: a recycled PID is never signalled.
+            title = _title(pid)
+            if not title.startswith("nginx: master process") or str(self._lay.conf) not in (
+                title.split()
+            ):
+                return
+            log.warning("front: stopping nginx master %s left over from a previous run", pid)
+            for sig, wait in (
+                (signal.SIGQUIT, self.config.stop_grace_s),
+                (signal.SIGTERM, 5.0),
+                (signal.SIGKILL, 5.0),
+            ):
+                if sig == signal.SIGKILL:
+                    self._kill_children(pid)
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, sig)
+                if _wait_pidfd(fd, wait):
+                    return
+            raise FrontError(f"nginx master {pid} left over from a previous run does not exit")
+        finally:
+            os.close(fd)
+
+    def _launch(self, http_port: int, tls_port: int | None, as_root: bool) -> None:
+        cfg, lay = self.config, self._lay
+        for path, text in render_main(cfg, http_port, tls_port, as_root=as_root).items():
+            _write_atomic(path, text, 0o600)
+        with self._cond:
+            routes, generation = self._routes, self._applied
+        _write_atomic(
+            lay.routes, render_routes(cfg, routes, generation, http_port, tls_port), 0o600
+        )
+        argv = [cfg.nginx_path, "-p", f"{lay.root}/", "-e", str(lay.error_log), "-c", str(lay.conf)]
+        check = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            raise FrontError(f"nginx rejected {lay.conf}:\n{check.stderr.strip()}")
+        with open(lay.stderr_log, "ab") as err:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                start_new_session=True,  # Ctrl-C of the daemon is not a fast nginx shutdown
+            )
+        self._proc = proc
+        self._http_port, self._tls_port = http_port, tls_port
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                self._proc = None
+                raise FrontError(
+                    f"nginx exited with status {proc.returncode} while starting:\n"
+                    f"{_tail(lay.stderr_log)}"
+                )
+            live = self._live_generation()
+            if live is not None and live >= generation:
+                break
+            if time.monotonic() >= deadline:
+                try:
+                    self._shutdown(proc)
+                finally:
+                    self._proc = None
+                raise FrontError(
+                    f"nginx did not answer on port {http_port} within {START_TIMEOUT_S:g} s; "
+                    f"see {lay.error_log}:\n{_tail(lay.error_log)}"
+                )
+            time.sleep(0.01)
+        with self._cond:
+            self._written = generation
+            self._last_reload = time.monotonic()
+            self._stale_workers = set()
+            self._reload_error = None
+        log.info(
+            "front: nginx %s serving http://%s (tls %s)",
+            proc.pid,
+            _listen_addr(cfg.listen_host, http_port),
+            tls_port,
+        )
+
+    def _shutdown(self, proc: subprocess.Popen[bytes]) -> None:
+        for sig, wait in (
+            (signal.SIGQUIT, self.config.stop_grace_s),
+            (signal.SIGTERM, 5.0),
+        ):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                log.warning("front: nginx %s still running after %s", proc.pid, sig.name)
+        # Workers outlive a killed master: stop them first, by PID, as children of ours.
+        self._kill_children(proc.pid)
+        proc.kill()
+        proc.wait()
+
+    @staticmethod
+    def _kill_children(master: int) -> None:
+        for child in _children(master):
+            try:
+                fd = os.pidfd_open(child)
+            except OSError:
+                continue
+            try:
+                if _title(child).startswith("nginx: "):
+                    with contextlib.suppress(ProcessLookupError):
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
+                    _wait_pidfd(fd, 2.0)
+            finally:
+                os.close(fd)
+
+    def _live_generation(self) -> int | None:
+        """The routing-table number a freshly accepted connection is served with."""
+        conn = http.client.HTTPConnection(
+            _probe_address(self.config.listen_host), self.http_port, timeout=1.0
+        )
+        try:
+            conn.request("GET", "/generation", headers={"Host": CONTROL_HOST})
+            resp = conn.getresponse()
+            body = resp.read(64)
+            return int(body) if resp.status == 200 else None
+        except (OSError, ValueError, http.client.HTTPException):
+            return None
+        finally:
+            conn.close()
+
+    def _reloader(self) -> None:
+        """Write the pending table and SIGHUP nginx, coalescing bursts of ``apply``."""
+        while True:
+            with self._cond:
+                while not self._stopping and self._applied == self._written:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                since = self._pending_since or time.monotonic()
+                due = max(since + RELOAD_COALESCE_S, self._last_reload + self._min_interval)
+                while not self._stopping and time.monotonic() < due:
+                    self._cond.wait(due - time.monotonic())
+                if self._stopping:
+                    return
+                routes, generation = self._routes, self._applied
+                self._pending_since = None
+            started = time.monotonic()
+            try:
+                self._reload(routes, generation)
+            except Exception as exc:  # the thread must survive a full disk or a dead master
+                if str(exc) != self._reload_error:  # once per cause, not once per retry
+                    log.exception("front: reload to routing table %s failed", generation)
+                with self._cond:
+                    self._reload_error = str(exc)
+                    self._last_reload = time.monotonic() + RELOAD_RETRY_S
+                    if self._pending_since is None:
+                        self._pending_since = time.monotonic()
+                continue
+            with self._cond:
+                self._written = max(self._written, generation)
+                self._reload_error = None
+                self._cond.notify_all()
+            # Pace reloads by what they cost: a big table takes nginx a while to load, and a
+            # master that does nothing but reload serves nobody.
+            live = self._wait_live(generation)
+            took = time.monotonic() - started
+            with self._cond:
+                self._last_reload = time.monotonic()
+                self._min_interval = max(RELOAD_MIN_INTERVAL_S, 2 * took)
+                if not live and not self._stopping:
+                    self._reload_error = f"routing table {generation} did not go live"
+                    log.warning(
+                        "front: routing table %s not live after %.1f s; see %s",
+                        generation,
+                        took,
+                        self._lay.error_log,
+                    )
+
+    def _wait_live(self, generation: int) -> bool:
+        """Wait until fresh connections are served ``generation`` (or stop, or time out)."""
+        deadline = time.monotonic() + RELOAD_LIVE_TIMEOUT_S
+        while not self._stopping and time.monotonic() < deadline:
+            live = self._live_generation()
+            if live is not None and live >= generation:
+                return True
+            time.sleep(0.005)
+        return False
+
+    def _reload(self, routes: tuple[Route, ...], generation: int) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            raise FrontError("nginx is not running")
+        text = render_routes(self.config, routes, generation, self.http_port, self._tls_port)
+        _write_atomic(self._lay.routes, text, 0o600)
+        workers = _active_workers(proc.pid)
+        with self._cond:
+            self._stale_workers = {p for p in self._stale_workers if _title(p)} | workers
+        proc.send_signal(signal.SIGHUP)
+        log.debug("front: routing table %s (%s routes) signalled", generation, len(routes))

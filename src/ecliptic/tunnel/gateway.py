@@ -1,0 +1,458 @@
+"""One gateway replica: the SSH endpoint, the nginx front and the jump host, driven by the store.
+
+The replica runs an asyncio loop in its own thread. Every ``poll_s`` it reads the services
+and bound keys (``services.gateway.gateway_view``); from that it keeps sshd's
+authorized_keys current, cuts connections whose key was revoked or whose service was
+deleted, and renders the front's routes. Tunnel connections come and go through the
+endpoint's callbacks; a liveness probe through each tunnel takes a failing one out of
+routing and puts it back when it answers again. What is connected is written to the store
+so that ``GET /services/{ref}`` and administrators see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import threading
+import time
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from ecliptic.config import Settings
+from ecliptic.services import gateway as registry
+from ecliptic.services.sshkeys import user_for_key
+from ecliptic.store.db import Database
+from ecliptic.store.models import ServiceAccess, TunnelEndpoint
+from ecliptic.store.types import new_id
+from ecliptic.tunnel.front import Front, FrontConfig, Route
+from ecliptic.tunnel.jump import JumpHost, JumpPrincipal, JumpRefused
+from ecliptic.tunnel.sshd import EndpointConfig, SshEndpoint, TunnelConn, check_prerequisites
+
+log = logging.getLogger("ecliptic.gateway")
+
+
+def default_state_dir(settings: Settings) -> Path:
+    """Where a replica keeps sshd's and nginx's files: root-owned, outside /tmp."""
+    if settings.gateway_state_dir is not None:
+        return settings.gateway_state_dir
+    import hashlib
+
+    tag = hashlib.sha256(str(Path(settings.data_dir).resolve()).encode()).hexdigest()[:10]
+    return Path("/run/ecliptic") / f"gw-{tag}"
+
+
+def prerequisites(settings: Settings) -> list[str]:
+    """What is missing for a gateway to run here (empty: ready)."""
+    problems = check_prerequisites("tunnel")
+    if not os.path.exists("/usr/sbin/nginx"):
+        problems.append("nginx is not installed (apt-get install nginx)")
+    return problems
+
+
+@dataclass
+class _Live:
+    conn: TunnelConn
+    service_id: str
+    healthy: bool = True
+    probing: bool = False
+    last_probe: float = 0.0
+
+
+@dataclass
+class _State:
+    view: registry.GatewayView = field(
+        default_factory=lambda: registry.GatewayView(services={}, keys={})
+    )
+    live: dict[str, _Live] = field(default_factory=dict)
+
+
+class Gateway:
+    """A gateway replica. ``start()`` returns once it accepts tunnels and requests."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        auth_upstream: str,
+        gateway_id: str | None = None,
+        poll_s: float = 0.2,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.gateway_id = gateway_id or new_id()[:12]
+        self.poll_s = poll_s
+        self.state_dir = state_dir or default_state_dir(settings)
+        self._state = _State()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready: Future[None] = Future()
+        self._dirty = True
+        self._recorded: frozenset[tuple[str, bool]] | None = None
+        self._keys_written: frozenset[str] | None = None
+        self._endpoint_up = False
+        self._version: tuple[object, ...] | None = None
+        self.endpoint = SshEndpoint(
+            EndpointConfig(
+                state_dir=self.state_dir / "sshd",
+                host_key=self.state_dir / "ssh_host_ed25519_key",
+                bind_host=settings.gateway_ssh_host,
+                port=settings.gateway_ssh_port,
+            ),
+            on_up=self._on_up,
+            on_down=self._on_down,
+        )
+        self.front = Front(
+            FrontConfig(
+                state_dir=self.state_dir / "front",
+                listen_host=settings.gateway_http_host,
+                http_port=settings.gateway_http_port,
+                tls_port=settings.gateway_tls_port,
+                tls_cert=settings.gateway_tls_cert,
+                tls_key=settings.gateway_tls_key,
+                auth_upstream=auth_upstream,
+            )
+        )
+        self.jump = JumpHost(
+            bind_host=settings.gateway_ssh_host,
+            port=settings.gateway_jump_port,
+            host_key=self.state_dir / "ssh_host_ed25519_key",
+            authenticate=self._jump_authenticate,
+            resolve=self._jump_resolve,
+        )
+
+    # lifecycle -----------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start sshd endpoint, front and jump host; raise if any cannot start."""
+        self._prepare_state_dir()
+        self._thread = threading.Thread(target=self._run, name="ecliptic-gateway", daemon=True)
+        self._thread.start()
+        self._ready.result(timeout)
+        log.info(
+            "gateway %s: tunnels on %s:%d, HTTP on %s:%d, jump host on :%d",
+            self.gateway_id,
+            self.settings.gateway_ssh_host,
+            self.endpoint.port,
+            self.settings.gateway_http_host,
+            self.front.http_port,
+            self.jump.port,
+        )
+
+    def stop(self) -> None:
+        """Cut every tunnel, stop nginx and sshd, forget what this replica reported."""
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            loop.call_soon_threadsafe(stopping.set)
+        if self._thread is not None:
+            self._thread.join(30)
+        try:
+            registry.record_endpoints(self.db, self.gateway_id, [])
+        except Exception:  # the store may be gone at shutdown; nothing to keep then
+            log.debug("could not clear endpoints at stop", exc_info=True)
+
+    @property
+    def ssh_port(self) -> int:
+        """Port of the tunnel SSH endpoint."""
+        return self.endpoint.port
+
+    @property
+    def http_port(self) -> int:
+        """Port of the plain-HTTP front."""
+        return self.front.http_port
+
+    @property
+    def jump_port(self) -> int:
+        """Port of the jump host for TCP services."""
+        return self.jump.port
+
+    def tunnels(self) -> list[tuple[TunnelConn, str, bool]]:
+        """Connected tunnels: (connection, service id, healthy)."""
+        return [(v.conn, v.service_id, v.healthy) for v in list(self._state.live.values())]
+
+    def _prepare_state_dir(self) -> None:
+        for d in (self.state_dir.parent, self.state_dir):
+            d.mkdir(mode=0o755, exist_ok=True)
+            os.chmod(d, 0o755)
+        pem, _ = registry.host_key(self.db)
+        key = self.state_dir / "ssh_host_ed25519_key"
+        if not key.exists() or key.read_text() != pem:
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(pem)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:  # report start failures to start()
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+            else:
+                log.exception("gateway stopped on an error")
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self._stopping = asyncio.Event()
+        await self._sync()
+        await self.endpoint.start()
+        self._endpoint_up = True
+        try:
+            await asyncio.to_thread(self.front.start)
+            try:
+                await self.jump.start()
+                try:
+                    await self._sync()
+                    self._ready.set_result(None)
+                    await self._serve()
+                finally:
+                    await self.jump.stop()
+            finally:
+                await asyncio.to_thread(self.front.stop)
+        finally:
+            await self.endpoint.stop()
+
+    async def _serve(self) -> None:
+        assert self._stopping is not None
+        while not self._stopping.is_set():
+            try:
+                await self._sync()
+            except Exception:
+                log.exception("gateway: reading the store failed; retrying")
+            self._probe_due()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.poll_s)
+
+    # store -> endpoint and front -----------------------------------------------------
+
+    async def _sync(self, *, force: bool = False) -> None:
+        version = await asyncio.to_thread(registry.view_version, self.db)
+        if version == self._version and not force and not self._dirty:
+            await self._record()
+            return
+        view = await asyncio.to_thread(registry.gateway_view, self.db)
+        self._version = version
+        old = self._state.view
+        self._state.view = view
+        keys = frozenset(line for _, line in view.keys.values())
+        if keys != self._keys_written and self._endpoint_up:
+            self.endpoint.set_authorized_keys(sorted(keys))
+            self._keys_written = keys
+        for live in list(self._state.live.values()):
+            bound = view.keys.get(live.conn.fingerprint)
+            if bound is None or bound[0] != live.service_id:
+                log.info("gateway: cutting tunnel %s: key unbound or service gone", live.conn.id)
+                self.endpoint.kill(live.conn.id)
+        if view.services != old.services:
+            self._dirty = True
+        self._render()
+        await self._record()
+
+    def _render(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        ports: dict[str, list[int]] = {}
+        for live in self._state.live.values():
+            if live.healthy:
+                ports.setdefault(live.service_id, []).append(live.conn.port)
+        domain = self.settings.gateway_domain
+        routes = [
+            Route(
+                host=f"{s.subdomain}.{domain}",
+                ports=tuple(sorted(ports.get(s.id, []))),
+                public=s.public,
+                read_timeout_s=s.read_timeout_s,
+                upstream_tls=s.protocol == "https",
+            )
+            for s in self._state.view.services.values()
+            if s.protocol in ("http", "https")
+        ]
+        self.front.apply(routes)
+
+    async def _record(self) -> None:
+        now = frozenset((k, v.healthy) for k, v in self._state.live.items())
+        if now == self._recorded:
+            return
+        self._recorded = now
+        rows = [
+            TunnelEndpoint(
+                id=v.conn.id,
+                gateway_id=self.gateway_id,
+                service_id=v.service_id,
+                fingerprint=v.conn.fingerprint,
+                client=v.conn.client,
+                port=v.conn.port,
+                healthy=v.healthy,
+                connected_at=datetime.fromtimestamp(v.conn.connected_at, UTC),
+            )
+            for v in self._state.live.values()
+        ]
+        try:
+            await asyncio.to_thread(registry.record_endpoints, self.db, self.gateway_id, rows)
+        except Exception:
+            self._recorded = None
+            log.exception("gateway: could not record tunnels; will retry")
+
+    # endpoint callbacks ----------------------------------------------------------------
+
+    def _on_up(self, conn: TunnelConn) -> None:
+        bound = self._state.view.keys.get(conn.fingerprint)
+        if bound is None:
+            # Bound after our last read? Check the store before refusing.
+            self._spawn(self._late_up(conn))
+            return
+        self._add(conn, bound[0])
+
+    async def _late_up(self, conn: TunnelConn) -> None:
+        await self._sync(force=True)
+        bound = self._state.view.keys.get(conn.fingerprint)
+        if bound is None:
+            log.warning("gateway: %s logged in with an unbound key; cutting", conn.client)
+            self.endpoint.kill(conn.id)
+        else:
+            self._add(conn, bound[0])
+
+    def _add(self, conn: TunnelConn, service_id: str) -> None:
+        self._state.live[conn.id] = _Live(conn, service_id)
+        log.info("gateway: tunnel %s up for service %s on port %d", conn.id, service_id, conn.port)
+        self._dirty = True
+        self._render()
+        self._spawn(self._record())
+        service = self._state.view.services.get(service_id)
+        if service is not None and service.liveness_path:
+            # Older tunnels of the same key may be stale (a client that reconnected after
+            # its network came back): probe them now rather than at their next period.
+            for other in self._state.live.values():
+                if other.conn.fingerprint == conn.fingerprint and other.conn.id != conn.id:
+                    other.last_probe = 0.0
+            self._probe_due()
+
+    def _on_down(self, conn: TunnelConn) -> None:
+        if self._state.live.pop(conn.id, None) is None:
+            return
+        log.info("gateway: tunnel %s down", conn.id)
+        self._dirty = True
+        self._render()
+        self._spawn(self._record())
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(_log_failure)
+
+    # liveness --------------------------------------------------------------------------
+
+    def _probe_due(self) -> None:
+        now = time.monotonic()
+        for live in list(self._state.live.values()):
+            service = self._state.view.services.get(live.service_id)
+            if service is None or not service.liveness_path or live.probing:
+                continue
+            if now - live.last_probe < service.liveness_period_s:
+                continue
+            live.probing = True
+            live.last_probe = now
+            self._spawn(self._probe(live, service))
+
+    async def _probe(self, live: _Live, service: registry.RoutedService) -> None:
+        try:
+            ok = await probe_http(
+                live.conn.port,
+                f"{service.subdomain}.{self.settings.gateway_domain}",
+                service.liveness_path or "/",
+                tls=service.protocol == "https",
+                timeout=min(5.0, max(1.0, service.liveness_period_s * 0.8)),
+            )
+        finally:
+            live.probing = False
+        if ok != live.healthy and live.conn.id in self._state.live:
+            live.healthy = ok
+            log.info(
+                "gateway: tunnel %s %s routing (liveness %s)",
+                live.conn.id,
+                "back in" if ok else "taken out of",
+                "answers" if ok else "failed",
+            )
+            self._dirty = True
+            self._render()
+            await self._record()
+
+    # jump host -------------------------------------------------------------------------
+
+    def _jump_authenticate(self, username: str, public_key: str) -> JumpPrincipal | None:
+        user = user_for_key(self.db, username, public_key)
+        return JumpPrincipal(user.id, user.name) if user else None
+
+    def _jump_resolve(self, principal: JumpPrincipal, host: str, port: int) -> int:
+        label = host.lower().rstrip(".")
+        if "." in label:
+            label = registry.subdomain_of(label, self.settings.gateway_domain) or ""
+        service = next(
+            (s for s in self._state.view.services.values() if s.subdomain == label), None
+        )
+        if service is None or service.protocol != "tcp":
+            raise JumpRefused(f"no TCP service called '{host}'")
+        if not service.public:
+            with self.db.read() as session:
+                allowed = session.scalar(
+                    select(ServiceAccess.user_id).where(
+                        ServiceAccess.service_id == service.id,
+                        ServiceAccess.user_id == principal.user_id,
+                    )
+                )
+            if allowed is None:
+                raise JumpRefused(f"{principal.username} may not reach '{host}'")
+        ports = [
+            v.conn.port
+            for v in list(self._state.live.values())
+            if v.service_id == service.id and v.healthy
+        ]
+        if not ports:
+            raise JumpRefused(f"'{host}' has no tunnel connected right now; try again shortly")
+        return ports[int(time.monotonic() * 1000) % len(ports)]
+
+
+async def probe_http(port: int, host: str, path: str, *, tls: bool, timeout: float) -> bool:
+    """Whether ``GET path`` through the tunnel on ``port`` answers below 500 in time."""
+    context: ssl.SSLContext | None = None
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=context, server_hostname=host if tls else None
+            )
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ecliptic-gateway-liveness"
+                "\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            status = await reader.readline()
+        parts = status.split()
+        return len(parts) >= 2 and parts[1].isdigit() and int(parts[1]) < 500
+    except (OSError, TimeoutError, ssl.SSLError, ValueError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _log_failure(task: asyncio.Task[object]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("gateway task failed", exc_info=task.exception())

@@ -1,0 +1,256 @@
+"""A real ``ecliptic serve`` with its tunnel gateway, stock ssh clients, and small backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+PASSWORD = "gateway-test-password"
+SSHD = Path("/usr/sbin/sshd")
+NGINX = Path("/usr/sbin/nginx")
+
+needs_gateway = pytest.mark.skipif(
+    os.geteuid() != 0 or not SSHD.exists() or not NGINX.exists(),
+    reason="the tunnel gateway needs root, sshd and nginx (scripts/setup-system.sh installs them)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Backend:
+    """A little HTTP service standing in for a platform's: it records what reached it."""
+
+    name: str
+    port: int = 0
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    health: int = 200
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> Backend:
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                if self.path == "/health":
+                    body = b"ok" if backend.health < 500 else b"failing"
+                    self._send(backend.health, body)
+                    return
+                backend.seen.append({"path": self.path, "headers": dict(self.headers.items())})
+                payload = {"backend": backend.name, "headers": dict(self.headers.items())}
+                self._send(200, json.dumps(payload).encode())
+
+            def _send(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@dataclass
+class Served:
+    """``ecliptic serve`` with its gateway: API client and ports."""
+
+    proc: subprocess.Popen[bytes]
+    api: httpx.Client
+    url: str
+    http_port: int
+    ssh_port: int
+    jump_port: int
+    tmp: Path
+    clients: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def front(self, host: str, path: str = "/", **headers: str) -> httpx.Response:
+        """A request to the gateway's front for ``host``."""
+        return httpx.get(
+            f"http://127.0.0.1:{self.http_port}{path}",
+            headers={"Host": host, **headers},
+            timeout=10,
+            follow_redirects=False,
+        )
+
+    def service(self, name: str, **body: Any) -> dict[str, Any]:
+        r = self.api.post("/services", json={"name": name, **body})
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def keypair(self) -> tuple[Path, str]:
+        path = self.tmp / f"key-{secrets.token_hex(4)}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+        return path, path.with_suffix(".pub").read_text().strip()
+
+    def bind(self, token: str, **config: Any) -> Path:
+        """A fresh key bound with ``token``; returns the private key path."""
+        key, pub = self.keypair()
+        r = httpx.post(
+            f"{self.url}/api/v1/tunnels/associate",
+            json={"token": token, "public_key": pub, **config},
+        )
+        assert r.status_code == 200, r.text
+        time.sleep(0.5)  # replicas poll the store for new keys every 0.2 s
+        return key
+
+    def ssh_r(self, key: Path, target_port: int, *extra: str) -> subprocess.Popen[bytes]:
+        """A stock OpenSSH reverse tunnel to ``127.0.0.1:target_port``."""
+        proc = subprocess.Popen(
+            [
+                "ssh", "-N", "-i", str(key), "-p", str(self.ssh_port),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
+                "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+                *extra,
+                "-R", f"0:127.0.0.1:{target_port}", "tunnel@127.0.0.1",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        self.clients.append(proc)
+        return proc
+
+    def wait_for(
+        self,
+        host: str,
+        predicate: Callable[[httpx.Response], bool],
+        timeout: float = 15,
+        **headers: str,
+    ) -> httpx.Response:
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.front(host, **headers)
+            if predicate(r):
+                return r
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{host}: still {r.status_code} {r.text[:200]}")
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    port, http_port, ssh_port, jump_port = (free_port() for _ in range(4))
+    state = Path("/run") / f"ecl-gw-test-{secrets.token_hex(4)}"
+    env = dict(os.environ)
+    env.update(
+        ECLIPTIC_DATA_DIR=str(tmp_path / "data"),
+        ECLIPTIC_PORT=str(port),
+        ECLIPTIC_ADMIN_PASSWORD=PASSWORD,
+        ECLIPTIC_WORKERS="1",
+        ECLIPTIC_LOG_LEVEL="INFO",
+        ECLIPTIC_GATEWAY="on",
+        ECLIPTIC_GATEWAY_HTTP_PORT=str(http_port),
+        ECLIPTIC_GATEWAY_SSH_PORT=str(ssh_port),
+        ECLIPTIC_GATEWAY_SSH_HOST="127.0.0.1",
+        ECLIPTIC_GATEWAY_JUMP_PORT=str(jump_port),
+        ECLIPTIC_GATEWAY_STATE_DIR=str(state),
+        ECLIPTIC_OWNERS_DIR=str(tmp_path / "owners"),
+    )
+    env.pop("ECLIPTIC_DATABASE_URL", None)
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecliptic.cli.main", "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    s: Served | None = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("serve did not start:\n" + (tmp_path / "serve.log").read_text())
+            time.sleep(0.05)
+        token = httpx.post(
+            f"{url}/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
+        ).json()["secret"]
+        api = httpx.Client(
+            base_url=f"{url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        s = Served(proc, api, url, http_port, ssh_port, jump_port, tmp_path)
+        yield s
+    finally:
+        if s is not None:
+            for c in s.clients:
+                stop(c)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        log.close()
+        shutil.rmtree(state, ignore_errors=True)
+        if os.environ.get("ECLIPTIC_TEST_SHOW_LOG"):
+            print((tmp_path / "serve.log").read_text())
+
+
+@pytest.fixture
+def backends() -> Iterator[Callable[[str], Backend]]:
+    started: list[Backend] = []
+
+    def make(name: str) -> Backend:
+        b = Backend(name).start()
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()

@@ -1,0 +1,154 @@
+"""The whole gateway as users meet it: ``ecliptic serve``, stock ``ssh -R``, HTTP by name."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tests.tunnel.conftest import Backend, Served, needs_gateway, stop
+
+pytestmark = needs_gateway
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml"}
+
+
+def test_public_service_by_name_and_its_error_pages(
+    served: Served, backends: Callable[[str], Backend]
+) -> None:
+    backend = backends("alpha")
+    svc = served.service("web", public=True)
+    host = svc["host"]
+
+    unknown = served.front("nosuchservice.localhost")
+    assert unknown.status_code == 404 and "no such service" in unknown.text.lower()
+    waiting = served.wait_for(host, lambda r: r.status_code == 503)
+    assert "no tunnel" in waiting.text.lower()
+
+    key = served.bind(svc["token"]["token"])
+    started = time.monotonic()
+    served.ssh_r(key, backend.port)
+    r = served.wait_for(host, lambda r: r.status_code == 200)
+    first = time.monotonic() - started
+    assert r.json()["backend"] == "alpha"
+    headers = {k.lower(): v for k, v in r.json()["headers"].items()}
+    assert headers["x-forwarded-host"].split(":")[0] == host
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert "x-remote-user" not in headers
+    print(f"tunnel connected -> first request served in {first:.3f} s")
+
+    # Host spellings: port, case and a trailing dot reach the same service.
+    assert served.front(f"{host.upper()}.:{served.http_port}").status_code == 200
+    # The API lists the live tunnel.
+    tunnels = served.api.get(f"/services/{svc['name']}").json()["tunnels"]
+    assert len(tunnels) == 1 and tunnels[0]["healthy"]
+
+
+def test_signed_in_service_refuses_strangers_and_strips_credentials(
+    served: Served, backends: Callable[[str], Backend]
+) -> None:
+    backend = backends("private")
+    svc = served.service("private", liveness_path="/health")
+    host = svc["host"]
+    served.ssh_r(served.bind(svc["token"]["token"]), backend.port)
+    bearer = {"Authorization": served.api.headers["Authorization"]}
+    served.wait_for(host, lambda r: r.status_code == 200, **bearer)
+    reached = len(backend.seen)
+
+    # Browsers are sent to sign in; API clients get 401; neither reaches the backend.
+    r = served.front(host, "/lab?x=1", **BROWSER)
+    assert r.status_code == 302
+    assert r.headers["location"].startswith(served.url + "/gateway/authorize?")
+    assert served.front(host).status_code == 401
+    forged = {"X-Remote-User": "admin", "Cookie": "ecliptic_gw=forged.1.2.3"}
+    assert served.front(host, **forged).status_code == 401
+
+    # A signed-in user not on the access list is refused.
+    assert served.api.post("/users", json={"name": "eve", "password": "eve-password"}).is_success
+    eve = served.api.post(
+        "/auth/login", json={"username": "eve", "password": "eve-password"}
+    ).json()["secret"]
+    assert served.front(host, Authorization=f"Bearer {eve}").status_code == 403
+    assert len(backend.seen) == reached
+
+    # The owner gets through, as themselves, without the gateway's credential.
+    r = served.front(host, "/who", Cookie="theirs=1", **bearer)
+    assert r.status_code == 200
+    seen = {k.lower(): v for k, v in backend.seen[-1]["headers"].items()}
+    assert seen["x-remote-user"] == "admin"
+    assert "authorization" not in seen
+    assert seen["cookie"] == "theirs=1"
+
+    # Granting and revoking access take effect within 5 s.
+    served.api.patch(f"/services/{svc['id']}", json={"access": ["admin", "eve"]})
+    served.wait_for(host, lambda r: r.status_code == 200, timeout=5, Authorization=f"Bearer {eve}")
+    served.api.patch(f"/services/{svc['id']}", json={"access": ["admin"]})
+    served.wait_for(host, lambda r: r.status_code == 403, timeout=5, Authorization=f"Bearer {eve}")
+
+
+def test_several_clients_balance_and_a_failing_one_leaves_routing(
+    served: Served, backends: Callable[[str], Backend]
+) -> None:
+    a, b = backends("a"), backends("b")
+    svc = served.service("pair", public=True, liveness_path="/health", liveness_period_s=1)
+    host = svc["host"]
+    second = served.api.post(f"/services/{svc['name']}/tokens").json()["token"]
+    served.ssh_r(served.bind(svc["token"]["token"]), a.port)
+    served.ssh_r(served.bind(second), b.port)
+
+    def answered_by() -> set[str]:
+        return {served.front(host).json()["backend"] for _ in range(12)}
+
+    deadline = time.monotonic() + 15
+    while answered_by() != {"a", "b"}:
+        assert time.monotonic() < deadline, "both tunnels never served"
+        time.sleep(0.2)
+
+    b.health = 500
+    deadline = time.monotonic() + 10
+    while answered_by() != {"a"}:
+        assert time.monotonic() < deadline, "the failing tunnel stayed in routing"
+        time.sleep(0.2)
+    b.health = 200
+    deadline = time.monotonic() + 10
+    while answered_by() != {"a", "b"}:
+        assert time.monotonic() < deadline, "the recovered tunnel never came back"
+        time.sleep(0.2)
+
+
+def test_revoked_key_is_cut_and_cannot_reconnect(
+    served: Served, backends: Callable[[str], Backend]
+) -> None:
+    backend = backends("r")
+    svc = served.service("revoke", public=True)
+    host = svc["host"]
+    client = served.ssh_r(served.bind(svc["token"]["token"]), backend.port)
+    served.wait_for(host, lambda r: r.status_code == 200)
+    key_id = served.api.get(f"/services/{svc['name']}").json()["keys"][0]["id"]
+    assert served.api.delete(f"/services/{svc['name']}/keys/{key_id}").status_code == 204
+    client.wait(10)
+    served.wait_for(host, lambda r: r.status_code == 503, timeout=5)
+
+
+def test_a_key_serves_only_its_own_subdomain(
+    served: Served, backends: Callable[[str], Backend]
+) -> None:
+    mine, theirs = backends("mine"), backends("theirs")
+    a = served.service("a", public=True)
+    b = served.service("b", public=True)
+    served.ssh_r(served.bind(a["token"]["token"]), mine.port)
+    served.wait_for(a["host"], lambda r: r.status_code == 200)
+    # b has no tunnel: a's key does not make a's backend answer for b.
+    assert served.front(b["host"]).status_code == 503
+    served.ssh_r(served.bind(b["token"]["token"]), theirs.port)
+    served.wait_for(b["host"], lambda r: r.status_code == 200)
+    assert {served.front(a["host"]).json()["backend"] for _ in range(6)} == {"mine"}
+    assert {served.front(b["host"]).json()["backend"] for _ in range(6)} == {"theirs"}
+
+
+def test_stopping_serve_cuts_tunnels(served: Served, backends: Callable[[str], Backend]) -> None:
+    backend = backends("s")
+    svc = served.service("stopping", public=True)
+    client = served.ssh_r(served.bind(svc["token"]["token"]), backend.port)
+    served.wait_for(svc["host"], lambda r: r.status_code == 200)
+    stop(served.proc)
+    client.wait(15)

@@ -1,0 +1,917 @@
+"""The SSH tunnel endpoint against a real stock OpenSSH client and real sshd, on loopback.
+
+Every endpoint runs on its own event loop thread, with its own root-owned state directory
+under /run; every ssh client runs in its own session. Fixtures stop all of them by pid and
+check that no sshd of the endpoint outlived it, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import os
+import queue
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from ecliptic.errors import InvalidInput
+from ecliptic.phases import IllegalTransition
+from ecliptic.tunnel.sshd import (
+    CONN_MOVES,
+    KEY_OPTIONS,
+    ConnPhase,
+    EndpointConfig,
+    EndpointError,
+    SshEndpoint,
+    TunnelConn,
+    check_conn_move,
+    check_prerequisites,
+    fingerprint,
+)
+
+SSHD = "/usr/sbin/sshd"
+pytestmark = pytest.mark.skipif(
+    not os.access(SSHD, os.X_OK) or shutil.which("ssh") is None,
+    reason="needs the OpenSSH server and client (apt-get install openssh-server openssh-client)",
+)
+T = TypeVar("T")
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[str, str, int, int] | None:
+    """(comm, state, ppid, session id) of a process, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    comm = text[text.index("(") + 1 : text.rindex(")")]
+    rest = text[text.rindex(")") + 2 :].split()
+    return comm, rest[0], int(rest[1]), int(rest[3])
+
+
+def _all_pids() -> list[int]:
+    return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit()]
+
+
+def sshd_children() -> set[int]:
+    """Pids of sshd processes (live or not yet reaped) started by this test process."""
+    me = os.getpid()
+    found = set()
+    for pid in _all_pids():
+        st = _proc_stat(pid)
+        if st and st[0] == "sshd" and st[2] == me:
+            found.add(pid)
+    return found
+
+
+def in_sessions(sids: set[int]) -> list[int]:
+    """Pids of running processes in any of these sessions.
+
+    Zombies are left out: sshd's monitor may exit before its child is reaped, and the orphan
+    is then init's to reap (this VM's init does so lazily).
+    """
+    return [
+        pid for pid in _all_pids() if (st := _proc_stat(pid)) and st[3] in sids and st[1] != "Z"
+    ]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``check`` every 20 ms; fail the test with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """End a process we started (by its pid), even a stopped one."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGCONT)
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(3)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(3)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# --- the endpoint on its own loop thread ----------------------------------------------------
+
+
+class Gateway:
+    """An SshEndpoint on its own event loop thread; its up/down callbacks feed a queue."""
+
+    def __init__(self, config: EndpointConfig, *, failing_callbacks: bool = False) -> None:
+        self.config = config
+        self.events: queue.Queue[tuple[str, TunnelConn, float]] = queue.Queue()
+        self.sids: set[int] = set()
+        self.failing_callbacks = failing_callbacks
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="ecl-sshd-loop")
+        self.thread.start()
+        self.endpoint = SshEndpoint(config, on_up=self._up, on_down=self._down)
+
+    def _up(self, conn: TunnelConn) -> None:
+        self.events.put(("up", conn, time.monotonic()))
+        if self.failing_callbacks:
+            raise RuntimeError("on_up blew up")
+
+    def _down(self, conn: TunnelConn) -> None:
+        self.events.put(("down", conn, time.monotonic()))
+        if self.failing_callbacks:
+            raise RuntimeError("on_down blew up")
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run a coroutine on the endpoint's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call an endpoint method on its loop thread."""
+
+        async def run() -> T:
+            return fn(*args)
+
+        return self.run(run())
+
+    def start(self) -> Gateway:
+        self.run(self.endpoint.start())
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.call(lambda: self.endpoint.port)
+
+    def wait(self, kind: str, timeout: float = 10.0) -> tuple[TunnelConn, float]:
+        """The next event, which must be ``kind``; returns the tunnel and when it came."""
+        try:
+            got, conn, at = self.events.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no tunnel {kind} event within {timeout} s")
+        assert got == kind, f"expected a tunnel {kind} event, got {got} for {conn}"
+        self.sids.add(conn.pid)
+        return conn, at
+
+    def assert_quiet(self, seconds: float = 0.0) -> None:
+        """No up or down event happened (waiting up to ``seconds`` for one)."""
+        try:
+            got, conn, _ = self.events.get(timeout=seconds) if seconds else self.events.get_nowait()
+        except queue.Empty:
+            return
+        pytest.fail(f"unexpected tunnel {got} event: {conn}")
+
+    def close(self) -> None:
+        """Stop the endpoint and its loop thread."""
+        try:
+            self.sids |= sshd_children()
+            if self.loop.is_running():
+                self.run(self.endpoint.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+@pytest.fixture
+def make_gateway() -> Iterator[Callable[..., Gateway]]:
+    """Start endpoints (state dir /run/ecl-gw-<hex>); afterwards stop them and check for leaks."""
+    made: list[tuple[Gateway, Path]] = []
+
+    def make(
+        keys: list[str] | None = None, *, failing_callbacks: bool = False, **overrides: Any
+    ) -> Gateway:
+        state = Path(f"/run/ecl-gw-{secrets.token_hex(4)}")
+        settings: dict[str, Any] = {
+            "state_dir": state,
+            "host_key": state / "host_ed25519",
+            "port": 0,
+            **overrides,
+        }
+        gw = Gateway(EndpointConfig(**settings), failing_callbacks=failing_callbacks)
+        made.append((gw, Path(settings["state_dir"])))
+        gw.start()
+        if keys is not None:
+            gw.call(gw.endpoint.set_authorized_keys, keys)
+        return gw
+
+    try:
+        yield make
+    finally:
+        leaked: list[int] = []
+        for gw, state in made:
+            try:
+                gw.close()
+            finally:
+                for pid in in_sessions(gw.sids):
+                    leaked.append(pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                shutil.rmtree(state, ignore_errors=True)
+        assert not leaked, f"sshd processes outlived their endpoint: {leaked}"
+        assert not sshd_children(), "sshd children left unreaped"
+
+
+# --- keys, backend, clients -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Client key pairs: alpha and beta get bound in tests, evil never."""
+
+    dir: Path
+
+    def private(self, name: str) -> Path:
+        return self.dir / name
+
+    def public(self, name: str) -> str:
+        return (self.dir / f"{name}.pub").read_text().strip()
+
+    def fp(self, name: str) -> str:
+        return fingerprint(self.public(name))
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    """ed25519 key pairs alpha, beta, evil, and probe/victim.pub: alpha's public half only."""
+    d = tmp_path_factory.mktemp("ecl-sshd-keys")
+    for name in ("alpha", "beta", "evil"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@test", "-f", d / name],
+            check=True,
+        )
+    (d / "probe").mkdir()
+    victim = d / "probe" / "victim.pub"
+    victim.write_text((d / "alpha.pub").read_text())
+    victim.chmod(0o600)
+    return Keys(d)
+
+
+class Backend(ThreadingHTTPServer):
+    """A tiny HTTP/1.1 keep-alive server on an ephemeral loopback port that counts requests."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _BackendHandler)
+        self.hits = 0
+        self.lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+class _BackendHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: Backend
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.hits += 1
+        # /16k: big enough that without TCP_NODELAY on the endpoint ~1 in 6 requests stalls
+        body = b"x" * 16384 if self.path == "/16k" else b"backend-ok\n"
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nContent-Type: text/plain\r\n\r\n"
+        self.wfile.write(head.encode() + body)  # one write: no Nagle stall on the backend side
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def backend() -> Iterator[Backend]:
+    """The service behind the tunnel."""
+    server = Backend()
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="ecl-sshd-backend"
+    )
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def http_get(port: int, timeout: float = 5.0) -> str:
+    """GET / on 127.0.0.1:port; the response body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+KNOWN_HOSTS_OFF = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null")
+
+
+def ssh_argv(
+    port: int,
+    identities: list[Path],
+    *args: str,
+    known_hosts: tuple[str, ...] = KNOWN_HOSTS_OFF,
+    user: str = "tunnel",
+    command: tuple[str, ...] = (),
+) -> list[str]:
+    """A stock ssh command line against the endpoint (no user config, no agent)."""
+    argv = ["ssh", "-F", "/dev/null", "-p", str(port), *known_hosts]
+    argv += ["-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes"]
+    argv += ["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "ConnectTimeout=5"]
+    for identity in identities:
+        argv += ["-i", str(identity)]
+    return [*argv, *args, f"{user}@127.0.0.1", *command]
+
+
+@dataclass
+class Client:
+    """A long-running ssh client in its own session, its stdout+stderr in a file."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    started: float
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float = 10.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"ssh still running after {timeout} s: {self.output()}")
+
+
+@dataclass
+class Clients:
+    """Starts ssh clients; the fixture ends every one of them by pid."""
+
+    dir: Path
+    started: list[Client] = field(default_factory=list)
+
+    def start(self, argv: list[str]) -> Client:
+        log = self.dir / f"ssh-{len(self.started)}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a SIGSTOPped client must not get SIGHUP+SIGCONT
+            )
+        client = Client(proc, log, time.monotonic())
+        self.started.append(client)
+        return client
+
+    def run(self, argv: list[str], timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
+        """Run a short ssh command to completion."""
+        return subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
+
+
+@pytest.fixture
+def clients(tmp_path: Path) -> Iterator[Clients]:
+    """ssh clients, all stopped at the end."""
+    made = Clients(tmp_path)
+    try:
+        yield made
+    finally:
+        for client in made.started:
+            stop_process(client.proc)
+
+
+def forward(backend: Backend) -> tuple[str, ...]:
+    """``-N -R 0:localhost:<backend>``: the one thing a tunnel client may do."""
+    return ("-N", "-R", f"0:localhost:{backend.port}")
+
+
+# --- the tunnel life cycle ------------------------------------------------------------------
+
+
+def test_bound_key_brings_a_tunnel_up_that_carries_http_and_goes_down_with_the_client(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    client = clients.start(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend)))
+
+    up, _ = gw.wait("up")
+    assert up.fingerprint == keys.fp("alpha")
+    assert up.client.startswith("127.0.0.1:")
+    assert up.pid > 0 and 1024 <= up.port <= 65535
+    told = f"Allocated port {up.port} for remote forward"
+    wait_until(lambda: told in client.output(), 5, "the client to be told its port")
+    assert http_get(up.port) == "backend-ok\n"
+    assert backend.hits == 1
+    assert gw.call(gw.endpoint.connections) == [up]
+
+    client.proc.terminate()
+    down, _ = gw.wait("down")
+    assert down == up
+    assert gw.call(gw.endpoint.connections) == []
+    assert not listening(up.port)
+
+
+def test_unknown_key_is_refused(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    result = clients.run(ssh_argv(gw.port, [keys.private("evil")], *forward(backend)))
+    assert result.returncode == 255
+    assert "Permission denied (publickey)" in result.stderr
+    gw.assert_quiet()
+
+
+@pytest.mark.parametrize(
+    ("options", "command", "success_marker"),
+    [
+        (("-tt",), (), "This account is currently not available"),
+        ((), ("id",), "uid="),
+        (("-T",), ("echo PWNED",), "PWNED"),
+        (("-s",), ("sftp",), "sftp"),
+        (("-A",), ("echo SOCK=$SSH_AUTH_SOCK",), "SOCK="),
+        (("-X",), ("echo DISPLAY=$DISPLAY",), "DISPLAY="),
+        (("-w", "any", "-N"), (), "tun"),
+        (("-N", "-R", "/run/ecl-gw-x.sock:localhost:80"), (), "sock"),
+        (("-W", "127.0.0.1:{backend}"), (), "backend-ok"),
+    ],
+    ids=["shell", "exec", "exec-notty", "sftp", "agent", "x11", "tun", "unix-listener", "stdio"],
+)
+def test_forbidden_session_or_forward_does_not_succeed(
+    make_gateway: Callable[..., Gateway],
+    keys: Keys,
+    clients: Clients,
+    backend: Backend,
+    options: tuple[str, ...],
+    command: tuple[str, ...],
+    success_marker: str,
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    options = tuple(a.replace("{backend}", str(backend.port)) for a in options)
+    result = clients.run(ssh_argv(gw.port, [keys.private("alpha")], *options, command=command))
+    assert result.returncode == 255, result
+    assert success_marker not in result.stdout, result.stdout
+    assert backend.hits == 0
+    gw.assert_quiet()
+
+
+def test_other_users_and_passwords_are_refused(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    as_root = clients.run(
+        ssh_argv(gw.port, [keys.private("alpha")], *forward(backend), user="root")
+    )
+    assert as_root.returncode == 255 and "Permission denied" in as_root.stderr
+    by_password = clients.run(
+        ssh_argv(gw.port, [], "-o", "PubkeyAuthentication=no", *forward(backend))
+    )
+    assert by_password.returncode == 255 and "Permission denied" in by_password.stderr
+    gw.assert_quiet()
+
+
+def _socks5_connect(proxy_port: int, target_port: int) -> bytes:
+    """Ask a SOCKS5 proxy for 127.0.0.1:target_port and send a GET; what came back."""
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=5) as s:
+        s.sendall(b"\x05\x01\x00")
+        if s.recv(2) != b"\x05\x00":
+            return b""
+        s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + target_port.to_bytes(2))
+        try:
+            reply = s.recv(10)
+            if len(reply) < 2 or reply[1] != 0:
+                return b""
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return s.recv(4096)
+        except OSError:
+            return b""
+
+
+def _raw_get(port: int) -> bytes:
+    """Send a GET to 127.0.0.1:port; whatever came back (b"" when the connection dropped)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        try:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return s.recv(4096)
+        except OSError:
+            return b""
+
+
+@pytest.mark.parametrize("kind", ["-L", "-D"])
+def test_local_and_dynamic_forwards_carry_nothing(
+    make_gateway: Callable[..., Gateway],
+    keys: Keys,
+    clients: Clients,
+    backend: Backend,
+    kind: str,
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    local = free_port()
+    spec = f"{local}:127.0.0.1:{backend.port}" if kind == "-L" else str(local)
+    client = clients.start(ssh_argv(gw.port, [keys.private("alpha")], "-N", kind, spec))
+    wait_until(lambda: listening(local), 10, f"ssh {kind} to listen on {local}")
+
+    got = _raw_get(local) if kind == "-L" else _socks5_connect(local, backend.port)
+    assert b"backend-ok" not in got
+    assert backend.hits == 0
+    assert "administratively prohibited" in client.output()
+    gw.assert_quiet()
+
+
+# --- which key is believed --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attacker_bound", [True, False])
+def test_a_key_offered_but_not_held_is_never_the_tunnel_key(
+    make_gateway: Callable[..., Gateway],
+    keys: Keys,
+    clients: Clients,
+    backend: Backend,
+    attacker_bound: bool,
+) -> None:
+    attacker = "beta" if attacker_bound else "evil"
+    gw = make_gateway([keys.public("alpha"), keys.public("beta")])
+    victim = keys.dir / "probe" / "victim.pub"
+    argv = ssh_argv(gw.port, [victim, keys.private(attacker)], "-v", *forward(backend))
+    client = clients.start(argv)
+
+    if attacker_bound:
+        up, _ = gw.wait("up")
+        assert up.fingerprint == keys.fp("beta") != keys.fp("alpha")
+    else:
+        assert client.wait() == 255
+        gw.assert_quiet()
+    # The probe worked: sshd did say it would accept the victim's key.
+    assert f"Server accepts key: {victim}" in client.output()
+
+
+def test_a_line_break_in_a_logged_string_cannot_forge_a_tunnel(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    """sshd logs a forward's listen host raw; a fake 'Allocated listen port' ends the connection."""
+    gw = make_gateway([keys.public("alpha")])
+    forged = f"[x\r\ndebug1: Allocated listen port {backend.port}\r\ny]:0:localhost:{backend.port}"
+    argv = ssh_argv(gw.port, [keys.private("alpha")], "-o", "ExitOnForwardFailure=no", "-N")
+    argv[-1:-1] = ["-R", forged, "-R", f"0:localhost:{backend.port}"]
+    client = clients.start(argv)
+    assert client.wait() == 255
+    gw.assert_quiet()
+    assert backend.hits == 0
+
+
+def test_a_fixed_listen_port_ends_the_connection(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    squat = free_port()
+    client = clients.start(
+        ssh_argv(gw.port, [keys.private("alpha")], "-N", "-R", f"{squat}:localhost:{backend.port}")
+    )
+    assert client.wait() == 255
+    gw.assert_quiet()
+    assert not listening(squat)
+
+
+def test_only_the_first_forward_of_a_connection_is_the_tunnel(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    argv = ssh_argv(gw.port, [keys.private("alpha")], *forward(backend))
+    argv[-1:-1] = ["-R", f"0:127.0.0.1:{backend.port}"]  # ssh drops a duplicate -R
+    client = clients.start(argv)
+    up, _ = gw.wait("up")
+    wait_until(lambda: client.output().count("Allocated port") == 2, 5, "both forwards")
+    first = client.output().split("Allocated port ")[1].split()[0]
+    assert up.port == int(first)
+    gw.assert_quiet(0.3)
+    assert len(gw.call(gw.endpoint.connections)) == 1
+
+
+# --- revocation, keepalive, deadlines, limits -----------------------------------------------
+
+
+def test_revoked_key_loses_its_tunnel_and_cannot_reconnect(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha"), keys.public("beta")])
+    client = clients.start(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend)))
+    up, _ = gw.wait("up")
+
+    gw.call(gw.endpoint.set_authorized_keys, [keys.public("beta")])
+    assert gw.call(gw.endpoint.kill_fingerprint, keys.fp("alpha")) == 1
+    down, _ = gw.wait("down")
+    assert down.id == up.id
+    assert client.wait() == 255
+    assert gw.call(gw.endpoint.connections) == []
+    assert not listening(up.port)
+
+    again = clients.run(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend)))
+    assert again.returncode == 255 and "Permission denied" in again.stderr
+    gw.assert_quiet()
+
+
+def test_kill_ends_one_connection(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    first = clients.start(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend)))
+    one, _ = gw.wait("up")
+    second = clients.start(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend)))
+    two, _ = gw.wait("up")
+
+    assert gw.call(gw.endpoint.kill, one.id) is True
+    assert gw.wait("down")[0] == one
+    assert first.wait() == 255
+    assert second.proc.poll() is None
+    assert gw.call(gw.endpoint.connections) == [two]
+    assert gw.call(gw.endpoint.kill, "no-such-id") is False
+
+
+def test_frozen_client_is_dropped_by_keepalive(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha")], keepalive_interval_s=1, keepalive_count=1)
+    client = clients.start(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend)))
+    up, _ = gw.wait("up")
+    assert http_get(up.port) == "backend-ok\n"
+
+    os.kill(client.proc.pid, signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    down, at = gw.wait("down", timeout=10)
+    print(f"\nfrozen client dropped after {at - frozen_at:.1f} s (interval 1 s, count 1)")
+    assert down.id == up.id
+
+
+def test_authenticated_connection_without_forward_is_ended(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients
+) -> None:
+    gw = make_gateway([keys.public("alpha")], forward_timeout_s=1)
+    client = clients.start(ssh_argv(gw.port, [keys.private("alpha")], "-N"))
+    assert client.wait(timeout=8) == 255
+    gw.assert_quiet()
+
+
+def _greeting(port: int, held: list[socket.socket]) -> bytes:
+    """Connect to the endpoint and read its first bytes (b"" when it reset the connection).
+
+    The socket stays open (in ``held``) so its sshd keeps counting against the limits.
+    """
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except ConnectionResetError:  # the reset can beat connect()'s own completion check
+        return b""
+    held.append(s)
+    try:
+        return s.recv(64)
+    except ConnectionResetError:
+        return b""
+
+
+def test_unauthenticated_connections_per_address_are_capped_at_accept(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha")], max_unauthenticated_per_ip=2)
+    held: list[socket.socket] = []
+    try:
+        greetings = [_greeting(gw.port, held) for _ in range(3)]
+    finally:
+        for s in held:
+            s.close()
+    assert greetings[0].startswith(b"SSH-2.0-") and greetings[1].startswith(b"SSH-2.0-")
+    assert greetings[2] == b""  # reset before any sshd was started
+
+    wait_until(lambda: not sshd_children(), 5, "the silent connections' sshd to exit")
+    clients.start(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend)))
+    gw.wait("up")
+
+
+def test_connections_beyond_max_connections_are_closed_at_accept(
+    make_gateway: Callable[..., Gateway],
+) -> None:
+    gw = make_gateway([], max_connections=1)
+    held: list[socket.socket] = []
+    try:
+        assert _greeting(gw.port, held).startswith(b"SSH-2.0-")
+        assert _greeting(gw.port, held) == b""
+    finally:
+        for s in held:
+            s.close()
+
+
+# --- host key, ciphers, files ---------------------------------------------------------------
+
+
+def test_host_key_line_pins_the_endpoint(
+    make_gateway: Callable[..., Gateway],
+    keys: Keys,
+    clients: Clients,
+    backend: Backend,
+    tmp_path: Path,
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    line = gw.call(lambda: gw.endpoint.host_key_line)
+    assert line.startswith("ssh-ed25519 AAAA") and len(line.split()) == 2
+    assert (gw.config.host_key.stat().st_mode & 0o777) == 0o600
+
+    pinned = tmp_path / "known_hosts"
+    pinned.write_text(f"[127.0.0.1]:{gw.port} {line}\n")
+    strict = ("-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={pinned}")
+    clients.start(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend), known_hosts=strict))
+    gw.wait("up")
+
+    wrong = tmp_path / "wrong_hosts"
+    wrong.write_text(f"[127.0.0.1]:{gw.port} {keys.public('beta')}\n")
+    strict_wrong = ("-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={wrong}")
+    refused = clients.run(
+        ssh_argv(gw.port, [keys.private("alpha")], *forward(backend), known_hosts=strict_wrong)
+    )
+    assert refused.returncode == 255 and "Host key verification failed" in refused.stderr
+
+
+def test_only_aes_gcm_is_offered(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    chacha = clients.run(
+        ssh_argv(gw.port, [keys.private("alpha")], "-c", "chacha20-poly1305@openssh.com", "-N")
+    )
+    assert chacha.returncode == 255 and "no matching cipher" in chacha.stderr
+    stock = clients.run(ssh_argv(gw.port, [keys.private("alpha")], "-v", command=("true",)))
+    assert "kex: server->client cipher: aes128-gcm@openssh.com" in stock.stderr
+
+
+def test_authorized_keys_file_holds_only_valid_keys_behind_tunnel_options(
+    make_gateway: Callable[..., Gateway], keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = make_gateway()
+    alpha_type, alpha_blob = keys.public("alpha").split()[:2]
+    beta_type, beta_blob = keys.public("beta").split()[:2]
+    gw.call(
+        gw.endpoint.set_authorized_keys,
+        [
+            keys.public("alpha"),
+            f"{alpha_type} {alpha_blob} same key again",
+            "not a key",
+            f'command="/bin/sh" {keys.public("evil")}',
+            f"ssh-rsa {alpha_blob}",
+            keys.public("beta"),
+        ],
+    )
+    path = gw.config.state_dir / "authorized_keys"
+    entries = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
+    assert entries == [
+        f"{KEY_OPTIONS} {alpha_type} {alpha_blob}",
+        f"{KEY_OPTIONS} {beta_type} {beta_blob}",
+    ]
+    st = path.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o644)
+    assert stat.S_IMODE(gw.config.state_dir.stat().st_mode) == 0o755
+    skipped = [r for r in caplog.records if "skipping public key" in r.getMessage()]
+    assert len(skipped) == 3
+
+
+def test_state_dir_that_sshd_would_distrust_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"  # under /tmp, which anyone may write
+    gw = Gateway(EndpointConfig(state_dir=state, host_key=state / "host_ed25519", port=0))
+    try:
+        with pytest.raises(EndpointError, match="/tmp is writable by group or others"):
+            gw.start()
+    finally:
+        gw.close()
+
+
+def test_stop_ends_live_tunnels_and_keeps_the_state_dir(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    client = clients.start(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend)))
+    up, _ = gw.wait("up")
+    gw.run(gw.endpoint.stop())
+    assert gw.wait("down")[0] == up
+    assert client.wait() == 255
+    assert not listening(up.port)
+    assert not sshd_children()
+    assert {p.name for p in gw.config.state_dir.iterdir()} >= {"sshd_config", "authorized_keys"}
+
+
+def test_failing_callbacks_do_not_break_the_endpoint(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha")], failing_callbacks=True)
+    first = clients.start(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend)))
+    up, _ = gw.wait("up")
+    assert http_get(up.port) == "backend-ok\n"
+    first.proc.terminate()
+    gw.wait("down")
+    clients.start(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend)))
+    again, _ = gw.wait("up")
+    assert gw.call(gw.endpoint.connections) == [again]
+
+
+# --- speed (recorded, and the Nagle stall ruled out) ----------------------------------------
+
+
+def test_time_to_up_and_request_latency_through_the_tunnel(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    client = clients.start(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend)))
+    up, at = gw.wait("up")
+
+    conn = http.client.HTTPConnection("127.0.0.1", up.port, timeout=5)
+    times = []
+    try:
+        for _ in range(200):
+            t0 = time.perf_counter()
+            conn.request("GET", "/16k")
+            body = conn.getresponse().read()
+            times.append(time.perf_counter() - t0)
+            assert len(body) == 16384
+    finally:
+        conn.close()
+    cuts = statistics.quantiles(times, n=100)
+    p50, p99 = statistics.median(times), cuts[98]
+    print(
+        f"\nssh start -> on_up {1000 * (at - client.started):.0f} ms; 200 keep-alive 16 KiB GETs "
+        f"p50 {1000 * p50:.2f} ms p99 {1000 * p99:.2f} ms max {1000 * max(times):.2f} ms"
+    )
+    assert p99 < 0.020  # a 40 ms Nagle/delayed-ACK stall would show here
+
+
+# --- pure parts -----------------------------------------------------------------------------
+
+
+def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
+    for kind, bits in (("ed25519", []), ("ecdsa", ["-b", "256"]), ("rsa", ["-b", "2048"])):
+        path = tmp_path / kind
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", kind, *bits, "-N", "", "-C", "x y", "-f", path], check=True
+        )
+        listed = subprocess.run(
+            ["ssh-keygen", "-l", "-E", "sha256", "-f", f"{path}.pub"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()[1]
+        assert fingerprint((tmp_path / f"{kind}.pub").read_text()) == listed
+    with pytest.raises(InvalidInput):
+        fingerprint("ssh-ed25519 not-base64!")
+
+
+def test_prerequisites_name_what_to_fix() -> None:
+    assert check_prerequisites("tunnel") == []
+    missing = check_prerequisites("ecl-no-such-user")
+    assert len(missing) == 1 and "does not exist" in missing[0]
+    no_sshd = check_prerequisites("tunnel", sshd_path="/nonexistent/sshd")
+    assert len(no_sshd) == 1 and "openssh-server" in no_sshd[0]
+
+
+def test_connection_phase_table_allows_exactly_its_edges() -> None:
+    for current in ConnPhase:
+        for target in ConnPhase:
+            if target in CONN_MOVES[current]:
+                check_conn_move(current, target)
+            else:
+                with pytest.raises(IllegalTransition):
+                    check_conn_move(current, target)
+    # Up only through an accepted key; everything can end.
+    assert [p for p in ConnPhase if ConnPhase.UP in CONN_MOVES[p]] == [ConnPhase.AUTHENTICATED]
+    assert all(ConnPhase.DOWN in CONN_MOVES[p] for p in ConnPhase if p is not ConnPhase.DOWN)
