@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
+
+import httpx
 
 from tests.tunnel.conftest import Backend, Served, needs_gateway, stop
 
@@ -152,3 +155,59 @@ def test_stopping_serve_cuts_tunnels(served: Served, backends: Callable[[str], B
     served.wait_for(svc["host"], lambda r: r.status_code == 200)
     stop(served.proc)
     client.wait(15)
+
+
+def _jump(
+    served: Served, user: str, key: object, target: str
+) -> subprocess.CompletedProcess[bytes]:
+    """``ssh -W`` through the jump host: the same direct-tcpip channel ``ssh -J`` opens."""
+    return subprocess.run(
+        [
+            "ssh", "-i", str(key), "-p", str(served.jump_port),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+            "-W", f"{target}:22", f"{user}@127.0.0.1",
+        ],
+        input=b"GET /login-node HTTP/1.0\r\n\r\n",
+        capture_output=True,
+        timeout=20,
+    )  # fmt: skip
+
+
+def test_tcp_service_through_the_jump_host_per_user(
+    served: Served, backends: Callable[[str], Backend]
+) -> None:
+    node = backends("login-node")
+    svc = served.service("login", protocol="tcp")
+    served.ssh_r(served.bind(svc["token"]["token"]), node.port)
+    key, pub = served.keypair()
+    r = served.api.post("/users/me/ssh-keys", json={"name": "laptop", "public_key": pub})
+    assert r.status_code == 201, r.text
+
+    deadline = time.monotonic() + 15
+    while True:
+        out = _jump(served, "admin", key, svc["subdomain"])
+        if b"login-node" in out.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert b"200" in out.stdout.split(b"\r\n")[0] and b"login-node" in out.stdout
+    # The full name works too.
+    assert b"login-node" in _jump(served, "admin", key, svc["host"]).stdout
+
+    # Someone else with a registered key but not on the access list is refused.
+    assert served.api.post("/users", json={"name": "mallory", "password": "m-password"}).is_success
+    token = served.api.post(
+        "/auth/login", json={"username": "mallory", "password": "m-password"}
+    ).json()["secret"]
+    mkey, mpub = served.keypair()
+    added = httpx.post(
+        f"{served.url}/api/v1/users/me/ssh-keys",
+        json={"name": "m", "public_key": mpub},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert added.status_code == 201, added.text
+    refused = _jump(served, "mallory", mkey, svc["subdomain"])
+    assert b"login-node" not in refused.stdout and refused.returncode != 0
+    # A key registered to one user does not sign in as another.
+    assert b"login-node" not in _jump(served, "admin", mkey, svc["subdomain"]).stdout
+    assert len(node.seen) == 2
