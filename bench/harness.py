@@ -56,6 +56,7 @@ def serve(workers: int = 2, extra_env: dict[str, str] | None = None) -> Iterator
             ECLIPTIC_ADMIN_PASSWORD=PASSWORD,
             ECLIPTIC_WORKERS=str(workers),
             ECLIPTIC_LOG_LEVEL="WARNING",
+            ECLIPTIC_GATEWAY="off",  # benchmarks that need it turn it on (bench.gateway)
         )
         env.pop("ECLIPTIC_DATABASE_URL", None)
         env.update(extra_env or {})

@@ -18,6 +18,7 @@ declare -A need=(
 )
 if [ "$purpose" = test ]; then
   need[pg_ctlcluster]=postgresql
+  need[chromium]=chromium  # the browser tests drive it through Playwright
 fi
 
 missing=()

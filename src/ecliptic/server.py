@@ -45,7 +45,14 @@ def _start_gateway(settings: Settings, runtime: Runtime) -> Gateway | None:
         return None
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     gateway = Gateway(settings, runtime.db, auth_upstream=f"{host}:{settings.port}")
-    gateway.start()
+    try:
+        gateway.start()
+    except Exception as exc:
+        gateway.stop()
+        if settings.gateway == "on":
+            raise SystemExit(f"cannot start the tunnel gateway: {exc}") from None
+        log.warning("tunnel gateway not started (ECLIPTIC_GATEWAY=auto): %s", exc)
+        return None
     return gateway
 
 

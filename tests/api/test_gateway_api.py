@@ -244,3 +244,24 @@ def test_user_ssh_keys(admin: Api) -> None:
     assert admin.post("/users/me/ssh-keys", {"name": "again", "public_key": key}).status_code == 409
     assert [k["name"] for k in admin.get("/users/me/ssh-keys").json()] == ["laptop"]
     assert admin.delete("/users/me/ssh-keys/laptop").status_code == 204
+
+
+def test_portal_sign_out_lets_another_user_sign_in(admin: Api, client: TestClient) -> None:
+    svc = create(admin)
+    make_user(admin, client, "dave")
+    client.post("/login", content="username=dave&password=dave-password&next=/")
+    refused = client.get(f"/gateway/authorize?host={svc['host']}&next=/", follow_redirects=False)
+    assert refused.status_code == 403 and "Sign in as someone else" in refused.text
+    out = client.get("/logout?next=/gateway/authorize", follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"].startswith("/login?next=")
+    assert "ecliptic_session" not in client.cookies
+    again = client.get(f"/gateway/authorize?host={svc['host']}&next=/", follow_redirects=False)
+    assert again.headers["location"].startswith("/login")
+
+
+def test_client_settings_change_only_what_the_client_sent(admin: Api, client: TestClient) -> None:
+    svc = create(admin, liveness_path="/health", read_timeout_s=120)
+    body = {"token": svc["token"]["token"], "public_key": new_key(), "protocol": "http"}
+    assert client.post("/api/v1/tunnels/associate", json=body).status_code == 200
+    shown = admin.get(f"/services/{svc['name']}").json()
+    assert shown["liveness_path"] == "/health" and shown["read_timeout_s"] == 120

@@ -40,6 +40,7 @@ class Instance:
             ECLIPTIC_PORT=str(self.port),
             ECLIPTIC_ADMIN_PASSWORD=PASSWORD,
             ECLIPTIC_CRASH_AT=crash_at,
+            ECLIPTIC_GATEWAY="off",  # these tests are about the API and workers
         )
         env.pop("ECLIPTIC_DATABASE_URL", None)
         self.proc = subprocess.Popen(

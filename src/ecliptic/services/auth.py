@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from ecliptic.errors import NotFound, Unauthenticated
@@ -137,3 +137,9 @@ def caller_for(db: Database, user: User, tenancy: str | None) -> Caller:
             m = members[0]
             return Caller(user.id, user.name, user.is_admin, m.tenancy_id, m.tenancy.name, m.role)
         return Caller(user.id, user.name, user.is_admin)
+
+
+def revoke_browser_token(db: Database, token: str) -> None:
+    """Forget a token by its secret (a browser signing out); unknown tokens are ignored."""
+    with db.write() as session:
+        session.execute(delete(ApiToken).where(ApiToken.token_hash == token_digest(token)))

@@ -56,6 +56,10 @@ _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _SUBDOMAIN = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 
+CLIENT_SETTINGS = ("protocol", "liveness_path", "liveness_period_s", "read_timeout_s")
+"""Service settings a client may give when it exchanges its token."""
+
+
 class TokenInvalid(EclipticError):
     """An association token that is not one of ours."""
 
@@ -359,13 +363,14 @@ class Association:
 
 
 def associate(
-    db: Database, token: str, public_key: str, config: ServiceConfig | None = None
+    db: Database, token: str, public_key: str, config: dict[str, object] | None = None
 ) -> Association:
     """Exchange a single-use token: bind ``public_key`` to the token's service.
 
-    First use wins: of concurrent exchanges of one token exactly one succeeds. ``config``,
-    when given, replaces the service's protocol, liveness check and read timeout; who may
-    reach the service is never up to the client.
+    First use wins: of concurrent exchanges of one token exactly one succeeds. ``config``
+    may change the service's ``protocol``, ``liveness_path``, ``liveness_period_s`` and
+    ``read_timeout_s`` (only the keys given); who may reach the service is never up to the
+    client.
     """
     key = parse_public_key(public_key)
     service_id = _check_token_signature(gateway_secret(db), token)
@@ -401,11 +406,10 @@ def associate(
                 "this SSH key is already bound to a service or was revoked: generate a new key "
                 "for this client"
             )
-        if config is not None:
-            service.protocol = config.protocol
-            service.liveness_path = config.liveness_path
-            service.liveness_period_s = config.liveness_period_s
-            service.read_timeout_s = config.read_timeout_s
+        for name, value in (config or {}).items():
+            if name not in CLIENT_SETTINGS:
+                raise InvalidInput(f"a client may not set '{name}'")
+            setattr(service, name, value)
         bound = existing or TunnelKey(
             service_id=service.id, fingerprint=key.fingerprint, public_key=key.line
         )

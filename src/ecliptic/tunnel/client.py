@@ -267,7 +267,7 @@ class TunnelStatus(BaseModel):
     target_ok: bool | None
     """Whether the local target answered its last check (None: not checked yet)."""
     last_error: str | None
-    """Why ssh last ended, or the target last failed."""
+    """Why ssh last ended (None: it has not ended yet)."""
 
 
 def backoff_delay(attempt: int, rand: float, cap: float = BACKOFF_CAP_S) -> float:
@@ -334,6 +334,16 @@ def ssh_command(assoc: Association, target: Target, state_dir: Path, ssh: str = 
         "-o", "ConnectTimeout=5",
         f"{gw.user}@{gw.host}",
     ]  # fmt: skip
+
+
+@dataclass
+class _Attempt:
+    """What one ssh run told on stderr."""
+
+    up_at: float = 0.0
+    """monotonic() when the gateway granted the forward; 0 while it has not."""
+    last_line: str = ""
+    """Its last line that was not the "Allocated port" notice: why it ended, usually."""
 
 
 @dataclass(frozen=True)
@@ -587,8 +597,8 @@ class TunnelClient:
             )
         except OSError as exc:
             return f"cannot start ssh: {exc}", 0.0
-        state: dict[str, float | str] = {"up_at": 0.0, "last": ""}
-        reader = asyncio.create_task(self._read_stderr(proc, assoc, state))
+        seen = _Attempt()
+        reader = asyncio.create_task(self._read_stderr(proc, assoc, seen))
         exited = asyncio.create_task(proc.wait())
         stopping = asyncio.create_task(self._stop.wait())
         try:
@@ -603,22 +613,16 @@ class TunnelClient:
                 await asyncio.wait_for(reader, 1.0)
             except (TimeoutError, asyncio.CancelledError):
                 reader.cancel()
-        up_at = float(state["up_at"])
-        up_for = time.monotonic() - up_at if up_at else 0.0
-        rc = proc.returncode
-        last = str(state["last"])
-        why = (
-            f"ssh exited {rc}"
-            if rc is not None and rc >= 0
-            else f"ssh killed by signal {-(rc or 0)}"
-        )
-        return (f"{why}: {last}" if last else why), up_for
+        up_for = time.monotonic() - seen.up_at if seen.up_at else 0.0
+        rc = proc.returncode or 0
+        why = f"ssh exited {rc}" if rc >= 0 else f"ssh killed by signal {-rc}"
+        return (f"{why}: {seen.last_line}" if seen.last_line else why), up_for
 
     async def _read_stderr(
         self,
         proc: asyncio.subprocess.Process,
         assoc: Association,
-        state: dict[str, float | str],
+        seen: _Attempt,
     ) -> None:
         assert proc.stderr is not None
         while True:
@@ -629,12 +633,12 @@ class TunnelClient:
             if not line:
                 continue
             if _ALLOCATED.match(line):
-                if not state["up_at"]:
-                    state["up_at"] = time.monotonic()
+                if not seen.up_at:
+                    seen.up_at = time.monotonic()
                     self._move(TunnelState.CONNECTED)
                     self._report(f"connected to {assoc.ssh.host}:{assoc.ssh.port} as {assoc.host}")
                 continue
-            state["last"] = line[:300]
+            seen.last_line = line[:300]
 
     async def _watch_target(self) -> None:
         while True:
@@ -691,7 +695,7 @@ async def check_target(target: Target, liveness_path: str | None) -> tuple[bool,
             ) as http:
                 resp = await http.get(url)
         except httpx.HTTPError as exc:
-            return False, f"GET {liveness_path}: {exc or type(exc).__name__}"
+            return False, f"GET {liveness_path}: {str(exc) or type(exc).__name__}"
         if 200 <= resp.status_code < 400:
             return True, ""
         return False, f"GET {liveness_path} answered {resp.status_code}"

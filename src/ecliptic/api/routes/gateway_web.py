@@ -28,7 +28,7 @@ from ecliptic.api.deps import RuntimeDep
 from ecliptic.errors import EclipticError, Unauthenticated
 from ecliptic.runtime import Runtime
 from ecliptic.services import gateway
-from ecliptic.services.auth import authenticate, login
+from ecliptic.services.auth import authenticate, login, revoke_browser_token
 from ecliptic.store.models import User
 
 router = APIRouter(include_in_schema=False)
@@ -118,6 +118,20 @@ async def login_submit(request: Request, rt: RuntimeDep) -> Response:
     return response
 
 
+@router.get("/logout")
+def portal_logout(request: Request, rt: RuntimeDep, next: str = "/login") -> Response:
+    """Sign the browser out of the portal (its token is revoked), then go to ``next``."""
+    token = request.cookies.get(PORTAL_COOKIE)
+    if token:
+        revoke_browser_token(rt.db, token)
+    target = gateway.safe_next(next)
+    if not target.startswith("/login"):
+        target = "/login?" + urlencode({"next": target})
+    response = RedirectResponse(target, status_code=303)
+    response.delete_cookie(PORTAL_COOKIE)
+    return response
+
+
 @router.get("/gateway/authorize")
 def authorize(
     request: Request, rt: RuntimeDep, host: str, next: str = "/", scheme: str = "http"
@@ -130,7 +144,14 @@ def authorize(
     try:
         target = _auth(rt).authorize(user, host, next, scheme)
     except EclipticError as exc:
-        return message_page(exc.status, "You cannot open this service", exc.message)
+        again = "/gateway/authorize?" + urlencode({"host": host, "next": next, "scheme": scheme})
+        link = html.escape("/logout?" + urlencode({"next": again}))
+        return message_page(
+            exc.status,
+            "You cannot open this service",
+            exc.message,
+            f'<p><a href="{link}">Sign in as someone else</a></p>',
+        )
     return RedirectResponse(target, status_code=303)
 
 

@@ -134,14 +134,8 @@ def revoke_key(ref: str, key_id: str, caller: CallerDep, rt: RuntimeDep) -> Resp
 def associate(body: AssociateRequest, request: Request, rt: RuntimeDep) -> AssociateOut:
     """Exchange a single-use token (no sign-in needed: the token is the credential) to bind
     an SSH public key to the token's service. First use wins; reuse is refused."""
-    config = None
-    if body.protocol is not None:
-        config = gateway.ServiceConfig(
-            body.protocol,
-            body.liveness_path,
-            body.liveness_period_s or 10,
-            body.read_timeout_s or 3600,
-        )
+    # Only what the client set changes the service; the rest stays as its owner made it.
+    config = body.model_dump(include=set(gateway.CLIENT_SETTINGS), exclude_unset=True)
     result = gateway.associate(rt.db, body.token, body.public_key, config)
     s = rt.settings
     if s.gateway_ssh_public:
