@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -211,3 +213,29 @@ def test_tcp_service_through_the_jump_host_per_user(
     # A key registered to one user does not sign in as another.
     assert b"login-node" not in _jump(served, "admin", mkey, svc["subdomain"]).stdout
     assert len(node.seen) == 2
+
+
+def test_a_reconnecting_client_replaces_its_stale_tunnel(
+    served: Served, backends: Callable[[str], Backend]
+) -> None:
+    backend = backends("b")
+    svc = served.service("flaky", public=True)
+    host = svc["host"]
+    key = served.bind(svc["token"]["token"])
+    old = served.ssh_r(key, backend.port)
+    served.wait_for(host, lambda r: r.status_code == 200)
+    (stale,) = [t["id"] for t in served.api.get(f"/services/{svc['name']}").json()["tunnels"]]
+    # The old client's network "dies": it stops answering, without closing anything.
+    os.kill(old.pid, signal.SIGSTOP)
+    try:
+        served.ssh_r(key, backend.port)
+        deadline = time.monotonic() + 10
+        while True:
+            ids = [t["id"] for t in served.api.get(f"/services/{svc['name']}").json()["tunnels"]]
+            if len(ids) == 1 and ids != [stale]:
+                break
+            assert time.monotonic() < deadline, f"the stale tunnel was never cut: {ids}"
+            time.sleep(0.2)
+        assert all(served.front(host).status_code == 200 for _ in range(10))
+    finally:
+        os.kill(old.pid, signal.SIGCONT)

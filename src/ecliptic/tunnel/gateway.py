@@ -333,13 +333,28 @@ class Gateway:
         self._render()
         self._spawn(self._record())
         service = self._state.view.services.get(service_id)
-        if service is not None and service.liveness_path:
-            # Older tunnels of the same key may be stale (a client that reconnected after
-            # its network came back): probe them now rather than at their next period.
-            for other in self._state.live.values():
-                if other.conn.fingerprint == conn.fingerprint and other.conn.id != conn.id:
-                    other.last_probe = 0.0
-            self._probe_due()
+        if service is None or service.protocol == "tcp":
+            return
+        # A client that reconnects after its network came back leaves its old connection
+        # behind: sshd only notices after its keepalives (about 24 s), and until then the
+        # old tunnel swallows requests. Check older tunnels of the same key now and cut
+        # those that do not answer at all.
+        for other in list(self._state.live.values()):
+            if other.conn.fingerprint == conn.fingerprint and other.conn.id != conn.id:
+                self._spawn(self._check_stale(other, service))
+
+    async def _check_stale(self, live: _Live, service: registry.RoutedService) -> None:
+        answered = await probe_http(
+            live.conn.port,
+            f"{service.subdomain}.{self.settings.gateway_domain}",
+            service.liveness_path or "/",
+            tls=service.protocol == "https",
+            timeout=2.0,
+            any_status=True,
+        )
+        if not answered and live.conn.id in self._state.live:
+            log.info("gateway: cutting tunnel %s: superseded and not answering", live.conn.id)
+            self.endpoint.kill(live.conn.id)
 
     def _on_down(self, conn: TunnelConn) -> None:
         if self._state.live.pop(conn.id, None) is None:
@@ -425,8 +440,11 @@ class Gateway:
         return ports[int(time.monotonic() * 1000) % len(ports)]
 
 
-async def probe_http(port: int, host: str, path: str, *, tls: bool, timeout: float) -> bool:
-    """Whether ``GET path`` through the tunnel on ``port`` answers below 500 in time."""
+async def probe_http(
+    port: int, host: str, path: str, *, tls: bool, timeout: float, any_status: bool = False
+) -> bool:
+    """Whether ``GET path`` through the tunnel on ``port`` answers below 500 in time (with
+    ``any_status``: answers at all)."""
     context: ssl.SSLContext | None = None
     if tls:
         context = ssl.create_default_context()
@@ -445,7 +463,7 @@ async def probe_http(port: int, host: str, path: str, *, tls: bool, timeout: flo
             await writer.drain()
             status = await reader.readline()
         parts = status.split()
-        return len(parts) >= 2 and parts[1].isdigit() and int(parts[1]) < 500
+        return len(parts) >= 2 and parts[1].isdigit() and (any_status or int(parts[1]) < 500)
     except (OSError, TimeoutError, ssl.SSLError, ValueError):
         return False
     finally:
