@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import ssl
 import threading
 import time
@@ -157,6 +158,8 @@ class Gateway:
             loop.call_soon_threadsafe(stopping.set)
         if self._thread is not None:
             self._thread.join(30)
+            if not self._thread.is_alive():
+                self._remove_state()
         try:
             registry.record_endpoints(self.db, self.gateway_id, [])
         except Exception:  # the store may be gone at shutdown; nothing to keep then
@@ -191,6 +194,14 @@ class Gateway:
             fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(pem)
+
+    def _remove_state(self) -> None:
+        """Remove the files this replica generated (sshd and nginx are stopped by now)."""
+        for sub in ("sshd", "front"):
+            shutil.rmtree(self.state_dir / sub, ignore_errors=True)
+        (self.state_dir / "ssh_host_ed25519_key").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.state_dir.rmdir()  # only when empty: never what someone else put there
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
