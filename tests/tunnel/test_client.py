@@ -659,6 +659,20 @@ def test_refused_token_prints_the_reason_and_exits_nonzero(
     assert registrar.calls[0]["body"]["protocol"] == "tcp"
 
 
+def _sshd_listens(sshd: Sshd, port: int) -> bool:
+    assert sshd.proc is not None
+    for child in psutil.Process(sshd.proc.pid).children(recursive=True):
+        try:
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                for c in child.net_connections(kind="tcp")
+            ):
+                return True
+        except psutil.NoSuchProcess:
+            continue
+    return False
+
+
 @needs_sshd
 def test_sigterm_stops_ssh_and_sigkill_does_not_orphan_it(
     sshd: Sshd, registrar: Registrar, target: Target_, clients: Clients
@@ -671,7 +685,8 @@ def test_sigterm_stops_ssh_and_sigkill_does_not_orphan_it(
     (ssh,) = c.ssh_children()
     assert c.terminate() == 0
     assert not psutil.pid_exists(ssh.pid) or ssh.status() == psutil.STATUS_ZOMBIE
-    wait_for("the forwarded port to close", lambda: curl(port) is None)
+    # Our sshd stops listening (the port number itself may be taken by anyone afterwards).
+    wait_for("the forwarded port to close", lambda: not _sshd_listens(sshd, port))
     assert _status(state_dir)["state"] == "stopped"
 
     if shutil.which("setpriv") is None:
