@@ -20,7 +20,6 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from http.cookies import CookieError, SimpleCookie
 from typing import Literal
 from urllib.parse import urlencode
 
@@ -30,13 +29,19 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ecliptic.errors import Conflict, EclipticError, Forbidden, InvalidInput, NotFound
-from ecliptic.services.auth import token_digest
+from ecliptic.errors import (
+    Conflict,
+    EclipticError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
+from ecliptic.services.auth import authenticate, token_digest
 from ecliptic.services.caller import Caller
 from ecliptic.services.sshkeys import parse_public_key
 from ecliptic.store.db import Database
 from ecliptic.store.models import (
-    ApiToken,
     GatewayCode,
     Meta,
     Service,
@@ -541,6 +546,14 @@ def subdomain_of(host: str, domain: str) -> str | None:
     return label if _SUBDOMAIN.match(label) else None
 
 
+def _service_at(session: Session, host: str, domain: str) -> Service | None:
+    """The service whose subdomain ``host`` names, if any."""
+    label = subdomain_of(host, domain)
+    if label is None:
+        return None
+    return session.scalar(select(Service).where(Service.subdomain == label))
+
+
 @dataclass(frozen=True)
 class Decision:
     """The gateway's answer for one request to a signed-in service."""
@@ -618,43 +631,40 @@ class GatewayAuth:
         forward_cookie, session_value = strip_cookie(cookie)
         forward_auth = authorization
         host = host.lower().rstrip(".")
-        label = subdomain_of(host, self.domain)
         user: User | None = None
         with self.db.read() as session:
-            service = (
-                session.scalar(select(Service).where(Service.subdomain == label)) if label else None
-            )
+            service = _service_at(session, host, self.domain)
             if service is None:
                 return Decision(403, message=f"no service at {host}")
-            if session_value:
-                uid = self._cookie_user(session_value, host)
-                user = session.get(User, uid) if uid else None
-            if user is None and authorization[:7].lower() == "bearer ":
-                token = authorization[7:].strip()
-                row = session.scalar(
-                    select(ApiToken).where(ApiToken.token_hash == token_digest(token))
-                )
-                if row is not None and (row.expires_at is None or row.expires_at > utcnow()):
-                    user = row.user
-                    forward_auth = ""
-            if user is None or user.disabled:
-                login = self.login_url(host, uri, scheme) if browser else ""
-                return Decision(
-                    401,
-                    forward_cookie=forward_cookie,
-                    login_url=login,
-                    message="sign in to reach this service",
-                )
-            allowed = session.get(ServiceAccess, (service.id, user.id)) is not None
-            if not allowed:
-                return Decision(403, user=user.name, message=f"{user.name} may not reach {host}")
+            service_id = service.id
+            uid = self._cookie_user(session_value, host) if session_value else None
+            user = session.get(User, uid) if uid else None
+        if user is None and authorization[:7].lower() == "bearer ":
+            # The API's own token check (hash, expiry, disabled users), not a copy of it.
+            try:
+                user = authenticate(self.db, authorization[7:].strip())
+                forward_auth = ""
+            except Unauthenticated:
+                user = None
+        if user is None or user.disabled:
+            login = self.login_url(host, uri, scheme) if browser else ""
             return Decision(
-                200,
-                user=user.name,
-                email=user.email,
+                401,
                 forward_cookie=forward_cookie,
-                forward_authorization=forward_auth,
+                login_url=login,
+                message="sign in to reach this service",
             )
+        with self.db.read() as session:
+            allowed = session.get(ServiceAccess, (service_id, user.id)) is not None
+        if not allowed:
+            return Decision(403, user=user.name, message=f"{user.name} may not reach {host}")
+        return Decision(
+            200,
+            user=user.name,
+            email=user.email,
+            forward_cookie=forward_cookie,
+            forward_authorization=forward_auth,
+        )
 
     def login_url(self, host: str, uri: str, scheme: str) -> str:
         """The portal URL that signs a browser in and sends it back to ``host`` + ``uri``."""
@@ -664,12 +674,9 @@ class GatewayAuth:
     def authorize(self, user: User, host: str, next_uri: str, scheme: str) -> str:
         """After sign-in: a single-use code for ``host``, as the URL that hands it over."""
         host = host.lower().rstrip(".")
-        label = subdomain_of(host, self.domain)
         code = secrets.token_urlsafe(24)
         with self.db.write() as session:
-            service = (
-                session.scalar(select(Service).where(Service.subdomain == label)) if label else None
-            )
+            service = _service_at(session, host, self.domain)
             if service is None:
                 raise NotFound(f"there is no service at {host}")
             if not service.public and session.get(ServiceAccess, (service.id, user.id)) is None:
@@ -685,7 +692,7 @@ class GatewayAuth:
                 )
             )
             session.execute(delete(GatewayCode).where(GatewayCode.expires_at < utcnow()))
-        base = self.front_url.format(label)
+        base = self.front_url.format(service.subdomain)
         if scheme == "https" and base.startswith("http://"):
             base = "https://" + base[len("http://") :]
         query = urlencode({"code": code, "next": safe_next(next_uri)})
@@ -710,14 +717,3 @@ def safe_next(uri: str) -> str:
     if not uri.startswith("/") or uri.startswith("//") or "\\" in uri or "\n" in uri:
         return "/"
     return uri
-
-
-def cookie_value(header: str, name: str) -> str | None:
-    """One cookie's value from a Cookie header."""
-    jar = SimpleCookie()
-    try:
-        jar.load(header)
-    except CookieError:
-        return strip_cookie(header, name)[1]
-    morsel = jar.get(name)
-    return morsel.value if morsel else None
