@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -176,8 +177,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+@contextmanager
+def serve_with_gateway(tmp_path: Path, **extra_env: str) -> Iterator[Served]:
+    """Run ``ecliptic serve`` with its gateway on free ports until the block ends; stop every
+    ssh client it started, then serve (SIGINT), and remove the gateway's state dir."""
     port, http_port, ssh_port, jump_port = (free_port() for _ in range(4))
     state = Path("/run") / f"ecl-gw-test-{secrets.token_hex(4)}"
     env = dict(os.environ)
@@ -195,6 +198,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         ECLIPTIC_GATEWAY_STATE_DIR=str(state),
         ECLIPTIC_OWNERS_DIR=str(tmp_path / "owners"),
     )
+    env.update(extra_env)
     env.pop("ECLIPTIC_DATABASE_URL", None)
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -240,6 +244,12 @@ def served(tmp_path: Path) -> Iterator[Served]:
         shutil.rmtree(state, ignore_errors=True)
         if os.environ.get("ECLIPTIC_TEST_SHOW_LOG"):
             print((tmp_path / "serve.log").read_text())
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    with serve_with_gateway(tmp_path) as s:
+        yield s
 
 
 @pytest.fixture

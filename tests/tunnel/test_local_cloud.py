@@ -10,11 +10,7 @@ and restored, it comes back on its own.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shlex
-import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -29,7 +25,7 @@ import psutil
 import pytest
 
 from ecliptic.backends.local.names import veth_name
-from tests.tunnel.conftest import PASSWORD, Served, free_port, needs_gateway
+from tests.tunnel.conftest import Served, needs_gateway, serve_with_gateway
 
 pytestmark = needs_gateway
 
@@ -135,73 +131,17 @@ def _leftovers(owners: Path) -> list[str]:
 def cloud(tmp_path: Path) -> Iterator[Cloud]:
     """``ecliptic serve`` with API and tunnel endpoint on every address, so servers reach them
     at their network's gateway address; every server and network is deleted at the end."""
-    port, http_port, ssh_port, jump_port = (free_port() for _ in range(4))
-    state = Path("/run") / f"ecl-gw-test-{secrets.token_hex(4)}"
     owners = tmp_path / "owners"
-    env = dict(os.environ)
-    env.update(
-        ECLIPTIC_DATA_DIR=str(tmp_path / "data"),
-        ECLIPTIC_HOST="0.0.0.0",
-        ECLIPTIC_PORT=str(port),
-        ECLIPTIC_ADMIN_PASSWORD=PASSWORD,
-        ECLIPTIC_WORKERS="1",
-        ECLIPTIC_LOG_LEVEL="INFO",
-        ECLIPTIC_GATEWAY="on",
-        ECLIPTIC_GATEWAY_HTTP_PORT=str(http_port),
-        ECLIPTIC_GATEWAY_SSH_PORT=str(ssh_port),
-        ECLIPTIC_GATEWAY_SSH_HOST="0.0.0.0",
-        ECLIPTIC_GATEWAY_JUMP_PORT=str(jump_port),
-        ECLIPTIC_GATEWAY_STATE_DIR=str(state),
-        ECLIPTIC_OWNERS_DIR=str(owners),
-    )
-    env.pop("ECLIPTIC_DATABASE_URL", None)
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ecliptic.cli.main", "serve"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    c: Cloud | None = None
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("serve did not start:\n" + (tmp_path / "serve.log").read_text())
-            time.sleep(0.05)
-        token = httpx.post(
-            f"{url}/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
-        ).json()["secret"]
-        api = httpx.Client(
-            base_url=f"{url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30
-        )
-        c = Cloud(Served(proc, api, url, http_port, ssh_port, jump_port, tmp_path))
-        yield c
-    finally:
+    with serve_with_gateway(
+        tmp_path, ECLIPTIC_HOST="0.0.0.0", ECLIPTIC_GATEWAY_SSH_HOST="0.0.0.0"
+    ) as served:
+        c = Cloud(served)
         try:
-            if c is not None:
-                c.stop_inside()
-                if proc.poll() is None:
-                    c.delete_everything()
+            yield c
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
-            log.close()
-            shutil.rmtree(state, ignore_errors=True)
-            if os.environ.get("ECLIPTIC_TEST_SHOW_LOG"):
-                print((tmp_path / "serve.log").read_text())
+            c.stop_inside()
+            if served.proc.poll() is None:
+                c.delete_everything()
     leaked = _leftovers(owners)
     assert not leaked, f"the test leaked local-cloud resources: {leaked}"
 
