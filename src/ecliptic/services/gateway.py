@@ -513,7 +513,8 @@ def record_endpoints(db: Database, gateway_id: str, endpoints: list[TunnelEndpoi
     """Replace what replica ``gateway_id`` reported as connected."""
     with db.write() as session:
         session.execute(delete(TunnelEndpoint).where(TunnelEndpoint.gateway_id == gateway_id))
-        live = set(session.scalars(select(Service.id)))
+        wanted = {e.service_id for e in endpoints}
+        live = set(session.scalars(select(Service.id).where(Service.id.in_(wanted))))
         session.add_all(e for e in endpoints if e.service_id in live)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -45,8 +46,6 @@ def default_state_dir(settings: Settings) -> Path:
     """Where a replica keeps sshd's and nginx's files: root-owned, outside /tmp."""
     if settings.gateway_state_dir is not None:
         return settings.gateway_state_dir
-    import hashlib
-
     tag = hashlib.sha256(str(Path(settings.data_dir).resolve()).encode()).hexdigest()[:10]
     return Path("/run/ecliptic") / f"gw-{tag}"
 
@@ -355,14 +354,7 @@ class Gateway:
                 self._spawn(self._check_stale(other, service))
 
     async def _check_stale(self, live: _Live, service: registry.RoutedService) -> None:
-        answered = await probe_http(
-            live.conn.port,
-            f"{service.subdomain}.{self.settings.gateway_domain}",
-            service.liveness_path or "/",
-            tls=service.protocol == "https",
-            timeout=2.0,
-            any_status=True,
-        )
+        answered = await self._answers(live, service, timeout=2.0, any_status=True)
         if not answered and live.conn.id in self._state.live:
             log.info("gateway: cutting tunnel %s: superseded and not answering", live.conn.id)
             self.endpoint.kill(live.conn.id)
@@ -393,15 +385,28 @@ class Gateway:
             live.last_probe = now
             self._spawn(self._probe(live, service))
 
+    async def _answers(
+        self,
+        live: _Live,
+        service: registry.RoutedService,
+        *,
+        timeout: float,
+        any_status: bool = False,
+    ) -> bool:
+        """Whether the service answers through this tunnel (see ``probe_http``)."""
+        return await probe_http(
+            live.conn.port,
+            f"{service.subdomain}.{self.settings.gateway_domain}",
+            service.liveness_path or "/",
+            tls=service.protocol == "https",
+            timeout=timeout,
+            any_status=any_status,
+        )
+
     async def _probe(self, live: _Live, service: registry.RoutedService) -> None:
         try:
-            ok = await probe_http(
-                live.conn.port,
-                f"{service.subdomain}.{self.settings.gateway_domain}",
-                service.liveness_path or "/",
-                tls=service.protocol == "https",
-                timeout=min(5.0, max(1.0, service.liveness_period_s * 0.8)),
-            )
+            timeout = min(5.0, max(1.0, service.liveness_period_s * 0.8))
+            ok = await self._answers(live, service, timeout=timeout)
         finally:
             live.probing = False
         if ok != live.healthy and live.conn.id in self._state.live:
