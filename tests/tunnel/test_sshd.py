@@ -915,3 +915,19 @@ def test_connection_phase_table_allows_exactly_its_edges() -> None:
     # Up only through an accepted key; everything can end.
     assert [p for p in ConnPhase if ConnPhase.UP in CONN_MOVES[p]] == [ConnPhase.AUTHENTICATED]
     assert all(ConnPhase.DOWN in CONN_MOVES[p] for p in ConnPhase if p is not ConnPhase.DOWN)
+
+
+def test_a_restart_ends_connections_left_by_a_crashed_run(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    # The first endpoint stands in for a run that died without stopping its sshd processes
+    # (they live in their own sessions, so they outlive it); the second is the restart.
+    old = make_gateway([keys.public("alpha")])
+    client = clients.start(ssh_argv(old.port, [keys.private("alpha")], *forward(backend)))
+    up, _ = old.wait("up")
+    make_gateway(
+        [keys.public("alpha")], state_dir=old.config.state_dir, host_key=old.config.host_key
+    )
+    assert old.wait("down")[0] == up
+    assert client.wait() == 255
+    assert not listening(up.port)

@@ -363,6 +363,7 @@ class SshEndpoint:
         self._host_key = Path(os.path.abspath(config.host_key))
         self._config_path = self._state_dir / "sshd_config"
         self._keys_path = self._state_dir / "authorized_keys"
+        self._pids_dir = self._state_dir / "pids"
         self._sshd_argv = [config.sshd_path, "-i", "-e", "-f", str(self._config_path)]
         self._sshd_argv += ["-o", f"LogLevel={SSHD_LOG_LEVEL}"]
         self._authorized: dict[str, str] = {}
@@ -391,6 +392,7 @@ class SshEndpoint:
         self._idle = asyncio.Event()
         self._idle.set()
         await asyncio.to_thread(self._prepare_files)
+        await asyncio.to_thread(self._end_leftovers)
         self._ready = True
         self._write_authorized_keys()
         self._sock = self._listen()
@@ -463,6 +465,27 @@ class SshEndpoint:
         return sum(self._terminate(c, f"key {fingerprint} revoked") for c in matching)
 
     # --- files ------------------------------------------------------------------------------
+
+    def _record_pid(self, pid: int) -> None:
+        """Note a live ``sshd -i`` (pid and start time), so that a restart after a crash of
+        this process can end the connections it left behind."""
+        started = _start_time(pid)
+        if started is not None:
+            (self._pids_dir / str(pid)).write_text(started)
+
+    def _end_leftovers(self) -> None:
+        """End the sessions of ``sshd -i`` processes a crashed earlier run left running.
+
+        A pid counts only while its start time matches the record, so a reused pid is never
+        signalled. Their clients reconnect and are routed afresh."""
+        self._pids_dir.mkdir(mode=0o700, exist_ok=True)
+        for record in self._pids_dir.iterdir():
+            pid = int(record.name) if record.name.isdigit() else 0
+            if pid and _start_time(pid) == record.read_text():
+                log.info("ending sshd %d left by an earlier run of this endpoint", pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)  # its own session: monitor and child
+            record.unlink(missing_ok=True)
 
     def _prepare_files(self) -> None:
         for p in (self._state_dir, self._host_key):
@@ -587,6 +610,7 @@ class SshEndpoint:
             ours.close()
             raise
         ours.setblocking(False)
+        self._record_pid(proc.pid)
         client = f"[{ip}]:{peer_port}" if ":" in ip else f"{ip}:{peer_port}"
         conn = _Conn(
             id=secrets.token_hex(8),
@@ -776,6 +800,7 @@ class SshEndpoint:
         rc = conn.proc.wait()
         conn.reaped = True
         os.close(conn.pidfd)
+        (self._pids_dir / str(conn.proc.pid)).unlink(missing_ok=True)
         conn.log_sock.close()
         del self._conns[conn.id]
         was_up = conn.phase is ConnPhase.UP
@@ -856,3 +881,12 @@ def _public_host_key(private_key: Path) -> str:
         raise EndpointError(f"cannot read host key {private_key}: {derived.stderr.strip()}")
     kind, blob = derived.stdout.split()[:2]
     return f"{kind} {blob}"
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat_line.rsplit(")", 1)[1].split()[19]
