@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TUNNELD := $(BIN)/ecliptic-tunneld
 
 .PHONY: run test setup lint typecheck unit bench lock clean
 
@@ -11,6 +12,11 @@ run: setup
 
 setup: $(STAMP)
 	@scripts/setup-system.sh run
+	@$(MAKE) -s $(TUNNELD)
+
+# The gateway's SSH endpoint (Go, built from Debian's packages; see tunneld/main.go).
+$(TUNNELD): tunneld/main.go scripts/build-tunneld.sh
+	scripts/build-tunneld.sh $@
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +26,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 test: $(STAMP)
 	@scripts/setup-system.sh test
+	scripts/build-tunneld.sh $(TUNNELD) check
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -46,4 +53,4 @@ lock:
 	rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache

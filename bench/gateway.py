@@ -574,22 +574,26 @@ class Gateway:
         return http_status(self.http_port, host, path, timeout)
 
     def procs(self) -> list[psutil.Process]:
-        """``ecliptic serve`` and everything it started (sshd per tunnel, nginx)."""
+        """``ecliptic serve`` and everything it started (tunneld or sshd per tunnel, nginx)."""
         return tree(self.served.proc.pid)
 
     def memory(self) -> dict[str, float | int]:
-        """PSS in MB of the serve process, its sshd processes and its nginx."""
-        kinds: dict[str, list[int]] = {"serve": [], "sshd": [], "nginx": [], "other": []}
+        """PSS in MB of the serve process, its SSH endpoint (tunneld, or sshd processes) and its
+        nginx."""
+        kinds: dict[str, list[int]] = {
+            "serve": [],
+            "tunneld": [],
+            "sshd": [],
+            "nginx": [],
+            "other": [],
+        }
         for p in self.procs():
             try:
                 name = p.name()
             except psutil.NoSuchProcess:
                 continue
-            kind = (
-                "serve"
-                if p.pid == self.served.proc.pid
-                else ("sshd" if name == "sshd" else "nginx" if name == "nginx" else "other")
-            )
+            known = {"sshd": "sshd", "nginx": "nginx", "ecliptic-tunne": "tunneld"}
+            kind = "serve" if p.pid == self.served.proc.pid else known.get(name[:14], "other")
             kinds[kind].append(pss_kb(p.pid))
         out: dict[str, float | int] = {}
         for kind, values in kinds.items():
@@ -981,7 +985,7 @@ def measure_idle(
         "idle_pss_mb_at_2000_est": round(float(base["total_mb"]) + per_tunnel * 2000, 0),
         "idle_base_pss_mb": base["total_mb"],
         "idle_breakdown_mb": {
-            k: with_n[k] for k in ("serve_mb", "sshd_mb", "nginx_mb", "other_mb")
+            k: with_n[k] for k in ("serve_mb", "tunneld_mb", "sshd_mb", "nginx_mb", "other_mb")
         },
         "idle_sshd_procs": with_n["sshd_procs"],
         "idle_connect_s": round(connect_s, 1),

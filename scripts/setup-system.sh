@@ -15,6 +15,7 @@ declare -A need=(
   [ssh-keygen]=openssh-client
   [sshd]=openssh-server
   [nginx]=nginx
+  [go]=golang-go  # builds ecliptic-tunneld, the gateway's SSH endpoint
 )
 if [ "$purpose" = test ]; then
   need[pg_ctlcluster]=postgresql
@@ -28,6 +29,9 @@ for cmd in "${!need[@]}"; do
 done
 if [ "$purpose" = test ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
+fi
+if [ ! -d /usr/share/gocode/src/golang.org/x/crypto/ssh ]; then
+  missing+=(golang-golang-x-crypto-dev golang-golang-x-sys-dev)
 fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)
@@ -53,7 +57,8 @@ fi
 $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 }
 
-# The tunnel gateway runs a stock sshd per tunnel; sshd needs a real account to log in as
+# The tunnel gateway's SSH endpoint runs as the account 'tunnel' (ecliptic-tunneld), or runs a
+# stock sshd per tunnel (ECLIPTIC_GATEWAY_SSH_SERVER=openssh), which needs a real account to log in as
 # ("tunnel@gateway") and its privilege-separation directory.
 ensure_tunnel_user() {
   local SUDO=""

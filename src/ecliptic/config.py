@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
 import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 def _data_dir() -> Path:
@@ -59,6 +62,10 @@ class Settings:
     gateway_ssh_public: str | None = None
     """``host[:port]`` clients are told to connect to; by default the host they reached the
     API at, and ``gateway_ssh_port``."""
+    gateway_ssh_server: str = "tunneld"
+    """What terminates tunnel SSH connections: ``tunneld`` (one process for all tunnels, Go's
+    x/crypto/ssh; about 50 KiB per idle tunnel) or ``openssh`` (a stock ``sshd -i`` per
+    connection; about 1.8 MiB per idle tunnel)."""
     gateway_jump_port: int = 2223
     """Port of the SSH jump host for TCP services (``ssh -J user@gateway:PORT name``)."""
     gateway_token_ttl: timedelta = timedelta(hours=24)
@@ -70,6 +77,14 @@ class Settings:
     gateway_state_dir: Path | None = None
     """Root-owned folder for sshd's and nginx's generated files; ``/run/ecliptic/gw-<id>``
     when None."""
+    gateway_peer_url: str | None = None
+    """``host:port`` where other replicas reach this replica's plain-HTTP front to forward
+    requests for tunnels connected here; by default ``gateway_http_host`` (or, when that is
+    0.0.0.0/::, this machine's primary address) and the HTTP port. A host name is resolved
+    once at start."""
+    gateway_peer_stale_s: float = 5.0
+    """A replica whose heartbeat (every second) has not moved for this long is taken as gone:
+    its tunnels are no longer forwarded to."""
 
     @property
     def gateway_front_url(self) -> str:
@@ -123,6 +138,7 @@ def _gateway_settings() -> dict[str, object]:
         "gateway_ssh_port": int(env("ECLIPTIC_GATEWAY_SSH_PORT", "2222")),
         "gateway_ssh_public": env("ECLIPTIC_GATEWAY_SSH_PUBLIC") or None,
         "gateway_jump_port": int(env("ECLIPTIC_GATEWAY_JUMP_PORT", "2223")),
+        "gateway_ssh_server": env("ECLIPTIC_GATEWAY_SSH_SERVER", "tunneld"),
         "gateway_token_ttl": timedelta(
             minutes=int(env("ECLIPTIC_GATEWAY_TOKEN_TTL_MINUTES", str(24 * 60)))
         ),
@@ -138,4 +154,63 @@ def _gateway_settings() -> dict[str, object]:
         values["portal_url"] = env("ECLIPTIC_PORTAL_URL")
     if env("ECLIPTIC_GATEWAY_STATE_DIR"):
         values["gateway_state_dir"] = Path(env("ECLIPTIC_GATEWAY_STATE_DIR", ""))
+    values.update(_peer_settings())
     return values
+
+
+class InvalidSetting(ValueError):
+    """An ``ECLIPTIC_*`` variable whose value cannot be used; the message says what to set."""
+
+    code = "invalid_setting"
+
+
+_PEER_URL = re.compile(
+    r"^(?:http://)?(?P<host>[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])"
+    r":(?P<port>[0-9]{1,5})/?$"
+)
+
+
+class _PeerEnv(BaseModel):
+    """The peer-routing variables, checked before a replica starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    peer_url: Annotated[str, Field(max_length=300)] | None = None
+    peer_stale_s: Annotated[float, Field(ge=2, le=600)] = 5.0
+
+    @field_validator("peer_url")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, port = parse_peer_url(value)
+        return f"{host}:{port}"
+
+
+def parse_peer_url(value: str) -> tuple[str, int]:
+    """``(host, port)`` of a peer URL setting (``host:port``, ``[v6]:port`` or
+    ``http://host:port``); the host keeps IPv6 brackets and is lowercase."""
+    match = _PEER_URL.match(value.strip())
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ValueError("give host:port (or http://host:port), e.g. 10.0.0.5:8480")
+    host = match["host"].lower()
+    if host in ("0.0.0.0", "[::]"):
+        raise ValueError("0.0.0.0 and :: are not addresses a peer can reach: give this machine's")
+    return host, int(match["port"])
+
+
+def _peer_settings() -> dict[str, object]:
+    names = {
+        "peer_url": "ECLIPTIC_GATEWAY_PEER_URL",
+        "peer_stale_s": "ECLIPTIC_GATEWAY_PEER_STALE_S",
+    }
+    given = {field: os.environ[var] for field, var in names.items() if os.environ.get(var)}
+    try:
+        parsed = _PeerEnv.model_validate(given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{names[str(e['loc'][0])]}={given.get(str(e['loc'][0]))!r}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise InvalidSetting(problems) from None
+    return {"gateway_peer_url": parsed.peer_url, "gateway_peer_stale_s": parsed.peer_stale_s}

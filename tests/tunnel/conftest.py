@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -130,20 +132,7 @@ class Served:
 
     def ssh_r(self, key: Path, target_port: int, *extra: str) -> subprocess.Popen[bytes]:
         """A stock OpenSSH reverse tunnel to ``127.0.0.1:target_port``."""
-        proc = subprocess.Popen(
-            [
-                "ssh", "-N", "-i", str(key), "-p", str(self.ssh_port),
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
-                "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-                *extra,
-                "-R", f"0:127.0.0.1:{target_port}", "tunnel@127.0.0.1",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )  # fmt: skip
+        proc = ssh_reverse(self.ssh_port, key, target_port, *extra)
         self.clients.append(proc)
         return proc
 
@@ -264,3 +253,148 @@ def backends() -> Iterator[Callable[[str], Backend]]:
     yield make
     for b in started:
         b.stop()
+
+
+def ssh_reverse(ssh_port: int, key: Path, target_port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """A stock OpenSSH reverse tunnel to ``127.0.0.1:target_port`` via the endpoint on
+    ``ssh_port`` (in its own session, so ``stop`` ends it)."""
+    return subprocess.Popen(
+        [
+            "ssh", "-N", "-i", str(key), "-p", str(ssh_port),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
+            "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+            *extra,
+            "-R", f"0:127.0.0.1:{target_port}", "tunnel@127.0.0.1",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+@dataclass
+class Replica:
+    """``ecliptic gateway``: one more replica, sharing a served instance's database."""
+
+    proc: subprocess.Popen[bytes]
+    gateway_id: str
+    http_port: int
+    ssh_port: int
+    state: Path
+    log: Path
+    clients: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def access_log(self) -> Path:
+        """The replica's nginx access log (flushed within a second)."""
+        return self.state / "front" / "logs" / "access.log"
+
+    def front(self, host: str, path: str = "/", **headers: str) -> httpx.Response:
+        """A request to this replica's front for ``host``."""
+        return httpx.get(
+            f"http://127.0.0.1:{self.http_port}{path}",
+            headers={"Host": host, **headers},
+            timeout=10,
+            follow_redirects=False,
+        )
+
+    def ssh_r(self, key: Path, target_port: int) -> subprocess.Popen[bytes]:
+        """A stock ``ssh -R`` tunnel to this replica."""
+        proc = ssh_reverse(self.ssh_port, key, target_port)
+        self.clients.append(proc)
+        return proc
+
+    def crash(self) -> None:
+        """SIGKILL the replica's own process: its nginx and tunnels stay, its heartbeat stops."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def _kill_leftovers(state: Path) -> None:
+    """End what a killed replica left running on ``state``: its nginx master (by its pid file)
+    and any process started with a path under it; by pid, after checking each one's command."""
+    marker = f"{state}/"
+    pids: set[int] = set()
+    with contextlib.suppress(OSError, ValueError):
+        pids.add(int((state / "front" / "nginx.pid").read_text().strip()))
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if marker in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
+                    pids.add(int(entry))
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if marker not in cmdline or pid == os.getpid():
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, OSError):
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def standalone_replica(served: Served, log_dir: Path, **extra_env: str) -> Iterator[Replica]:
+    """Run ``ecliptic gateway`` on ``served``'s database and free ports until the block ends;
+    then stop its ssh clients and the replica (SIGTERM), end whatever a crashed one left
+    behind, and remove its state dir."""
+    http_port, ssh_port, jump_port = (free_port() for _ in range(3))
+    state = Path("/run") / f"ecl-gw-test-{secrets.token_hex(4)}"
+    log_path = log_dir / f"replica-{state.name}.log"
+    env = dict(os.environ)
+    env.update(
+        ECLIPTIC_DATA_DIR=str(served.tmp / "data"),
+        ECLIPTIC_PORTAL_URL=served.url,
+        ECLIPTIC_LOG_LEVEL="INFO",
+        ECLIPTIC_GATEWAY_HTTP_PORT=str(http_port),
+        ECLIPTIC_GATEWAY_SSH_PORT=str(ssh_port),
+        ECLIPTIC_GATEWAY_SSH_HOST="127.0.0.1",
+        ECLIPTIC_GATEWAY_JUMP_PORT=str(jump_port),
+        ECLIPTIC_GATEWAY_STATE_DIR=str(state),
+    )
+    env.update(extra_env)
+    env.pop("ECLIPTIC_DATABASE_URL", None)
+    log = open(log_path, "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecliptic.cli.main", "gateway"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    replica: Replica | None = None
+    try:
+        deadline = time.monotonic() + 60
+        while replica is None:
+            found = re.search(r"Ecliptic gateway (\w+): services at", log_path.read_text())
+            if found:
+                replica = Replica(proc, found[1], http_port, ssh_port, state, log_path)
+            elif proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the replica did not start:\n" + log_path.read_text())
+            else:
+                time.sleep(0.05)
+        yield replica
+    finally:
+        for c in replica.clients if replica is not None else []:
+            stop(c)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        log.close()
+        _kill_leftovers(state)
+        shutil.rmtree(state, ignore_errors=True)
+        if os.environ.get("ECLIPTIC_TEST_SHOW_LOG"):
+            print(log_path.read_text())

@@ -1,8 +1,10 @@
-"""The SSH tunnel endpoint against a real stock OpenSSH client and real sshd, on loopback.
+"""The SSH tunnel endpoints against a real stock OpenSSH client, on loopback.
 
+Both endpoints are tested with the same cases: ``tunneld`` (one ``ecliptic-tunneld`` process
+for every connection, the default) and ``openssh`` (a stock ``sshd -i`` per connection).
 Every endpoint runs on its own event loop thread, with its own root-owned state directory
 under /run; every ssh client runs in its own session. Fixtures stop all of them by pid and
-check that no sshd of the endpoint outlived it, even when a test fails.
+check that no process of the endpoint outlived it, even when a test fails.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import json
 import os
 import queue
 import secrets
@@ -31,6 +34,7 @@ import pytest
 
 from ecliptic.errors import InvalidInput
 from ecliptic.phases import IllegalTransition
+from ecliptic.tunnel import tunneld
 from ecliptic.tunnel.sshd import (
     CONN_MOVES,
     KEY_OPTIONS,
@@ -43,6 +47,7 @@ from ecliptic.tunnel.sshd import (
     check_prerequisites,
     fingerprint,
 )
+from ecliptic.tunnel.tunneld import TunneldEndpoint
 
 SSHD = "/usr/sbin/sshd"
 pytestmark = pytest.mark.skipif(
@@ -50,6 +55,8 @@ pytestmark = pytest.mark.skipif(
     reason="needs the OpenSSH server and client (apt-get install openssh-server openssh-client)",
 )
 T = TypeVar("T")
+OPENSSH_ONLY = pytest.mark.parametrize("endpoint_kind", ["openssh"])
+"""For a test of what only the sshd-per-connection endpoint has (its log, its files)."""
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -135,15 +142,19 @@ def listening(port: int) -> bool:
 class Gateway:
     """An SshEndpoint on its own event loop thread; its up/down callbacks feed a queue."""
 
-    def __init__(self, config: EndpointConfig, *, failing_callbacks: bool = False) -> None:
+    def __init__(
+        self, config: EndpointConfig, *, kind: str = "openssh", failing_callbacks: bool = False
+    ) -> None:
         self.config = config
+        self.kind = kind
         self.events: queue.Queue[tuple[str, TunnelConn, float]] = queue.Queue()
         self.sids: set[int] = set()
         self.failing_callbacks = failing_callbacks
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="ecl-sshd-loop")
         self.thread.start()
-        self.endpoint = SshEndpoint(config, on_up=self._up, on_down=self._down)
+        endpoint = TunneldEndpoint if kind == "tunneld" else SshEndpoint
+        self.endpoint = endpoint(config, on_up=self._up, on_down=self._down)
 
     def _up(self, conn: TunnelConn) -> None:
         self.events.put(("up", conn, time.monotonic()))
@@ -205,8 +216,17 @@ class Gateway:
             self.loop.close()
 
 
+@pytest.fixture(params=["tunneld", "openssh"])
+def endpoint_kind(request: pytest.FixtureRequest) -> str:
+    """Which endpoint a test runs against; a test may narrow it with parametrize."""
+    kind = str(request.param)
+    if kind == "tunneld" and tunneld.find_tunneld() is None:
+        pytest.skip("ecliptic-tunneld is not built (make setup)")
+    return kind
+
+
 @pytest.fixture
-def make_gateway() -> Iterator[Callable[..., Gateway]]:
+def make_gateway(endpoint_kind: str) -> Iterator[Callable[..., Gateway]]:
     """Start endpoints (state dir /run/ecl-gw-<hex>); afterwards stop them and check for leaks."""
     made: list[tuple[Gateway, Path]] = []
 
@@ -220,7 +240,9 @@ def make_gateway() -> Iterator[Callable[..., Gateway]]:
             "port": 0,
             **overrides,
         }
-        gw = Gateway(EndpointConfig(**settings), failing_callbacks=failing_callbacks)
+        gw = Gateway(
+            EndpointConfig(**settings), kind=endpoint_kind, failing_callbacks=failing_callbacks
+        )
         made.append((gw, Path(settings["state_dir"])))
         gw.start()
         if keys is not None:
@@ -240,7 +262,7 @@ def make_gateway() -> Iterator[Callable[..., Gateway]]:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                 shutil.rmtree(state, ignore_errors=True)
-        assert not leaked, f"sshd processes outlived their endpoint: {leaked}"
+        assert not leaked, f"endpoint processes outlived their endpoint: {leaked}"
         assert not sshd_children(), "sshd children left unreaped"
 
 
@@ -583,6 +605,7 @@ def test_a_key_offered_but_not_held_is_never_the_tunnel_key(
     assert f"Server accepts key: {victim}" in client.output()
 
 
+@OPENSSH_ONLY
 def test_a_line_break_in_a_logged_string_cannot_forge_a_tunnel(
     make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
 ) -> None:
@@ -618,6 +641,11 @@ def test_only_the_first_forward_of_a_connection_is_the_tunnel(
     argv[-1:-1] = ["-R", f"0:127.0.0.1:{backend.port}"]  # ssh drops a duplicate -R
     client = clients.start(argv)
     up, _ = gw.wait("up")
+    if gw.kind == "tunneld":  # refuses a second forward outright
+        assert client.wait() == 255
+        assert "remote port forwarding failed" in client.output()
+        assert gw.wait("down")[0] == up
+        return
     wait_until(lambda: client.output().count("Allocated port") == 2, 5, "both forwards")
     first = client.output().split("Allocated port ")[1].split()[0]
     assert up.port == int(first)
@@ -705,6 +733,16 @@ def _greeting(port: int, held: list[socket.socket]) -> bytes:
         return b""
 
 
+def _admits(port: int) -> bool:
+    """Whether the endpoint greets a new connection (which is closed again at once)."""
+    held: list[socket.socket] = []
+    try:
+        return _greeting(port, held) != b""
+    finally:
+        for s in held:
+            s.close()
+
+
 def test_unauthenticated_connections_per_address_are_capped_at_accept(
     make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
 ) -> None:
@@ -719,6 +757,7 @@ def test_unauthenticated_connections_per_address_are_capped_at_accept(
     assert greetings[2] == b""  # reset before any sshd was started
 
     wait_until(lambda: not sshd_children(), 5, "the silent connections' sshd to exit")
+    wait_until(lambda: _admits(gw.port), 5, "the endpoint to admit again")
     clients.start(ssh_argv(gw.port, [keys.private("alpha")], *forward(backend)))
     gw.wait("up")
 
@@ -778,6 +817,7 @@ def test_only_aes_gcm_is_offered(
     assert "kex: server->client cipher: aes128-gcm@openssh.com" in stock.stderr
 
 
+@OPENSSH_ONLY
 def test_authorized_keys_file_holds_only_valid_keys_behind_tunnel_options(
     make_gateway: Callable[..., Gateway], keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -829,7 +869,9 @@ def test_stop_ends_live_tunnels_and_keeps_the_state_dir(
     assert client.wait() == 255
     assert not listening(up.port)
     assert not sshd_children()
-    assert {p.name for p in gw.config.state_dir.iterdir()} >= {"sshd_config", "authorized_keys"}
+    if gw.kind == "openssh":
+        names = {p.name for p in gw.config.state_dir.iterdir()}
+        assert names >= {"sshd_config", "authorized_keys"}
 
 
 def test_failing_callbacks_do_not_break_the_endpoint(
@@ -896,7 +938,12 @@ def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
         fingerprint("ssh-ed25519 not-base64!")
 
 
-def test_prerequisites_name_what_to_fix() -> None:
+def test_prerequisites_name_what_to_fix(tmp_path: Path) -> None:
+    assert tunneld.check_prerequisites("tunnel") == []
+    no_user = tunneld.check_prerequisites("ecl-no-such-user")
+    assert len(no_user) == 1 and "does not exist" in no_user[0]
+    unbuilt = tunneld.check_prerequisites("tunnel", tunneld_path=str(tmp_path / "none"))
+    assert len(unbuilt) == 1 and "make setup" in unbuilt[0]
     assert check_prerequisites("tunnel") == []
     missing = check_prerequisites("ecl-no-such-user")
     assert len(missing) == 1 and "does not exist" in missing[0]
@@ -917,6 +964,7 @@ def test_connection_phase_table_allows_exactly_its_edges() -> None:
     assert all(ConnPhase.DOWN in CONN_MOVES[p] for p in ConnPhase if p is not ConnPhase.DOWN)
 
 
+@OPENSSH_ONLY
 def test_a_restart_ends_connections_left_by_a_crashed_run(
     make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
 ) -> None:
@@ -931,3 +979,83 @@ def test_a_restart_ends_connections_left_by_a_crashed_run(
     assert old.wait("down")[0] == up
     assert client.wait() == 255
     assert not listening(up.port)
+
+
+@pytest.mark.parametrize("endpoint_kind", ["tunneld"])
+def test_a_crashed_tunneld_is_restarted_and_its_clients_come_back(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    gw = make_gateway([keys.public("alpha")])
+    port = gw.port
+    client = clients.start(ssh_argv(port, [keys.private("alpha")], *forward(backend)))
+    up, _ = gw.wait("up")
+    os.kill(up.pid, signal.SIGKILL)  # our own child, by pid
+
+    assert gw.wait("down")[0] == up
+    assert client.wait() == 255
+    assert not listening(up.port)
+    clients.start(ssh_argv(port, [keys.private("alpha")], *forward(backend)))
+    again, _ = gw.wait("up", timeout=10)
+    assert again.pid != up.pid and gw.port == port
+    assert http_get(again.port) == "backend-ok\n"
+    gw.sids.add(up.pid)
+
+
+def test_tunneld_ends_every_tunnel_when_its_supervisor_goes_away(
+    keys: Keys, clients: Clients, backend: Backend, tmp_path: Path
+) -> None:
+    """The daemon reads end-of-file on stdin when the process that started it dies."""
+    exe = tunneld.find_tunneld()
+    if exe is None:
+        pytest.skip("ecliptic-tunneld is not built (make setup)")
+    host_key = tmp_path / "host"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = {
+        "host_key": host_key.read_text(),
+        "user": "tunnel",
+        "keepalive_interval_s": 4,
+        "keepalive_count": 2,
+        "login_grace_s": 20,
+        "forward_timeout_s": 30,
+        "max_connections": 10,
+        "max_unauthenticated_per_ip": 10,
+        "keys": [keys.public("alpha")],
+        "listen_fd": listener.fileno(),
+    }
+    daemon = subprocess.Popen(
+        [exe],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        pass_fds=[listener.fileno()],
+        start_new_session=True,
+    )
+    listener.close()
+    try:
+        assert daemon.stdin is not None and daemon.stdout is not None
+        daemon.stdin.write(json.dumps(config).encode() + b"\n")
+        daemon.stdin.flush()
+        assert json.loads(daemon.stdout.readline()) == {"ev": "ready"}
+        client = clients.start(ssh_argv(port, [keys.private("alpha")], *forward(backend)))
+        up = json.loads(daemon.stdout.readline())
+        assert up["ev"] == "up" and up["fp"] == keys.fp("alpha")
+        assert http_get(up["port"]) == "backend-ok\n"
+
+        daemon.stdin.close()  # what the kernel does when the supervisor dies
+        assert daemon.wait(5) == 0
+        assert client.wait() == 255
+        assert not listening(up["port"]) and not listening(port)
+    finally:
+        stop_process(daemon)
+
+
+def test_tunneld_refuses_a_configuration_it_does_not_know(tmp_path: Path) -> None:
+    exe = tunneld.find_tunneld()
+    if exe is None:
+        pytest.skip("ecliptic-tunneld is not built (make setup)")
+    bad = subprocess.run(
+        [exe], input='{"user": "tunnel", "colour": "blue"}\n', capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and 'unknown field "colour"' in bad.stderr

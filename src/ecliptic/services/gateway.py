@@ -43,6 +43,7 @@ from ecliptic.services.sshkeys import parse_public_key
 from ecliptic.store.db import Database
 from ecliptic.store.models import (
     GatewayCode,
+    GatewayReplica,
     Meta,
     Service,
     ServiceAccess,
@@ -128,6 +129,16 @@ def host_key(db: Database) -> tuple[str, str]:
             session.add(row)
         pem = row.value
     return pem, _public_line(pem)
+
+
+def peer_secret(db: Database) -> str:
+    """The hop marker replicas put on the requests they forward to each other (64 hex).
+
+    Derived from the gateway secret, so every replica sharing the store agrees on it without
+    another secret to distribute; it never leaves the gateways (they strip it before any
+    service or auth app sees a request).
+    """
+    return hmac.new(gateway_secret(db), b"ecliptic-gateway-peer-hop/1", hashlib.sha256).hexdigest()
 
 
 def _public_line(pem: str) -> str:
@@ -516,6 +527,91 @@ def record_endpoints(db: Database, gateway_id: str, endpoints: list[TunnelEndpoi
         wanted = {e.service_id for e in endpoints}
         live = set(session.scalars(select(Service.id).where(Service.id.in_(wanted))))
         session.add_all(e for e in endpoints if e.service_id in live)
+
+
+@dataclass(frozen=True)
+class ReplicaBeat:
+    """A replica as its last heartbeat left it in the store."""
+
+    id: str
+    """Replica id (``TunnelEndpoint.gateway_id``)."""
+    peer_address: str
+    """``ip:port`` of its plain-HTTP front, for requests its peers forward."""
+    heartbeat_at: datetime
+    """Its last heartbeat, by its own clock."""
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """What a replica needs to forward to its peers, read in one go."""
+
+    replicas: tuple[ReplicaBeat, ...]
+    """Every replica with a row, itself included."""
+    held: tuple[tuple[str, str], ...]
+    """(replica id, service id) of each healthy tunnel a replica reports."""
+
+
+def heartbeat(db: Database, gateway_id: str, peer_address: str) -> bool:
+    """Record that replica ``gateway_id`` is alive at ``peer_address``.
+
+    False when it had no row (first beat, or a peer pruned it after a long silence): its
+    tunnels must then be recorded again.
+    """
+    now = utcnow()
+    with db.write() as session:
+        beat = session.execute(
+            update(GatewayReplica)
+            .where(GatewayReplica.id == gateway_id)
+            .values(heartbeat_at=now, peer_address=peer_address)
+        )
+        if beat.rowcount == 1:  # type: ignore[attr-defined]
+            return True
+        session.add(
+            GatewayReplica(
+                id=gateway_id, peer_address=peer_address, started_at=now, heartbeat_at=now
+            )
+        )
+        return False
+
+
+def peer_view(db: Database) -> PeerView:
+    """The replicas and which of them hold a healthy tunnel for which service."""
+    with db.read() as session:
+        replicas = tuple(
+            ReplicaBeat(r.id, r.peer_address, r.heartbeat_at)
+            for r in session.scalars(select(GatewayReplica).order_by(GatewayReplica.id))
+        )
+        held = tuple(
+            (gateway_id, service_id)
+            for gateway_id, service_id in session.execute(
+                select(TunnelEndpoint.gateway_id, TunnelEndpoint.service_id)
+                .where(TunnelEndpoint.healthy.is_(True))
+                .distinct()
+            )
+        )
+    return PeerView(replicas, held)
+
+
+def forget_replica(db: Database, gateway_id: str) -> None:
+    """Remove a stopping replica and every tunnel it reported."""
+    with db.write() as session:
+        session.execute(delete(TunnelEndpoint).where(TunnelEndpoint.gateway_id == gateway_id))
+        session.execute(delete(GatewayReplica).where(GatewayReplica.id == gateway_id))
+
+
+def prune_replicas(db: Database, silent_since: datetime) -> list[str]:
+    """Forget replicas whose last heartbeat is older than ``silent_since`` (crashed ones),
+    with the tunnels they reported; returns their ids."""
+    with db.write() as session:
+        gone = list(
+            session.scalars(
+                select(GatewayReplica.id).where(GatewayReplica.heartbeat_at < silent_since)
+            )
+        )
+        if gone:
+            session.execute(delete(TunnelEndpoint).where(TunnelEndpoint.gateway_id.in_(gone)))
+            session.execute(delete(GatewayReplica).where(GatewayReplica.id.in_(gone)))
+    return gone
 
 
 def live_tunnels(db: Database) -> list[TunnelEndpoint]:

@@ -447,3 +447,13 @@ class GatewayCode(Base):
     host: Mapped[str] = mapped_column(String(253))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class GatewayReplica(Base):
+    """A running gateway replica: where its peers forward requests, and its last heartbeat."""
+
+    __tablename__ = "gateway_replica"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    peer_address: Mapped[str] = mapped_column(String(300))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

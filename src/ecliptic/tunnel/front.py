@@ -15,6 +15,15 @@ by the front only, never passed on from the client. Backends are users' own serv
 answer anything: nginx control headers from them (``X-Accel-*``) are ignored. Private routes
 ask Ecliptic's auth app on every request through ``auth_request``; its answers are cached for
 ``FrontConfig.auth_cache_s`` seconds, keyed by host and credentials.
+
+Peer replicas: a route without local tunnels may name other replicas' fronts (``Route.peers``)
+that hold one; the request goes there over plain HTTP with the instance's hop marker
+(``X-Ecliptic-Peer: FrontConfig.peer_secret``) and its credentials unchanged. The marker
+proves only that the request came from a replica: the receiving front then takes the client
+address, scheme, host and port from the ``X-Forwarded-*`` headers the sender set, and never
+forwards the request again (503 instead: no loops). It never skips authorisation: both
+fronts ask their auth app, and identity headers are always the receiver's own. Fronts strip
+the marker from everything they send to services and auth apps.
 """
 
 from __future__ import annotations
@@ -63,7 +72,9 @@ UPSTREAM_FAIL_TIMEOUT_S = 5
 DEFAULT_READ_TIMEOUT_S = 3600
 """Seconds a request may wait for its service unless its route says otherwise."""
 UPSTREAM_KEEPALIVE = 32
-"""Idle upstream connections kept per worker and route."""
+"""Idle upstream connections kept per worker and route (or group of peers)."""
+PEER_HEADER = "X-Ecliptic-Peer"
+"""Header carrying the hop marker between replicas."""
 PAGES = ("401", "403", "404", "431", "500", "502", "503", "504")
 """Error pages written from ``templates/<status>.html``."""
 
@@ -71,7 +82,9 @@ _LABEL = r"(?!-)[a-z0-9-]{1,63}"
 _HOST = re.compile(rf"^{_LABEL}(\.{_LABEL})+$")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./@+,=:~-]+$")
 _HOST_PORT = re.compile(r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
+_PEER_SECRET = re.compile(r"^[0-9a-f]{32,128}$")
 _WORKER_TITLE = "nginx: worker process"
+_PAGES_URI = "/_ecliptic/pages"
 _HOST_PLACEHOLDER = "{{ host }}"
 # SSI's echo escapes the value as HTML entities by default: the default server shows any Host.
 _HOST_SSI = '<!--# echo var="host" default="this address" -->'
@@ -132,6 +145,10 @@ class Route:
     upstream_tls: bool = False
     """The service speaks HTTPS behind the tunnel: the front connects with TLS, sending the
     host as SNI and not verifying the service's certificate."""
+    peers: tuple[str, ...] = ()
+    """``ip:port`` (``[ip]:port`` for IPv6) of other replicas' fronts holding a tunnel for
+    the service, used when there is none here (``ports`` empty): requests go there with the
+    hop marker. Needs ``FrontConfig.peer_secret``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or len(self.host) > 253 or not _HOST.match(self.host):
@@ -145,6 +162,35 @@ class Route:
             raise InvalidFrontInput(f"route {self.host}: ports {self.ports} repeat a port")
         if not isinstance(self.read_timeout_s, int) or self.read_timeout_s < 1:
             raise InvalidFrontInput(f"route {self.host}: read_timeout_s must be at least 1")
+        if self.peers and self.ports:
+            raise InvalidFrontInput(
+                f"route {self.host}: give peers only when there is no local tunnel (ports)"
+            )
+        for peer in self.peers:
+            if not isinstance(peer, str) or peer_address(peer) != peer:
+                raise InvalidFrontInput(
+                    f"route {self.host}: peer {peer!r} is not 'ip:port' or '[ipv6]:port' "
+                    "in canonical form"
+                )
+        if len(set(self.peers)) != len(self.peers):
+            raise InvalidFrontInput(f"route {self.host}: peers {self.peers} repeat a peer")
+
+
+def peer_address(value: str) -> str | None:
+    """``value`` in canonical ``ip:port`` / ``[ipv6]:port`` form, or None if it is no such
+    address. Host names are refused: nginx resolves them once, and fails to reload if it
+    cannot."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536:
+        return None
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        return None
+    if ip.is_unspecified or (ip.version == 6) != bracketed or "%" in host:
+        return None
+    return f"[{ip}]:{int(port)}" if bracketed else f"{ip}:{int(port)}"
 
 
 @dataclass(frozen=True)
@@ -181,6 +227,10 @@ class FrontConfig:
     """The nginx binary."""
     stop_grace_s: float = STOP_GRACE_S
     """Seconds ``stop`` lets open requests finish before it forces nginx down."""
+    peer_secret: str | None = None
+    """The hop marker replicas of this instance send each other (lowercase hex, 32-128
+    digits): a request carrying it comes from a peer. None: no request is taken as coming
+    from a peer, and routes may not name peers."""
 
     def __post_init__(self) -> None:
         for name in ("state_dir", "tls_cert", "tls_key"):
@@ -215,6 +265,8 @@ class FrontConfig:
                 raise InvalidFrontInput(f"{name} must be at least 1 second")
         if self.auth_cache_s < 0:
             raise InvalidFrontInput("auth_cache_s must not be negative")
+        if self.peer_secret is not None and not _PEER_SECRET.match(self.peer_secret):
+            raise InvalidFrontInput("peer_secret must be 32-128 lowercase hex digits")
 
 
 class _Layout:
@@ -252,6 +304,22 @@ def _listens(cfg: FrontConfig, http_port: int, tls_port: int | None, default: bo
     return lines
 
 
+def _error_pages(pages: str, *, peer_hop: bool) -> list[str]:
+    """``error_page`` lines for the errors the front itself answers. On a route that forwards
+    to peers, a peer that cannot be reached means no tunnel (503), not a broken service."""
+    return [
+        f"error_page 494 =431 {pages}/431.html;",
+        "error_page 401 $ecl_401;",
+        f"error_page 403 {pages}/403.html;",
+        f"error_page 500 {pages}/500.html;",
+        f"error_page 502 =503 {pages}/503.html;"
+        if peer_hop
+        else f"error_page 502 {pages}/502.html;",
+        f"error_page 503 {pages}/503.html;",
+        f"error_page 504 {pages}/504.html;",
+    ]
+
+
 def render_main(
     cfg: FrontConfig, http_port: int, tls_port: int | None, *, as_root: bool
 ) -> dict[Path, str]:
@@ -280,10 +348,20 @@ def render_main(
         )
     declare = "".join(
         f'        set ${name} "";\n'
-        for name in ("ecl_user", "ecl_email", "ecl_cookie", "ecl_authorization", "ecl_login")
+        for name in (
+            "ecl_user",
+            "ecl_email",
+            "ecl_cookie",
+            "ecl_authorization",
+            "ecl_login",
+            "ecl_hop",
+        )
     )
+    marker = f"        {cfg.peer_secret} 1;\n" if cfg.peer_secret else ""
+    hop_marker = f"        1 {cfg.peer_secret};\n" if cfg.peer_secret else ""
     stripped = "".join(f'    proxy_set_header {name} "";\n' for name in _STRIPPED_HEADERS)
-    pages = "/_ecliptic/pages"
+    pages = _PAGES_URI
+    error_pages = "".join(f"    {line}\n" for line in _error_pages(pages, peer_hop=False))
     conf = f"""# Written by Ecliptic (tunnel front) on every start; edits are lost.
 daemon off;
 master_process on;
@@ -310,6 +388,8 @@ http {{
     # Room for thousands of service names (the default search is slow and then gives up).
     server_names_hash_max_size 65536;
     server_names_hash_bucket_size 512;
+    # Room for the hop marker (up to 128 characters) as a map key.
+    map_hash_bucket_size 256;
 
     client_header_timeout {cfg.header_timeout_s}s;
     client_body_timeout {cfg.body_timeout_s}s;
@@ -343,20 +423,45 @@ http {{
         default {pages}/401.html;
         "~^https?://" $ecl_login;
     }}
+    # A request a peer replica forwarded carries the instance's hop marker. Only then are
+    # the client's address, scheme, host and port taken from the X-Forwarded-* headers the
+    # peer set (it set them itself, as below); anyone else's are ignored. The marker never
+    # skips auth_request.
+    map $http_x_ecliptic_peer $ecl_via_peer {{
+        default "";
+{marker}    }}
+    map $ecl_via_peer $ecl_client {{
+        1 $http_x_forwarded_for;
+        default $remote_addr;
+    }}
+    map $ecl_via_peer $ecl_scheme {{
+        1 $http_x_forwarded_proto;
+        default $scheme;
+    }}
+    map $ecl_via_peer $ecl_fport {{
+        1 $http_x_forwarded_port;
+        default $server_port;
+    }}
+    map $ecl_via_peer $ecl_hostport {{
+        1 $http_host;
+        default $host$ecl_port;
+    }}
+    # Routes that forward to a peer set $ecl_hop: the marker goes with those requests only.
+    map $ecl_hop $ecl_hop_marker {{
+        default "";
+{hop_marker}    }}
 
     # Pages for the errors the front itself answers (a service's own errors pass unchanged).
-    error_page 494 =431 {pages}/431.html;
-    error_page 401 $ecl_401;
-    error_page 403 {pages}/403.html;
-    error_page 500 {pages}/500.html;
-    error_page 502 {pages}/502.html;
-    error_page 503 {pages}/503.html;
-    error_page 504 {pages}/504.html;
-
+{error_pages}
     # How every route's location / talks to its tunnels (and /_ecliptic/ to the auth app).
     proxy_http_version 1.1;
     proxy_buffering off;
     proxy_request_buffering off;
+    # Unbuffered proxying reads a response in pieces of this size: the default (one page)
+    # costs a syscall pair per 4 KiB and caps one download at about 4 Gbit/s here.
+    proxy_buffer_size 64k;
+    proxy_buffers 4 64k;
+    proxy_busy_buffers_size 128k;
     proxy_connect_timeout 5s;
     proxy_read_timeout {DEFAULT_READ_TIMEOUT_S}s;
     proxy_send_timeout {DEFAULT_READ_TIMEOUT_S}s;
@@ -368,14 +473,15 @@ http {{
     proxy_ssl_verify off;
     proxy_ssl_server_name on;
     proxy_ssl_name $host;
-    proxy_set_header Host $host$ecl_port;
+    proxy_set_header Host $ecl_hostport;
     proxy_set_header Upgrade $http_upgrade;
     proxy_set_header Connection $ecl_connection;
-    proxy_set_header X-Forwarded-For $remote_addr;
-    proxy_set_header X-Real-IP $remote_addr;
-    proxy_set_header X-Forwarded-Proto $scheme;
-    proxy_set_header X-Forwarded-Host $host$ecl_port;
-    proxy_set_header X-Forwarded-Port $server_port;
+    proxy_set_header X-Forwarded-For $ecl_client;
+    proxy_set_header X-Real-IP $ecl_client;
+    proxy_set_header X-Forwarded-Proto $ecl_scheme;
+    proxy_set_header X-Forwarded-Host $ecl_hostport;
+    proxy_set_header X-Forwarded-Port $ecl_fport;
+    proxy_set_header {PEER_HEADER} $ecl_hop_marker;
     proxy_set_header X-Remote-User $ecl_user;
     proxy_set_header X-Remote-Email $ecl_email;
     proxy_set_header Cookie $ecl_cookie;
@@ -446,10 +552,10 @@ location = /_ecliptic_auth {{
     proxy_set_header Authorization $http_authorization;
     proxy_set_header X-Ecliptic-Host $host;
     proxy_set_header X-Ecliptic-Uri $request_uri;
-    proxy_set_header X-Ecliptic-Scheme $scheme;
+    proxy_set_header X-Ecliptic-Scheme $ecl_scheme;
     proxy_set_header X-Ecliptic-Accept $http_accept;
-    proxy_set_header X-Forwarded-For $remote_addr;
-    proxy_set_header X-Real-IP $remote_addr;
+    proxy_set_header X-Forwarded-For $ecl_client;
+    proxy_set_header X-Real-IP $ecl_client;
     proxy_connect_timeout 2s;
     proxy_read_timeout 10s;
     proxy_send_timeout 10s;
@@ -475,6 +581,22 @@ def render_routes(
     out = [
         f"# Routing table {generation}, written by Ecliptic; edits are lost on the next change.",
     ]
+    # Routes forwarded to the same peers share one upstream (and its idle connections).
+    groups: dict[tuple[str, ...], str] = {}
+    for route in routes:
+        if route.peers:  # never with ports (Route refuses both)
+            if cfg.peer_secret is None:
+                raise InvalidFrontInput(
+                    f"route {route.host} names peers but there is no peer_secret"
+                )
+            if route.peers not in groups:
+                groups[route.peers] = name = f"p_{len(groups)}"
+                out.append(f"upstream {name} {{")
+                out += [
+                    f"    server {peer} max_fails=1 fail_timeout={UPSTREAM_FAIL_TIMEOUT_S}s;"
+                    for peer in route.peers
+                ]
+                out += [f"    keepalive {UPSTREAM_KEEPALIVE};", "}"]
     for index, route in enumerate(sorted(routes, key=lambda r: r.host)):
         name = f"t_{index}"
         if route.ports:
@@ -484,10 +606,25 @@ def render_routes(
                 for port in route.ports
             ]
             out += [f"    keepalive {UPSTREAM_KEEPALIVE};", "}"]
+        hop = bool(route.peers)
         out += ["server {", *listens, f"    server_name {route.host};"]
         out += [f"    include {lay.route_snippet};", "    location / {"]
+        if hop:
+            # What a peer forwarded is never forwarded again: no loops between replicas.
+            out += ["        if ($ecl_via_peer) {", "            return 503;", "        }"]
         if route.public:
             out += [
+                '        set $ecl_user "";',
+                '        set $ecl_email "";',
+                "        set $ecl_cookie $http_cookie;",
+                "        set $ecl_authorization $http_authorization;",
+            ]
+        elif hop:
+            # Refused here already; allowed requests go on with their credentials unchanged,
+            # and the peer asks its own auth app and sets who the user is.
+            out += [
+                "        auth_request /_ecliptic_auth;",
+                "        auth_request_set $ecl_login $upstream_http_x_ecliptic_login;",
                 '        set $ecl_user "";',
                 '        set $ecl_email "";',
                 "        set $ecl_cookie $http_cookie;",
@@ -503,14 +640,18 @@ def render_routes(
                 " $upstream_http_x_forward_authorization;",
                 "        auth_request_set $ecl_login $upstream_http_x_ecliptic_login;",
             ]
+        if (route.ports or hop) and route.read_timeout_s != DEFAULT_READ_TIMEOUT_S:
+            out += [
+                f"        proxy_read_timeout {route.read_timeout_s}s;",
+                f"        proxy_send_timeout {route.read_timeout_s}s;",
+            ]
         if route.ports:
-            if route.read_timeout_s != DEFAULT_READ_TIMEOUT_S:
-                out += [
-                    f"        proxy_read_timeout {route.read_timeout_s}s;",
-                    f"        proxy_send_timeout {route.read_timeout_s}s;",
-                ]
             scheme = "https" if route.upstream_tls else "http"
             out.append(f"        proxy_pass {scheme}://{name};")
+        elif hop:
+            out.append("        set $ecl_hop 1;")
+            out += [f"        {line}" for line in _error_pages(_PAGES_URI, peer_hop=True)]
+            out.append(f"        proxy_pass http://{groups[route.peers]};")
         else:
             # try_files runs after auth_request: a private service's state is not shown to
             # someone who may not see it.
@@ -722,6 +863,8 @@ class Front:
             raise InvalidFrontInput(f"several routes for {', '.join(dupes)}: give one per host")
         if CONTROL_HOST in hosts:
             raise InvalidFrontInput(f"{CONTROL_HOST} is the front's own status host")
+        if self.config.peer_secret is None and any(r.peers for r in table):
+            raise InvalidFrontInput("routes name peers but the front has no peer_secret")
         with self._cond:
             if table == self._routes:
                 return

@@ -7,6 +7,14 @@ deleted, and renders the front's routes. Tunnel connections come and go through 
 endpoint's callbacks; a liveness probe through each tunnel takes a failing one out of
 routing and puts it back when it answers again. What is connected is written to the store
 so that ``GET /services/{ref}`` and administrators see it.
+
+Replicas sharing a store forward to each other. Every ``HEARTBEAT_S`` a replica records its
+heartbeat and the address its peers reach its front at (``GatewayReplica``), and reads which
+live peers hold a healthy tunnel for which service. A service without a healthy tunnel here
+is routed to those peers (local tunnels always win); the fronts mark the hop so that a
+forwarded request is never forwarded again (see ``front``). A peer whose heartbeat stopped
+moving for ``gateway_peer_stale_s`` is no longer forwarded to; one that stops cleanly
+removes its rows at once.
 """
 
 from __future__ import annotations
@@ -14,32 +22,189 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import os
 import shutil
+import socket
 import ssl
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from ecliptic.config import Settings
+from ecliptic.config import Settings, parse_peer_url
 from ecliptic.services import gateway as registry
 from ecliptic.services.sshkeys import user_for_key
 from ecliptic.store.db import Database
 from ecliptic.store.models import ServiceAccess, TunnelEndpoint
-from ecliptic.store.types import new_id
-from ecliptic.tunnel.front import Front, FrontConfig, Route
+from ecliptic.store.types import new_id, utcnow
+from ecliptic.tunnel import sshd, tunneld
+from ecliptic.tunnel.front import Front, FrontConfig, Route, peer_address
 from ecliptic.tunnel.jump import JumpHost, JumpPrincipal, JumpRefused
-from ecliptic.tunnel.sshd import EndpointConfig, SshEndpoint, TunnelConn, check_prerequisites
+from ecliptic.tunnel.sshd import EndpointConfig, SshEndpoint, TunnelConn
+from ecliptic.tunnel.tunneld import TunneldEndpoint
 
 log = logging.getLogger("ecliptic.gateway")
+
+HEARTBEAT_S = 1.0
+"""How often a replica records that it is alive and reads which peers hold which tunnels."""
+PRUNE_EVERY_S = 60.0
+"""How often a replica looks for replicas that went silent long ago."""
+PRUNE_AFTER = timedelta(minutes=10)
+"""A replica silent this long (crashed) is removed from the store, with its tunnels."""
+
+
+class PeerAddressError(Exception):
+    """This replica's address for its peers cannot be worked out; the message says what to set."""
+
+    code = "peer_address_invalid"
+
+
+def own_peer_address(settings: Settings, http_port: int) -> str:
+    """``ip:port`` where peers reach this replica's plain-HTTP front.
+
+    ``gateway_peer_url`` when set (a host name is resolved now, once); else the front's
+    listen address, or, when it listens on every address (0.0.0.0, ::), this machine's
+    primary address, falling back to loopback (peers on this machine only) with a warning.
+    """
+    if settings.gateway_peer_url:
+        try:
+            host, port = parse_peer_url(settings.gateway_peer_url)
+        except ValueError as exc:
+            raise PeerAddressError(f"ECLIPTIC_GATEWAY_PEER_URL: {exc}") from None
+        if host.startswith("["):
+            found = peer_address(f"{host}:{port}")
+        else:
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise PeerAddressError(
+                    f"ECLIPTIC_GATEWAY_PEER_URL: cannot resolve {host!r} ({exc}); give an IP "
+                    "address or a name this machine resolves"
+                ) from None
+            first = str(infos[0][4][0])
+            found = peer_address(f"[{first}]:{port}" if ":" in first else f"{first}:{port}")
+        if found is None:
+            raise PeerAddressError(
+                f"ECLIPTIC_GATEWAY_PEER_URL {settings.gateway_peer_url!r} is not an address "
+                "a peer can reach"
+            )
+        return found
+    ip = ipaddress.ip_address(settings.gateway_http_host)
+    host = str(ip)
+    if ip.is_unspecified:
+        primary = _primary_address(ip.version)
+        if primary is None:
+            host = "::1" if ip.version == 6 else "127.0.0.1"
+            log.warning(
+                "gateway: no primary address found; peers on other machines cannot forward "
+                "here (set ECLIPTIC_GATEWAY_PEER_URL)"
+            )
+        else:
+            host = primary
+    found = peer_address(f"[{host}]:{http_port}" if ":" in host else f"{host}:{http_port}")
+    assert found is not None
+    return found
+
+
+def _primary_address(version: int) -> str | None:
+    """The address this machine sends from by default (no packet is sent), if any."""
+    family, probe = (
+        (socket.AF_INET6, "2001:db8::1") if version == 6 else (socket.AF_INET, "192.0.2.1")
+    )
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))
+            address = str(s.getsockname()[0])
+    except OSError:
+        return None
+    ip = ipaddress.ip_address(address)
+    return None if ip.is_unspecified or ip.is_loopback else address
+
+
+class ReplicaWatch:
+    """Which replicas are alive: those whose heartbeat moved within ``stale_s``.
+
+    Judged on this replica's own clock, from when a heartbeat was seen to change, so that
+    machines whose clocks disagree still agree on who is alive; a replica seen for the first
+    time is judged by the age of its heartbeat instead.
+    """
+
+    def __init__(self, stale_s: float) -> None:
+        self.stale_s = stale_s
+        self._seen: dict[str, tuple[datetime, float]] = {}
+
+    def live(
+        self, beats: Iterable[registry.ReplicaBeat], *, wall: datetime, mono: float
+    ) -> frozenset[str]:
+        """Ids of the live replicas among ``beats`` (read at ``wall``; ``mono`` is now)."""
+        seen: dict[str, tuple[datetime, float]] = {}
+        for beat in beats:
+            previous = self._seen.get(beat.id)
+            if previous is None:
+                age = (wall - beat.heartbeat_at).total_seconds()
+                since = mono - min(max(age, 0.0), self.stale_s)
+            elif previous[0] != beat.heartbeat_at:
+                since = mono
+            else:
+                since = previous[1]
+            seen[beat.id] = (beat.heartbeat_at, since)
+        self._seen = seen
+        return frozenset(i for i, (_, since) in seen.items() if mono - since < self.stale_s)
+
+
+def peer_routes(
+    view: registry.PeerView, live: frozenset[str], me: str, my_address: str
+) -> dict[str, tuple[str, ...]]:
+    """Per service id, the fronts of the other live replicas holding a healthy tunnel for
+    it (sorted; never this replica, by id or address)."""
+    addresses: dict[str, str] = {}
+    for replica in view.replicas:
+        if replica.id == me or replica.id not in live:
+            continue
+        address = peer_address(replica.peer_address)
+        if address is None or address == my_address:
+            continue
+        addresses[replica.id] = address
+    held: dict[str, set[str]] = {}
+    for gateway_id, service_id in view.held:
+        address = addresses.get(gateway_id)
+        if address is not None:
+            held.setdefault(service_id, set()).add(address)
+    return {service_id: tuple(sorted(peers)) for service_id, peers in held.items()}
+
+
+def plan_routes(
+    services: Iterable[registry.RoutedService],
+    local: Mapping[str, Sequence[int]],
+    peers: Mapping[str, Sequence[str]],
+    domain: str,
+) -> list[Route]:
+    """The front's routing table: each HTTP(S) service to its healthy tunnels here; without
+    any, to the peers holding one; else to nobody (503)."""
+    routes = []
+    for s in services:
+        if s.protocol not in ("http", "https"):
+            continue
+        ports = tuple(sorted(local.get(s.id, ())))
+        routes.append(
+            Route(
+                host=f"{s.subdomain}.{domain}",
+                ports=ports,
+                public=s.public,
+                read_timeout_s=s.read_timeout_s,
+                upstream_tls=s.protocol == "https",
+                peers=() if ports else tuple(peers.get(s.id, ())),
+            )
+        )
+    return routes
 
 
 def default_state_dir(settings: Settings) -> Path:
@@ -52,7 +217,13 @@ def default_state_dir(settings: Settings) -> Path:
 
 def prerequisites(settings: Settings) -> list[str]:
     """What is missing for a gateway to run here (empty: ready)."""
-    problems = check_prerequisites("tunnel")
+    server = settings.gateway_ssh_server
+    if server == "tunneld":
+        problems = tunneld.check_prerequisites("tunnel")
+    elif server == "openssh":
+        problems = sshd.check_prerequisites("tunnel")
+    else:
+        problems = [f"ECLIPTIC_GATEWAY_SSH_SERVER is {server!r}: use 'tunneld' or 'openssh'"]
     if not os.path.exists("/usr/sbin/nginx"):
         problems.append("nginx is not installed (apt-get install nginx)")
     return problems
@@ -103,15 +274,22 @@ class Gateway:
         self._keys_written: frozenset[str] | None = None
         self._endpoint_up = False
         self._version: tuple[object, ...] | None = None
-        self.endpoint = SshEndpoint(
-            EndpointConfig(
-                state_dir=self.state_dir / "sshd",
-                host_key=self.state_dir / "ssh_host_ed25519_key",
-                bind_host=settings.gateway_ssh_host,
-                port=settings.gateway_ssh_port,
-            ),
-            on_up=self._on_up,
-            on_down=self._on_down,
+        self._watch = ReplicaWatch(settings.gateway_peer_stale_s)
+        self._peers: dict[str, tuple[str, ...]] = {}
+        self._next_beat = 0.0
+        self._next_prune = 0.0
+        self._closing = False
+        self.peer_address: str | None = None
+        """``ip:port`` peers forward to (known once started)."""
+        endpoint_config = EndpointConfig(
+            state_dir=self.state_dir / "sshd",
+            host_key=self.state_dir / "ssh_host_ed25519_key",
+            bind_host=settings.gateway_ssh_host,
+            port=settings.gateway_ssh_port,
+        )
+        endpoint_kind = TunneldEndpoint if settings.gateway_ssh_server == "tunneld" else SshEndpoint
+        self.endpoint: SshEndpoint | TunneldEndpoint = endpoint_kind(
+            endpoint_config, on_up=self._on_up, on_down=self._on_down
         )
         self.front = Front(
             FrontConfig(
@@ -122,6 +300,7 @@ class Gateway:
                 tls_cert=settings.gateway_tls_cert,
                 tls_key=settings.gateway_tls_key,
                 auth_upstream=auth_upstream,
+                peer_secret=registry.peer_secret(db),
             )
         )
         self.jump = JumpHost(
@@ -141,12 +320,13 @@ class Gateway:
         self._thread.start()
         self._ready.result(timeout)
         log.info(
-            "gateway %s: tunnels on %s:%d, HTTP on %s:%d, jump host on :%d",
+            "gateway %s: tunnels on %s:%d, HTTP on %s:%d (peers forward to %s), jump host on :%d",
             self.gateway_id,
             self.settings.gateway_ssh_host,
             self.endpoint.port,
             self.settings.gateway_http_host,
             self.front.http_port,
+            self.peer_address,
             self.jump.port,
         )
 
@@ -160,9 +340,9 @@ class Gateway:
             if not self._thread.is_alive():
                 self._remove_state()
         try:
-            registry.record_endpoints(self.db, self.gateway_id, [])
-        except Exception:  # the store may be gone at shutdown; nothing to keep then
-            log.debug("could not clear endpoints at stop", exc_info=True)
+            registry.forget_replica(self.db, self.gateway_id)
+        except Exception:  # the store may be gone at shutdown; peers see it go stale then
+            log.debug("could not remove this replica from the store at stop", exc_info=True)
 
     @property
     def ssh_port(self) -> int:
@@ -226,9 +406,14 @@ class Gateway:
                 await self.jump.start()
                 try:
                     await self._sync()
+                    self.peer_address = await asyncio.to_thread(
+                        own_peer_address, self.settings, self.front.http_port
+                    )
+                    await self._beat()
                     self._ready.set_result(None)
                     await self._serve()
                 finally:
+                    await self._leave()
                     await self.jump.stop()
             finally:
                 await asyncio.to_thread(self.front.stop)
@@ -238,6 +423,11 @@ class Gateway:
     async def _serve(self) -> None:
         assert self._stopping is not None
         while not self._stopping.is_set():
+            if time.monotonic() >= self._next_beat:
+                try:
+                    await self._beat()
+                except Exception:
+                    log.exception("gateway: heartbeat failed; retrying")
             try:
                 await self._sync()
             except Exception:
@@ -279,23 +469,51 @@ class Gateway:
         for live in self._state.live.values():
             if live.healthy:
                 ports.setdefault(live.service_id, []).append(live.conn.port)
-        domain = self.settings.gateway_domain
-        routes = [
-            Route(
-                host=f"{s.subdomain}.{domain}",
-                ports=tuple(sorted(ports.get(s.id, []))),
-                public=s.public,
-                read_timeout_s=s.read_timeout_s,
-                upstream_tls=s.protocol == "https",
+        self.front.apply(
+            plan_routes(
+                self._state.view.services.values(),
+                ports,
+                self._peers,
+                self.settings.gateway_domain,
             )
-            for s in self._state.view.services.values()
-            if s.protocol in ("http", "https")
-        ]
-        self.front.apply(routes)
+        )
+
+    # peers ---------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        """Record this replica's heartbeat; route to the peers that now hold tunnels."""
+        self._next_beat = time.monotonic() + HEARTBEAT_S
+        if self._closing or self.peer_address is None:
+            return
+        existed, view = await asyncio.to_thread(self._beat_store, self.peer_address)
+        if not existed:
+            self._recorded = None  # first beat, or pruned while silent: record tunnels again
+        live = self._watch.live(view.replicas, wall=utcnow(), mono=time.monotonic())
+        peers = peer_routes(view, live, self.gateway_id, self.peer_address)
+        if peers != self._peers:
+            self._peers = peers
+            self._dirty = True
+            self._render()
+
+    def _beat_store(self, address: str) -> tuple[bool, registry.PeerView]:
+        existed = registry.heartbeat(self.db, self.gateway_id, address)
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY_S
+            for gone in registry.prune_replicas(self.db, utcnow() - PRUNE_AFTER):
+                log.info("gateway: forgot replica %s (silent for over %s)", gone, PRUNE_AFTER)
+        return existed, registry.peer_view(self.db)
+
+    async def _leave(self) -> None:
+        """Stop forwarding here first: peers route elsewhere while this replica shuts down."""
+        self._closing = True
+        try:
+            await asyncio.to_thread(registry.forget_replica, self.db, self.gateway_id)
+        except Exception:
+            log.warning("gateway: could not remove this replica from the store", exc_info=True)
 
     async def _record(self) -> None:
         now = frozenset((k, v.healthy) for k, v in self._state.live.items())
-        if now == self._recorded:
+        if now == self._recorded or self._closing:
             return
         self._recorded = now
         rows = [

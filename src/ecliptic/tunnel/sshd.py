@@ -355,7 +355,7 @@ class SshEndpoint:
         on_up: Callable[[TunnelConn], None],
         on_down: Callable[[TunnelConn], None],
     ) -> None:
-        _validate(config)
+        validate_endpoint_config(config)
         self.config = config
         self._on_up = on_up
         self._on_down = on_down
@@ -522,21 +522,7 @@ class SshEndpoint:
             )
 
     def _ensure_host_key(self) -> None:
-        key = self._host_key
-        if not key.exists():
-            key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ecliptic-tunnel"]
-            made = subprocess.run(
-                [*argv, "-f", str(key)],
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-            )
-            if made.returncode != 0:
-                raise EndpointError(f"cannot generate host key {key}: {made.stderr.strip()}")
-            log.info("generated SSH host key %s", key)
-        os.chmod(key, 0o600)
-        self._host_key_line = _public_host_key(key)
+        self._host_key_line = ensure_host_key(self._host_key)
 
     def _write_authorized_keys(self) -> None:
         # No fsync: the file lives on tmpfs in practice and is rewritten at every start.
@@ -545,20 +531,7 @@ class SshEndpoint:
     # --- accepting --------------------------------------------------------------------------
 
     def _listen(self) -> socket.socket:
-        host, port = self.config.bind_host, self.config.port
-        family, kind, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.listen(1024)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise EndpointError(f"cannot listen on {host} port {port}: {exc}") from exc
-        return sock
+        return listen_tcp(self.config.bind_host, self.config.port)
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -847,7 +820,8 @@ class SshEndpoint:
             log.exception("tunnel endpoint: %s callback failed for tunnel %s", name, tunnel.id)
 
 
-def _validate(config: EndpointConfig) -> None:
+def validate_endpoint_config(config: EndpointConfig) -> None:
+    """Refuse an ``EndpointConfig`` that cannot work, saying every problem at once."""
     checks = [
         (config.keepalive_interval_s >= 1, "keepalive_interval_s must be at least 1"),
         (config.keepalive_count >= 1, "keepalive_count must be at least 1 (0 never drops)"),
@@ -867,6 +841,41 @@ def _normal_ip(ip: str) -> str:
     if ip.startswith("::ffff:") and "." in ip:
         return ip[len("::ffff:") :]
     return ip.split("%", 1)[0]
+
+
+def listen_tcp(host: str, port: int) -> socket.socket:
+    """A non-blocking listening TCP socket on ``host``:``port`` (0 picks a free port)."""
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise EndpointError(f"cannot listen on {host} port {port}: {exc}") from exc
+    return sock
+
+
+def ensure_host_key(key: Path) -> str:
+    """Generate the ed25519 host key ``key`` when missing (mode 0600); its public line."""
+    if not key.exists():
+        key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ecliptic-tunnel"]
+        made = subprocess.run(
+            [*argv, "-f", str(key)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if made.returncode != 0:
+            raise EndpointError(f"cannot generate host key {key}: {made.stderr.strip()}")
+        log.info("generated SSH host key %s", key)
+    os.chmod(key, 0o600)
+    return _public_host_key(key)
 
 
 def _public_host_key(private_key: Path) -> str:

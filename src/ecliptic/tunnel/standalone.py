@@ -1,6 +1,7 @@
 """``ecliptic gateway``: one gateway replica on its own, sharing the store with the API.
 
-Run as many as needed behind DNS; each serves the tunnels connected to it. The replica
+Run as many as needed behind DNS, sharing the database: each serves the tunnels connected
+to it and forwards requests for tunnels held by another replica to that one. The replica
 answers nginx's access checks and the subdomain half of the sign-in hand-off itself, on
 loopback only; people sign in at the portal (``ECLIPTIC_PORTAL_URL``), which shares the
 store and so the gateway's secret.
@@ -66,12 +67,16 @@ def run(settings: Settings) -> None:
     upgrade(db)
     port = _free_loopback_port()
     gateway = Gateway(settings, db, auth_upstream=f"127.0.0.1:{port}")
-    gateway.start()
+    try:
+        gateway.start()
+    except Exception as exc:
+        gateway.stop()
+        raise SystemExit(f"cannot start the tunnel gateway: {exc}") from None
     print(
         f"Ecliptic gateway {gateway.gateway_id}: services at "
         f"{settings.gateway_front_url.format('<subdomain>')}, tunnels on port "
-        f"{gateway.ssh_port}, jump host on port {gateway.jump_port}; sign-in at "
-        f"{settings.public_url}. Ctrl-C stops it.",
+        f"{gateway.ssh_port}, jump host on port {gateway.jump_port}; peers forward to "
+        f"{gateway.peer_address}; sign-in at {settings.public_url}. Ctrl-C stops it.",
         file=sys.stderr,
         flush=True,
     )
