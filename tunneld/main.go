@@ -195,9 +195,8 @@ func main() {
 	s.mu.Unlock()
 	ln.Close()
 	for _, c := range all {
-		c.close(s, "endpoint stopping")
+		c.close(s, "endpoint stopping") // each down event is flushed as it is written
 	}
-	s.flush()
 }
 
 func fatal(format string, args ...any) {
@@ -214,12 +213,6 @@ func (s *server) emit(e event) {
 	s.outMu.Lock()
 	s.out.Write(b)
 	s.out.WriteByte('\n')
-	s.out.Flush()
-	s.outMu.Unlock()
-}
-
-func (s *server) flush() {
-	s.outMu.Lock()
 	s.out.Flush()
 	s.outMu.Unlock()
 }

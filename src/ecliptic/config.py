@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -62,7 +62,7 @@ class Settings:
     gateway_ssh_public: str | None = None
     """``host[:port]`` clients are told to connect to; by default the host they reached the
     API at, and ``gateway_ssh_port``."""
-    gateway_ssh_server: str = "tunneld"
+    gateway_ssh_server: Literal["tunneld", "openssh"] = "tunneld"
     """What terminates tunnel SSH connections: ``tunneld`` (one process for all tunnels, Go's
     x/crypto/ssh; about 50 KiB per idle tunnel) or ``openssh`` (a stock ``sshd -i`` per
     connection; about 1.8 MiB per idle tunnel)."""
@@ -138,7 +138,6 @@ def _gateway_settings() -> dict[str, object]:
         "gateway_ssh_port": int(env("ECLIPTIC_GATEWAY_SSH_PORT", "2222")),
         "gateway_ssh_public": env("ECLIPTIC_GATEWAY_SSH_PUBLIC") or None,
         "gateway_jump_port": int(env("ECLIPTIC_GATEWAY_JUMP_PORT", "2223")),
-        "gateway_ssh_server": env("ECLIPTIC_GATEWAY_SSH_SERVER", "tunneld"),
         "gateway_token_ttl": timedelta(
             minutes=int(env("ECLIPTIC_GATEWAY_TOKEN_TTL_MINUTES", str(24 * 60)))
         ),
@@ -154,7 +153,7 @@ def _gateway_settings() -> dict[str, object]:
         values["portal_url"] = env("ECLIPTIC_PORTAL_URL")
     if env("ECLIPTIC_GATEWAY_STATE_DIR"):
         values["gateway_state_dir"] = Path(env("ECLIPTIC_GATEWAY_STATE_DIR", ""))
-    values.update(_peer_settings())
+    values.update(_checked_gateway_settings())
     return values
 
 
@@ -170,13 +169,14 @@ _PEER_URL = re.compile(
 )
 
 
-class _PeerEnv(BaseModel):
-    """The peer-routing variables, checked before a replica starts."""
+class _GatewayEnv(BaseModel):
+    """The gateway variables with a fixed vocabulary or range, checked before it starts."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     peer_url: Annotated[str, Field(max_length=300)] | None = None
     peer_stale_s: Annotated[float, Field(ge=2, le=600)] = 5.0
+    ssh_server: Literal["tunneld", "openssh"] = "tunneld"
 
     @field_validator("peer_url")
     @classmethod
@@ -199,18 +199,23 @@ def parse_peer_url(value: str) -> tuple[str, int]:
     return host, int(match["port"])
 
 
-def _peer_settings() -> dict[str, object]:
+def _checked_gateway_settings() -> dict[str, object]:
     names = {
         "peer_url": "ECLIPTIC_GATEWAY_PEER_URL",
         "peer_stale_s": "ECLIPTIC_GATEWAY_PEER_STALE_S",
+        "ssh_server": "ECLIPTIC_GATEWAY_SSH_SERVER",
     }
     given = {field: os.environ[var] for field, var in names.items() if os.environ.get(var)}
     try:
-        parsed = _PeerEnv.model_validate(given)
+        parsed = _GatewayEnv.model_validate(given)
     except ValidationError as exc:
         problems = "; ".join(
             f"{names[str(e['loc'][0])]}={given.get(str(e['loc'][0]))!r}: {e['msg']}"
             for e in exc.errors()
         )
         raise InvalidSetting(problems) from None
-    return {"gateway_peer_url": parsed.peer_url, "gateway_peer_stale_s": parsed.peer_stale_s}
+    return {
+        "gateway_peer_url": parsed.peer_url,
+        "gateway_peer_stale_s": parsed.peer_stale_s,
+        "gateway_ssh_server": parsed.ssh_server,
+    }

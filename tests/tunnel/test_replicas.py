@@ -23,10 +23,12 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import ServerConnection
 from websockets.sync.server import serve as ws_serve
 
+from ecliptic.cli.main import app
 from ecliptic.config import InvalidSetting, load_settings
 from ecliptic.services import gateway as registry
 from ecliptic.store.db import Database
@@ -193,6 +195,21 @@ def test_peer_settings_are_checked_at_the_edge(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("ECLIPTIC_GATEWAY_PEER_STALE_S", "0.5")
     with pytest.raises(InvalidSetting, match="ECLIPTIC_GATEWAY_PEER_STALE_S"):
         load_settings(data_dir="/tmp/x")
+    monkeypatch.delenv("ECLIPTIC_GATEWAY_PEER_STALE_S")
+    monkeypatch.setenv("ECLIPTIC_GATEWAY_SSH_SERVER", "dropbear")
+    with pytest.raises(InvalidSetting, match="ECLIPTIC_GATEWAY_SSH_SERVER='dropbear'.*tunneld"):
+        load_settings(data_dir="/tmp/x")
+    monkeypatch.setenv("ECLIPTIC_GATEWAY_SSH_SERVER", "openssh")
+    assert load_settings(data_dir="/tmp/x").gateway_ssh_server == "openssh"
+
+
+def test_serve_and_gateway_name_a_bad_setting_instead_of_a_traceback(tmp_path: Path) -> None:
+    env = {"ECLIPTIC_GATEWAY_SSH_SERVER": "dropbear", "ECLIPTIC_DATA_DIR": str(tmp_path)}
+    for command in (["gateway"], ["serve"]):
+        res = CliRunner().invoke(app, command, env=env)
+        assert res.exit_code == 1, res.output
+        assert "ECLIPTIC_GATEWAY_SSH_SERVER='dropbear'" in res.output
+        assert "Traceback" not in res.output
 
 
 def test_own_peer_address_is_one_peers_can_reach() -> None:

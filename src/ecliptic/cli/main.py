@@ -10,7 +10,7 @@ command's own code through.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,10 +26,13 @@ from ecliptic.cli import (
     servers,
     services,
 )
-from ecliptic.cli.exitcodes import EPILOG
+from ecliptic.cli.exitcodes import EPILOG, ExitCode
 from ecliptic.cli.output import OutputFormat
 from ecliptic.cli.session import Session
 from ecliptic.cli.tunnel import app as tunnel_app
+
+if TYPE_CHECKING:
+    from ecliptic.config import Settings
 
 app = typer.Typer(
     help="Ecliptic: a self-service research cloud. Start with 'ecliptic serve', then "
@@ -132,10 +135,9 @@ def serve(
     ] = None,
 ) -> None:
     """Run the API and its workers in the foreground; Ctrl-C stops them."""
-    from ecliptic.config import load_settings
     from ecliptic.server import serve as run
 
-    run(load_settings(host=host, port=port, data_dir=data_dir))
+    run(_settings(host=host, port=port, data_dir=data_dir))
 
 
 @app.command("gateway")
@@ -153,10 +155,21 @@ def gateway(
 
     Settings come from ECLIPTIC_GATEWAY_* (ports, domain, TLS certificate) and
     ECLIPTIC_PORTAL_URL (where people sign in)."""
-    from ecliptic.config import load_settings
     from ecliptic.tunnel.standalone import run
 
-    run(load_settings(data_dir=data_dir))
+    run(_settings(data_dir=data_dir))
+
+
+def _settings(**overrides: object) -> Settings:
+    """The instance's settings; an unusable ECLIPTIC_* variable ends the command with exit
+    code 1 and a message that names it, not a traceback."""
+    from ecliptic.config import InvalidSetting, load_settings
+
+    try:
+        return load_settings(**overrides)
+    except InvalidSetting as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.REFUSED) from None
 
 
 def main() -> None:

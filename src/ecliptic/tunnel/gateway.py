@@ -217,13 +217,8 @@ def default_state_dir(settings: Settings) -> Path:
 
 def prerequisites(settings: Settings) -> list[str]:
     """What is missing for a gateway to run here (empty: ready)."""
-    server = settings.gateway_ssh_server
-    if server == "tunneld":
-        problems = tunneld.check_prerequisites("tunnel")
-    elif server == "openssh":
-        problems = sshd.check_prerequisites("tunnel")
-    else:
-        problems = [f"ECLIPTIC_GATEWAY_SSH_SERVER is {server!r}: use 'tunneld' or 'openssh'"]
+    endpoint = tunneld if settings.gateway_ssh_server == "tunneld" else sshd
+    problems = endpoint.check_prerequisites("tunnel")
     if not os.path.exists("/usr/sbin/nginx"):
         problems.append("nginx is not installed (apt-get install nginx)")
     return problems

@@ -707,7 +707,7 @@ class SshEndpoint:
             conn.client,
             port,
         )
-        self._notify(self._on_up, conn.tunnel, "on_up")
+        notify(self._on_up, conn.tunnel, "on_up")
 
     def _on_exit(self, conn: _Conn) -> None:
         assert self._loop is not None
@@ -790,7 +790,7 @@ class SshEndpoint:
                 why,
                 conn.tail[-1] if conn.tail else "",
             )
-            self._notify(self._on_down, conn.tunnel, "on_down")
+            notify(self._on_down, conn.tunnel, "on_down")
         else:
             log.debug(
                 "tunnel connection %s from %s ended before up: %s; log tail: %s",
@@ -811,13 +811,14 @@ class SshEndpoint:
         log.debug("tunnel connection %s: %s -> %s: %s", conn.id, conn.phase, target, why)
         conn.phase = target
 
-    def _notify(
-        self, callback: Callable[[TunnelConn], None], tunnel: TunnelConn, name: str
-    ) -> None:
-        try:
-            callback(tunnel)
-        except Exception:
-            log.exception("tunnel endpoint: %s callback failed for tunnel %s", name, tunnel.id)
+
+def notify(callback: Callable[[TunnelConn], None], tunnel: TunnelConn, name: str) -> None:
+    """Tell an endpoint's owner about a tunnel; a failing callback is logged, not raised, so
+    it cannot break the endpoint."""
+    try:
+        callback(tunnel)
+    except Exception:
+        log.exception("tunnel endpoint: %s callback failed for tunnel %s", name, tunnel.id)
 
 
 def validate_endpoint_config(config: EndpointConfig) -> None:

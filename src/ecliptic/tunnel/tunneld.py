@@ -38,6 +38,7 @@ from ecliptic.tunnel.sshd import (
     TunnelConn,
     ensure_host_key,
     listen_tcp,
+    notify,
     parse_keys,
     validate_endpoint_config,
 )
@@ -124,6 +125,7 @@ class TunneldEndpoint:
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._started = 0.0
+        self._last_log = ""
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -265,8 +267,6 @@ class TunneldEndpoint:
         loop = asyncio.get_running_loop()
         self._tasks = [stderr_task, loop.create_task(self._read_events(proc.stdout))]
 
-    _last_log = ""
-
     async def _read_log(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():
             text = line.decode("utf-8", "replace").rstrip()
@@ -303,7 +303,7 @@ class TunneldEndpoint:
                 tunnel.client,
                 tunnel.port,
             )
-            self._notify(self._on_up, tunnel, "on_up")
+            notify(self._on_up, tunnel, "on_up")
         elif kind == "down":
             gone = self._up.pop(str(event["id"]), None)
             if gone is not None:
@@ -314,7 +314,7 @@ class TunneldEndpoint:
                     gone.port,
                     event.get("why", ""),
                 )
-                self._notify(self._on_down, gone, "on_down")
+                notify(self._on_down, gone, "on_down")
 
     def _send(self, message: dict[str, Any]) -> None:
         proc = self._proc
@@ -376,12 +376,4 @@ class TunneldEndpoint:
     def _all_down(self) -> None:
         for tunnel in list(self._up.values()):
             del self._up[tunnel.id]
-            self._notify(self._on_down, tunnel, "on_down")
-
-    def _notify(
-        self, callback: Callable[[TunnelConn], None], tunnel: TunnelConn, name: str
-    ) -> None:
-        try:
-            callback(tunnel)
-        except Exception:
-            log.exception("tunnel endpoint: %s callback failed for tunnel %s", name, tunnel.id)
+            notify(self._on_down, tunnel, "on_down")
