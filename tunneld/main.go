@@ -35,6 +35,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -402,7 +403,7 @@ func (c *conn) run(s *server) {
 	c.mu.Lock()
 	c.fwdTimer = timer
 	c.mu.Unlock()
-	go c.keepalive(s)
+	go c.keepalive(s, wc)
 	for {
 		select {
 		case nch, ok := <-chans:
@@ -576,11 +577,15 @@ type onlyWriter struct{ w io.Writer }
 
 func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
 
-// keepalive asks the client for a reply every interval; a client that misses count
-// replies in a row is dead (a frozen peer is dropped after about (count+1) x interval).
-func (c *conn) keepalive(s *server) {
+// keepalive asks a silent client for a reply, as sshd's ClientAliveInterval does: only
+// when nothing has arrived for interval, so a client that sends its own keepalives (every
+// stock client told ServerAliveInterval) gets none. Each further interval of silence
+// counts as a miss; a client silent for (count+1) x interval is dead. Sending nothing
+// while the client talks also keeps the connection's send queue empty, so requests are not
+// held behind retransmissions when a cut network comes back.
+func (c *conn) keepalive(s *server, wc *coalescer) {
 	interval := seconds(s.cfg.KeepaliveInterval)
-	t := time.NewTicker(interval)
+	t := time.NewTimer(interval)
 	defer t.Stop()
 	replies := make(chan error, 1)
 	waiting, missed := false, 0
@@ -593,21 +598,25 @@ func (c *conn) keepalive(s *server) {
 			if err != nil {
 				return
 			}
-			missed = 0
 		case <-t.C:
-			if waiting {
-				missed++
-				if missed >= s.cfg.KeepaliveCount {
-					c.close(s, fmt.Sprintf("no keepalive reply for %d s", int((time.Duration(missed+1)*interval).Seconds())))
-					return
-				}
+			if quiet := wc.silentFor(); quiet < interval {
+				missed = 0
+				t.Reset(interval - quiet)
 				continue
 			}
-			waiting = true
-			go func() {
-				_, _, err := c.sc.SendRequest("keepalive@openssh.com", true, nil)
-				replies <- err
-			}()
+			if missed >= s.cfg.KeepaliveCount {
+				c.close(s, fmt.Sprintf("no keepalive reply for %d s", int((time.Duration(missed+1)*interval).Seconds())))
+				return
+			}
+			missed++
+			t.Reset(interval)
+			if !waiting {
+				waiting = true
+				go func() {
+					_, _, err := c.sc.SendRequest("keepalive@openssh.com", true, nil)
+					replies <- err
+				}()
+			}
 		}
 	}
 }
@@ -667,14 +676,29 @@ type coalescer struct {
 	err     error
 	wake    chan struct{}
 	done    chan struct{}
+	heard   atomic.Int64 // UnixNano of the latest read that returned data
 }
 
 const coalesceMax = 256 << 10
 
 func newCoalescer(nc net.Conn) *coalescer {
 	c := &coalescer{Conn: nc, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c.heard.Store(time.Now().UnixNano())
 	go c.flusher()
 	return c
+}
+
+func (c *coalescer) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.heard.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// silentFor is how long the client has sent nothing.
+func (c *coalescer) silentFor() time.Duration {
+	return time.Duration(time.Now().UnixNano() - c.heard.Load())
 }
 
 func (c *coalescer) Write(p []byte) (int, error) {

@@ -708,6 +708,29 @@ def test_frozen_client_is_dropped_by_keepalive(
     assert down.id == up.id
 
 
+def test_endpoint_asks_for_keepalives_only_when_the_client_is_silent(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    """A client that keeps its own pace (ServerAliveInterval) gets no keepalives; a quiet one
+    does. Sending nothing to a talking client keeps the send queue empty, so after a network
+    cut requests do not wait behind a keepalive stuck in TCP's retransmission backoff."""
+    gw = make_gateway([keys.public("alpha")], keepalive_interval_s=1, keepalive_count=3)
+    chatty = clients.start(
+        ssh_argv(
+            gw.port, [keys.private("alpha")], "-vvv", "-o", "ServerAliveInterval=1",
+            *forward(backend),
+        )
+    )  # fmt: skip
+    quiet = clients.start(ssh_argv(gw.port, [keys.private("alpha")], "-vvv", *forward(backend)))
+    gw.wait("up")
+    gw.wait("up")
+    time.sleep(4.5)  # about two of the endpoint's keepalive periods (2 x interval of silence)
+    asked = "client_input_global_request: rtype keepalive@openssh.com"
+    assert asked not in chatty.output()
+    assert asked in quiet.output()
+    assert chatty.proc.poll() is None and quiet.proc.poll() is None
+
+
 def test_authenticated_connection_without_forward_is_ended(
     make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients
 ) -> None:

@@ -108,7 +108,9 @@ class EndpointConfig:
     user: str = "tunnel"
     """The only account clients may log in as (must exist, unlocked, shell nologin)."""
     keepalive_interval_s: int = 4
-    """sshd ClientAliveInterval; a frozen peer is dropped after ~2 x interval x (count + 1)."""
+    """sshd ClientAliveInterval. sshd asks a client for a reply only after about 2 x interval
+    of silence (it checks whole seconds after an idle poll) and drops a frozen peer after
+    ~2 x interval x (count + 1); tunneld is given the same cadence."""
     keepalive_count: int = 2
     """sshd ClientAliveCountMax (at least 1: 0 would disable dropping)."""
     max_connections: int = 5000

@@ -238,7 +238,11 @@ class TunneldEndpoint:
             {
                 "host_key": self._host_key.read_text(),
                 "user": c.user,
-                "keepalive_interval_s": c.keepalive_interval_s,
+                # sshd's effective cadence for the same setting (see EndpointConfig). Asking
+                # no sooner also matters for reconnects: a keepalive sent into a cut network
+                # sits in TCP's exponential backoff, and requests queue behind it after the
+                # network returns, while clients (ServerAliveInterval) keep their own pace.
+                "keepalive_interval_s": 2 * c.keepalive_interval_s,
                 "keepalive_count": c.keepalive_count,
                 "login_grace_s": LOGIN_GRACE_S,
                 "forward_timeout_s": c.forward_timeout_s,
