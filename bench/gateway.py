@@ -620,6 +620,7 @@ def gateway(
         "ECLIPTIC_GATEWAY_JUMP_PORT": str(jump_port),
         "ECLIPTIC_GATEWAY_SSH_HOST": ssh_host,
         "ECLIPTIC_GATEWAY_STATE_DIR": str(state),
+        "ECLIPTIC_LOG_LEVEL": "INFO",  # tunnels up and down, and why, in serve-<tag>.log
     }
     if public_host:
         env["ECLIPTIC_GATEWAY_SSH_PUBLIC"] = f"{public_host}:{ssh_port}"

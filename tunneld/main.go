@@ -579,8 +579,9 @@ func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
 
 // keepalive asks a silent client for a reply, as sshd's ClientAliveInterval does: only
 // when nothing has arrived for interval, so a client that sends its own keepalives (every
-// stock client told ServerAliveInterval) gets none. Each further interval of silence
-// counts as a miss; a client silent for (count+1) x interval is dead. Sending nothing
+// stock client told ServerAliveInterval) gets none. Each interval that passes with the
+// request unanswered is a miss; count misses in a row (a client silent for (count+1) x
+// interval) and it is dead. Sending nothing
 // while the client talks also keeps the connection's send queue empty, so requests are not
 // held behind retransmissions when a cut network comes back.
 func (c *conn) keepalive(s *server, wc *coalescer) {
@@ -598,17 +599,13 @@ func (c *conn) keepalive(s *server, wc *coalescer) {
 			if err != nil {
 				return
 			}
+			missed = 0
 		case <-t.C:
 			if quiet := wc.silentFor(); quiet < interval {
 				missed = 0
 				t.Reset(interval - quiet)
 				continue
 			}
-			if missed >= s.cfg.KeepaliveCount {
-				c.close(s, fmt.Sprintf("no keepalive reply for %d s", int((time.Duration(missed+1)*interval).Seconds())))
-				return
-			}
-			missed++
 			t.Reset(interval)
 			if !waiting {
 				waiting = true
@@ -616,6 +613,11 @@ func (c *conn) keepalive(s *server, wc *coalescer) {
 					_, _, err := c.sc.SendRequest("keepalive@openssh.com", true, nil)
 					replies <- err
 				}()
+				continue
+			}
+			if missed++; missed >= s.cfg.KeepaliveCount {
+				c.close(s, fmt.Sprintf("no keepalive reply for %d s", int((time.Duration(missed+1)*interval).Seconds())))
+				return
 			}
 		}
 	}
