@@ -371,7 +371,7 @@ func (c *conn) run(s *server) {
 		tc.SetNoDelay(true)
 	}
 	c.nc.SetDeadline(time.Now().Add(seconds(s.cfg.LoginGrace)))
-	wc := newCoalescer(c.nc)
+	wc := newCoalescer(newRawConn(c.nc))
 	defer wc.stop()
 	sc, chans, reqs, err := ssh.NewServerConn(wc, s.sshCfg)
 	s.settle(c)
@@ -512,6 +512,7 @@ func (c *conn) accept(s *server, ln net.Listener) {
 			tc.Close()
 			return
 		}
+		tc = newRawConn(tc)
 		c.active[tc] = struct{}{}
 		c.mu.Unlock()
 		go c.forward(tc)
@@ -557,7 +558,7 @@ func (c *conn) forward(tc net.Conn) {
 		buf := copyBuffers.Get().(*[]byte)
 		_, err := io.CopyBuffer(onlyWriter{tc}, ch, *buf)
 		copyBuffers.Put(buf)
-		if t, ok := tc.(*net.TCPConn); ok {
+		if t, ok := tc.(interface{ CloseWrite() error }); ok {
 			t.CloseWrite()
 		}
 		errs <- err
