@@ -16,6 +16,7 @@ declare -A need=(
   [sshd]=openssh-server
   [nginx]=nginx
   [go]=golang-go  # builds ecliptic-tunneld, the gateway's SSH endpoint
+  [patch]=patch  # applies tunneld/x-crypto-ssh-window.patch when building it
 )
 if [ "$purpose" = test ]; then
   need[pg_ctlcluster]=postgresql

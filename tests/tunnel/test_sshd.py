@@ -472,6 +472,27 @@ def test_bound_key_brings_a_tunnel_up_that_carries_http_and_goes_down_with_the_c
     assert not listening(up.port)
 
 
+def test_window_is_given_back_in_halves_not_per_response(
+    make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
+) -> None:
+    """Small responses cost the client no extra packet each: the endpoint adjusts a
+    channel's window once half of it is consumed, as sshd does (for tunneld this is
+    tunneld/x-crypto-ssh-window.patch; stock x/crypto adjusts after every read)."""
+    gw = make_gateway([keys.public("alpha")])
+    client = clients.start(ssh_argv(gw.port, [keys.private("alpha")], "-vv", *forward(backend)))
+    up, _ = gw.wait("up")
+    conn = http.client.HTTPConnection("127.0.0.1", up.port, timeout=5)
+    try:
+        for _ in range(40):  # one channel: the front's keep-alive connection
+            conn.request("GET", "/16k")
+            assert len(conn.getresponse().read()) == 16384
+    finally:
+        conn.close()
+    assert backend.hits == 40
+    adjusts = client.output().count("rcvd adjust")  # sshd: about one per 100 KiB; tunneld: none
+    assert adjusts <= 8, f"{adjusts} window adjustments for 40 responses of 16 KiB"
+
+
 def test_unknown_key_is_refused(
     make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
 ) -> None:
