@@ -33,7 +33,14 @@ from ecliptic.config import InvalidSetting, load_settings
 from ecliptic.services import gateway as registry
 from ecliptic.store.db import Database
 from ecliptic.store.models import GatewayReplica, TunnelEndpoint
-from ecliptic.tunnel.front import FrontConfig, InvalidFrontInput, Route, render_routes
+from ecliptic.tunnel.front import (
+    PEER_TCP_HOST,
+    PEER_TCP_PATH,
+    FrontConfig,
+    InvalidFrontInput,
+    Route,
+    render_routes,
+)
 from ecliptic.tunnel.gateway import ReplicaWatch, own_peer_address, peer_routes, plan_routes
 from tests.tunnel.conftest import (
     Backend,
@@ -44,6 +51,7 @@ from tests.tunnel.conftest import (
     standalone_replica,
     stop,
 )
+from tests.tunnel.test_gateway import _jump
 
 STALE_S = 3
 """Peer staleness for the replicas under test (the default is 5 s)."""
@@ -574,3 +582,45 @@ def test_websockets_and_event_streams_cross_the_hop(
         while b"data: two" not in got:
             got += s.recv(65536)
     assert got.startswith(b"HTTP/1.1 200")
+
+
+def _upgrade(port: int, marker: str, service: str) -> bytes:
+    """The request a peer's jump host sends a front for a TCP service; the answer's head."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            (
+                f"GET {PEER_TCP_PATH} HTTP/1.1\r\nHost: {PEER_TCP_HOST}\r\n"
+                "Connection: Upgrade\r\nUpgrade: ecliptic-tcp\r\n"
+                f"X-Ecliptic-Peer: {marker}\r\nX-Ecliptic-Service: {service}\r\n\r\n"
+            ).encode()
+        )
+        return s.recv(4096).split(b"\r\n", 1)[0]
+
+
+@needs_gateway
+def test_jump_host_reaches_a_tcp_service_whose_tunnel_is_on_a_peer(
+    served: Served, replica: Replica, store: Database, backends: Callable[[str], Backend]
+) -> None:
+    node = backends("login-node")
+    svc = served.service("hop-login", protocol="tcp")
+    connect_on_a(served, replica, svc, node.port)
+    key, pub = served.keypair()
+    added = served.api.post("/users/me/ssh-keys", json={"name": "hop", "public_key": pub})
+    assert added.status_code == 201, added.text
+
+    # B's jump host has no tunnel for it: it goes through A's front and relay.
+    out = wait_until(
+        "B's jump host reaches the tunnel on A",
+        lambda: (
+            (r := _jump(served, "admin", key, svc["subdomain"])).stdout.startswith(b"HTTP") and r
+        ),
+    )
+    assert out.stdout.split(b"\r\n")[0].endswith(b"200 OK") and b"login-node" in out.stdout
+    assert len(node.seen) == 1
+    # Only a peer gets through A's relay: a made-up marker is a 404 at A's front, the real
+    # one for a service without a tunnel there a 503, and the service heard nothing more.
+    assert b" 404 " in _upgrade(replica.http_port, "f" * 64, svc["subdomain"])
+    marker = registry.peer_secret(store)
+    assert b" 503 " in _upgrade(replica.http_port, marker, "nosuchservice")
+    assert b" 101 " in _upgrade(replica.http_port, marker, svc["subdomain"])
+    assert len(node.seen) == 1

@@ -75,6 +75,14 @@ UPSTREAM_KEEPALIVE = 32
 """Idle upstream connections kept per worker and route (or group of peers)."""
 PEER_HEADER = "X-Ecliptic-Peer"
 """Header carrying the hop marker between replicas."""
+PEER_TCP_HOST = "ecliptic-peer-tcp.invalid"
+"""Host name a peer's jump host asks for to reach a TCP service whose tunnel is here."""
+PEER_TCP_PATH = "/_ecliptic_tcp"
+"""Path of that request; it upgrades the connection to the service's raw TCP stream."""
+PEER_TCP_UPGRADE = "ecliptic-tcp"
+"""``Upgrade`` token of that request."""
+PEER_SERVICE_HEADER = "X-Ecliptic-Service"
+"""Header naming the TCP service (its subdomain) in that request."""
 PAGES = ("401", "403", "404", "431", "500", "502", "503", "504")
 """Error pages written from ``templates/<status>.html``."""
 
@@ -231,6 +239,9 @@ class FrontConfig:
     """The hop marker replicas of this instance send each other (lowercase hex, 32-128
     digits): a request carrying it comes from a peer. None: no request is taken as coming
     from a peer, and routes may not name peers."""
+    tcp_relay_port: int | None = None
+    """Loopback port of the gateway's relay to local TCP tunnels. With ``peer_secret``,
+    peers' jump hosts reach TCP services here (``PEER_TCP_HOST``, hop marker only)."""
 
     def __post_init__(self) -> None:
         for name in ("state_dir", "tls_cert", "tls_key"):
@@ -657,6 +668,30 @@ def render_routes(
             # someone who may not see it.
             out += [f"        root {lay.empty};", "        try_files /.no-tunnel =503;"]
         out += ["    }", "}"]
+    if cfg.peer_secret and cfg.tcp_relay_port:
+        # A peer's jump host, for a TCP service whose tunnel is here: with the hop marker
+        # only (the peer checked who may reach the service), upgraded to the raw stream by
+        # the gateway's relay, which checks the marker again.
+        out += [
+            "server {",
+            *listens,
+            f"    server_name {PEER_TCP_HOST};",
+            f"    location = {PEER_TCP_PATH} {{",
+            "        if ($ecl_via_peer != 1) {",
+            "            return 404;",
+            "        }",
+            f"        proxy_pass http://127.0.0.1:{cfg.tcp_relay_port};",
+            f"        proxy_set_header Host {PEER_TCP_HOST};",
+            "        proxy_set_header Upgrade $http_upgrade;",
+            '        proxy_set_header Connection "upgrade";',
+            f"        proxy_set_header {PEER_HEADER} $http_x_ecliptic_peer;",
+            f"        proxy_set_header {PEER_SERVICE_HEADER} $http_x_ecliptic_service;",
+            "    }",
+            "    location / {",
+            "        return 404;",
+            "    }",
+            "}",
+        ]
     allow = ["127.0.0.0/8", "::1"]
     listen_ip = ipaddress.ip_address(cfg.listen_host)
     if not (listen_ip.is_unspecified or listen_ip.is_loopback):
@@ -863,6 +898,8 @@ class Front:
             raise InvalidFrontInput(f"several routes for {', '.join(dupes)}: give one per host")
         if CONTROL_HOST in hosts:
             raise InvalidFrontInput(f"{CONTROL_HOST} is the front's own status host")
+        if PEER_TCP_HOST in hosts:
+            raise InvalidFrontInput(f"{PEER_TCP_HOST} is the front's own relay host")
         if self.config.peer_secret is None and any(r.peers for r in table):
             raise InvalidFrontInput("routes name peers but the front has no peer_secret")
         with self._cond:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import ipaddress
 import logging
 import os
@@ -46,8 +47,16 @@ from ecliptic.store.db import Database
 from ecliptic.store.models import ServiceAccess, TunnelEndpoint
 from ecliptic.store.types import new_id, utcnow
 from ecliptic.tunnel import sshd, tunneld
-from ecliptic.tunnel.front import Front, FrontConfig, Route, peer_address
-from ecliptic.tunnel.jump import JumpHost, JumpPrincipal, JumpRefused
+from ecliptic.tunnel.front import (
+    PEER_HEADER,
+    PEER_SERVICE_HEADER,
+    PEER_TCP_UPGRADE,
+    Front,
+    FrontConfig,
+    Route,
+    peer_address,
+)
+from ecliptic.tunnel.jump import JumpHost, JumpPrincipal, JumpRefused, PeerHop
 from ecliptic.tunnel.sshd import EndpointConfig, SshEndpoint, TunnelConn
 from ecliptic.tunnel.tunneld import TunneldEndpoint
 
@@ -286,6 +295,10 @@ class Gateway:
         self.endpoint: SshEndpoint | TunneldEndpoint = endpoint_kind(
             endpoint_config, on_up=self._on_up, on_down=self._on_down
         )
+        # Peers' jump hosts reach this replica's TCP tunnels through the front and this relay.
+        self._peer_secret = registry.peer_secret(db)
+        self._relay_sock = socket.create_server(("127.0.0.1", 0))
+        self._relay: asyncio.Server | None = None
         self.front = Front(
             FrontConfig(
                 state_dir=self.state_dir / "front",
@@ -295,7 +308,8 @@ class Gateway:
                 tls_cert=settings.gateway_tls_cert,
                 tls_key=settings.gateway_tls_key,
                 auth_upstream=auth_upstream,
-                peer_secret=registry.peer_secret(db),
+                peer_secret=self._peer_secret,
+                tcp_relay_port=self._relay_sock.getsockname()[1],
             )
         )
         self.jump = JumpHost(
@@ -395,6 +409,7 @@ class Gateway:
         await self._sync()
         await self.endpoint.start()
         self._endpoint_up = True
+        self._relay = await asyncio.start_server(self._relay_peer, sock=self._relay_sock)
         try:
             await asyncio.to_thread(self.front.start)
             try:
@@ -413,6 +428,7 @@ class Gateway:
             finally:
                 await asyncio.to_thread(self.front.stop)
         finally:
+            self._relay.close()
             await self.endpoint.stop()
 
     async def _serve(self) -> None:
@@ -640,7 +656,7 @@ class Gateway:
         user = user_for_key(self.db, username, public_key)
         return JumpPrincipal(user.id, user.name) if user else None
 
-    def _jump_resolve(self, principal: JumpPrincipal, host: str, port: int) -> int:
+    def _jump_resolve(self, principal: JumpPrincipal, host: str, port: int) -> int | PeerHop:
         label = host.lower().rstrip(".")
         if "." in label:
             label = registry.subdomain_of(label, self.settings.gateway_domain) or ""
@@ -659,14 +675,87 @@ class Gateway:
                 )
             if allowed is None:
                 raise JumpRefused(f"{principal.username} may not reach '{host}'")
-        ports = [
+        ports = self._tcp_ports(service.id)
+        if ports:
+            return ports[int(time.monotonic() * 1000) % len(ports)]
+        peers = self._peers.get(service.id, ())
+        if peers:
+            return PeerHop(peers, service.subdomain, self._peer_secret)
+        raise JumpRefused(f"'{host}' has no tunnel connected right now; try again shortly")
+
+    def _tcp_ports(self, service_id: str) -> list[int]:
+        """Loopback ports of this replica's healthy tunnels of a service."""
+        return [
             v.conn.port
             for v in list(self._state.live.values())
-            if v.service_id == service.id and v.healthy
+            if v.service_id == service_id and v.healthy
         ]
-        if not ports:
-            raise JumpRefused(f"'{host}' has no tunnel connected right now; try again shortly")
-        return ports[int(time.monotonic() * 1000) % len(ports)]
+
+    async def _relay_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A peer's jump host, through the front, for a TCP service tunnelled here: check the
+        hop marker again, answer 101 and splice the stream to one of the service's tunnels."""
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                return
+            fields = {}
+            for line in head.decode("latin-1").split("\r\n")[1:]:
+                name, sep, value = line.partition(":")
+                if sep:
+                    fields[name.strip().lower()] = value.strip()
+            marker = fields.get(PEER_HEADER.lower(), "")
+            if not (self._peer_secret and hmac.compare_digest(marker, self._peer_secret)):
+                writer.write(_plain_response(403, "not a peer of this gateway"))
+                return
+            if fields.get("upgrade", "").lower() != PEER_TCP_UPGRADE:
+                writer.write(_plain_response(400, f"expected Upgrade: {PEER_TCP_UPGRADE}"))
+                return
+            label = fields.get(PEER_SERVICE_HEADER.lower(), "")
+            service = next(
+                (s for s in self._state.view.services.values() if s.subdomain == label), None
+            )
+            ports = self._tcp_ports(service.id) if service and service.protocol == "tcp" else []
+            upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+            for port in ports:
+                with contextlib.suppress(OSError, TimeoutError):
+                    upstream = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+                    break
+            if upstream is None:
+                writer.write(_plain_response(503, f"no tunnel here for {label!r}"))
+                return
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\n"
+                + f"Connection: upgrade\r\nUpgrade: {PEER_TCP_UPGRADE}\r\n\r\n".encode()
+            )
+            up_reader, up_writer = upstream
+            try:
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            finally:
+                up_writer.close()
+        finally:
+            writer.close()
+
+
+def _plain_response(status: int, text: str) -> bytes:
+    body = (text + "\n").encode()
+    reason = {400: "Bad Request", 403: "Forbidden", 503: "Service Unavailable"}[status]
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy until end-of-file, then pass the end-of-file on (the other way may go on)."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except OSError:
+        writer.close()
 
 
 async def probe_http(

@@ -16,6 +16,7 @@ channel on it, so every callback here turns failures into a refusal of that one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
@@ -26,6 +27,14 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 import asyncssh
+
+from ecliptic.tunnel.front import (
+    PEER_HEADER,
+    PEER_SERVICE_HEADER,
+    PEER_TCP_HOST,
+    PEER_TCP_PATH,
+    PEER_TCP_UPGRADE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,18 @@ class JumpPrincipal:
     """The user's name, for logs and messages."""
 
 
+@dataclass(frozen=True)
+class PeerHop:
+    """A TCP service whose tunnels are on other replicas: reach it through their fronts."""
+
+    peers: tuple[str, ...]
+    """``ip:port`` of the fronts of the live replicas holding a tunnel, tried in order."""
+    service: str
+    """The service's subdomain."""
+    marker: str
+    """The instance's hop marker (``X-Ecliptic-Peer``)."""
+
+
 class JumpRefused(Exception):
     """A channel the principal may not open; the message is shown to the user."""
 
@@ -67,8 +88,9 @@ class JumpRefused(Exception):
 
 Authenticate = Callable[[str, str], JumpPrincipal | None]
 """``(ssh user name, "ssh-ed25519 AAAA..." key line)`` -> principal, or None to refuse."""
-Resolve = Callable[[JumpPrincipal, str, int], int]
-"""``(principal, host, port)`` -> loopback port to connect to; raises ``JumpRefused``."""
+Resolve = Callable[[JumpPrincipal, str, int], "int | PeerHop"]
+"""``(principal, host, port)`` -> loopback port to connect to, or the peers to go through;
+raises ``JumpRefused``."""
 
 
 class JumpHost:
@@ -318,6 +340,8 @@ class _JumpConnection(asyncssh.SSHServer):
                 f"{where}: the gateway could not look it up, try again later",
                 asyncssh.OPEN_CONNECT_FAILED,
             ) from None
+        if isinstance(local_port, PeerHop):
+            return await _via_peer(principal.username, where, local_port)
         if not isinstance(local_port, int) or isinstance(local_port, bool):
             log.error("jump: resolve() returned %r for %s", local_port, where)
             raise _refuse(f"{where}: gateway error", asyncssh.OPEN_CONNECT_FAILED)
@@ -341,3 +365,104 @@ class _JumpConnection(asyncssh.SSHServer):
         log.info("jump: %s opened %s", principal.username, where)
         # asyncssh's own splice (it also serves "-L"); it is a session in all but name
         return cast(asyncssh.SSHTCPSession[bytes], forwarder)
+
+
+async def open_peer_stream(
+    peer: str, service: str, marker: str, timeout: float = CONNECT_TIMEOUT_S
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw stream to ``service`` through the front of the peer at ``ip:port``: an HTTP/1.1
+    upgrade with the hop marker, answered ``101`` by the peer's relay. Raises ``OSError``
+    (or ``TimeoutError``) when the peer does not take it."""
+    host, _, port = peer.rpartition(":")
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host.strip("[]"), int(port)), timeout
+    )
+    try:
+        writer.write(
+            (
+                f"GET {PEER_TCP_PATH} HTTP/1.1\r\nHost: {PEER_TCP_HOST}\r\n"
+                f"Connection: Upgrade\r\nUpgrade: {PEER_TCP_UPGRADE}\r\n"
+                f"{PEER_HEADER}: {marker}\r\n{PEER_SERVICE_HEADER}: {service}\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        status = head.split(b"\r\n", 1)[0].split()
+        if len(status) < 2 or status[1] != b"101":
+            raise ConnectionRefusedError(f"peer {peer} answered {head[:200]!r}")
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
+async def _via_peer(user: str, where: str, hop: PeerHop) -> asyncssh.SSHTCPSession[bytes]:
+    for peer in hop.peers:
+        try:
+            reader, writer = await open_peer_stream(peer, hop.service, hop.marker)
+        except (
+            OSError,
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ) as exc:
+            log.info("jump: %s -> %s via peer %s: %s", user, where, peer, exc)
+            continue
+        log.info("jump: %s opened %s via peer %s", user, where, peer)
+        return _StreamRelay(reader, writer)
+    raise _refuse(f"{where} is not answering: its tunnel may be down", asyncssh.OPEN_CONNECT_FAILED)
+
+
+class _StreamRelay(asyncssh.SSHTCPSession[bytes]):
+    """Splices a user's ``direct-tcpip`` channel to a stream, with flow control both ways."""
+
+    HIGH_WATER = 1 << 20
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+        self._chan: asyncssh.SSHTCPChannel[bytes] | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self._chan = chan
+        self._pump_task = asyncio.ensure_future(self._pump(chan))
+
+    async def _pump(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        try:
+            while data := await self._reader.read(65536):
+                await self._writable.wait()
+                chan.write(data)
+            chan.write_eof()
+        except (OSError, asyncssh.Error):
+            pass
+        chan.close()  # the peer's stream is over: nothing more can pass either way
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self._writer.write(data)
+        chan = self._chan
+        if chan is not None and self._writer.transport.get_write_buffer_size() > self.HIGH_WATER:
+            chan.pause_reading()
+            self._drain_task = asyncio.ensure_future(self._drain(chan))
+
+    async def _drain(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        with contextlib.suppress(OSError):
+            await self._writer.drain()
+        chan.resume_reading()
+
+    def eof_received(self) -> bool:
+        # Not passed on: a front ends an upgraded connection as soon as either side
+        # half-closes, which would lose the service's answer. The service ends the stream.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+        self._writer.close()
