@@ -212,14 +212,17 @@ def test_sigkill_while_deleting_converges(instance: Instance, crash_at: str) -> 
     iid = instance.instance_id()
     instance.stop()
     instance.start(crash_at=crash_at)
-    asked = []
+    asked, in_flight = [], []
     for s in instance.servers():
         try:
             if instance.call("DELETE", f"/servers/{s['name']}").status_code == 202:
                 asked.append(s["name"])
         except httpx.TransportError:
+            # The worker can reach the crash point before the first answer is sent: that
+            # deletion may or may not have been recorded; either way it must converge.
+            in_flight.append(s["name"])
             break
-    assert asked
+    assert asked or in_flight
     assert instance.wait_killed() == -signal.SIGKILL
     instance.start()
     # The deletions asked for before the crash finish without being asked again.
