@@ -582,9 +582,9 @@ func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
 // when nothing has arrived for interval, so a client that sends its own keepalives (every
 // stock client told ServerAliveInterval) gets none. Each interval that passes with the
 // request unanswered is a miss; count misses in a row (a client silent for (count+1) x
-// interval) and it is dead. Sending nothing
-// while the client talks also keeps the connection's send queue empty, so requests are not
-// held behind retransmissions when a cut network comes back.
+// interval) and it is dead. Sending nothing while the client talks also keeps the
+// connection's send queue empty, so requests are not held behind retransmissions when a
+// cut network comes back.
 func (c *conn) keepalive(s *server, wc *coalescer) {
 	interval := seconds(s.cfg.KeepaliveInterval)
 	t := time.NewTimer(interval)

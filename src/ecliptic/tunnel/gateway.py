@@ -660,10 +660,8 @@ class Gateway:
         label = host.lower().rstrip(".")
         if "." in label:
             label = registry.subdomain_of(label, self.settings.gateway_domain) or ""
-        service = next(
-            (s for s in self._state.view.services.values() if s.subdomain == label), None
-        )
-        if service is None or service.protocol != "tcp":
+        service = self._tcp_service(label)
+        if service is None:
             raise JumpRefused(f"no TCP service called '{host}'")
         if not service.public:
             with self.db.read() as session:
@@ -682,6 +680,17 @@ class Gateway:
         if peers:
             return PeerHop(peers, service.subdomain, self._peer_secret)
         raise JumpRefused(f"'{host}' has no tunnel connected right now; try again shortly")
+
+    def _tcp_service(self, subdomain: str) -> registry.RoutedService | None:
+        """The TCP service with this subdomain, if there is one."""
+        return next(
+            (
+                s
+                for s in self._state.view.services.values()
+                if s.subdomain == subdomain and s.protocol == "tcp"
+            ),
+            None,
+        )
 
     def _tcp_ports(self, service_id: str) -> list[int]:
         """Loopback ports of this replica's healthy tunnels of a service."""
@@ -712,10 +721,8 @@ class Gateway:
                 writer.write(_plain_response(400, f"expected Upgrade: {PEER_TCP_UPGRADE}"))
                 return
             label = fields.get(PEER_SERVICE_HEADER.lower(), "")
-            service = next(
-                (s for s in self._state.view.services.values() if s.subdomain == label), None
-            )
-            ports = self._tcp_ports(service.id) if service and service.protocol == "tcp" else []
+            service = self._tcp_service(label)
+            ports = self._tcp_ports(service.id) if service else []
             upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
             for port in ports:
                 with contextlib.suppress(OSError, TimeoutError):
