@@ -333,6 +333,13 @@ class Backend(Protocol):
         """What really exists; ``object_id`` is set for resources of known objects."""
         ...
 
-    def collect_garbage(self, known_servers: set[str], known_networks: set[str]) -> GcReport:
-        """Remove what belongs to this instance but to no known object."""
+    def collect_garbage(
+        self, known_servers: set[str], known_networks: set[str], *, read_at: float | None = None
+    ) -> GcReport:
+        """Remove what belongs to this instance but to no known object.
+
+        ``read_at`` is when the known ids were read (``time.time()`` taken before the read):
+        what the backend made after it is kept, since its object may have been committed
+        after that read and only look unknown.
+        """
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from sqlalchemy import select
 
@@ -22,11 +23,22 @@ def known_ids(ctx: Context) -> tuple[set[str], set[str]]:
     return servers, networks
 
 
+def collect_garbage(ctx: Context) -> GcReport:
+    """Remove what this instance owns but no known object does.
+
+    The known ids are read first, then the backend looks at what exists: an object
+    committed (and made by a worker) between the two would look unknown, so the backend
+    keeps whatever it made after the read began.
+    """
+    read_at = time.time()
+    servers, networks = known_ids(ctx)
+    return ctx.backend.collect_garbage(servers, networks, read_at=read_at)
+
+
 def adopt(ctx: Context) -> GcReport:
     """Remove what no known object owns, then queue every known object for a look."""
     ctx.queue.release_dead_claims()
-    servers, networks = known_ids(ctx)
-    report = ctx.backend.collect_garbage(servers, networks)
+    report = collect_garbage(ctx)
     for r in report.removed:
         log.info("removed leftover %s %s %s", r.kind, r.name, r.detail)
     resync(ctx)

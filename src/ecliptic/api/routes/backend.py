@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
 from ecliptic.api.schemas import BackendResource, BackendStatus, GcResult
+from ecliptic.reconcile import adoption
 from ecliptic.reconcile.adoption import known_ids
 
 router = APIRouter(tags=["backend"])
@@ -38,8 +39,7 @@ def status(caller: CallerDep, rt: RuntimeDep) -> BackendStatus:
 def gc(caller: CallerDep, rt: RuntimeDep) -> GcResult:
     """Remove what belongs to this instance but to no known object."""
     caller.require_admin("collect backend garbage")
-    servers, networks = known_ids(rt.ctx)
-    report = rt.backend.collect_garbage(servers, networks)
+    report = adoption.collect_garbage(rt.ctx)
     return GcResult(
         removed=[
             BackendResource(

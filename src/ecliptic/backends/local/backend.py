@@ -117,6 +117,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 SERVICE_STOP_GRACE_S = 3.0
+GC_CLOCK_MARGIN_S = 2.0
+"""Owner records this much older than the known-ids read still count as written after it."""
 SERVICE_START_WAIT_S = 2.0
 
 
@@ -759,11 +761,24 @@ class LocalBackend:
         )
 
     @_backend_errors
-    def collect_garbage(self, known_servers: set[str], known_networks: set[str]) -> GcReport:
-        """Delete what this instance owns but no known object does, and stale owner records."""
+    def collect_garbage(
+        self, known_servers: set[str], known_networks: set[str], *, read_at: float | None = None
+    ) -> GcReport:
+        """Delete what this instance owns but no known object does, and stale owner records.
+
+        Owner records written since ``read_at`` (less a margin: file times come from the
+        kernel's coarse clock) count as known: the object they were made for may have been
+        committed after the known ids were read.
+        """
+        records = self.owners.mine()
+        if read_at is not None:
+            since = time.time() - read_at + GC_CLOCK_MARGIN_S
+            young = [r for name, r in records.items() if self.owners.age(name) < since]
+            known_servers = known_servers | {r.object_id for r in young if r.kind == "server"}
+            known_servers |= {r.server_id for r in young if r.kind == "port" and r.server_id}
+            known_networks = known_networks | {r.object_id for r in young if r.kind == "network"}
         scanned = self._scan(known_servers, known_networks)
         removed: list[ObservedResource] = []
-        records = self.owners.mine()
         servers = {r.object_id for r in records.values() if r.kind == "server"} - known_servers
         for server_id in sorted(servers):
             try:
