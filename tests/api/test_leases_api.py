@@ -91,6 +91,20 @@ def test_servers_live_inside_their_lease_and_go_with_it(
         "/servers", {"name": "x", "flavor": "m1.small", "lease": "work", "reservation": "nope"}
     )
     assert r.status_code == 422 and "no reservation 'nope'" in r.json()["detail"]
+    # An update never ends a lease, nor answers 200 for nothing; it counts its servers.
+    for change in ({"shorten": "100d"}, {"extend": "0m"}, {"extend": "1h", "shorten": "1h"}):
+        r = api.client.patch("/api/v1/leases/work", json=change, headers=api.headers)
+        assert r.status_code == 422, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert (
+        "lease end work"
+        in api.client.patch(
+            "/api/v1/leases/work", json={"shorten": "3h"}, headers=api.headers
+        ).json()["detail"]
+    )
+    r = api.client.patch("/api/v1/leases/work", json={"before_end": "30m"}, headers=api.headers)
+    assert r.status_code == 200 and r.json()["servers"] == 2, r.text
+    assert lease_phase(api, "work") == "ACTIVE"
     host = api.wait("w1")["host"]
     assert host in {
         a["host"] for a in api.get("/leases/work").json()["reservations"][0]["allocations"]

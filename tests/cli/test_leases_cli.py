@@ -149,9 +149,15 @@ def test_servers_inside_a_lease_go_when_it_ends(admin_cli: Cli, cloud: Cloud) ->
     )
     assert res.exit_code == 2 and "not both" in _unboxed(res.output)
 
-    res = admin_cli("lease", "delete", "runs")
+    res = admin_cli("lease", "update", "runs", "--shorten", "100d")
+    assert res.exit_code != 0 and "ecliptic lease end runs" in _unboxed(res.output)
+    res = admin_cli("lease", "update", "runs", "--before-end", "10m", "-o", "json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["servers"] == 1
+    res = admin_cli("lease", "end", "runs")
     assert res.exit_code == 0, res.output
     assert "its 1 server goes after the grace period (0m)" in res.stdout
+    assert "unused credit refunded" in res.stdout
     with cloud.admin() as admin:
         admin.servers.wait_deleted("in-lease", timeout=60)
         admin.servers.delete("spare")

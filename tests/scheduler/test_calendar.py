@@ -48,7 +48,8 @@ def test_rows_and_sums() -> None:
     got = rows(cal)
     assert [b.start for b in cal[0].buckets] == [at(0), at(1), at(2), at(3)]
     assert got["hosts:cpu"] == [(2, 1), (2, 2), (2, 1), (2, 0)]
-    assert got["vcpu"] == [(192, 32), (192, 40), (192, 8), (192, 0)]
+    # The slices book their share of g1's vCPUs: 6 of its 14 GPU units, 27 of 64 vCPU.
+    assert got["vcpu"] == [(192, 32 + 27), (192, 40), (192, 8), (192, 0)]
     # 3 x 2g on one 7-unit GPU: 6 units used, the GPU is in use.
     assert got["gpu:A100"] == [(2, 1), (2, 0), (2, 0), (2, 0)]
     assert got["slice:A100:2g.20gb"] == [(6, 3), (6, 0), (6, 0), (6, 0)]

@@ -117,3 +117,27 @@ def test_bookings_stored_without_gpu_indexes_are_pinned_on_load() -> None:
     assert isinstance(eng.fit("m", [SliceRequest("s", 2, "1g.10gb")], at(0), at(2)), NoFit)
     again = Engine.rebuild([gpu("g", 2)], {"l": bare})
     assert again.snapshot() == eng.snapshot()
+
+
+def test_slices_book_their_share_of_the_host_so_slots_cannot_overcommit_it() -> None:
+    # 64 vCPU, 512 GiB, 4 GPUs: 28 units, so 7 x 1g books a quarter of the CPU and memory.
+    eng = Engine([gpu("g", 4)])
+    p = placed(eng.fit("l", [SliceRequest("s", 7, "1g.10gb")], at(0), at(8)))
+    assert (p.allocations[0].amount.vcpus, p.allocations[0].amount.memory_mb) == (16, 131072)
+    eng.book("l", p)
+    # What is left for instance slots is 48 vCPU: three 16-vCPU slots fit, a fourth does not.
+    big = FlavorRequest("f", 4, 16, 65536)
+    assert isinstance(eng.fit("m", [big], at(0), at(8)), NoFit)
+    assert placed(eng.fit("m", [FlavorRequest("f", 3, 16, 65536)], at(0), at(8)))
+    # Shares round down on the whole holding: 28 slices book all of it, never more.
+    eng2 = Engine([gpu("g", 4)])
+    q = placed(eng2.fit("l", [SliceRequest("s", 28, "1g.10gb")], at(0), at(8)))
+    assert (q.allocations[0].amount.vcpus, q.allocations[0].amount.memory_mb) == (64, 524288)
+
+
+def test_slices_for_a_flavor_book_its_size() -> None:
+    eng = Engine([gpu("a", 4), gpu("b", 4)])
+    req = SliceRequest("s", 6, "1g.10gb", vcpus=16, memory_mb=65536)
+    p = placed(eng.fit("l", [req], at(0), at(8)))
+    assert sorted(a.slots for a in p.allocations) == [2, 4]  # 64 vCPU hold four
+    assert sum(a.amount.vcpus for a in p.allocations) == 96

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ecliptic.api.schemas import LeaseCreate, LeaseUpdate
 from ecliptic.backends.base import GpuRecord, HostRecord, NicRecord
@@ -17,15 +17,16 @@ from ecliptic.clock import ManualClock
 from ecliptic.errors import InvalidInput
 from ecliptic.reconcile.base import Context
 from ecliptic.reconcile.leases import reconcile_lease
-from ecliptic.services import credits, leases
+from ecliptic.services import credits, leases, servers
 from ecliptic.services.booking import Booking, build_engine
 from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import seed_flavors, sync_inventory
 from ecliptic.services.identity import create_tenancy, create_user, set_membership
 from ecliptic.services.leases import LeaseNoCapacity
+from ecliptic.services.servers import NoCapacity
 from ecliptic.store.db import Database
 from ecliptic.store.migrate import upgrade
-from ecliptic.store.models import LedgerEntry, Tenancy
+from ecliptic.store.models import Host, LedgerEntry, Server, Tenancy
 from ecliptic.store.workqueue import WorkQueue
 
 T0 = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
@@ -339,3 +340,147 @@ def test_host_failure_heals_future_and_degrades_active(env: L) -> None:
         rebuilt = build_engine(s, timedelta(hours=1))
     with env.booking.reading() as engine:
         assert rebuilt.snapshot() == engine.snapshot()
+    # A spare comes back but another lease takes it first: still DEGRADED, retried.
+    leases.set_host_state(env.booking, env.queue, env.admin, spare[0], "up")
+    leases.create_lease(
+        env.booking, env.queue, env.alice, gpu_hosts(1, name="blocker", start="now")
+    )
+    assert reconcile_lease(ctx, now.id).requeue_after == pytest.approx(60)
+    assert leases.get_lease(env.booking, env.alice, "now").phase == "DEGRADED"
+    # The other lease ends: the freed host heals "now" at its next look (level-triggered).
+    leases.end_lease(env.booking, env.queue, env.alice, "blocker")
+    assert ("lease", now.id) in {(i.kind, i.object_id) for i in env.queue.pending()}
+    reconcile_lease(ctx, now.id)
+    healed = leases.get_lease(env.booking, env.alice, "now")
+    assert healed.phase == "ACTIVE", healed.phase_reason
+    assert {a.host for a in healed.allocations} == {others[1], spare[0]}
+    # It loses a host again with nothing spare; the lost host comes back: whole again.
+    leases.set_host_state(env.booking, env.queue, env.admin, spare[0], "down")
+    assert leases.get_lease(env.booking, env.alice, "now").phase == "DEGRADED"
+    leases.set_host_state(env.booking, env.queue, env.admin, spare[0], "up")
+    back = leases.get_lease(env.booking, env.alice, "now")
+    assert back.phase == "ACTIVE" and "whole again" in back.phase_reason
+    assert {a.host for a in back.allocations} == {others[1], spare[0]}
+    with env.db.read() as s:
+        rebuilt = build_engine(s, timedelta(hours=1))
+    with env.booking.reading() as engine:
+        assert rebuilt.snapshot() == engine.snapshot()
+
+
+def start_now(env: L, lease_id: str) -> None:
+    ctx = Context(env.db, None, env.queue, env.booking)  # type: ignore[arg-type]
+    reconcile_lease(ctx, lease_id)
+
+
+def used_per_host(env: L) -> dict[str, tuple[int, int]]:
+    """vCPUs and memory of every server on each host."""
+    with env.db.read() as s:
+        rows = s.execute(
+            select(Host.name, func.sum(Server.vcpus), func.sum(Server.memory_mb))
+            .join(Host, Server.host_id == Host.id)
+            .group_by(Host.name)
+        )
+        return {name: (int(c), int(m)) for name, c, m in rows}
+
+
+def assert_no_host_overcommitted(env: L) -> None:
+    with env.db.read() as s:
+        size = {h.name: (h.vcpus, h.memory_mb) for h in s.scalars(select(Host))}
+    for name, (cpu, mem) in used_per_host(env).items():
+        assert cpu <= size[name][0] and mem <= size[name][1], (name, cpu, mem, size[name])
+
+
+def test_slice_lease_books_its_share_of_the_host_and_holds_servers_to_it(env: L) -> None:
+    # The reproduction: 7 m1.xlarge (16 vCPU, 64 GiB) in a 7-slice lease plus on-demand
+    # servers put more on a GPU host than it has.
+    body = LeaseCreate.model_validate(
+        {
+            "name": "mig",
+            "start": "now",
+            "duration": "10h",
+            "reservations": [{"kind": "gpu_slice", "profile": "1g.10gb", "count": 7}],
+        }
+    )
+    lease = leases.create_lease(env.booking, env.queue, env.alice, body)
+    start_now(env, lease.id)
+    (alloc,) = lease.allocations
+    # 7 of the host's 28 GPU units: a quarter of its 64 vCPU and 512 GiB.
+    assert (alloc.amount["vcpus"], alloc.amount["memory_mb"]) == (16, 128 * 1024)
+    assert lease.status["cost"] == {"slice:1g.10gb": "70"}  # the share comes with the slice
+    made = refused = 0
+    for i in range(7):
+        try:
+            servers.create_server(
+                env.booking, env.queue, env.alice, f"in-{i}", "m1.xlarge", [], lease="mig"
+            )
+            made += 1
+        except NoCapacity as exc:
+            refused += 1
+            assert "booked 16 vCPU" in str(exc) and "flavor" in str(exc)
+    assert (made, refused) == (1, 6)
+    for i in range(40):
+        try:
+            servers.create_server(env.booking, env.queue, env.alice, f"od-{i}", "m1.xlarge", [])
+        except NoCapacity:
+            break
+    assert_no_host_overcommitted(env)
+    # The lease's share stays its own: on-demand servers took the rest of its host only.
+    with env.db.read() as s:
+        on_demand = s.scalar(
+            select(func.sum(Server.vcpus))
+            .join(Host, Server.host_id == Host.id)
+            .where(Host.name == alloc.host, Server.lease_id.is_(None))
+        )
+    assert on_demand == 64 - 16
+
+
+def test_slices_reserved_for_a_flavor_book_its_size(env: L) -> None:
+    body = LeaseCreate.model_validate(
+        {
+            "name": "mig",
+            "start": "now",
+            "duration": "10h",
+            "reservations": [
+                {"kind": "gpu_slice", "profile": "1g.10gb", "count": 7, "flavor": "m1.xlarge"}
+            ],
+        }
+    )
+    lease = leases.create_lease(env.booking, env.queue, env.alice, body)
+    start_now(env, lease.id)
+    # 7 x 16 vCPU do not fit on one 64-vCPU host: the slices spread over two or more.
+    assert sum(a.amount["vcpus"] for a in lease.allocations) == 7 * 16
+    assert all(a.amount["vcpus"] <= 64 for a in lease.allocations)
+    assert len(lease.allocations) >= 2
+    for i in range(7):
+        servers.create_server(
+            env.booking, env.queue, env.alice, f"in-{i}", "m1.xlarge", [], lease="mig"
+        )
+    with pytest.raises(NoCapacity, match="all in use"):
+        servers.create_server(
+            env.booking, env.queue, env.alice, "in-7", "m1.xlarge", [], lease="mig"
+        )
+    for i in range(40):
+        try:
+            servers.create_server(env.booking, env.queue, env.alice, f"od-{i}", "m1.xlarge", [])
+        except NoCapacity:
+            break
+    assert_no_host_overcommitted(env)
+
+
+def test_an_update_never_ends_a_lease_nor_does_nothing(env: L) -> None:
+    lease = leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(1, start="now"))
+    start_now(env, lease.id)
+    env.clock.advance(timedelta(hours=2))
+    for change in (LeaseUpdate(shorten="100d"), LeaseUpdate(shorten="22h")):
+        with pytest.raises(leases.LeaseChangeRefused, match="lease end gpus") as err:
+            leases.update_lease(env.booking, env.queue, env.alice, "gpus", change)
+        assert err.value.status == 422
+    for change in (LeaseUpdate(extend="0m"), LeaseUpdate(extend="1h", shorten="1h")):
+        with pytest.raises(leases.LeaseChangeRefused, match="leaves lease 'gpus' as it is"):
+            leases.update_lease(env.booking, env.queue, env.alice, "gpus", change)
+    still = leases.get_lease(env.booking, env.alice, "gpus")
+    assert still.phase == "ACTIVE" and still.end_at == T0 + timedelta(hours=24)
+    assert remaining(env, "host:A100") == Decimal(1000 - 24)
+    # Shortening to a minute from now is a change, not an end.
+    leases.update_lease(env.booking, env.queue, env.alice, "gpus", LeaseUpdate(shorten="21h59m"))
+    assert leases.get_lease(env.booking, env.alice, "gpus").phase == "ACTIVE"

@@ -458,6 +458,11 @@ class SliceReservationIn(Strict):
     count: Count = 1
     profile: Annotated[str, Field(pattern=r"^[1-9]g\.[0-9]{1,4}gb$")]
     gpu_model: Annotated[str, Field(min_length=1, max_length=63)] | None = None
+    flavor: Annotated[str, Field(min_length=1, max_length=63)] | None = Field(
+        default=None,
+        description="the flavor of the servers each slice is for: its vCPUs and memory are "
+        "booked with the slice (default: the slice's share of its host's)",
+    )
     where: FilterText = ""
 
 

@@ -112,6 +112,17 @@ SliceOpt = Annotated[
         show_default=False,
     ),
 ]
+SliceFlavorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--slice-flavor",
+        metavar="NAME",
+        help="Book each --gpu-slice with the vCPUs and memory of this flavor (the servers "
+        "it is for); by default a slice books its share of its host's.",
+        rich_help_panel=RESERVE,
+        show_default=False,
+    ),
+]
 CountOpt = Annotated[
     int | None,
     typer.Option(
@@ -153,6 +164,7 @@ class ReservationOptions:
     count: int | None = None
     affinity: bool = False
     anti_affinity: bool = False
+    slice_flavor: str | None = None
 
     def given(self) -> bool:
         """True when any reservation option was used."""
@@ -165,6 +177,7 @@ class ReservationOptions:
                 self.count is not None,
                 self.affinity,
                 self.anti_affinity,
+                self.slice_flavor,
             )
         )
 
@@ -222,11 +235,17 @@ def reservations(opts: ReservationOptions) -> list[dict[str, Any]]:
     if opts.gpu_slice:
         profile, n = _with_count(opts.gpu_slice, "--gpu-slice")
         slices: dict[str, Any] = {"kind": "gpu_slice", "name": "slices", "profile": profile}
+        if opts.slice_flavor:
+            slices["flavor"] = opts.slice_flavor
         if n is None:
             counted.append(slices)
         else:
             slices["count"] = n
         out.append(slices)
+    if opts.slice_flavor and not opts.gpu_slice:
+        raise typer.BadParameter(
+            "it sizes --gpu-slice slices: give --gpu-slice", param_hint="--slice-flavor"
+        )
     if opts.count is not None:
         if not opts.flavor and not opts.gpu_slice:
             raise typer.BadParameter(
@@ -305,7 +324,8 @@ def _request_text(kind: str, req: dict[str, Any]) -> str:
         return f"{count}x {size}{extra}{where}"
     if kind == "gpu_slice":
         model = f" on {req['gpu_model']}" if req.get("gpu_model") else ""
-        return f"{count}x {req.get('profile')}{model}{where}"
+        sized = f" for {req['flavor']}" if req.get("flavor") else ""
+        return f"{count}x {req.get('profile')}{model}{sized}{where}"
     return json.dumps(req)
 
 
@@ -448,6 +468,7 @@ def create(
     affinity: AffinityOpt = False,
     anti_affinity: AntiAffinityOpt = False,
     gpu_slice: SliceOpt = None,
+    slice_flavor: SliceFlavorOpt = None,
     file: Annotated[
         str | None,
         typer.Option(
@@ -462,7 +483,9 @@ def create(
     timeout: Timeout = 300,
 ) -> None:
     """Book capacity for a window."""
-    opts = ReservationOptions(hosts, where, flavor, gpu_slice, count, affinity, anti_affinity)
+    opts = ReservationOptions(
+        hosts, where, flavor, gpu_slice, count, affinity, anti_affinity, slice_flavor
+    )
     body: dict[str, Any] = _read_body(file) if file else {}
     if file and opts.given():
         raise typer.BadParameter(
@@ -632,16 +655,31 @@ def update(
     emit(lease, human)
 
 
+LeaseNames = Annotated[
+    list[str], typer.Argument(metavar="NAME", help="Lease names or ids.", show_default=False)
+]
+
+
+@command(app, "end")
+def end_(names: LeaseNames) -> None:
+    """End leases now: unused credit is refunded (shown), servers go after the grace period.
+
+    A lease that has not started yet is cancelled and its whole cost refunded. The same
+    as 'ecliptic lease delete'; 'lease update' never ends a lease.
+    """
+    _end_leases(names)
+
+
 @command(app, "delete")
-def delete(
-    names: Annotated[
-        list[str], typer.Argument(metavar="NAME", help="Lease names or ids.", show_default=False)
-    ],
-) -> None:
+def delete(names: LeaseNames) -> None:
     """End leases now: unused credit is refunded, servers go after the grace period.
 
     A lease that has not started yet is cancelled and its whole cost refunded.
     """
+    _end_leases(names)
+
+
+def _end_leases(names: list[str]) -> None:
     c = client()
     ended: list[LeaseOut] = []
     lines: list[str] = []
@@ -731,6 +769,7 @@ def find(
     affinity: AffinityOpt = False,
     anti_affinity: AntiAffinityOpt = False,
     gpu_slice: SliceOpt = None,
+    slice_flavor: SliceFlavorOpt = None,
     not_before: Annotated[
         str | None,
         typer.Option(
@@ -758,7 +797,9 @@ def find(
     ] = None,
 ) -> None:
     """Find the earliest windows where reservations fit."""
-    opts = ReservationOptions(hosts, where, flavor, gpu_slice, count, affinity, anti_affinity)
+    opts = ReservationOptions(
+        hosts, where, flavor, gpu_slice, count, affinity, anti_affinity, slice_flavor
+    )
     fields: dict[str, Any] = {
         "reservations": reservations(opts),
         "duration": duration_,

@@ -13,11 +13,15 @@ from sqlalchemy import select
 
 from ecliptic.phases import LeasePhase, ServerPhase
 from ecliptic.reconcile.base import Context, Outcome, reconciler
+from ecliptic.services import leases
 from ecliptic.store.models import Lease, Server
 from ecliptic.store.transitions import move, note
 
 POLL_S = 0.5
 PREEMPT_GRACE_S = 30.0
+HEAL_RETRY_S = 60.0
+"""A DEGRADED lease tries to heal at least this often (and at once when capacity frees)."""
+LIVE = (LeasePhase.PENDING, LeasePhase.STARTING, LeasePhase.ACTIVE, LeasePhase.DEGRADED)
 
 
 def _secs(delta: timedelta) -> float:
@@ -36,6 +40,18 @@ def reconcile_lease(ctx: Context, lease_id: str) -> Outcome:
             return Outcome()
         phase, start, end = lease.phase, lease.start_at, lease.end_at
         before_end, warned = lease.before_end_at, bool(lease.status.get("warned"))
+    if phase in LIVE and now < end:
+        # Level-triggered healing: a lease on a host that is down gets a replacement when
+        # one is free, and a DEGRADED lease whose hosts are all up again is whole.
+        with ctx.booking.reading() as engine:
+            down = leases.lost_hosts(engine, lease_id)
+        if down or phase == LeasePhase.DEGRADED:
+            leases.heal(ctx.booking, ctx.queue, lease_id, "retried by the lease reconciler")
+            with ctx.db.read() as session:
+                row = session.get(Lease, lease_id)
+                if row is None:
+                    return Outcome()
+                phase = row.phase
     if phase == LeasePhase.PENDING:
         if now < start:
             return Outcome(requeue_after=_secs(start - now))
@@ -54,7 +70,10 @@ def reconcile_lease(ctx: Context, lease_id: str) -> Outcome:
         due = [end] + (
             [before_end] if before_end is not None and not warned and before_end > now else []
         )
-        return Outcome(requeue_after=_secs(min(due) - now))
+        wait = _secs(min(due) - now)
+        if phase == LeasePhase.DEGRADED:
+            wait = min(wait, HEAL_RETRY_S)
+        return Outcome(requeue_after=wait)
     if phase == LeasePhase.ENDING:
         return _end(ctx, lease_id, now)
     return Outcome()
@@ -95,11 +114,21 @@ def _start(ctx: Context, lease_id: str, now: datetime) -> Outcome:
             lease.status = {**lease.status, "victims": still}
             return Outcome(requeue_after=POLL_S)
         lease.status = {k: v for k, v in lease.status.items() if k != "victims"}
-        move(session, lease, LeasePhase.ACTIVE, "started")
+        down = leases.lost_hosts(engine, lease_id)
+        if down:
+            move(
+                session,
+                lease,
+                LeasePhase.DEGRADED,
+                f"started without host {', '.join(down)} (down, no replacement free yet)",
+            )
+        else:
+            move(session, lease, LeasePhase.ACTIVE, "started")
         end = lease.end_at
         before = lease.before_end_at
     due = min([end] + ([before] if before is not None and before > now else []))
-    return Outcome(requeue_after=_secs(due - now))
+    wait = _secs(due - now)
+    return Outcome(requeue_after=min(wait, HEAL_RETRY_S) if down else wait)
 
 
 def _warn(ctx: Context, lease_id: str, end: datetime) -> None:
@@ -143,4 +172,5 @@ def _end(ctx: Context, lease_id: str, now: datetime) -> Outcome:
             return Outcome(requeue_after=POLL_S)
         engine.release(lease_id)
         move(session, lease, LeasePhase.ENDED, "ended; capacity released")
+        leases.wake_degraded(session, ctx.queue)
     return Outcome()

@@ -54,6 +54,7 @@ from ecliptic.scheduler.resources import (
     needs_pinning,
     pin_gpus,
     profile_units,
+    slot_demand,
     whole_host_amount,
 )
 
@@ -170,16 +171,11 @@ class FirstFit:
         for req in requests:  # Blazar allocates reservations in the order given
             if isinstance(req, HostRequest):
                 got = self._hosts_for(req, s, e, taken)
-            elif isinstance(req, FlavorRequest):
-                demand = SlotDemand(
-                    req.vcpus, req.memory_mb, req.disk_gb, req.gpu_model, req.gpus, req.gpu_profile
-                )
-                got = self._slots_for(
-                    req.key, req.filter, demand, req.count, req.affinity, s, e, taken
-                )
             else:
-                demand = SlotDemand(gpu_model=req.gpu_model, profile=req.profile)
-                got = self._slots_for(req.key, req.filter, demand, req.count, "none", s, e, taken)
+                affinity = req.affinity if isinstance(req, FlavorRequest) else "none"
+                got = self._slots_for(
+                    req.key, req.filter, slot_demand(req), req.count, affinity, s, e, taken
+                )
             if isinstance(got, NoFit):
                 return got
             out.extend(got)
@@ -329,6 +325,8 @@ def _first_fit(
     for pos, need in ((VCPU, demand.vcpus), (MEM, demand.memory_mb), (3, demand.disk_gb)):
         if need > 0:
             n = min(n, room[pos] // need)
+    if demand.share:
+        n = min(n, demand.share_limit(shape, room))
     units: dict[int, int] = {}
     left = list(room)
     placed = 0
@@ -367,6 +365,8 @@ def _first_fit(
         vec[VCPU] = demand.vcpus * placed
         vec[MEM] = demand.memory_mb * placed
         vec[3] = demand.disk_gb * placed
+        if demand.share:
+            vec[VCPU], vec[MEM] = demand.share_of(shape, placed)
         for i, u in units.items():
             vec[GPU0 + i] = u
     return placed, tuple(vec), tuple(sorted(units.items()))

@@ -111,6 +111,7 @@ from ecliptic.scheduler.resources import (
     pin_gpus,
     place_slots,
     profile_units,
+    slot_demand,
     whole_host_amount,
 )
 from ecliptic.scheduler.sweep import Piece, Sweep, agree
@@ -548,26 +549,19 @@ class Engine:
         for req in sorted(requests, key=_request_order):
             if isinstance(req, HostRequest):
                 got = self._place_hosts(req, s, e, protect, overlay, prefer)
-            elif isinstance(req, FlavorRequest):
-                demand = SlotDemand(
-                    req.vcpus, req.memory_mb, req.disk_gb, req.gpu_model, req.gpus, req.gpu_profile
-                )
+            else:
+                affinity = req.affinity if isinstance(req, FlavorRequest) else "none"
                 got = self._place_slots(
                     req.key,
                     req.filter,
-                    demand,
+                    slot_demand(req),
                     req.count,
-                    req.affinity,
+                    affinity,
                     s,
                     e,
                     protect,
                     overlay,
                     prefer,
-                )
-            else:
-                demand = SlotDemand(gpu_model=req.gpu_model, profile=req.profile)
-                got = self._place_slots(
-                    req.key, req.filter, demand, req.count, "none", s, e, protect, overlay, prefer
                 )
             if isinstance(got, NoFit):
                 return got
@@ -987,14 +981,8 @@ class Engine:
                         sources.append(_ones(tl.free_starts(first, last, d)))
                 sweeps.append(Sweep(sources, req.min_count))
                 continue
-            if isinstance(req, FlavorRequest):
-                demand = SlotDemand(
-                    req.vcpus, req.memory_mb, req.disk_gb, req.gpu_model, req.gpus, req.gpu_profile
-                )
-                affinity = req.affinity
-            else:
-                demand = SlotDemand(gpu_model=req.gpu_model, profile=req.profile)
-                affinity = "none"
+            demand = slot_demand(req)
+            affinity = req.affinity if isinstance(req, FlavorRequest) else "none"
             need = 1 if affinity == "affinity" else req.count
             for h in self._eligible(req.filter, demand)[0]:
                 if self._up[h]:
@@ -1286,6 +1274,12 @@ def check_requests(requests: Sequence[Request]) -> None:
         elif isinstance(r, SliceRequest):
             if r.count < 1:
                 raise InvalidRequest(f"reservation {r.key!r}: count must be at least 1")
+            if (r.vcpus is None) != (r.memory_mb is None) or min(
+                r.vcpus or 0, r.memory_mb or 0
+            ) < 0:
+                raise InvalidRequest(
+                    f"reservation {r.key!r}: give both vcpus and memory_mb per slice, or neither"
+                )
             _profile_ok(r.key, r.profile)
         else:
             raise InvalidRequest(f"unknown request kind {type(r).__name__}")

@@ -106,6 +106,11 @@ class SliceRequest:
     """Restrict to one GPU model."""
     filter: str = ""
     """Filter expression the hosts must match."""
+    vcpus: int | None = None
+    """vCPUs booked with each slice (the size of the flavor it is made for); None: the
+    slice's share of its host (its compute units over all GPU units of the host)."""
+    memory_mb: int | None = None
+    """Memory booked with each slice, MiB; None: the slice's share of its host."""
     kind: Literal["gpu_slice"] = "gpu_slice"
 
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ecliptic.scheduler.model import Amount, HostInfo
+from ecliptic.scheduler.model import Amount, FlavorRequest, HostInfo, SliceRequest
 
 UNITS_PER_GPU = 7
 """Compute units of one GPU; a whole GPU is all of them."""
@@ -119,11 +119,49 @@ class SlotDemand:
     """Whole GPUs."""
     profile: str | None = None
     """One slice of this profile."""
+    share: bool = False
+    """The slice also books its share of the host's vCPUs and memory (a GPU-slice
+    reservation that names no size): see :meth:`share_of`."""
 
     @property
     def units(self) -> int:
         """Compute units of the slice, 0 without one."""
         return profile_units(self.profile) if self.profile else 0
+
+    def share_limit(self, shape: HostShape, free: Sequence[int]) -> int:
+        """With ``share``: how many slices' shares of vCPUs and memory fit in ``free``."""
+        total = UNITS_PER_GPU * shape.ngpus
+        n = 1 << 30
+        for pos in (VCPU, MEM):
+            per = shape.cap[pos] * self.units
+            if per > 0:
+                # The most k with cap * units * k // total <= free.
+                n = min(n, max(0, ((free[pos] + 1) * total - 1) // per))
+        return n
+
+    def share_of(self, shape: HostShape, n: int) -> tuple[int, int]:
+        """With ``share``: the vCPUs and memory ``n`` slices book on a host of ``shape``, their
+        units' part of the host's, rounded down (so shares never add up to more than it)."""
+        total = UNITS_PER_GPU * shape.ngpus
+        if total == 0:
+            return 0, 0
+        units = self.units * n
+        return shape.cap[VCPU] * units // total, shape.cap[MEM] * units // total
+
+
+def slot_demand(req: FlavorRequest | SliceRequest) -> SlotDemand:
+    """What one slot of a flavor reservation, or one slice of a slice reservation, needs."""
+    if isinstance(req, FlavorRequest):
+        return SlotDemand(
+            req.vcpus, req.memory_mb, req.disk_gb, req.gpu_model, req.gpus, req.gpu_profile
+        )
+    return SlotDemand(
+        vcpus=req.vcpus or 0,
+        memory_mb=req.memory_mb or 0,
+        gpu_model=req.gpu_model,
+        profile=req.profile,
+        share=req.vcpus is None and req.memory_mb is None,
+    )
 
 
 @dataclass(frozen=True)
@@ -158,6 +196,8 @@ def place_slots(shape: HostShape, free: Sequence[int], demand: SlotDemand, limit
     for pos, need in ((VCPU, demand.vcpus), (MEM, demand.memory_mb), (DISK, demand.disk_gb)):
         if need > 0:
             n = min(n, free[pos] // need)
+    if demand.share:
+        n = min(n, demand.share_limit(shape, free))
     if n <= 0:
         return HostFit(0, shape.zero, (), ())
     units: dict[int, int] = {}
@@ -196,6 +236,8 @@ def place_slots(shape: HostShape, free: Sequence[int], demand: SlotDemand, limit
     vec[VCPU] = demand.vcpus * n
     vec[MEM] = demand.memory_mb * n
     vec[DISK] = demand.disk_gb * n
+    if demand.share:
+        vec[VCPU], vec[MEM] = demand.share_of(shape, n)
     for i, u in units.items():
         vec[GPU0 + i] = u
     return HostFit(n, tuple(vec), tuple(sorted(units.items())), tuple(sorted(whole.items())))
@@ -209,6 +251,8 @@ def max_slots(shape: HostShape, free: Sequence[int], demand: SlotDemand) -> int:
     for pos, need in ((VCPU, demand.vcpus), (MEM, demand.memory_mb), (DISK, demand.disk_gb)):
         if need > 0:
             n = min(n, free[pos] // need)
+    if demand.share:
+        n = min(n, demand.share_limit(shape, free))
     if n <= 0:
         return 0
     if demand.gpus > 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -37,12 +38,18 @@ from ecliptic.services.booking import Booking, amount_to_json, host_info, minute
 from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import find_flavor
 from ecliptic.services.pricing import lease_cost
-from ecliptic.store.models import Event, Host, Lease, LeaseAllocation, Server
+from ecliptic.store.models import Event, Flavor, Host, Lease, LeaseAllocation, Server
 from ecliptic.store.transitions import move, note
 from ecliptic.store.workqueue import WorkQueue
 
 MAX_LEASE = timedelta(days=366)
 LIVE = (LeasePhase.PENDING, LeasePhase.STARTING, LeasePhase.ACTIVE, LeasePhase.DEGRADED)
+
+
+class LeaseChangeRefused(InvalidInput):
+    """An update that would end a lease, or that changes nothing."""
+
+    code = "invalid_change"
 
 
 class LeaseNoCapacity(Conflict):
@@ -99,17 +106,7 @@ def _one_request(session: Session, r: ReservationIn, i: int) -> Request:
     if isinstance(r, FlavorReservationIn):
         size: dict[str, Any] = {}
         if r.flavor:
-            try:
-                fl = find_flavor(session, r.flavor)
-            except NotFound as exc:
-                raise InvalidInput(
-                    exc.message, errors=[{"loc": [*loc, "flavor"], "msg": exc.message}]
-                ) from None
-            if fl.kind == "baremetal":
-                raise InvalidInput(
-                    f"flavor '{fl.name}' is bare metal: reserve whole hosts "
-                    "with a host reservation instead"
-                )
+            fl = _slot_flavor(session, r.flavor, loc)
             size = {
                 "vcpus": fl.vcpus,
                 "memory_mb": fl.memory_mb,
@@ -144,9 +141,39 @@ def _one_request(session: Session, r: ReservationIn, i: int) -> Request:
             filter=r.where,
         )
     assert isinstance(r, SliceReservationIn)
+    vcpus = memory_mb = None
+    if r.flavor:
+        fl = _slot_flavor(session, r.flavor, loc)
+        if fl.gpus:
+            raise InvalidInput(
+                f"flavor '{fl.name}' has whole GPUs; a slice reservation is for flavors "
+                "without GPUs (the slice is the server's GPU)",
+                errors=[{"loc": [*loc, "flavor"], "msg": "flavor has whole GPUs"}],
+            )
+        vcpus, memory_mb = fl.vcpus, fl.memory_mb
     return SliceRequest(
-        key=r.name, count=r.count, profile=r.profile, gpu_model=r.gpu_model, filter=r.where
+        key=r.name,
+        count=r.count,
+        profile=r.profile,
+        gpu_model=r.gpu_model,
+        filter=r.where,
+        vcpus=vcpus,
+        memory_mb=memory_mb,
     )
+
+
+def _slot_flavor(session: Session, name: str, loc: list[Any]) -> Flavor:
+    try:
+        fl = find_flavor(session, name)
+    except NotFound as exc:
+        raise InvalidInput(
+            exc.message, errors=[{"loc": [*loc, "flavor"], "msg": exc.message}]
+        ) from None
+    if fl.kind == "baremetal":
+        raise InvalidInput(
+            f"flavor '{fl.name}' is bare metal: reserve whole hosts with a host reservation instead"
+        )
+    return fl
 
 
 def window(
@@ -221,6 +248,11 @@ def _store_placement(session: Session, lease: Lease, placement: Placement) -> No
         )
 
 
+def slice_keys(spec: Sequence[dict[str, Any]]) -> set[str]:
+    """Names of the GPU-slice reservations of a lease spec (priced by the slice alone)."""
+    return {r["name"] for r in spec if r.get("kind") == "gpu_slice"}
+
+
 def _cost_json(cost: dict[str, Decimal]) -> dict[str, str]:
     return {k: credits.fmt(credits.hours(v)) for k, v in sorted(cost.items())}
 
@@ -252,7 +284,7 @@ def create_lease(booking: Booking, queue: WorkQueue, caller: Caller, body: Lease
         result = engine.fit(lease.id, requests, start, end)
         if isinstance(result, NoFit):
             raise _refuse(result, session)
-        cost = lease_cost(result, _hosts(engine))
+        cost = lease_cost(result, _hosts(engine), slice_keys(lease.spec["reservations"]))
         credits.settle(
             session, tenancy_id, lease.id, cost, start, end, note=f"lease '{lease.name}' created"
         )
@@ -313,7 +345,14 @@ def update_lease(
         if body.shorten:
             end = end - parse_duration(body.shorten)
         if started:
-            end = max(end, minute(now) + timedelta(minutes=1))
+            if end <= minute(now):
+                raise LeaseChangeRefused(
+                    f"this change would end lease '{lease.name}' at {end:%Y-%m-%d %H:%M} UTC, "
+                    f"which is not after now ({minute(now):%Y-%m-%d %H:%M} UTC); an update "
+                    "never ends a lease: to end it now, with the unused part refunded, use "
+                    f"'ecliptic lease end {lease.name}'",
+                    errors=[{"loc": ["body"], "msg": "the new end is not in the future"}],
+                )
             start_check, end_check = window(now, minute(now), end, None)
             start_check = lease.start_at
         else:
@@ -327,6 +366,21 @@ def update_lease(
                 match.update(count=resize.count, min=None, max=None)
             else:
                 match["count"] = resize.count
+        before_end_at = (
+            end_check - parse_duration(body.before_end) if body.before_end else lease.before_end_at
+        )
+        if (
+            (start_check, end_check) == (lease.start_at, lease.end_at)
+            and spec == lease.spec["reservations"]
+            and before_end_at == lease.before_end_at
+        ):
+            raise LeaseChangeRefused(
+                f"this update leaves lease '{lease.name}' as it is "
+                f"({lease.start_at:%Y-%m-%d %H:%M} to {lease.end_at:%Y-%m-%d %H:%M} UTC, "
+                "same sizes): say what to change, e.g. --extend 2h, --shorten 1h, "
+                "--resize hosts=3",
+                errors=[{"loc": ["body"], "msg": "changes nothing"}],
+            )
         requests = to_requests(session, spec)
         old = engine.booking(lease.id)
         result = engine.fit(lease.id, requests, start_check, end_check)
@@ -345,7 +399,7 @@ def update_lease(
                 )
         if isinstance(result, NoFit):
             raise _refuse(result, session)
-        cost = lease_cost(result, _hosts(engine))
+        cost = lease_cost(result, _hosts(engine), slice_keys(spec))
         credits.settle(
             session,
             tenancy_id,
@@ -356,8 +410,7 @@ def update_lease(
             note=f"lease '{lease.name}' updated",
         )
         lease.start_at, lease.end_at = start_check, end_check
-        if body.before_end:
-            lease.before_end_at = end_check - parse_duration(body.before_end)
+        lease.before_end_at = before_end_at
         lease.spec = {"reservations": spec}
         lease.status = {**lease.status, "cost": _cost_json(cost)}
         lease.generation += 1
@@ -396,7 +449,11 @@ def end_lease(booking: Booking, queue: WorkQueue, caller: Caller, ref: str) -> L
         new_end = max(lease.start_at, min(lease.end_at, now))
         if placement is not None and new_end < lease.end_at:
             shortened = Placement(lease.start_at, new_end, placement.allocations)
-            cost = lease_cost(shortened, _hosts(engine)) if new_end > lease.start_at else {}
+            cost = (
+                lease_cost(shortened, _hosts(engine), slice_keys(lease.spec["reservations"]))
+                if new_end > lease.start_at
+                else {}
+            )
             credits.settle(
                 session,
                 tenancy_id,
@@ -421,6 +478,7 @@ def end_lease(booking: Booking, queue: WorkQueue, caller: Caller, ref: str) -> L
                 engine.release(lease.id)
             move(session, lease, LeasePhase.ENDING, f"ended early by {caller.user_name}")
         queue.enqueue(session, "lease", lease.id)
+        wake_degraded(session, queue)
         return lease
 
 
@@ -489,9 +547,12 @@ def check_fit(
         return s, e, engine.fit("fit-check", requests, s, e), _hosts(engine)
 
 
-def window_cost(w: Window, hosts: dict[str, HostInfo]) -> dict[str, str]:
+def window_cost(
+    w: Window, hosts: dict[str, HostInfo], reservations: Sequence[ReservationIn]
+) -> dict[str, str]:
     """What a found window would cost."""
-    return _cost_json(lease_cost(w.placement, hosts))
+    keys = {r.name for r in reservations if r.kind == "gpu_slice"}
+    return _cost_json(lease_cost(w.placement, hosts, keys))
 
 
 def calendar(booking: Booking, start: datetime, end: datetime, bucket: timedelta) -> list[Any]:
@@ -511,7 +572,9 @@ def set_host_state(
 
     Leases that have not started get their part on that host re-placed; a started lease
     becomes DEGRADED and gets a replacement host if one is free (ACTIVE again), else it
-    stays DEGRADED with the reason. Returns a line per lease touched.
+    stays DEGRADED with the reason, and its reconciler keeps trying (see :func:`heal`).
+    A host coming back makes whole the leases that kept their claim on it, and wakes every
+    other DEGRADED lease (there is room again). Returns a line per lease touched.
     """
     caller.require_admin("change host state")
     report: list[str] = []
@@ -521,43 +584,92 @@ def set_host_state(
             raise NotFound(f"no host '{name}'")
         host.state = state
         engine.set_host(host_info(host))
-        if state == "up":
-            return report
         affected = session.scalars(
             select(Lease)
             .join(LeaseAllocation)
             .where(LeaseAllocation.host == name, Lease.phase.in_(list(LIVE)))
             .distinct()
         )
+        cause = f"host {name} is back" if state == "up" else f"host {name} went {state}"
         for lease in list(affected):
-            report.append(_heal(session, engine, queue, lease, name))
+            line = _heal(session, engine, queue, lease, cause)
+            if line:
+                report.append(line)
+        if state == "up":
+            wake_degraded(session, queue)
     return report
 
 
-def _heal(session: Session, engine: Engine, queue: WorkQueue, lease: Lease, lost_host: str) -> str:
+def wake_degraded(session: Session, queue: WorkQueue) -> None:
+    """Ask every DEGRADED lease to try healing again now (capacity was freed)."""
+    for lease_id in session.scalars(select(Lease.id).where(Lease.phase == LeasePhase.DEGRADED)):
+        queue.enqueue(session, "lease", lease_id)
+
+
+def lost_hosts(engine: Engine, lease_id: str) -> list[str]:
+    """Hosts of a lease's booking that are down (or gone), sorted."""
+    placement = engine.booking(lease_id)
+    if placement is None:
+        return []
+    hosts = engine.hosts
+    return sorted({a.host for a in placement.allocations if not _up(hosts.get(a.host))})
+
+
+def _up(info: HostInfo | None) -> bool:
+    return info is not None and info.up
+
+
+def heal(booking: Booking, queue: WorkQueue, lease_id: str, cause: str) -> str:
+    """Try once to make a lease whole: replace what it holds on hosts that are down.
+
+    Level-triggered: the lease reconciler calls it while the lease is DEGRADED (and when a
+    live lease is found on a down host), so a lease heals when a spare host frees, when the
+    lost host comes back, or at the periodic resync. Returns what happened, in a line.
+    """
+    with booking.transaction(credits.CREDITS_LOCK) as (session, engine):
+        lease = session.get(Lease, lease_id)
+        if lease is None or lease.phase not in LIVE:
+            return ""
+        return _heal(session, engine, queue, lease, cause)
+
+
+def _heal(session: Session, engine: Engine, queue: WorkQueue, lease: Lease, cause: str) -> str:
     placement = engine.booking(lease.id)
     if placement is None:
         return f"{lease.name}: nothing booked"
-    keep = tuple(a for a in placement.allocations if a.host != lost_host)
-    lost = [a for a in placement.allocations if a.host == lost_host]
+    down = lost_hosts(engine, lease.id)
     started = lease.phase != LeasePhase.PENDING
+    if not down:
+        if lease.phase == LeasePhase.DEGRADED:
+            move(session, lease, LeasePhase.ACTIVE, f"whole again: {cause}")
+            queue.enqueue(session, "lease", lease.id)
+            return f"{lease.name}: whole again ({cause})"
+        return ""
+    which = ", ".join(down)
+    keep = tuple(a for a in placement.allocations if a.host not in down)
+    lost = [a for a in placement.allocations if a.host in down]
     spec = {r["name"]: r for r in lease.spec["reservations"]}
     wanted = [
         _replacement(session, spec[key], [a for a in lost if a.key == key])
         for key in sorted({a.key for a in lost})
     ]
-    if started:
-        move(session, lease, LeasePhase.DEGRADED, f"lost host {lost_host}")
+    if started and lease.phase != LeasePhase.STARTING:
+        move(session, lease, LeasePhase.DEGRADED, f"lost host {which}")
     engine.book(lease.id, Placement(placement.start, placement.end, keep))
     found = engine.fit(f"heal:{lease.id}", wanted, placement.start, placement.end)
     if isinstance(found, NoFit):
         engine.book(lease.id, placement)  # keep the claim: the host may come back
-        note(session, lease, f"lost host {lost_host}; no replacement is free ({found.reason})")
-        return f"{lease.name}: no replacement for {lost_host}"
+        why = (
+            f"lost host {which}; no replacement is free ({found.reason}); it is retried when "
+            "capacity frees or the host comes back"
+        )
+        if lease.phase_reason != why:
+            note(session, lease, why)
+        return f"{lease.name}: no replacement for {which}"
     combined = Placement(placement.start, placement.end, keep + found.allocations)
     engine.book(lease.id, combined)
     _store_placement(session, lease, combined)
-    cost = lease_cost(combined, _hosts(engine))
+    cost = lease_cost(combined, _hosts(engine), slice_keys(lease.spec["reservations"]))
     credits.settle(
         session,
         lease.tenancy_id,
@@ -565,16 +677,16 @@ def _heal(session: Session, engine: Engine, queue: WorkQueue, lease: Lease, lost
         cost,
         placement.start,
         placement.end,
-        note=f"lease '{lease.name}' healed after host {lost_host} failed",
+        note=f"lease '{lease.name}' healed after host {which} failed",
     )
     lease.status = {**lease.status, "cost": _cost_json(cost)}
     new_hosts = ", ".join(found.hosts())
-    if started:
-        move(session, lease, LeasePhase.ACTIVE, f"host {lost_host} replaced by {new_hosts}")
+    if lease.phase == LeasePhase.DEGRADED:
+        move(session, lease, LeasePhase.ACTIVE, f"host {which} replaced by {new_hosts}")
     else:
-        note(session, lease, f"host {lost_host} went down; re-placed on {new_hosts}")
+        note(session, lease, f"host {which} went down; re-placed on {new_hosts}")
     queue.enqueue(session, "lease", lease.id)
-    return f"{lease.name}: {lost_host} replaced by {new_hosts}"
+    return f"{lease.name}: {which} replaced by {new_hosts}"
 
 
 def _replacement(session: Session, spec: dict[str, Any], lost: list[Any]) -> Request:
@@ -584,22 +696,9 @@ def _replacement(session: Session, spec: dict[str, Any], lost: list[Any]) -> Req
         return HostRequest(key=req.key, min_count=len(lost), max_count=len(lost), filter=req.filter)
     slots = sum(a.slots for a in lost)
     if isinstance(req, FlavorRequest):
-        return FlavorRequest(
-            key=req.key,
-            count=slots,
-            vcpus=req.vcpus,
-            memory_mb=req.memory_mb,
-            disk_gb=req.disk_gb,
-            gpu_model=req.gpu_model,
-            gpus=req.gpus,
-            gpu_profile=req.gpu_profile,
-            affinity="none",
-            filter=req.filter,
-        )
+        return replace(req, count=slots, affinity="none")
     assert isinstance(req, SliceRequest)
-    return SliceRequest(
-        key=req.key, count=slots, profile=req.profile, gpu_model=req.gpu_model, filter=req.filter
-    )
+    return replace(req, count=slots)
 
 
 def _adapter() -> Any:

@@ -9,7 +9,7 @@ property, default 1), ``gpu:<model>`` (whole GPUs), ``slice:<profile>`` (GPU sli
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from decimal import Decimal
 
@@ -39,8 +39,14 @@ def duration_hours(start: datetime, end: datetime) -> Decimal:
     return Decimal(max(0, minutes)) / Decimal(60)
 
 
-def lease_cost(placement: Placement, hosts: Mapping[str, HostInfo]) -> dict[str, Decimal]:
-    """Resource-hours per class that ``placement`` holds over its window."""
+def lease_cost(
+    placement: Placement, hosts: Mapping[str, HostInfo], slice_keys: Collection[str] = ()
+) -> dict[str, Decimal]:
+    """Resource-hours per class that ``placement`` holds over its window.
+
+    Reservations named in ``slice_keys`` are GPU-slice reservations: the vCPUs and memory
+    booked with their slices come with the slice and are not charged on their own.
+    """
     h = duration_hours(placement.start, placement.end)
     cost: dict[str, Decimal] = defaultdict(Decimal)
     for a in placement.allocations:
@@ -50,7 +56,7 @@ def lease_cost(placement: Placement, hosts: Mapping[str, HostInfo]) -> dict[str,
                 continue
             cost[f"host:{host_type(host)}"] += h * credit_rate(host)
             continue
-        if a.amount.vcpus:
+        if a.amount.vcpus and a.key not in slice_keys:
             cost["vcpu"] += h * a.amount.vcpus
         for model, n in a.amount.gpus:
             cost[f"gpu:{model}"] += h * n

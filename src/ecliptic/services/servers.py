@@ -22,7 +22,13 @@ from ecliptic.scheduler.model import (
     Preemptible,
     Request,
 )
-from ecliptic.services.booking import FOREVER, Booking, server_amount, server_booking_id
+from ecliptic.services.booking import (
+    FOREVER,
+    Booking,
+    amount_from_json,
+    server_amount,
+    server_booking_id,
+)
 from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import find_flavor
 from ecliptic.services.leases import find_lease
@@ -335,10 +341,33 @@ def placement_in_lease(
             f"reservation '{reservation}' holds GPU slices, not whole GPUs: use "
             "a flavor without GPUs (the slice is the server's GPU)"
         )
+    too_big = ""
     for a in sorted(allocs, key=lambda a: a.host):
-        if sum(1 for r in inside if r[0] == a.host) < a.slots:
-            return LeasePlace(a.host, reservation)
+        used = [r for r in inside if r[0] == a.host]
+        if len(used) >= a.slots:
+            continue
+        if kind == "gpu_slice":
+            # The slices booked their vCPUs and memory on this host (their share of it, or
+            # the flavor they were reserved for): the servers in them get no more than that.
+            booked = amount_from_json(a.amount)
+            cpu = booked.vcpus - sum(r[1] for r in used)
+            mem = booked.memory_mb - sum(r[2] for r in used)
+            if fl.vcpus > cpu or fl.memory_mb > mem:
+                too_big = (
+                    f"; on {a.host} its slices booked {booked.vcpus} vCPU and "
+                    f"{booked.memory_mb} MiB, {cpu} vCPU and {mem} MiB are free, and flavor "
+                    f"'{fl.name}' needs {fl.vcpus} vCPU and {fl.memory_mb} MiB: use a smaller "
+                    "flavor, or reserve the slices for this flavor (\"flavor\" in the "
+                    "reservation, 'ecliptic lease create --slice-flavor')"
+                )
+                continue
+        return LeasePlace(a.host, reservation)
     total = sum(a.slots for a in allocs)
+    if too_big:
+        raise NoCapacity(
+            f"reservation '{reservation}' of lease '{lease.name}' has no room left for "
+            f"flavor '{fl.name}'{too_big}"
+        )
     raise NoCapacity(
         f"reservation '{reservation}' of lease '{lease.name}' holds {total} "
         f"{'slot' if kind == 'flavor' else 'slice'}(s), all in use; delete a server of the "

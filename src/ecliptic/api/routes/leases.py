@@ -84,14 +84,26 @@ def get_lease(ref: str, caller: CallerDep, rt: RuntimeDep) -> LeaseOut:
 
 @router.patch("/leases/{ref}", response_model=LeaseOut)
 def update_lease(ref: str, body: LeaseUpdate, caller: CallerDep, rt: RuntimeDep) -> LeaseOut:
-    """Move, extend, shorten, grow or shrink; the difference is charged or refunded."""
-    return lease_out(leases.update_lease(rt.booking, rt.queue, caller, ref, body))
+    """Move, extend, shorten, grow or shrink; the difference is charged or refunded.
+
+    A change that would end the lease now or earlier, or that changes nothing, is a 422:
+    end a lease with ``DELETE`` (or ``POST .../end``)."""
+    lease = leases.update_lease(rt.booking, rt.queue, caller, ref, body)
+    return lease_out(lease, leases.lease_servers(rt.booking, lease.id))
 
 
 @router.delete("/leases/{ref}", response_model=LeaseOut, status_code=202)
 def delete_lease(ref: str, caller: CallerDep, rt: RuntimeDep) -> LeaseOut:
     """End a lease now (unused time refunded; servers go after the grace period)."""
-    return lease_out(leases.end_lease(rt.booking, rt.queue, caller, ref))
+    lease = leases.end_lease(rt.booking, rt.queue, caller, ref)
+    return lease_out(lease, leases.lease_servers(rt.booking, lease.id))
+
+
+@router.post("/leases/{ref}/end", response_model=LeaseOut, status_code=202)
+def end_lease(ref: str, caller: CallerDep, rt: RuntimeDep) -> LeaseOut:
+    """End a lease now, as ``DELETE`` does (unused time refunded; its cost shows the rest)."""
+    lease = leases.end_lease(rt.booking, rt.queue, caller, ref)
+    return lease_out(lease, leases.lease_servers(rt.booking, lease.id))
 
 
 @router.get("/leases/{ref}/events", response_model=list[EventOut])
@@ -128,7 +140,7 @@ def fit(body: FitRequest, caller: CallerDep, rt: RuntimeDep) -> FitOut:
         start=start,
         end=end,
         hosts={r.name: result.hosts(r.name) for r in body.reservations},
-        cost=leases.window_cost(Window(start, end, result), hosts),
+        cost=leases.window_cost(Window(start, end, result), hosts, body.reservations),
     )
 
 
@@ -149,7 +161,7 @@ def earliest(body: FindRequest, caller: CallerDep, rt: RuntimeDep) -> list[Windo
             start=w.start,
             end=w.end,
             hosts={r.name: w.placement.hosts(r.name) for r in body.reservations},
-            cost=leases.window_cost(w, hosts),
+            cost=leases.window_cost(w, hosts, body.reservations),
         )
         for w in found
     ]
