@@ -357,7 +357,7 @@ def placement_in_lease(
                     f"; on {a.host} its slices booked {booked.vcpus} vCPU and "
                     f"{booked.memory_mb} MiB, {cpu} vCPU and {mem} MiB are free, and flavor "
                     f"'{fl.name}' needs {fl.vcpus} vCPU and {fl.memory_mb} MiB: use a smaller "
-                    "flavor, or reserve the slices for this flavor (\"flavor\" in the "
+                    'flavor, or reserve the slices for this flavor ("flavor" in the '
                     "reservation, 'ecliptic lease create --slice-flavor')"
                 )
                 continue
