@@ -1060,6 +1060,11 @@ class _Leases(_Group):
         out: LeaseOut = self._c._call(LeaseOut, "DELETE", f"/leases/{_q(ref)}")
         return out
 
+    def retry(self, ref: str) -> LeaseOut:
+        """Start a lease in ERROR again (``ApiError`` 409 in any other phase)."""
+        out: LeaseOut = self._c._call(LeaseOut, "POST", f"/leases/{_q(ref)}/retry")
+        return out
+
     def end(self, ref: str) -> LeaseOut:
         """End a lease now, as ``delete`` does; its ``cost`` then shows what was kept."""
         out: LeaseOut = self._c._call(LeaseOut, "POST", f"/leases/{_q(ref)}/end")

@@ -39,6 +39,12 @@ class Settings:
     """Where the local cloud records which instance owns which namespace and link."""
     preemptible_min_lifetime: timedelta = timedelta(hours=1)
     """How long a preemptible server is guaranteed to run before a lease may evict it."""
+    preemptible_grace: timedelta = timedelta(seconds=30)
+    """Between SIGTERM and deletion of a preempted server (``ECLIPTIC_PREEMPTIBLE_GRACE_SECONDS``);
+    a lease that needs its room waits this long (and books it: see docs/leases.md)."""
+    deleted_server_retention: timedelta = timedelta(days=7)
+    """How long a deleted server's record and events stay readable by its tenancy
+    (``ECLIPTIC_DELETED_SERVER_RETENTION_HOURS``; ``server list --deleted``)."""
     gateway: str = "auto"
     """Run the tunnel gateway inside ``ecliptic serve``: ``on``, ``off`` or ``auto`` (when its
     prerequisites are met: root, sshd, nginx, the ``tunnel`` account)."""
@@ -121,10 +127,30 @@ def load_settings(**overrides: object) -> Settings:
         "preemptible_min_lifetime": timedelta(
             minutes=int(os.environ.get("ECLIPTIC_PREEMPTIBLE_MIN_LIFETIME_MINUTES", "60"))
         ),
+        "preemptible_grace": timedelta(
+            seconds=_bounded("ECLIPTIC_PREEMPTIBLE_GRACE_SECONDS", 30, 0, 3600)
+        ),
+        "deleted_server_retention": timedelta(
+            hours=_bounded("ECLIPTIC_DELETED_SERVER_RETENTION_HOURS", 7 * 24, 0, 366 * 24)
+        ),
         **_gateway_settings(),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _bounded(name: str, default: int, lo: int, hi: int) -> int:
+    """An integer setting between ``lo`` and ``hi``, or an ``InvalidSetting`` that says so."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = lo - 1
+    if not lo <= value <= hi:
+        raise InvalidSetting(f"{name}={raw!r}: give a whole number from {lo} to {hi}")
+    return value
 
 
 def _gateway_settings() -> dict[str, object]:

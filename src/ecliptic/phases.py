@@ -53,7 +53,7 @@ class LeasePhase(StrEnum):
     DEGRADED = "DEGRADED"  # running, but lost a host that could not be replaced yet
     ENDING = "ENDING"  # end is due: servers get their grace period, then go
     ENDED = "ENDED"  # over; capacity released, unused credit refunded
-    ERROR = "ERROR"  # could not start or end; an operator looks
+    ERROR = "ERROR"  # could not start (the reason says why): retry it, or end it
 
 
 SERVER_MOVES: dict[ServerPhase, frozenset[ServerPhase]] = {
@@ -96,7 +96,7 @@ LEASE_MOVES: dict[LeasePhase, frozenset[LeasePhase]] = {
     LeasePhase.DEGRADED: frozenset({LeasePhase.ACTIVE, LeasePhase.ENDING, LeasePhase.ERROR}),
     LeasePhase.ENDING: frozenset({LeasePhase.ENDED, LeasePhase.ERROR}),
     LeasePhase.ENDED: frozenset(),
-    LeasePhase.ERROR: frozenset({LeasePhase.ENDING, LeasePhase.ENDED}),
+    LeasePhase.ERROR: frozenset({LeasePhase.STARTING, LeasePhase.ENDING, LeasePhase.ENDED}),
 }
 
 TABLES: dict[str, dict[str, frozenset[str]]] = {

@@ -89,7 +89,11 @@ class Runtime:
         self.queue = WorkQueue(self.db, self.clock)
         self.backend = backend or make_backend(settings, self.instance_id)
         self.booking = Booking(
-            self.db, self.clock, min_preemptible_lifetime=settings.preemptible_min_lifetime
+            self.db,
+            self.clock,
+            min_preemptible_lifetime=settings.preemptible_min_lifetime,
+            preemptible_grace=settings.preemptible_grace,
+            deleted_server_retention=settings.deleted_server_retention,
         )
         self.ctx = Context(self.db, self.backend, self.queue, self.booking)
         self.workers = Workers(self.ctx, settings.workers)

@@ -97,6 +97,9 @@ def test_lease_create_list_show_update_ledger_and_delete_refunds(admin_cli: Cli)
 
         res = admin_cli("lease", "events", "gpus")
         assert res.exit_code == 0 and "booked" in res.stdout
+
+        res = admin_cli("lease", "retry", "gpus")
+        assert res.exit_code != 0 and "only a lease in ERROR" in _unboxed(res.output)
     finally:
         res = admin_cli("lease", "delete", "gpus")
     assert res.exit_code == 0, res.output

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from ecliptic.api.schemas import LeaseCreate, LeaseUpdate
 from ecliptic.backends.base import GpuRecord, HostRecord, NicRecord
 from ecliptic.clock import ManualClock
-from ecliptic.errors import InvalidInput
+from ecliptic.errors import Conflict, InvalidInput
 from ecliptic.reconcile.base import Context
 from ecliptic.reconcile.leases import reconcile_lease
 from ecliptic.services import credits, leases, servers
@@ -484,3 +484,71 @@ def test_an_update_never_ends_a_lease_nor_does_nothing(env: L) -> None:
     # Shortening to a minute from now is a change, not an end.
     leases.update_lease(env.booking, env.queue, env.alice, "gpus", LeaseUpdate(shorten="21h59m"))
     assert leases.get_lease(env.booking, env.alice, "gpus").phase == "ACTIVE"
+
+
+def test_a_start_that_cannot_finish_goes_to_error_and_can_be_retried(env: L) -> None:
+    ctx = Context(env.db, None, env.queue, env.booking)  # type: ignore[arg-type]
+    spot = servers.create_server(
+        env.booking, env.queue, env.alice, "spot", "m1.large", [], preemptible=True
+    )
+    assert spot.host is not None
+    env.clock.advance(timedelta(hours=2))  # past its minimum lifetime
+    where = f'name == "{spot.host.name}"'
+    lease = leases.create_lease(
+        env.booking,
+        env.queue,
+        env.alice,
+        gpu_hosts(1, name="mine", start="now", reservations=[{"kind": "host", "where": where}]),
+    )
+    reconcile_lease(ctx, lease.id)
+    assert leases.get_lease(env.booking, env.alice, "mine").phase == "STARTING"
+    with pytest.raises(Conflict, match="not ERROR"):
+        leases.retry_lease(env.booking, env.queue, env.alice, "mine")
+    # The victim's deletion never finishes (its worker is stuck): the start gives up after
+    # the preemptible grace plus a bounded wait, with the reason and the ways out.
+    env.clock.advance(timedelta(minutes=3))
+    reconcile_lease(ctx, lease.id)
+    assert leases.get_lease(env.booking, env.alice, "mine").phase == "STARTING"
+    env.clock.advance(timedelta(minutes=3))
+    reconcile_lease(ctx, lease.id)
+    stuck = leases.get_lease(env.booking, env.alice, "mine")
+    assert stuck.phase == "ERROR"
+    for text in ("could not start", "spot (DELETING: preempted", "lease retry mine", "lease end"):
+        assert text in stuck.phase_reason
+    # Retried, it waits again; once the victim is gone it starts.
+    assert leases.retry_lease(env.booking, env.queue, env.alice, "mine").phase == "STARTING"
+    reconcile_lease(ctx, lease.id)
+    assert leases.get_lease(env.booking, env.alice, "mine").phase == "STARTING"
+    with env.db.write() as s:
+        gone = s.get(Server, spot.id)
+        assert gone is not None
+        for port in list(gone.ports):
+            s.delete(port)
+        s.delete(gone)
+    reconcile_lease(ctx, lease.id)
+    assert leases.get_lease(env.booking, env.alice, "mine").phase == "ACTIVE"
+
+
+def test_a_lease_in_error_can_be_ended_with_a_refund(env: L) -> None:
+    ctx = Context(env.db, None, env.queue, env.booking)  # type: ignore[arg-type]
+    spot = servers.create_server(
+        env.booking, env.queue, env.alice, "spot", "m1.large", [], preemptible=True
+    )
+    assert spot.host is not None
+    env.clock.advance(timedelta(hours=2))
+    where = f'name == "{spot.host.name}"'
+    lease = leases.create_lease(
+        env.booking,
+        env.queue,
+        env.alice,
+        gpu_hosts(1, name="mine", start="now", reservations=[{"kind": "host", "where": where}]),
+    )
+    reconcile_lease(ctx, lease.id)
+    env.clock.advance(timedelta(minutes=10))
+    reconcile_lease(ctx, lease.id)
+    assert leases.get_lease(env.booking, env.alice, "mine").phase == "ERROR"
+    ended = leases.end_lease(env.booking, env.queue, env.alice, "mine")
+    assert ended.phase == "ENDING"
+    reconcile_lease(ctx, lease.id)
+    assert leases.get_lease(env.booking, env.alice, "mine").phase == "ENDED"
+    assert remaining(env, "host:cpu") == Decimal("999.833")  # all but its 10 minutes back

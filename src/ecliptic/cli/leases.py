@@ -660,6 +660,18 @@ LeaseNames = Annotated[
 ]
 
 
+@command(app, "retry")
+def retry(name: Name) -> None:
+    """Start a lease in ERROR again (its reason says what stopped it; 'lease end' gives up)."""
+    lease = client().leases.retry(name)
+
+    def human() -> None:
+        show_lease(lease)
+        output.note(f"lease {lease.name}: starting again; 'ecliptic lease events {name}'")
+
+    emit(lease, human)
+
+
 @command(app, "end")
 def end_(names: LeaseNames) -> None:
     """End leases now: unused credit is refunded (shown), servers go after the grace period.

@@ -18,7 +18,8 @@ from ecliptic.store.models import Lease, Server
 from ecliptic.store.transitions import move, note
 
 POLL_S = 0.5
-PREEMPT_GRACE_S = 30.0
+START_PATIENCE_S = 300.0
+"""A start waits this long past the preemptible grace for its victims to go, then ERROR."""
 HEAL_RETRY_S = 60.0
 """A DEGRADED lease tries to heal at least this often (and at once when capacity frees)."""
 LIVE = (LeasePhase.PENDING, LeasePhase.STARTING, LeasePhase.ACTIVE, LeasePhase.DEGRADED)
@@ -76,6 +77,15 @@ def reconcile_lease(ctx: Context, lease_id: str) -> Outcome:
         return Outcome(requeue_after=wait)
     if phase == LeasePhase.ENDING:
         return _end(ctx, lease_id, now)
+    if phase == LeasePhase.ERROR and now >= end:
+        # Stuck until its end: it ends like any lease (servers deleted after the grace).
+        with ctx.db.write() as session:
+            row = session.get(Lease, lease_id)
+            if row is not None:
+                move(session, row, LeasePhase.ENDING, "its end time came (it was in ERROR)")
+        return _end(ctx, lease_id, now)
+    if phase == LeasePhase.ERROR:
+        return Outcome(requeue_after=_secs(end - now))
     return Outcome()
 
 
@@ -86,6 +96,11 @@ def _start(ctx: Context, lease_id: str, now: datetime) -> Outcome:
         if lease is None or lease.phase not in (LeasePhase.PENDING, LeasePhase.STARTING):
             return Outcome(requeue_after=0)
         move(session, lease, LeasePhase.STARTING, "start is due")
+        since = lease.status.get("starting_since")
+        if since is None:
+            since = now.isoformat()
+            lease.status = {**lease.status, "starting_since": since}
+        grace = ctx.booking.preemptible_grace.total_seconds()
         placement = engine.booking(lease_id)
         victims = engine.victims(placement, now) if placement is not None else []
         waiting = list(lease.status.get("victims", []))
@@ -99,11 +114,28 @@ def _start(ctx: Context, lease_id: str, now: datetime) -> Outcome:
                 f"{srv.host.name if srv.host else '?'} and needs the room this preemptible "
                 "server used"
             )
-            srv.spec = {**srv.spec, "stop_grace_s": PREEMPT_GRACE_S, "preempted_by": lease.id}
+            srv.spec = {**srv.spec, "stop_grace_s": grace, "preempted_by": lease.id}
             move(session, srv, ServerPhase.DELETING, reason)
             ctx.queue.enqueue(session, "server", sid)
             waiting.append(sid)
         still = [sid for sid in waiting if session.get(Server, sid) is not None]
+        deadline = datetime.fromisoformat(since) + timedelta(seconds=grace + START_PATIENCE_S)
+        if still and now >= deadline:
+            # Bounded: the victims' deletion is retried by their own reconciler, but the
+            # lease says it is stuck, and why, instead of STARTING forever.
+            stuck = [s for s in (session.get(Server, sid) for sid in still) if s is not None]
+            which = "; ".join(f"{s.name} ({s.phase}: {s.phase_reason})" for s in stuck[:5])
+            move(
+                session,
+                lease,
+                LeasePhase.ERROR,
+                f"could not start: {len(stuck)} preemptible server(s) in the way could not be "
+                f"deleted by {deadline:%Y-%m-%d %H:%M:%S} UTC: {which}; "
+                f"'ecliptic lease retry {lease.name}' tries again, "
+                f"'ecliptic lease end {lease.name}' gives it up (unused credit refunded)",
+            )
+            lease.status = {k: v for k, v in lease.status.items() if k != "starting_since"}
+            return Outcome(requeue_after=_secs(lease.end_at - now))
         if still:
             move(
                 session,
@@ -113,7 +145,9 @@ def _start(ctx: Context, lease_id: str, now: datetime) -> Outcome:
             )
             lease.status = {**lease.status, "victims": still}
             return Outcome(requeue_after=POLL_S)
-        lease.status = {k: v for k, v in lease.status.items() if k != "victims"}
+        lease.status = {
+            k: v for k, v in lease.status.items() if k not in ("victims", "starting_since")
+        }
         down = leases.lost_hosts(engine, lease_id)
         if down:
             move(

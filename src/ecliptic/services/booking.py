@@ -121,10 +121,22 @@ def server_booking_id(server_id: str) -> str:
 class Booking:
     """An ``Engine`` plus the discipline that keeps it equal to the store."""
 
-    def __init__(self, db: Database, clock: Clock, *, min_preemptible_lifetime: timedelta) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        min_preemptible_lifetime: timedelta,
+        preemptible_grace: timedelta = timedelta(seconds=30),
+        deleted_server_retention: timedelta = timedelta(days=7),
+    ) -> None:
         self.db = db
         self.clock = clock
         self.min_preemptible_lifetime = min_preemptible_lifetime
+        self.preemptible_grace = preemptible_grace
+        """SIGTERM to deletion of a preempted server; a lease starting on its room waits it."""
+        self.deleted_server_retention = deleted_server_retention
+        """How long deleted servers stay listed (tombstones) for their tenancy."""
         self._lock = threading.RLock()
         self._seq = -1
         self._stale = True

@@ -482,6 +482,24 @@ def end_lease(booking: Booking, queue: WorkQueue, caller: Caller, ref: str) -> L
         return lease
 
 
+def retry_lease(booking: Booking, queue: WorkQueue, caller: Caller, ref: str) -> Lease:
+    """Try again to start a lease that went to ERROR (its booking was kept)."""
+    tenancy_id = caller.require_tenancy()
+    with booking.db.write() as session:
+        lease = find_lease(session, tenancy_id, ref)
+        if lease.phase != LeasePhase.ERROR:
+            raise Conflict(
+                f"lease '{lease.name}' is {lease.phase}, not ERROR: only a lease in ERROR is "
+                "retried (a lease retries everything else by itself)"
+            )
+        move(session, lease, LeasePhase.STARTING, f"retry asked by {caller.user_name}")
+        lease.status = {k: v for k, v in lease.status.items() if k != "starting_since"}
+        queue.enqueue(session, "lease", lease.id)
+        session.flush()
+        session.refresh(lease)
+        return lease
+
+
 def list_leases(booking: Booking, caller: Caller, *, include_ended: bool = False) -> list[Lease]:
     """Leases of the caller's tenancy."""
     tenancy_id = caller.require_tenancy()

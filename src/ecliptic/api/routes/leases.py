@@ -106,6 +106,13 @@ def end_lease(ref: str, caller: CallerDep, rt: RuntimeDep) -> LeaseOut:
     return lease_out(lease, leases.lease_servers(rt.booking, lease.id))
 
 
+@router.post("/leases/{ref}/retry", response_model=LeaseOut, status_code=202)
+def retry_lease(ref: str, caller: CallerDep, rt: RuntimeDep) -> LeaseOut:
+    """Start a lease in ERROR again (409 for a lease in any other phase)."""
+    lease = leases.retry_lease(rt.booking, rt.queue, caller, ref)
+    return lease_out(lease, leases.lease_servers(rt.booking, lease.id))
+
+
 @router.get("/leases/{ref}/events", response_model=list[EventOut])
 def lease_events(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[EventOut]:
     """What happened to a lease, and why."""
