@@ -71,6 +71,11 @@ def grant_starter_credits(session: Session, tenancy_id: str, now: datetime) -> N
         )
 
 
+def _hosts(session: Session) -> list[tuple[str, object]]:
+    """Every host row as the engine sees it, with its lifecycle state."""
+    return [(h.state, host_info(h)) for h in session.scalars(select(Host).order_by(Host.name))]
+
+
 class Runtime:
     """Everything an instance needs, started and stopped together."""
 
@@ -112,7 +117,12 @@ class Runtime:
         """Seed flavors, sync the inventory and, on an empty database, make a first admin."""
         with self.db.write() as session:
             seed_flavors(session)
+            hosts_before = _hosts(session)
             sync_inventory(session, self.backend.inventory())
+            session.flush()
+            if _hosts(session) != hosts_before:
+                # Other processes' engines follow the booking log: tell them to rebuild.
+                session.info.setdefault("after_commit", []).append(self.booking.reset)
             if session.scalar(select(func.count()).select_from(User)):
                 return None
             password = os.environ.get("ECLIPTIC_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
@@ -125,8 +135,9 @@ class Runtime:
             return FirstAdmin("admin", password, tenancy.name)
 
     def start(self, *, workers: bool = True) -> FirstAdmin | None:
-        """Bootstrap, adopt what exists, and start the workers."""
+        """Bootstrap, adopt what exists, and start the workers and the booking follower."""
         first = self.bootstrap()
+        self.booking.follow()
         adopt(self.ctx)
         if workers:
             self.workers.start()
@@ -147,4 +158,5 @@ class Runtime:
         """Stop the workers and close the database."""
         self._stop.set()
         self.workers.stop()
+        self.booking.stop()
         self.db.dispose()

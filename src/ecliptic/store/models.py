@@ -457,3 +457,26 @@ class GatewayReplica(Base):
     peer_address: Mapped[str] = mapped_column(String(300))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class BookingLog(Base):
+    """One change of the reservation engine, numbered in commit order.
+
+    Written in the transaction that makes the change, so that other processes sharing the
+    database can follow bookings incrementally instead of rebuilding their engine.
+    """
+
+    __tablename__ = "booking_log"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    """Position in the log: the value of ``meta.booking_seq`` once this change committed."""
+    kind: Mapped[str] = mapped_column(String(16))
+    """``booking`` (a lease or an on-demand server), ``preemptible``, ``host`` or ``reset``."""
+    key: Mapped[str] = mapped_column(String(300))
+    """The lease id, ``server:<id>``, the preemptible server's id, or the host name."""
+    action: Mapped[str] = mapped_column(String(16))
+    """``booked`` (``data`` holds the new state) or ``released``."""
+    data: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc, nullable=True)
+    """The placement, preemptible server or host as the engine now holds it."""
+    origin: Mapped[str] = mapped_column(String(100))
+    """The process that wrote it (``host:pid``)."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
