@@ -46,6 +46,7 @@ from ecliptic.api.schemas import (
     CalendarRowOut,
     ConsoleLog,
     CreditAllocate,
+    DeletedServerOut,
     EventOut,
     ExecRequest,
     ExecResult,
@@ -954,8 +955,16 @@ class _Servers(_Group):
         )
         return out
 
+    def deleted(self, limit: int | None = None) -> builtins.list[DeletedServerOut]:
+        """Servers deleted within the retention period, latest first, with why they went."""
+        out: builtins.list[DeletedServerOut] = self._c._call(
+            list[DeletedServerOut], "GET", "/deleted-servers", params={"limit": limit}
+        )
+        return out
+
     def events(self, ref: str) -> builtins.list[EventOut]:
-        """The server's latest phase changes, oldest first."""
+        """The server's latest phase changes, oldest first (a deleted server's too, while it
+        is kept)."""
         out: builtins.list[EventOut] = self._c._call(
             list[EventOut], "GET", f"/servers/{_q(ref)}/events"
         )

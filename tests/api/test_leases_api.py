@@ -5,6 +5,7 @@ Time is a manual clock the test moves: lease events fire when it says so, not by
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ecliptic.api.app import create_app
+from ecliptic.backends.base import ServiceSpec
 from ecliptic.clock import ManualClock
 from ecliptic.config import load_settings
 from ecliptic.runtime import Runtime
@@ -122,10 +124,35 @@ def test_servers_live_inside_their_lease_and_go_with_it(
     assert events == []
 
 
+SAVER = """
+import pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+def term(*_):
+    out.write_text(out.read_text() + "term\\n")
+    time.sleep(1.0)  # saving its work takes a second, well inside the grace
+    out.write_text(out.read_text() + "saved\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+out.write_text("started\\n")
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.fixture
+def clocked_grace(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Api, ManualClock, Runtime]:
+    monkeypatch.setenv("ECLIPTIC_PREEMPTIBLE_GRACE_SECONDS", "4")
+    got: tuple[Api, ManualClock, Runtime] = request.getfixturevalue("clocked")
+    return got
+
+
 def test_preemptibles_survive_their_minimum_lifetime_then_make_way(
-    clocked: tuple[Api, ManualClock, Runtime],
+    clocked_grace: tuple[Api, ManualClock, Runtime], tmp_path: Path
 ) -> None:
-    api, clock, rt = clocked
+    api, clock, rt = clocked_grace
+    assert rt.booking.preemptible_grace == timedelta(seconds=4)
     # cpu-a has 8 vCPUs: two preemptible m1.large (4 vCPU) fill it.
     made = []
     for n in ("p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9", "p10"):
@@ -135,8 +162,18 @@ def test_preemptibles_survive_their_minimum_lifetime_then_make_way(
             break
         made.append(n)
     assert len(made) >= 2
+    where: dict[str, str] = {}
     for n in made:
-        api.wait(n)
+        srv = api.wait(n)
+        where[n] = srv["host"]
+        # A real process in each server that saves its work when told to stop.
+        rt.backend.start_service(
+            srv["id"], ServiceSpec("saver", (sys.executable, "-c", SAVER, str(tmp_path / n)))
+        )
+    for n in made:
+        wait_for(f"{n} started", lambda n=n: (tmp_path / n).exists())
+    victims = sorted(n for n in made if where[n] == "cpu-a")
+    assert victims
     body = {
         "name": "cpu",
         "start": "now",
@@ -145,22 +182,30 @@ def test_preemptibles_survive_their_minimum_lifetime_then_make_way(
     }
     r = api.post("/leases", body)
     assert r.status_code == 409, r.text
-    assert "earliest start" in r.json()["detail"]
+    # The earliest start is when the youngest of them has had its minimum lifetime.
+    earliest = T0 + timedelta(hours=1)
+    assert f"stopped early is {earliest:%Y-%m-%d %H:%M} UTC" in r.json()["detail"]
     advance(rt, clock, timedelta(hours=1, minutes=1))
     r = api.post("/leases", body)
     assert r.status_code == 201, r.text
-    wait_for("lease active", lambda: lease_phase(api, "cpu") == "ACTIVE")
-    on_cpu_a = [
-        n
-        for n in made
-        if api.get(f"/servers/{n}").status_code == 200
-        and api.get(f"/servers/{n}").json()["host"] == "cpu-a"
-    ]
-    assert on_cpu_a == []
-    gone = [e for e in api.get("/leases/cpu/events").json()]
-    assert gone
-    # Servers on other hosts were left alone.
-    assert any(api.get(f"/servers/{n}").status_code == 200 for n in made)
+    wait_for("lease active", lambda: lease_phase(api, "cpu") == "ACTIVE", timeout=30)
+    for n in made:
+        if n in victims:
+            assert api.get(f"/servers/{n}").status_code == 404
+            # SIGTERM first, then the grace to finish: the work was saved before deletion.
+            assert (tmp_path / n).read_text().split() == ["started", "term", "saved"]
+            # The owner still reads why it went (its tombstone keeps its events).
+            r = api.get(f"/servers/{n}/events")
+            assert r.status_code == 200, r.text
+            last = r.json()[-1]
+            assert last["to_phase"] == "DELETED"
+            assert last["reason"].startswith("preempted: lease 'cpu' starts on host cpu-a")
+        else:  # servers on other hosts were left alone
+            assert api.get(f"/servers/{n}").json()["phase"] == "ACTIVE"
+            assert (tmp_path / n).read_text().split() == ["started"]
+    gone = api.get("/deleted-servers").json()
+    assert sorted(g["name"] for g in gone) == victims
+    assert all(g["reason"].startswith("preempted: lease 'cpu'") and g["preemptible"] for g in gone)
 
 
 def test_credits_balance_and_ledger(clocked: tuple[Api, ManualClock, Runtime]) -> None:

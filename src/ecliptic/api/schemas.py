@@ -356,6 +356,20 @@ class ConsoleLog(BaseModel):
     log: str
 
 
+class DeletedServerOut(Out):
+    """A server deleted within the retention period, and why it went."""
+
+    id: str
+    name: str
+    flavor: str
+    host: str | None
+    lease_id: str | None
+    preemptible: bool
+    created_at: datetime
+    deleted_at: datetime
+    reason: str
+
+
 class EventOut(Out):
     """A phase change and why it happened."""
 

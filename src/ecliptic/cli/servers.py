@@ -238,9 +238,28 @@ def list_(
         typer.Option("--limit", min=1, max=1000, help="Page size (the API's default: 100)."),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Fetch every page.")] = False,
+    deleted: Annotated[
+        bool,
+        typer.Option(
+            "--deleted",
+            help="Servers deleted lately instead (kept ECLIPTIC_DELETED_SERVER_RETENTION_HOURS, "
+            "a week by default), latest first, with why they went.",
+        ),
+    ] = False,
 ) -> None:
     """List servers of the tenancy, oldest first."""
     c = client()
+    if deleted:
+        gone = c.servers.deleted(limit=limit)
+        emit(
+            gone,
+            lambda: output.table(
+                ["NAME", "FLAVOR", "HOST", "DELETED", "REASON"],
+                [[s.name, s.flavor, s.host, s.deleted_at, s.reason] for s in gone],
+                empty="no server was deleted lately",
+            ),
+        )
+        return
     query = {"name": name, "phase": phase.value if phase else None, "host": host, "flavor": flavor}
     if all_:
         page = Page[ServerOut](items=list(c.servers.iter(**query, page_size=limit)))

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from ecliptic.backends.base import GcReport
 from ecliptic.phases import LeasePhase
 from ecliptic.reconcile.base import Context
+from ecliptic.services.servers import purge_tombstones
 from ecliptic.store.models import Lease, Network, Server
 
 log = logging.getLogger("ecliptic.adoption")
@@ -55,3 +56,4 @@ def resync(ctx: Context) -> None:
             ctx.queue.enqueue(session, "server", sid)
         for lid in session.scalars(select(Lease.id).where(Lease.phase != LeasePhase.ENDED)):
             ctx.queue.enqueue(session, "lease", lid)
+        purge_tombstones(session, ctx.booking.clock.now() - ctx.booking.deleted_server_retention)

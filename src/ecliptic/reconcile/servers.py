@@ -12,7 +12,7 @@ from ecliptic.phases import PortPhase, ServerPhase
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.reconcile.networks import network_spec
 from ecliptic.services.booking import server_booking_id
-from ecliptic.store.models import Event, Network, Server
+from ecliptic.store.models import DeletedServer, Event, Network, Server
 from ecliptic.store.transitions import move
 
 MAX_ATTEMPTS_BEFORE_ERROR = 5
@@ -134,6 +134,20 @@ def _delete(ctx: Context, srv: Server) -> Outcome:
                 object_id=server_id,
                 from_phase=row.phase,
                 to_phase="DELETED",
+                reason=row.phase_reason or "deleted",
+            )
+        )
+        session.merge(
+            DeletedServer(
+                id=server_id,
+                tenancy_id=row.tenancy_id,
+                name=row.name,
+                flavor=row.flavor.name,
+                host=row.host.name if row.host else None,
+                lease_id=row.lease_id,
+                preemptible=row.preemptible,
+                created_at=row.created_at,
+                deleted_at=ctx.booking.clock.now(),
                 reason=row.phase_reason or "deleted",
             )
         )

@@ -6,7 +6,7 @@ import base64
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session, defer, joinedload, raiseload, selectinload
 
 from ecliptic.backends.base import Backend, NotFoundInBackend, RunResult
@@ -41,7 +41,16 @@ from ecliptic.services.networks import (
     find_port,
 )
 from ecliptic.store.db import Database
-from ecliptic.store.models import Event, Flavor, Host, Lease, Network, Port, Server
+from ecliptic.store.models import (
+    DeletedServer,
+    Event,
+    Flavor,
+    Host,
+    Lease,
+    Network,
+    Port,
+    Server,
+)
 from ecliptic.store.transitions import move
 from ecliptic.store.workqueue import WorkQueue
 
@@ -511,16 +520,64 @@ def delete_server(db: Database, queue: WorkQueue, caller: Caller, ref: str) -> S
 
 
 def server_events(db: Database, caller: Caller, ref: str, limit: int = 50) -> list[Event]:
-    """The latest phase changes of a server, newest last."""
+    """The latest phase changes of a server, newest last (of a deleted server too, while its
+    tombstone is kept)."""
+    tenancy_id = caller.require_tenancy()
     with db.read() as session:
-        srv = find_server(session, caller.require_tenancy(), ref)
+        try:
+            server_id = find_server(session, tenancy_id, ref).id
+        except NotFound:
+            gone = find_deleted_server(session, tenancy_id, ref)
+            if gone is None:
+                raise
+            server_id = gone.id
         rows = session.scalars(
             select(Event)
-            .where(Event.object_kind == "server", Event.object_id == srv.id)
+            .where(Event.object_kind == "server", Event.object_id == server_id)
             .order_by(Event.id.desc())
             .limit(limit)
         )
         return list(reversed(list(rows)))
+
+
+def find_deleted_server(session: Session, tenancy_id: str, ref: str) -> DeletedServer | None:
+    """The latest tombstone of a server of the tenancy, by name or id."""
+    return session.scalar(
+        select(DeletedServer)
+        .where(
+            DeletedServer.tenancy_id == tenancy_id,
+            (DeletedServer.name == ref) | (DeletedServer.id == ref),
+        )
+        .order_by(DeletedServer.deleted_at.desc())
+        .limit(1)
+    )
+
+
+def list_deleted_servers(
+    db: Database, caller: Caller, since: datetime, *, limit: int = 100
+) -> list[DeletedServer]:
+    """The tenancy's servers deleted since ``since`` (the retention period), latest first."""
+    tenancy_id = caller.require_tenancy()
+    with db.read() as session:
+        return list(
+            session.scalars(
+                select(DeletedServer)
+                .where(DeletedServer.tenancy_id == tenancy_id, DeletedServer.deleted_at >= since)
+                .order_by(DeletedServer.deleted_at.desc(), DeletedServer.id)
+                .limit(limit)
+            )
+        )
+
+
+def purge_tombstones(session: Session, before: datetime) -> int:
+    """Forget servers deleted before ``before``, and their events; returns how many."""
+    ids = list(session.scalars(select(DeletedServer.id).where(DeletedServer.deleted_at < before)))
+    for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+        session.execute(
+            delete(Event).where(Event.object_kind == "server", Event.object_id.in_(chunk))
+        )
+        session.execute(delete(DeletedServer).where(DeletedServer.id.in_(chunk)))
+    return len(ids)
 
 
 def console_log(

@@ -236,6 +236,24 @@ class Server(Reconciled, Base):
     )
 
 
+class DeletedServer(Base):
+    """A deleted server's tombstone: what it was and why it went, kept for its tenancy a while
+    (its events stay readable through it; ``ecliptic server list --deleted``)."""
+
+    __tablename__ = "deleted_server"
+    __table_args__ = (Index("ix_deleted_server_tenancy", "tenancy_id", "deleted_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenancy_id: Mapped[str] = mapped_column(ForeignKey("tenancy.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    flavor: Mapped[str] = mapped_column(String(63))
+    host: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    lease_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
 class WorkItem(Base):
     """One pending reconcile of one object: deduplicated, claimable, retried with backoff."""
 

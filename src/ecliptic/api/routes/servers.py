@@ -10,6 +10,7 @@ from ecliptic.api.deps import CallerDep, RuntimeDep
 from ecliptic.api.render import server_out
 from ecliptic.api.schemas import (
     ConsoleLog,
+    DeletedServerOut,
     EventOut,
     ExecRequest,
     ExecResult,
@@ -43,6 +44,17 @@ def list_servers(
         marker=marker,
     )
     return Page[ServerOut](items=[server_out(s) for s in rows], next=nxt)
+
+
+@router.get("/deleted-servers", response_model=list[DeletedServerOut])
+def deleted_servers(
+    caller: CallerDep, rt: RuntimeDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[DeletedServerOut]:
+    """Servers of your tenancy deleted within the retention period, latest first, with the
+    reason (``preempted: ...``, ``lease '...' ended``); their events stay readable."""
+    since = rt.clock.now() - rt.booking.deleted_server_retention
+    rows = servers.list_deleted_servers(rt.db, caller, since, limit=limit)
+    return [DeletedServerOut.model_validate(r) for r in rows]
 
 
 @router.post("/servers", response_model=ServerOut, status_code=202)
