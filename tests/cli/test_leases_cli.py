@@ -165,6 +165,12 @@ def test_servers_inside_a_lease_go_when_it_ends(admin_cli: Cli, cloud: Cloud) ->
         admin.servers.wait_deleted("in-lease", timeout=60)
         admin.servers.delete("spare")
         admin.servers.wait_deleted("spare", timeout=60)
+    res = admin_cli("server", "list", "--deleted")
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.stdout.splitlines() if "in-lease" in x)
+    assert "lease 'runs' ended" in line
+    res = admin_cli("server", "events", "in-lease")
+    assert res.exit_code == 0 and "DELETED" in res.stdout
 
 
 def test_lease_from_a_yaml_file(admin_cli: Cli, tmp_path: Path) -> None:
