@@ -17,6 +17,7 @@ from ecliptic.clock import ManualClock
 from ecliptic.errors import Conflict, InvalidInput
 from ecliptic.reconcile.base import Context
 from ecliptic.reconcile.leases import reconcile_lease
+from ecliptic.scheduler.model import NoFit
 from ecliptic.services import credits, leases, servers
 from ecliptic.services.booking import Booking, build_engine
 from ecliptic.services.caller import Caller
@@ -133,7 +134,8 @@ def test_earliest_when_only_three_of_four_are_free(env: L) -> None:
     found, _ = leases.find_windows(
         env.booking, env.alice, body.reservations, "48h", "now", "30d", 2
     )
-    assert found and found[0].start == T0 + timedelta(hours=36)
+    # The blocker's servers get their 10-minute grace after its end: that is booked too.
+    assert found and found[0].start == T0 + timedelta(hours=36, minutes=10)
     assert len(found[0].placement.hosts()) == 4
     assert all(w.start > found[0].start for w in found[1:])
 
@@ -173,7 +175,7 @@ def test_extension_past_a_later_booking_is_replaced_or_refused(env: L) -> None:
         env.booking,
         env.queue,
         env.alice,
-        gpu_hosts(2, name="later", start=first.end_at, duration="24h"),
+        gpu_hosts(2, name="later", start=first.end_at + timedelta(minutes=10), duration="24h"),
     )
     with pytest.raises(LeaseNoCapacity, match="lease later"):
         leases.update_lease(env.booking, env.queue, env.alice, "first", LeaseUpdate(extend="2h"))
@@ -552,3 +554,43 @@ def test_a_lease_in_error_can_be_ended_with_a_refund(env: L) -> None:
     reconcile_lease(ctx, lease.id)
     assert leases.get_lease(env.booking, env.alice, "mine").phase == "ENDED"
     assert remaining(env, "host:cpu") == Decimal("999.833")  # all but its 10 minutes back
+
+
+def test_the_grace_period_is_booked_so_the_next_lease_waits_for_it(env: L) -> None:
+    first = leases.create_lease(
+        env.booking, env.queue, env.alice, gpu_hosts(4, name="first", start="now", duration="2h")
+    )
+    start_now(env, first.id)
+    # Its servers run 10 minutes past its end (the grace): no lease may start there before.
+    body = gpu_hosts(4)
+    found, _ = leases.find_windows(env.booking, env.alice, body.reservations, "4h", "now", "7d", 0)
+    assert found[0].start == first.end_at + timedelta(minutes=10)
+    assert found[0].end == found[0].start + timedelta(hours=4)
+    *_, fit, _ = leases.check_fit(
+        env.booking, env.alice, body.reservations, first.end_at, None, "4h"
+    )
+    assert isinstance(fit, NoFit)
+    with pytest.raises(LeaseNoCapacity):
+        leases.create_lease(
+            env.booking, env.queue, env.alice, gpu_hosts(4, name="x", start=first.end_at)
+        )
+    # A lease with no grace may follow right at the end; the next one only after its own grace.
+    leases.create_lease(
+        env.booking,
+        env.queue,
+        env.alice,
+        gpu_hosts(4, name="second", start=found[0].start, duration="1h", grace="0m"),
+    )
+    found, _ = leases.find_windows(env.booking, env.alice, body.reservations, "1h", "now", "7d", 0)
+    assert found[0].start == first.end_at + timedelta(hours=1, minutes=10)
+    # Ending early frees the rest, but not the grace its servers are given.
+    env.clock.advance(timedelta(hours=1))
+    leases.end_lease(env.booking, env.queue, env.alice, "first")
+    found, _ = leases.find_windows(env.booking, env.alice, body.reservations, "20m", "now", "7d", 0)
+    assert found[0].start == T0 + timedelta(hours=1, minutes=10)
+    # It was charged for its hours, not for the grace.
+    assert remaining(env, "host:A100") == Decimal(1000 - 4 * 1 - 4 * 1)
+    with env.db.read() as s2:
+        rebuilt = build_engine(s2, timedelta(hours=1))
+    with env.booking.reading() as engine:
+        assert rebuilt.snapshot() == engine.snapshot()

@@ -558,6 +558,10 @@ class FindRequest(Strict):
     not_before: When = "now"
     horizon: Duration = "90d"
     alternatives: Annotated[int, Field(ge=0, le=10)] = 3
+    grace: Duration = Field(
+        default="10m",
+        description="the lease's grace period: its capacity is held that long after its end",
+    )
 
 
 class FitRequest(Strict):
@@ -567,6 +571,10 @@ class FitRequest(Strict):
     start: When = "now"
     end: datetime | None = None
     duration: Duration | None = None
+    grace: Duration = Field(
+        default="10m",
+        description="the lease's grace period: its capacity is held that long after its end",
+    )
 
 
 class FitOut(BaseModel):

@@ -122,11 +122,17 @@ def amount_from_json(d: dict[str, Any]) -> Amount:
     )
 
 
+def held_until(end: datetime, grace_s: int | float) -> datetime:
+    """Until when a lease ending at ``end`` holds its capacity: its servers' grace period is
+    booked (the next lease on its hosts starts after it, and ``lease find`` says so)."""
+    return end + timedelta(seconds=grace_s)
+
+
 def lease_placement(lease: Lease) -> Placement:
     """A lease row's placement."""
     return Placement(
         start=lease.start_at,
-        end=lease.end_at,
+        end=held_until(lease.end_at, lease.grace_s),
         allocations=tuple(
             Allocation(a.reservation, a.host, amount_from_json(a.amount), a.slots)
             for a in lease.allocations
@@ -619,9 +625,11 @@ def build_engine(session: Session, min_preemptible_lifetime: timedelta) -> Journ
     """An engine holding every live booking in the store (bulk load, plain rows, no ORM)."""
     hosts = [host_info(h) for h in session.scalars(select(Host).where(Host.state != "retired"))]
     windows = {
-        lid: (_aware(s), _aware(e))
-        for lid, s, e in session.execute(
-            select(Lease.id, Lease.start_at, Lease.end_at).where(Lease.phase != LeasePhase.ENDED)
+        lid: (_aware(s), held_until(_aware(e), grace_s))
+        for lid, s, e, grace_s in session.execute(
+            select(Lease.id, Lease.start_at, Lease.end_at, Lease.grace_s).where(
+                Lease.phase != LeasePhase.ENDED
+            )
         )
         if e > s  # a lease ended in its first minute holds nothing
     }

@@ -34,7 +34,7 @@ from ecliptic.scheduler.model import (
     Window,
 )
 from ecliptic.services import credits
-from ecliptic.services.booking import Booking, amount_to_json, host_info, minute
+from ecliptic.services.booking import Booking, amount_to_json, held_until, host_info, minute
 from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import find_flavor
 from ecliptic.services.pricing import lease_cost
@@ -281,10 +281,13 @@ def create_lease(booking: Booking, queue: WorkQueue, caller: Caller, body: Lease
         )
         session.add(lease)
         session.flush()
-        result = engine.fit(lease.id, requests, start, end)
+        # The capacity is held through the grace period after the end (servers still run).
+        result = engine.fit(lease.id, requests, start, held_until(end, lease.grace_s))
         if isinstance(result, NoFit):
             raise _refuse(result, session)
-        cost = lease_cost(result, _hosts(engine), slice_keys(lease.spec["reservations"]))
+        cost = lease_cost(
+            replace(result, end=end), _hosts(engine), slice_keys(lease.spec["reservations"])
+        )
         credits.settle(
             session, tenancy_id, lease.id, cost, start, end, note=f"lease '{lease.name}' created"
         )
@@ -383,7 +386,8 @@ def update_lease(
             )
         requests = to_requests(session, spec)
         old = engine.booking(lease.id)
-        result = engine.fit(lease.id, requests, start_check, end_check)
+        held = held_until(end_check, lease.grace_s)
+        result = engine.fit(lease.id, requests, start_check, held)
         if started and old is not None and _has_servers(session, lease.id):
             # Servers run on its hosts: a started lease may not leave them. If the free
             # re-placement would, ask again pinned to them, to name what blocks.
@@ -395,11 +399,11 @@ def update_lease(
                     lease.id,
                     [_pinned(r, old.hosts(r.key)) for r in requests],
                     start_check,
-                    end_check,
+                    held,
                 )
         if isinstance(result, NoFit):
             raise _refuse(result, session)
-        cost = lease_cost(result, _hosts(engine), slice_keys(spec))
+        cost = lease_cost(replace(result, end=end_check), _hosts(engine), slice_keys(spec))
         credits.settle(
             session,
             tenancy_id,
@@ -473,7 +477,8 @@ def end_lease(booking: Booking, queue: WorkQueue, caller: Caller, ref: str) -> L
             lease.end_at = new_end
             if placement is not None and new_end > lease.start_at:
                 # The capacity after now is free again for everyone else.
-                engine.book(lease.id, Placement(lease.start_at, new_end, placement.allocations))
+                held = held_until(new_end, lease.grace_s)
+                engine.book(lease.id, Placement(lease.start_at, held, placement.allocations))
             else:
                 engine.release(lease.id)
             move(session, lease, LeasePhase.ENDING, f"ended early by {caller.user_name}")
@@ -530,8 +535,10 @@ def find_windows(
     not_before: Any,
     horizon: str,
     alternatives: int,
+    grace: str = "10m",
 ) -> tuple[list[Window], dict[str, HostInfo]]:
-    """The earliest windows where the request fits."""
+    """The earliest windows where the request fits, its grace period after the end included
+    (as a created lease books it)."""
     caller.require_tenancy()
     now = booking.clock.now()
     start = minute(now) if not_before in (None, "now") else not_before
@@ -541,11 +548,16 @@ def find_windows(
         start = minute(now)
     with booking.db.read() as session:
         requests = to_requests(session, reservations)
+    length = parse_duration(duration)
     with booking.reading() as engine:
         found = engine.earliest(
-            requests, parse_duration(duration), start, parse_duration(horizon), alternatives
+            requests, length + parse_duration(grace), start, parse_duration(horizon), alternatives
         )
-        return found, _hosts(engine)
+        windows = [
+            Window(w.start, w.start + length, replace(w.placement, end=w.start + length))
+            for w in found
+        ]
+        return windows, _hosts(engine)
 
 
 def check_fit(
@@ -555,14 +567,20 @@ def check_fit(
     start: Any,
     end: datetime | None,
     duration: str | None,
+    grace: str = "10m",
 ) -> tuple[datetime, datetime, Placement | NoFit, dict[str, HostInfo]]:
-    """Whether the request fits in exactly [start, end), and where; nothing is booked."""
+    """Whether the request fits in exactly [start, end) (and its grace period after), and
+    where; nothing is booked."""
     caller.require_tenancy()
     s, e = window(booking.clock.now(), start, end, duration)
     with booking.db.read() as session:
         requests = to_requests(session, reservations)
     with booking.reading() as engine:
-        return s, e, engine.fit("fit-check", requests, s, e), _hosts(engine)
+        held = held_until(e, parse_duration(grace).total_seconds())
+        result = engine.fit("fit-check", requests, s, held)
+        if isinstance(result, Placement):
+            result = replace(result, end=e)
+        return s, e, result, _hosts(engine)
 
 
 def window_cost(
@@ -687,14 +705,16 @@ def _heal(session: Session, engine: Engine, queue: WorkQueue, lease: Lease, caus
     combined = Placement(placement.start, placement.end, keep + found.allocations)
     engine.book(lease.id, combined)
     _store_placement(session, lease, combined)
-    cost = lease_cost(combined, _hosts(engine), slice_keys(lease.spec["reservations"]))
+    cost = lease_cost(
+        replace(combined, end=lease.end_at), _hosts(engine), slice_keys(lease.spec["reservations"])
+    )
     credits.settle(
         session,
         lease.tenancy_id,
         lease.id,
         cost,
         placement.start,
-        placement.end,
+        lease.end_at,
         note=f"lease '{lease.name}' healed after host {which} failed",
     )
     lease.status = {**lease.status, "cost": _cost_json(cost)}

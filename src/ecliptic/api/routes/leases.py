@@ -132,7 +132,7 @@ def lease_events(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[EventOut]:
 def fit(body: FitRequest, caller: CallerDep, rt: RuntimeDep) -> FitOut:
     """Would this lease fit in exactly this window, and where? Nothing is booked."""
     start, end, result, hosts = leases.check_fit(
-        rt.booking, caller, body.reservations, body.start, body.end, body.duration
+        rt.booking, caller, body.reservations, body.start, body.end, body.duration, body.grace
     )
     if isinstance(result, NoFit):
         return FitOut(
@@ -162,6 +162,7 @@ def earliest(body: FindRequest, caller: CallerDep, rt: RuntimeDep) -> list[Windo
         body.not_before,
         body.horizon,
         body.alternatives,
+        body.grace,
     )
     return [
         WindowOut(
