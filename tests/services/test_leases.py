@@ -594,3 +594,128 @@ def test_the_grace_period_is_booked_so_the_next_lease_waits_for_it(env: L) -> No
         rebuilt = build_engine(s2, timedelta(hours=1))
     with env.booking.reading() as engine:
         assert rebuilt.snapshot() == engine.snapshot()
+
+
+def hosts_of(env: L, name: str) -> set[str]:
+    return {a.host for a in leases.get_lease(env.booking, env.alice, name).allocations}
+
+
+def test_moving_a_pending_lease_keeps_its_length_and_frees_the_old_window(env: L) -> None:
+    leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(4, duration="10h"))
+    later = T0 + timedelta(days=3)
+    moved = leases.update_lease(env.booking, env.queue, env.alice, "gpus", LeaseUpdate(start=later))
+    assert (moved.start_at, moved.end_at) == (later, later + timedelta(hours=10))
+    assert remaining(env, "host:A100") == Decimal(1000 - 40)  # same length, same price
+    # The old window is free again, the new one is taken.
+    leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(4, name="old-slot"))
+    with pytest.raises(LeaseNoCapacity, match="lease gpus"):
+        leases.create_lease(
+            env.booking, env.queue, env.alice, gpu_hosts(1, name="clash", start=later)
+        )
+
+
+def test_growing_and_shortening_charge_and_refund_the_difference(env: L) -> None:
+    leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(2, duration="10h"))
+    grown = leases.update_lease(
+        env.booking,
+        env.queue,
+        env.alice,
+        "gpus",
+        LeaseUpdate(reservations=[{"name": "hosts", "count": 3}]),
+    )
+    assert len(grown.allocations) == 3 and grown.status["cost"] == {"host:A100": "30"}
+    assert remaining(env, "host:A100") == Decimal(1000 - 30)
+    short = leases.update_lease(
+        env.booking, env.queue, env.alice, "gpus", LeaseUpdate(shorten="4h")
+    )
+    assert short.end_at == T0 + timedelta(days=1, hours=6)
+    assert remaining(env, "host:A100") == Decimal(1000 - 18)
+    # A running lease shortened keeps running and gets the rest back.
+    lease = leases.create_lease(
+        env.booking, env.queue, env.alice, gpu_hosts(1, name="now", start="now", duration="10h")
+    )
+    start_now(env, lease.id)
+    env.clock.advance(timedelta(hours=2))
+    after = leases.update_lease(env.booking, env.queue, env.alice, "now", LeaseUpdate(shorten="5h"))
+    assert after.phase == "ACTIVE" and after.end_at == T0 + timedelta(hours=5)
+    assert remaining(env, "host:A100") == Decimal(1000 - 18 - 5)
+    with pytest.raises(Conflict, match="not moved"):
+        leases.update_lease(
+            env.booking, env.queue, env.alice, "now", LeaseUpdate(start=T0 + timedelta(days=9))
+        )
+
+
+def test_an_update_re_places_a_lease_whose_hosts_are_taken_later(env: L) -> None:
+    leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(1, duration="10h"))
+    (mine,) = hosts_of(env, "gpus")
+    end = T0 + timedelta(days=1, hours=10, minutes=10)  # after its grace
+    leases.create_lease(
+        env.booking,
+        env.queue,
+        env.alice,
+        gpu_hosts(
+            1,
+            name="next",
+            start=end,
+            reservations=[{"kind": "host", "count": 1, "where": f'name == "{mine}"'}],
+        ),
+    )
+    # Extending runs into "next" on its host: the lease moves to another free host.
+    leases.update_lease(env.booking, env.queue, env.alice, "gpus", LeaseUpdate(extend="5h"))
+    (now_on,) = hosts_of(env, "gpus")
+    assert now_on != mine and now_on.startswith("gpu-")
+    assert hosts_of(env, "next") == {mine}
+
+
+def test_a_started_lease_with_servers_stays_on_its_hosts(env: L) -> None:
+    lease = leases.create_lease(
+        env.booking,
+        env.queue,
+        env.alice,
+        gpu_hosts(1, name="run", start="now", duration="10h"),
+    )
+    start_now(env, lease.id)
+    (mine,) = hosts_of(env, "run")
+    leases.create_lease(
+        env.booking,
+        env.queue,
+        env.alice,
+        gpu_hosts(
+            1,
+            name="next",
+            start=T0 + timedelta(hours=10, minutes=10),
+            reservations=[{"kind": "host", "count": 1, "where": f'name == "{mine}"'}],
+        ),
+    )
+    servers.create_server(env.booking, env.queue, env.alice, "job", "m1.large", [], lease="run")
+    # Its server runs on its host: an extension that needs another host is refused, naming
+    # the booking in the way, and nothing changed.
+    with pytest.raises(LeaseNoCapacity, match="lease next on " + mine):
+        leases.update_lease(env.booking, env.queue, env.alice, "run", LeaseUpdate(extend="2h"))
+    assert hosts_of(env, "run") == {mine}
+    assert leases.get_lease(env.booking, env.alice, "run").end_at == T0 + timedelta(hours=10)
+    # Without servers a started lease may move (nothing runs there yet).
+    with env.db.write() as s:
+        srv = s.scalar(select(Server).where(Server.name == "job"))
+        assert srv is not None
+        for port in list(srv.ports):
+            s.delete(port)
+        s.delete(srv)
+    leases.update_lease(env.booking, env.queue, env.alice, "run", LeaseUpdate(extend="2h"))
+    assert hosts_of(env, "run") != {mine}
+
+
+def test_credit_rate_multiplies_the_price_of_a_whole_host(env: L) -> None:
+    fat = HostRecord("fat-0", 32, 128 * 1024, 500, properties=(("credit_rate", 2.5),))
+    with env.db.write() as s:
+        sync_inventory(s, [*HOSTS, fat])
+    env.booking.mark_stale()
+    where = 'name == "fat-0"'
+    body = gpu_hosts(1, name="fat", duration="4h", reservations=[{"kind": "host", "where": where}])
+    lease = leases.create_lease(env.booking, env.queue, env.alice, body)
+    assert lease.status["cost"] == {"host:cpu": "10"}  # 4 host-hours x 2.5
+    assert remaining(env, "host:cpu") == Decimal(1000 - 10)
+    found, hosts = leases.find_windows(
+        env.booking, env.alice, body.reservations, "2h", "now", "7d", 0
+    )
+    assert leases.window_cost(found[0], hosts, body.reservations) == {"host:cpu": "5"}
