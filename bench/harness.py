@@ -27,6 +27,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank]
 
 
+def chunks(values: list[float], n: int) -> list[list[float]]:
+    """``values`` cut into ``n`` consecutive runs of (nearly) equal length."""
+    size = max(1, len(values) // n)
+    return [values[i * size : (i + 1) * size] for i in range(n) if values[i * size :]]
+
+
+def spread(values: list[float], digits: int = 2) -> list[float]:
+    """Minimum, median and maximum of one figure over repetitions."""
+    ordered = sorted(values)
+    mid = ordered[len(ordered) // 2]
+    if len(ordered) % 2 == 0:
+        mid = (ordered[len(ordered) // 2 - 1] + mid) / 2
+    return [round(ordered[0], digits), round(mid, digits), round(ordered[-1], digits)]
+
+
 def free_port() -> int:
     """An unused loopback TCP port."""
     with socket.socket() as s:

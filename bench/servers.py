@@ -1,16 +1,23 @@
 """Server lifecycle speed: create to ACTIVE, delete, 100 at once, listing, idle memory.
 
-    python -m bench.servers [--json] [--samples 30] [--total 100]
+    python -m bench.servers [--json] [--samples 30] [--total 100] [--runs 3]
 
-Runs a real ``ecliptic serve`` (SQLite, local cloud) on a fresh data dir and talks to it
-over HTTP like any client. Latencies are as a client sees them (poll every 2 ms).
+Runs a real ``ecliptic serve`` in the default ``make run`` configuration (SQLite, local
+cloud, 2 workers, the tunnel gateway on; only its ports are moved to free ones) on a
+fresh data dir and talks to it over HTTP like any client. Latencies are as a client sees
+them (poll every 2 ms). The whole run is repeated ``--runs`` times, each on a new
+instance: every figure is the median of the runs, and ``spread`` gives the minimum,
+median and maximum of each, so one noisy run can neither hide nor fake a result.
+``load`` is the machine's load average before and after, since the figures depend on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import psutil
 
-from bench.harness import Served, percentile, serve
+from bench.harness import Served, free_port, percentile, serve
 
 
 def wait_phase(http: httpx.Client, name: str, phase: str, timeout: float = 60) -> None:
@@ -50,9 +57,19 @@ def create(http: httpx.Client, name: str) -> None:
     r.raise_for_status()
 
 
-def run(samples: int, total: int) -> dict[str, float | int | str]:
-    """Run every measurement; returns the figures."""
-    with serve() as s:
+def default_config() -> dict[str, str]:
+    """``make run``'s configuration: the gateway on, on free ports (others may run one)."""
+    return {
+        "ECLIPTIC_GATEWAY": "on",
+        "ECLIPTIC_GATEWAY_HTTP_PORT": str(free_port()),
+        "ECLIPTIC_GATEWAY_SSH_PORT": str(free_port()),
+        "ECLIPTIC_GATEWAY_JUMP_PORT": str(free_port()),
+    }
+
+
+def run(samples: int, total: int) -> dict[str, float]:
+    """One run of every measurement on a fresh instance; returns the figures."""
+    with serve(extra_env=default_config()) as s:
         time.sleep(2)
         rss = psutil.Process(s.proc.pid).memory_info().rss / 2**20
         # Warm-up: first server also creates the default network.
@@ -100,8 +117,27 @@ def run(samples: int, total: int) -> dict[str, float | int | str]:
         "list_p50_ms": round(percentile(lists, 50), 2),
         "list_p99_ms": round(percentile(lists, 99), 2),
         "serve_idle_rss_mb": round(rss, 1),
-        "machine": f"{platform.node()} {psutil.cpu_count()} cpu {platform.machine()}",
     }
+
+
+def repeated(runs: int, samples: int, total: int) -> dict[str, object]:
+    """``runs`` runs: the median of each figure, and the spread of each (min, median, max)."""
+    load_before = os.getloadavg()
+    results = [run(samples, total) for _ in range(runs)]
+    figures: dict[str, object] = {}
+    spread: dict[str, list[float]] = {}
+    for key in results[0]:
+        values = sorted(r[key] for r in results)
+        figures[key] = round(statistics.median(values), 2)
+        spread[key] = [values[0], round(statistics.median(values), 2), values[-1]]
+    figures["runs"] = runs
+    figures["spread"] = spread
+    figures["load"] = {
+        "before": [round(x, 2) for x in load_before],
+        "after": [round(x, 2) for x in os.getloadavg()],
+    }
+    figures["machine"] = f"{platform.node()} {psutil.cpu_count()} cpu {platform.machine()}"
+    return figures
 
 
 def _count_active(s: Served) -> int:
@@ -128,8 +164,9 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     p.add_argument("--samples", type=int, default=30, help="timed creates and deletes")
     p.add_argument("--total", type=int, default=100, help="servers up at once")
+    p.add_argument("--runs", type=int, default=3, help="repetitions, each on a new instance")
     a = p.parse_args()
-    figures = run(a.samples, a.total)
+    figures = repeated(a.runs, a.samples, a.total)
     if a.json:
         print(json.dumps(figures))
     else:

@@ -1,7 +1,8 @@
 """Kill the serving process with SIGKILL in the middle of creating and of deleting servers.
 
 After a restart the end state must be right (every server ACTIVE with its address, or
-gone) and nothing may leak: no namespace, link or owner record of the instance.
+gone) and nothing may leak: no namespace, link or owner record of the instance. Every
+test runs on SQLite and on PostgreSQL (the ``database_url`` fixture).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.conftest import _free_port
 
@@ -27,8 +29,9 @@ PASSWORD = "test-admin-password"
 class Instance:
     """An ``ecliptic serve`` process on a data dir that outlives it."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str) -> None:
         self.data_dir = data_dir
+        self.database_url = database_url
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.token: str | None = None
@@ -41,8 +44,8 @@ class Instance:
             ECLIPTIC_ADMIN_PASSWORD=PASSWORD,
             ECLIPTIC_CRASH_AT=crash_at,
             ECLIPTIC_GATEWAY="off",  # these tests are about the API and workers
+            ECLIPTIC_DATABASE_URL=self.database_url,
         )
-        env.pop("ECLIPTIC_DATABASE_URL", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ecliptic.cli.main", "serve"],
             env=env,
@@ -102,13 +105,14 @@ class Instance:
         return list(self.call("GET", "/servers").json()["items"])
 
     def instance_id(self) -> str:
-        import sqlite3
-
-        con = sqlite3.connect(self.data_dir / "ecliptic.db")
+        engine = create_engine(self.database_url)
         try:
-            return str(con.execute("SELECT value FROM meta WHERE key='instance_id'").fetchone()[0])
+            with engine.connect() as con:
+                value = con.execute(text("SELECT value FROM meta WHERE key='instance_id'")).scalar()
         finally:
-            con.close()
+            engine.dispose()
+        assert value, f"no instance id in {self.database_url}: serve used another database"
+        return str(value)
 
 
 def owned_resources(instance_id: str) -> list[str]:
@@ -133,8 +137,8 @@ def existing(names: list[str]) -> list[str]:
 
 
 @pytest.fixture
-def instance(tmp_path: Path) -> Iterator[Instance]:
-    inst = Instance(tmp_path)
+def instance(tmp_path: Path, database_url: str) -> Iterator[Instance]:
+    inst = Instance(tmp_path, database_url)
     yield inst
     # Whatever happened, leave nothing behind: restart cleanly and delete everything.
     inst.stop()

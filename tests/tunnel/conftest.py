@@ -187,8 +187,8 @@ def serve_with_gateway(tmp_path: Path, **extra_env: str) -> Iterator[Served]:
         ECLIPTIC_GATEWAY_STATE_DIR=str(state),
         ECLIPTIC_OWNERS_DIR=str(tmp_path / "owners"),
     )
+    env.pop("ECLIPTIC_DATABASE_URL", None)  # SQLite in the data dir, unless extra_env says
     env.update(extra_env)
-    env.pop("ECLIPTIC_DATABASE_URL", None)
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "ecliptic.cli.main", "serve"],
@@ -361,8 +361,8 @@ def standalone_replica(served: Served, log_dir: Path, **extra_env: str) -> Itera
         ECLIPTIC_GATEWAY_JUMP_PORT=str(jump_port),
         ECLIPTIC_GATEWAY_STATE_DIR=str(state),
     )
+    env.pop("ECLIPTIC_DATABASE_URL", None)  # served's SQLite file, unless extra_env says
     env.update(extra_env)
-    env.pop("ECLIPTIC_DATABASE_URL", None)
     log = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "ecliptic.cli.main", "gateway"],

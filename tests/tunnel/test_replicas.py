@@ -1,9 +1,10 @@
 """Several gateway replicas on one database, forwarding to each other.
 
-Replica B is ``ecliptic serve`` with its embedded gateway (module-wide); replica A is an
-``ecliptic gateway`` started per test on the same SQLite file. Tunnels are stock ``ssh -R``
-to A; requests go to B, which must forward them to A, or answer 503 when A is gone. The
-pure parts (who is alive, which peers hold what, which route wins) are tested on plain data.
+Replica B is ``ecliptic serve`` with its embedded gateway (module-wide, once on SQLite and
+once on PostgreSQL); replica A is an ``ecliptic gateway`` started per test on the same
+database. Tunnels are stock ``ssh -R`` to A; requests go to B, which must forward them to
+A, or answer 503 when A is gone. The pure parts (who is alive, which peers hold what,
+which route wins) are tested on plain data.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ecliptic.tunnel.front import (
     render_routes,
 )
 from ecliptic.tunnel.gateway import ReplicaWatch, own_peer_address, peer_routes, plan_routes
+from tests.conftest import fresh_pg_database
 from tests.tunnel.conftest import (
     Backend,
     Replica,
@@ -234,24 +236,39 @@ def test_own_peer_address_is_one_peers_can_reach() -> None:
 # -- two real replicas ------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shared_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The database both replicas use."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('replicas-db') / 'ecliptic.db'}"
+    return fresh_pg_database(request.getfixturevalue("pg_admin_url"))
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory, shared_db: str) -> Iterator[Served]:
     """Replica B: ``ecliptic serve`` with its gateway; the requests in these tests go here."""
     tmp = tmp_path_factory.mktemp("replicas")
-    with serve_with_gateway(tmp, ECLIPTIC_GATEWAY_PEER_STALE_S=str(STALE_S)) as s:
+    with serve_with_gateway(
+        tmp, ECLIPTIC_GATEWAY_PEER_STALE_S=str(STALE_S), ECLIPTIC_DATABASE_URL=shared_db
+    ) as s:
         yield s
 
 
 @pytest.fixture
-def replica(served: Served, tmp_path: Path) -> Iterator[Replica]:
+def replica(served: Served, tmp_path: Path, shared_db: str) -> Iterator[Replica]:
     """Replica A: ``ecliptic gateway`` on B's database; the tunnels connect here."""
-    with standalone_replica(served, tmp_path, ECLIPTIC_GATEWAY_PEER_STALE_S=str(STALE_S)) as a:
+    with standalone_replica(
+        served,
+        tmp_path,
+        ECLIPTIC_GATEWAY_PEER_STALE_S=str(STALE_S),
+        ECLIPTIC_DATABASE_URL=shared_db,
+    ) as a:
         yield a
 
 
 @pytest.fixture
-def store(served: Served) -> Iterator[Database]:
-    db = Database(f"sqlite:///{served.tmp / 'data' / 'ecliptic.db'}")
+def store(shared_db: str) -> Iterator[Database]:
+    db = Database(shared_db)
     yield db
     db.dispose()
 
@@ -457,7 +474,11 @@ def test_no_forwarding_loop_when_both_replicas_only_have_peer_routes(
 
 @needs_gateway
 def test_a_replica_that_stops_or_crashes_is_no_longer_forwarded_to(
-    served: Served, replica: Replica, tmp_path: Path, backends: Callable[[str], Backend]
+    served: Served,
+    replica: Replica,
+    tmp_path: Path,
+    backends: Callable[[str], Backend],
+    shared_db: str,
 ) -> None:
     backend = backends("a")
     svc = served.service("hop-stop", public=True)
@@ -477,7 +498,10 @@ def test_a_replica_that_stops_or_crashes_is_no_longer_forwarded_to(
     # stops forwarding to it once the heartbeat is STALE_S old.
     token = served.api.post(f"/services/{svc['name']}/tokens").json()["token"]
     with standalone_replica(
-        served, tmp_path, ECLIPTIC_GATEWAY_PEER_STALE_S=str(STALE_S)
+        served,
+        tmp_path,
+        ECLIPTIC_GATEWAY_PEER_STALE_S=str(STALE_S),
+        ECLIPTIC_DATABASE_URL=shared_db,
     ) as crashing:
         crashing.ssh_r(served.bind(token), backend.port)
         served.wait_for(host, lambda r: r.status_code == 200)

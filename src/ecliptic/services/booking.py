@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Text, cast, delete, insert, select
@@ -64,7 +65,8 @@ PRUNE_EVERY = 1_000
 POLL_S = 0.02
 """How often a follower on SQLite looks at the head of the log."""
 WAKE_S = 1.0
-"""How long a follower on PostgreSQL waits for a notification before it looks anyway."""
+"""How long a follower waits for a notification (or a change of the SQLite files) before it
+looks at the head anyway."""
 HOLE_WAIT_S = 2.0
 """How long a hole in the log may stay open before the engine is rebuilt instead."""
 
@@ -309,6 +311,14 @@ class JournaledEngine(Engine):
                 self.add_preemptible(st)
 
 
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (0, 0)
+    return (st.st_mtime_ns, st.st_size)
+
+
 def _origin() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:100]
 
@@ -443,8 +453,19 @@ class Booking:
             log.exception("following the booking log failed; the next use catches up")
 
     def _poll_loop(self) -> None:
+        # Every commit to the file (of any process) changes the write-ahead log's size or
+        # time: look at the head only then, so an idle follower costs a stat, not a query.
+        path = self.db.url.split("///", 1)[1] if "///" in self.db.url else ""
+        files = [Path(path), Path(path + "-wal")] if path and path != ":memory:" else []
+        # Two commits within one tick of the file system's clock may leave the same stamp:
+        # look anyway every WAKE_S.
+        seen: list[tuple[int, int]] = []
+        looked = time.monotonic()
         while not self._stop.wait(POLL_S):
-            self._refresh_logged()
+            now = [_stamp(f) for f in files]
+            if now != seen or not files or time.monotonic() - looked > WAKE_S:
+                seen, looked = now, time.monotonic()
+                self._refresh_logged()
 
     def _listen_loop(self) -> None:
         import psycopg
