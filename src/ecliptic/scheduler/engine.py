@@ -225,6 +225,8 @@ class Engine:
         self._levels: dict[str, Levels] | None = None
         """Calendar index (per-class reserved levels); None until the calendar is first used."""
         self._cache: dict[tuple[Any, ...], tuple[list[int], list[range]]] = {}
+        self._by_value: dict[str, dict[str, list[int]]] = {}
+        """Per property, the hosts of each string value (built when a filter needs it)."""
         for host in hosts:
             self.set_host(host)
 
@@ -265,6 +267,7 @@ class Engine:
             self._pre_vec[sid] = holding_vector(shape, self._pre[sid].amount)
         self._tl[h] = Timeline.build(shape.zero, holdings)
         self._cache.clear()
+        self._by_value.clear()
         self._set_up(h, host.up)
 
     def _add_host(self, host: HostInfo) -> int:
@@ -284,6 +287,7 @@ class Engine:
             for name in self._terms[h].names:
                 self._levels.setdefault(name, Levels())
         self._cache.clear()
+        self._by_value.clear()
         self._set_up(h, host.up)
         return h
 
@@ -586,7 +590,11 @@ class Engine:
         text = key[1]
         if key[0] == "match":
             flt = compile_filter(text)
-            ids = [h for h in range(len(self._info)) if flt(self._props[h])]
+            if flt.words is not None:
+                index = self._value_index(flt.words[0])
+                ids = [h for word in flt.words[1] for h in index.get(word, ())]
+            else:
+                ids = [h for h in range(len(self._info)) if flt(self._props[h])]
             ids.sort(key=lambda h: (self._size[h], h))
         else:
             _, _, whole_gpus, model, profile = key
@@ -612,6 +620,17 @@ class Engine:
                 lo = i
         got = self._cache[key] = (ids, runs)
         return got
+
+    def _value_index(self, name: str) -> dict[str, list[int]]:
+        """The hosts of each string value of property ``name``."""
+        index = self._by_value.get(name)
+        if index is None:
+            index = self._by_value[name] = {}
+            for h, props in enumerate(self._props):
+                v = props.get(name)
+                if isinstance(v, str):
+                    index.setdefault(v, []).append(h)
+        return index
 
     def _pressure(self, cands: list[int], run: range, s: int, e: int, protect: bool) -> int:
         """How busy hosts of one shape are over [s, e), 0 (all empty) to 10 (none empty),

@@ -289,7 +289,9 @@ class _Parser:
         return self.comparison()
 
     def comparison(self) -> Evaluator:
+        start = self.i
         left = self.operand()
+        name = self.tokens[start] if self.i == start + 1 else None
         tok = self.peek()
         if tok.kind == "op":
             op = self.take().text
@@ -302,9 +304,15 @@ class _Parser:
             op = "not in"
         else:
             return _test(left)
+        at = self.i
         right = self.operand()
         if self.peek().kind == "op":
             raise self.error(self.peek(), "'and', 'or' or ')'")
+        if name is not None and name.kind == "name":
+            const = self.tokens[at] if self.i == at + 1 else None
+            fast = _plain_comparison(op, str(name.value), const, right)
+            if fast is not None:
+                return fast
         return _comparison(op, left, right)
 
     def _next_is_in(self) -> bool:
@@ -369,6 +377,51 @@ def _comparison(op: str, left: Evaluator, right: Evaluator) -> Evaluator:
     return lambda props: _compare(op, left(props), right(props))
 
 
+def _plain(v: Value) -> bool:
+    """A string that no rule of comparison reads as anything but itself: a property equals it
+    only when it is that very string (see ``_coerce_pair``)."""
+    return (
+        isinstance(v, str)
+        and not _VERSION_RE.match(v)
+        and not _NUMBER_RE.match(v)
+        and v.lower() not in ("true", "false")
+    )
+
+
+class _Plain:
+    """``name == "word"`` or ``name in [words]`` (``positive``), or their negation, with
+    plain words: one dictionary lookup and a set membership per host (the general path
+    coerces each host's value, several times slower, and a filter runs on every host of a
+    large inventory)."""
+
+    __slots__ = ("name", "positive", "words")
+
+    def __init__(self, name: str, words: frozenset[str], positive: bool) -> None:
+        self.name = name
+        self.words = words
+        self.positive = positive
+
+    def __call__(self, props: Mapping[str, Any]) -> Value:
+        v = props.get(self.name, _UNKNOWN)
+        if v is _UNKNOWN:
+            return _UNKNOWN
+        return (isinstance(v, str) and v in self.words) is self.positive
+
+
+def _plain_comparison(op: str, name: str, const: Any, right: Evaluator) -> Evaluator | None:
+    """The fast form of a comparison of a property with plain words, when it has one."""
+    if op in ("==", "!=") and const is not None and const.kind == "string":
+        if not _plain(const.value):
+            return None
+        return _Plain(name, frozenset([const.value]), op == "==")
+    if op in ("in", "not in"):
+        items = right({})
+        if not isinstance(items, list) or not items or not all(_plain(x) for x in items):
+            return None
+        return _Plain(name, frozenset(str(x) for x in items), op == "in")
+    return None
+
+
 def _not(inner: Evaluator) -> Evaluator:
     def run(props: Mapping[str, Any]) -> Value:
         v = inner(props)
@@ -411,12 +464,17 @@ def _or(parts: Sequence[Evaluator]) -> Evaluator:
 class Filter:
     """A compiled filter: call it on a host's property mapping to know whether the host matches."""
 
-    __slots__ = ("_run", "text")
+    __slots__ = ("_run", "text", "words")
 
     def __init__(self, text: str, run: Evaluator) -> None:
         self.text = text
         """The source text."""
         self._run = run
+        self.words: tuple[str, frozenset[str]] | None = (
+            (run.name, run.words) if isinstance(run, _Plain) and run.positive else None
+        )
+        """For ``name == "word"`` or ``name in [words]`` (plain words): the property and the
+        words; a host matches exactly when its value is one of them (engines index this)."""
 
     def __call__(self, props: Mapping[str, Any]) -> bool:
         """Whether a host with these properties matches (unknown counts as no)."""
