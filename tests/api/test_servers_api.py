@@ -160,3 +160,27 @@ def test_ranges_in_use_on_the_host_are_avoided(admin: Api) -> None:
     finally:
         subprocess.run(["ip", "link", "del", "ecltest0"], check=False)
     admin.delete("/networks/fine")
+
+
+def test_a_listing_shows_each_server_as_it_is_shown_alone(admin: Api) -> None:
+    assert admin.post("/networks", {"name": "fabric"}).status_code == 202
+    for name, nets in (
+        ("one", None),
+        ("two", [{"network": "default"}, {"network": "fabric", "vnic_type": "direct"}]),
+    ):
+        body: dict[str, object] = {"name": name, "flavor": "m1.tiny"}
+        if nets:
+            body["networks"] = nets
+        assert admin.post("/servers", body).status_code == 202
+        admin.wait(name)
+    listed = admin.get("/servers").json()
+    assert listed["next"] is None
+    assert [s["name"] for s in listed["items"]] == ["one", "two"]
+    for item in listed["items"]:
+        alone = admin.get(f"/servers/{item['name']}").json()
+        assert item == alone
+    assert listed["items"][1]["addresses"].keys() == {"default", "fabric"}
+    for name in ("one", "two"):
+        admin.delete(f"/servers/{name}")
+        admin.wait(name, "GONE")
+    assert admin.delete("/networks/fabric").status_code == 202

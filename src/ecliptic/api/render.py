@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ecliptic.api import schemas
 from ecliptic.services.catalogue import HostUsage
 from ecliptic.store.models import Host, Network, Port, Server
@@ -47,6 +49,14 @@ def server_out(s: Server) -> schemas.ServerOut:
         created_at=s.created_at,
         updated_at=s.updated_at,
     )
+
+
+def server_row_body(row: dict[str, Any]) -> dict[str, Any]:
+    """A server body (as ``ServerOut`` validates it) from a row of ``list_server_rows``."""
+    addresses: dict[str, list[str]] = {}
+    for p in row["ports"]:
+        addresses.setdefault(p["network"], []).append(p["ip_address"])
+    return {**row, "addresses": addresses}
 
 
 def host_out(h: Host, usage: HostUsage) -> schemas.HostOut:

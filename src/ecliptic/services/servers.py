@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.orm import Session, defer, joinedload, raiseload, selectinload
 
 from ecliptic.backends.base import Backend, NotFoundInBackend, RunResult
@@ -436,7 +437,11 @@ class ServerFilter:
 
 
 def _encode_marker(srv: Server) -> str:
-    raw = f"{srv.created_at.isoformat()}|{srv.id}"
+    return _encode_marker_at(srv.created_at, srv.id)
+
+
+def _encode_marker_at(created_at: datetime, server_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{server_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -452,6 +457,29 @@ def _decode_marker(marker: str) -> tuple[datetime, str]:
         ) from None
 
 
+def _page(
+    query: Select[Any], tenancy_id: str, filters: ServerFilter, marker: str | None, limit: int
+) -> Select[Any]:
+    """``query`` (over servers) narrowed to one page of the tenancy's servers, oldest first."""
+    query = query.where(Server.tenancy_id == tenancy_id)
+    if filters.name:
+        query = query.where(Server.name.contains(filters.name, autoescape=True))
+    if filters.phase:
+        query = query.where(Server.phase == filters.phase.upper())
+    if filters.host:
+        query = query.where(Server.host_id.in_(select(Host.id).where(Host.name == filters.host)))
+    if filters.flavor:
+        query = query.where(
+            Server.flavor_id.in_(select(Flavor.id).where(Flavor.name == filters.flavor))
+        )
+    if marker:
+        at, sid = _decode_marker(marker)
+        query = query.where(
+            or_(Server.created_at > at, and_(Server.created_at == at, Server.id > sid))
+        )
+    return query.order_by(Server.created_at, Server.id).limit(limit + 1)
+
+
 def list_servers(
     db: Database,
     caller: Caller,
@@ -461,43 +489,107 @@ def list_servers(
     marker: str | None = None,
 ) -> tuple[list[Server], str | None]:
     """One page of the tenancy's servers, oldest first, and the marker of the next page."""
-    tenancy_id = caller.require_tenancy()
-    query = select(Server).where(Server.tenancy_id == tenancy_id)
-    if filters.name:
-        query = query.where(Server.name.contains(filters.name, autoescape=True))
-    if filters.phase:
-        query = query.where(Server.phase == filters.phase.upper())
-    if filters.host:
-        query = query.join(Host, Server.host_id == Host.id).where(Host.name == filters.host)
-    if filters.flavor:
-        query = query.join(Flavor, Server.flavor_id == Flavor.id).where(
-            Flavor.name == filters.flavor
-        )
-    if marker:
-        at, sid = _decode_marker(marker)
-        query = query.where(
-            or_(Server.created_at > at, and_(Server.created_at == at, Server.id > sid))
-        )
-    query = (
-        query.order_by(Server.created_at, Server.id)
-        .limit(limit + 1)
-        .options(
-            # A listing shows names of the host, flavor and networks: load just those,
-            # not their JSON documents (decoding them was most of a listing's cost).
-            joinedload(Server.host).load_only(Host.name),
-            joinedload(Server.flavor).load_only(Flavor.name),
-            selectinload(Server.ports).options(
-                defer(Port.spec),
-                joinedload(Port.network).load_only(Network.name).raiseload(Network.subnets),
-                raiseload(Port.subnet),
-            ),
-        )
+    query = _page(select(Server), caller.require_tenancy(), filters, marker, limit).options(
+        # A listing shows names of the host, flavor and networks: load just those,
+        # not their JSON documents (decoding them was most of a listing's cost).
+        joinedload(Server.host).load_only(Host.name),
+        joinedload(Server.flavor).load_only(Flavor.name),
+        selectinload(Server.ports).options(
+            defer(Port.spec),
+            joinedload(Port.network).load_only(Network.name).raiseload(Network.subnets),
+            raiseload(Port.subnet),
+        ),
     )
     with db.read() as session:
         rows = list(session.scalars(query).unique())
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (_encode_marker(rows[-1]) if more and rows else None)
+
+
+_ROW_COLUMNS = (
+    Server.id,
+    Server.name,
+    Server.tenancy_id,
+    Server.kind,
+    Server.vcpus,
+    Server.memory_mb,
+    Server.gpu_model,
+    Server.gpus,
+    Server.lease_id,
+    Server.reservation,
+    Server.preemptible,
+    Server.phase,
+    Server.phase_reason,
+    Server.generation,
+    Server.observed_generation,
+    Server.status,
+    Server.created_at,
+    Server.updated_at,
+    Flavor.name.label("flavor"),
+    Host.name.label("host"),
+)
+_PORT_COLUMNS = (
+    Port.id,
+    Port.name,
+    Port.network_id,
+    Port.subnet_id,
+    Port.server_id,
+    Port.mac,
+    Port.ip_address,
+    Port.vnic_type,
+    Port.device_index,
+    Port.phase,
+    Port.status,
+    Network.name.label("network"),
+)
+
+
+def list_server_rows(
+    db: Database,
+    caller: Caller,
+    filters: ServerFilter,
+    *,
+    limit: int = 100,
+    marker: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """``list_servers`` as plain rows: each server's columns, ``flavor`` and ``host`` names,
+    and ``ports`` (each with its ``network`` name), in device order.
+
+    Two queries of columns and no ORM objects: building and tracking an object for every
+    server and port was most of what a listing of 100 servers cost.
+    """
+    query = _page(
+        select(*_ROW_COLUMNS)
+        .join(Flavor, Server.flavor_id == Flavor.id)
+        .outerjoin(Host, Server.host_id == Host.id),
+        caller.require_tenancy(),
+        filters,
+        marker,
+        limit,
+    )
+    with db.read() as session:
+        result = session.execute(query)
+        keys = list(result.keys())
+        rows = [dict(zip(keys, r, strict=True)) for r in result]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        ports: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
+        if rows:
+            result = session.execute(
+                select(*_PORT_COLUMNS)
+                .join(Network, Port.network_id == Network.id)
+                .where(Port.server_id.in_(list(ports)))
+                .order_by(Port.server_id, Port.device_index)
+            )
+            keys = list(result.keys())
+            for r in result:
+                port = dict(zip(keys, r, strict=True))
+                ports[port["server_id"]].append(port)
+    for row in rows:
+        row["ports"] = ports[row["id"]]
+    last = rows[-1] if more and rows else None
+    return rows, (_encode_marker_at(last["created_at"], last["id"]) if last else None)
 
 
 def get_server(db: Database, caller: Caller, ref: str) -> Server:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from pydantic import TypeAdapter
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
-from ecliptic.api.render import server_out
+from ecliptic.api.render import server_out, server_row_body
 from ecliptic.api.schemas import (
     ConsoleLog,
     DeletedServerOut,
@@ -22,6 +23,7 @@ from ecliptic.phases import ServerPhase
 from ecliptic.services import servers
 
 router = APIRouter(tags=["servers"])
+_SERVER_PAGE: TypeAdapter[Page[ServerOut]] = TypeAdapter(Page[ServerOut])
 
 
 @router.get("/servers", response_model=Page[ServerOut])
@@ -34,16 +36,18 @@ def list_servers(
     flavor: Annotated[str | None, Query(max_length=63)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     marker: Annotated[str | None, Query(max_length=200)] = None,
-) -> Page[ServerOut]:
+) -> Response:
     """Servers of your tenancy, oldest first, a page at a time."""
-    rows, nxt = servers.list_servers(
+    rows, nxt = servers.list_server_rows(
         rt.db,
         caller,
         servers.ServerFilter(name=name, phase=phase, host=host, flavor=flavor),
         limit=limit,
         marker=marker,
     )
-    return Page[ServerOut](items=[server_out(s) for s in rows], next=nxt)
+    # Validated once here and sent as is (returning the model would validate it again).
+    page = _SERVER_PAGE.validate_python({"items": [server_row_body(r) for r in rows], "next": nxt})
+    return Response(_SERVER_PAGE.dump_json(page), media_type="application/json")
 
 
 @router.get("/deleted-servers", response_model=list[DeletedServerOut])
