@@ -205,3 +205,24 @@ def test_host_state_changes_are_followed(two: Two) -> None:
         time.sleep(0.005)
     assert two.b.booking.rebuilds == 1
     _same_as_store(two.b)
+
+
+def test_servers_on_demand_and_preemptible_are_followed(two: Two) -> None:
+    from ecliptic.services import servers
+
+    on_demand = servers.create_server(two.a.booking, two.a.queue, two.alice, "od", "m1.tiny", [])
+    spot = servers.create_server(
+        two.a.booking, two.a.queue, two.alice, "spot", "m1.small", [], preemptible=True
+    )
+    t0 = time.monotonic()
+    while not (
+        two.b.booking.engine.booking(f"server:{on_demand.id}") is not None
+        and any(p.server_id == spot.id for p in two.b.booking.engine.preemptibles())
+    ):
+        assert time.monotonic() - t0 < VISIBLE_S * 10, "servers never reached the other engine"
+        time.sleep(0.002)
+    assert two.b.booking.rebuilds == 1
+    # (Not compared with a rebuild: a server's booking starts at the clock's minute, which
+    # here is a manual clock, and a rebuild takes the row's wall-clock creation time.)
+    with two.a.booking.reading() as ea, two.b.booking.reading() as eb:
+        assert ea.snapshot() == eb.snapshot()
