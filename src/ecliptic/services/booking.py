@@ -67,6 +67,8 @@ POLL_S = 0.02
 WAKE_S = 1.0
 """How long a follower waits for a notification (or a change of the SQLite files) before it
 looks at the head anyway."""
+STOP_WAIT_S = 0.2
+"""Longest wait of the PostgreSQL follower between two looks at whether it should stop."""
 HOLE_WAIT_S = 2.0
 """How long a hole in the log may stay open before the engine is rebuilt instead."""
 
@@ -477,14 +479,16 @@ class Booking:
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._refresh_logged()  # what was logged before we listened
+                    looked = time.monotonic()
                     while not self._stop.is_set():
-                        for note in conn.notifies(timeout=WAKE_S, stop_after=1):
-                            if note.payload.isdigit() and int(note.payload) <= self._seq:
-                                break  # our own change, or one applied already
-                            self._refresh_logged()
-                            break
-                        else:
-                            self._refresh_logged()  # nothing heard: look anyway, cheaply
+                        # Short waits, so that stop() is not kept waiting.
+                        notes = list(conn.notifies(timeout=STOP_WAIT_S, stop_after=1))
+                        news = any(
+                            not n.payload.isdigit() or int(n.payload) > self._seq for n in notes
+                        )  # else our own change, or one applied already
+                        if news or time.monotonic() - looked > WAKE_S:
+                            self._refresh_logged()  # nothing heard for WAKE_S: look anyway
+                            looked = time.monotonic()
             except Exception:
                 log.exception("booking log listener lost its connection; reconnecting")
                 self._stop.wait(1.0)
