@@ -137,6 +137,8 @@ class Runtime:
     def start(self, *, workers: bool = True) -> FirstAdmin | None:
         """Bootstrap, adopt what exists, and start the workers and the booking follower."""
         first = self.bootstrap()
+        with self.booking.reading():
+            pass  # build the engine now, not in the first booking (under the booking lock)
         self.booking.follow()
         adopt(self.ctx)
         if workers:
