@@ -18,6 +18,12 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
+async def _runtime_dependency(request: Request) -> Runtime:
+    # Async: FastAPI runs every sync dependency in its thread pool, a hand-off per request
+    # that a plain attribute read does not need.
+    return runtime(request)
+
+
 def caller(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
@@ -36,5 +42,5 @@ def caller(
     return caller_for(rt.db, user, x_ecliptic_tenancy)
 
 
-RuntimeDep = Annotated[Runtime, Depends(runtime)]
+RuntimeDep = Annotated[Runtime, Depends(_runtime_dependency)]
 CallerDep = Annotated[Caller, Depends(caller)]
