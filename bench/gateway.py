@@ -1196,9 +1196,17 @@ def run_all(
     """Set up the paths, run the selected measures, tear everything down."""
     if os.geteuid() != 0:
         raise SystemExit("bench.gateway needs root (sshd, nginx workers, network namespaces)")
-    for tool in ("wrk", "curl", "ssh", "ssh-keygen"):
+    tools = ("wrk", "curl", "ssh", "ssh-keygen")
+    if any(shutil.which(t) is None for t in tools):
+        # The bench brings what it needs, as `make bench` does (Debian packages, by name).
+        setup = Path(__file__).resolve().parent.parent / "scripts" / "setup-system.sh"
+        say(f"installing what the benchmark needs: {setup} bench")
+        subprocess.run([str(setup), "bench"], check=False)
+    for tool in tools:
         if shutil.which(tool) is None:
-            raise SystemExit(f"bench.gateway needs {tool}")
+            raise SystemExit(
+                f"bench.gateway needs {tool}: scripts/setup-system.sh bench installs it"
+            )
     _raise_nofile()
     tag = secrets.token_hex(4)
     load0 = round(os.getloadavg()[0], 2)

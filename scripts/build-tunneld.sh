@@ -8,7 +8,7 @@ set -euo pipefail
 out=$(realpath -m "${1:?usage: build-tunneld.sh OUTPUT [check]}")
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS=-trimpath CGO_ENABLED=0
-export GOCACHE="$root/.cache/go-build" HOME="${HOME:-/root}"
+export GOCACHE="${GOCACHE:-$root/.cache/go-build}" HOME="${HOME:-/root}"
 command -v go >/dev/null || { echo "go is missing: run scripts/setup-system.sh" >&2; exit 1; }
 command -v patch >/dev/null || { echo "patch is missing: run scripts/setup-system.sh" >&2; exit 1; }
 upstream=$GOPATH/src/golang.org/x/crypto/ssh/channel.go

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages Ecliptic needs, only those missing. Idempotent; needs root
-# (or sudo) when something is missing. Usage: scripts/setup-system.sh [run|test]
+# (or sudo) when something is missing.
+# Usage: scripts/setup-system.sh [venv|run|test|bench]
+#   venv   only what creating the Python venv needs (python3-venv)
+#   run    what `make run` needs (the local cloud and the tunnel gateway)
+#   test   run's, and PostgreSQL and Chromium for the tests
+#   bench  run's, and wrk and curl for the benchmarks
 set -euo pipefail
 purpose=${1:-run}
+case "$purpose" in venv|run|test|bench) ;; *) echo "usage: $0 [venv|run|test|bench]" >&2; exit 2;; esac
 
 # command -> Debian package
 declare -A need=(
@@ -21,6 +27,14 @@ declare -A need=(
 if [ "$purpose" = test ]; then
   need[pg_ctlcluster]=postgresql
   need[chromium]=chromium  # the browser tests drive it through Playwright
+  need[git]=git  # the first-run test clones the checkout
+fi
+if [ "$purpose" = bench ]; then
+  need[wrk]=wrk  # bench.gateway's load generator
+  need[curl]=curl
+fi
+if [ "$purpose" = venv ]; then
+  need=()
 fi
 
 missing=()
@@ -31,7 +45,7 @@ done
 if [ "$purpose" = test ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
-if [ ! -d /usr/share/gocode/src/golang.org/x/crypto/ssh ]; then
+if [ "$purpose" != venv ] && [ ! -d /usr/share/gocode/src/golang.org/x/crypto/ssh ]; then
   missing+=(golang-golang-x-crypto-dev golang-golang-x-sys-dev)
 fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -78,4 +92,4 @@ ensure_tunnel_user() {
 if [ ${#missing[@]} -gt 0 ]; then
   install_packages
 fi
-ensure_tunnel_user
+[ "$purpose" = venv ] || ensure_tunnel_user

@@ -33,16 +33,28 @@ def stop_like_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _start_gateway(settings: Settings, runtime: Runtime) -> Gateway | None:
-    """The in-process tunnel gateway, when enabled and possible here."""
+class GatewayUnavailable(SystemExit):
+    """ECLIPTIC_GATEWAY=on, and the gateway cannot start here: serve stops with this."""
+
+
+GATEWAY_FIX = "make setup   (as root: installs nginx, Go and the 'tunnel' account, builds tunneld)"
+"""The one command that gives this machine what the gateway needs."""
+
+
+def _start_gateway(settings: Settings, runtime: Runtime) -> tuple[Gateway | None, str]:
+    """The in-process tunnel gateway, when enabled and possible here, and why it is off."""
     if settings.gateway == "off":
-        return None
+        return None, "off (ECLIPTIC_GATEWAY=off)"
     problems = prerequisites(settings)
     if problems:
         if settings.gateway == "on":
-            raise SystemExit("cannot start the tunnel gateway: " + "; ".join(problems))
+            raise GatewayUnavailable(
+                "cannot start the tunnel gateway (ECLIPTIC_GATEWAY=on): "
+                + "; ".join(problems)
+                + f"\nfix: {GATEWAY_FIX}"
+            )
         log.warning("tunnel gateway not started (ECLIPTIC_GATEWAY=auto): %s", "; ".join(problems))
-        return None
+        return None, "; ".join(problems)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     gateway = Gateway(settings, runtime.db, auth_upstream=f"{host}:{settings.port}")
     try:
@@ -50,10 +62,12 @@ def _start_gateway(settings: Settings, runtime: Runtime) -> Gateway | None:
     except Exception as exc:
         gateway.stop()
         if settings.gateway == "on":
-            raise SystemExit(f"cannot start the tunnel gateway: {exc}") from None
+            raise GatewayUnavailable(
+                f"cannot start the tunnel gateway (ECLIPTIC_GATEWAY=on): {exc}"
+            ) from None
         log.warning("tunnel gateway not started (ECLIPTIC_GATEWAY=auto): %s", exc)
-        return None
-    return gateway
+        return None, str(exc)
+    return gateway, ""
 
 
 def serve(settings: Settings, *, echo: bool = True) -> None:
@@ -72,7 +86,11 @@ def serve(settings: Settings, *, echo: bool = True) -> None:
     gc.collect()
     gc.freeze()
     url = settings.public_url
-    gateway = _start_gateway(settings, runtime)
+    try:
+        gateway, why_off = _start_gateway(settings, runtime)
+    except BaseException:
+        runtime.stop()
+        raise
     if echo:
         print(f"Ecliptic {runtime.backend.name} cloud serving at {url}", file=sys.stderr)
         print(f"  API docs:  {url}/docs    database: {settings.database_url}", file=sys.stderr)
@@ -90,6 +108,13 @@ def serve(settings: Settings, *, echo: bool = True) -> None:
                 f"    tunnels: ssh -N -R 0:localhost:PORT tunnel@HOST -p {gateway.ssh_port}",
                 file=sys.stderr,
             )
+        else:
+            print(f"  Gateway:   OFF: {why_off}", file=sys.stderr)
+            if settings.gateway != "off":
+                print(
+                    f"             to turn it on: {GATEWAY_FIX}, then start again",
+                    file=sys.stderr,
+                )
         print(
             f"  Sign in:   ecliptic login --url {url} --user admin\n  Stop:      Ctrl-C",
             file=sys.stderr,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -73,6 +74,44 @@ def find_tunneld(path: str | None = None) -> str | None:
     if os.access(beside, os.X_OK):
         return str(beside)
     return shutil.which(TUNNELD)
+
+
+STAGE_DIR = Path("/run/ecliptic/bin")
+"""Where a root instance installs the daemon it runs as the tunnel account (root-owned)."""
+
+
+def stage_tunneld(exe: str, stage_dir: Path = STAGE_DIR) -> str:
+    """A root-owned copy of ``exe`` that any account can run, named by its content.
+
+    The daemon runs as the unprivileged tunnel account, which cannot enter a checkout in a
+    private (0700) folder such as root's home; so a root instance runs a copy installed in a
+    root-owned, world-traversable folder instead. The name carries the binary's hash, so a
+    rebuilt binary is a new file and several instances never replace each other's copy.
+    """
+    digest = hashlib.sha256(Path(exe).read_bytes()).hexdigest()[:16]
+    target = stage_dir / f"{TUNNELD}-{digest}"
+    if target.exists():
+        st = target.stat()
+        if st.st_uid == 0 and st.st_mode & 0o7777 == 0o755:
+            return str(target)
+    for folder in reversed([stage_dir, *stage_dir.parents]):
+        if not folder.exists():
+            folder.mkdir(mode=0o755)
+        st = folder.stat()
+        if st.st_uid != 0 or st.st_mode & 0o022 or not st.st_mode & 0o001:
+            raise EndpointError(
+                f"cannot install {TUNNELD} under {stage_dir}: {folder} must be owned by root, "
+                "not writable by others, and enterable by every account (chmod 755)"
+            )
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(exe, tmp)
+        os.chown(tmp, 0, 0)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(target)
 
 
 def check_prerequisites(user: str, *, tunneld_path: str | None = None) -> list[str]:
@@ -216,6 +255,7 @@ class TunneldEndpoint:
             raise EndpointError(f"{TUNNELD} is missing: build it with `make setup`")
         account: dict[str, Any] = {}
         if os.geteuid() == 0:
+            exe = await asyncio.to_thread(stage_tunneld, exe)
             pw = pwd.getpwnam(self.config.user)
             account = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
         fd = self._sock.fileno()
