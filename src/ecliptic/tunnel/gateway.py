@@ -343,7 +343,9 @@ class Gateway:
         """Cut every tunnel, stop nginx and sshd, forget what this replica reported."""
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None:
-            loop.call_soon_threadsafe(stopping.set)
+            # After a failed start the loop has already ended: nothing to wake.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stopping.set)
         if self._thread is not None:
             self._thread.join(30)
             if not self._thread.is_alive():
