@@ -15,6 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.prerequisites import (  # noqa: F401  (hooks: a missing prerequisite fails make test)
+    pytest_make_collect_report,
+    pytest_runtest_makereport,
+    pytest_terminal_summary,
+)
+
 # Every test instance records what it creates here, not in the machine-wide /run/ecliptic,
 # so the leak check sees exactly what the tests made and a running dev instance is safe.
 _OWNERS = Path(tempfile.mkdtemp(prefix="ecl-test-owners-"))

@@ -269,9 +269,8 @@ def test_gpu_slices_and_flavor_slots(env: L) -> None:
     assert lease.status["cost"]["vcpu"] == "120"
 
 
-def test_concurrent_creators_never_double_book_or_overspend(env: L, database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("the concurrency guarantee under test is PostgreSQL's advisory lock")
+def test_concurrent_creators_never_double_book_or_overspend(env: L) -> None:
+    # PostgreSQL serialises lease writes with an advisory lock, SQLite with its write lock.
     # 32 creators, each with its own engine (as separate processes would have), race for
     # 4 GPU hosts; what is left of the credit pays for 2 of them.
     with env.db.write() as s:
