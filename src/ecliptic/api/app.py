@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -33,6 +33,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         version=__version__,
         description="Self-service research cloud: servers, networks, reservations, platforms.",
         openapi_url="/openapi.json",
+        dependencies=[Depends(problems.no_unknown_query)],
     )
     app.state.runtime = runtime
     problems.install(app)

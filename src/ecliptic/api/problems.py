@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ecliptic.backends.base import BackendError
 from ecliptic.errors import EclipticError
@@ -40,8 +42,89 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+class CatchAll:
+    """Turns an unexpected exception into a 500 problem document (with a request id, logged
+    with its traceback) instead of a text/plain answer and a dropped connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            request_id = secrets.token_hex(6)
+            log.exception(
+                "unexpected error in %s %s (request %s)",
+                scope.get("method"),
+                scope.get("path"),
+                request_id,
+            )
+            if started:
+                raise
+            response = problem(
+                500,
+                "internal_error",
+                "Internal error",
+                f"something went wrong on our side (request {request_id}); it is logged: "
+                "report the request id to the operators",
+            )
+            await response(scope, receive, send)
+
+
+def _query_names(dependant: Any) -> frozenset[str]:
+    names = {getattr(q, "alias", None) or q.name for q in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)
+
+
+_KNOWN_QUERY: dict[int, frozenset[str]] = {}
+
+
+async def no_unknown_query(request: Request) -> None:
+    """Refuse query parameters the route does not take (a typo would be ignored silently)."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _KNOWN_QUERY.get(id(route))
+    if known is None:
+        known = _KNOWN_QUERY[id(route)] = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise InvalidQuery(
+            f"unknown query parameter {', '.join(repr(u) for u in unknown)}: this endpoint "
+            f"takes {takes}",
+            errors=[{"loc": ["query", u], "msg": "unknown query parameter"} for u in unknown],
+        )
+
+
+class InvalidQuery(EclipticError):
+    """A query parameter the endpoint does not take."""
+
+    code = "invalid_input"
+    status = 422
+    title = "Invalid input"
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem document."""
+    app.add_middleware(CatchAll)
 
     @app.exception_handler(EclipticError)
     async def _ecliptic(_: Request, exc: EclipticError) -> JSONResponse:

@@ -11,14 +11,28 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 FLAVOR_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 
 
+ID_LIKE_RE = re.compile(r"^[0-9a-f]{32}$")
+"""Object ids are 32 lowercase hex characters: no name may look like one."""
+
+
+def _not_id_like(value: str) -> str:
+    if ID_LIKE_RE.match(value):
+        raise ValueError(
+            f"'{value}' looks like an object id (32 hexadecimal characters), so it could "
+            "hide another object's id: choose a name with a letter after 'f' or a '-'"
+        )
+    return value
+
+
 def _name(value: str) -> str:
+    _not_id_like(value)
     if not NAME_RE.match(value):
         raise ValueError(
             f"'{value}' is not a valid name: use 1-63 lowercase letters, digits and '-', "
@@ -28,6 +42,7 @@ def _name(value: str) -> str:
 
 
 def _flavor_name(value: str) -> str:
+    _not_id_like(value)
     if not FLAVOR_NAME_RE.match(value):
         raise ValueError(
             f"'{value}' is not a valid flavor name: use 1-63 lowercase letters, digits, "
@@ -117,7 +132,7 @@ class UserCreate(Strict):
     name: Name
     password: Annotated[str, Field(min_length=8, max_length=1024)] | None = None
     email: Annotated[str, Field(max_length=254, pattern=r"^$|^[^@\s]+@[^@\s]+$")] = ""
-    is_admin: bool = False
+    is_admin: StrictBool = False
 
 
 class UserOut(Out):
@@ -283,6 +298,12 @@ class ServerNic(Strict):
     port: Ref | None = None
     vnic_type: VnicType = "normal"
 
+    @model_validator(mode="after")
+    def _one_of(self) -> ServerNic:
+        if (self.network is None) == (self.port is None):
+            raise ValueError("give a network or a port for each interface (exactly one)")
+        return self
+
 
 class ServerCreate(Strict):
     """Create a server."""
@@ -292,7 +313,13 @@ class ServerCreate(Strict):
     networks: Annotated[list[ServerNic], Field(max_length=8)] = []
     lease: Ref | None = None
     reservation: Name | None = None
-    preemptible: bool = False
+    preemptible: StrictBool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServerCreate:
+        if self.reservation is not None and self.lease is None:
+            raise ValueError("a reservation is part of a lease: give the lease too (--lease NAME)")
+        return self
 
 
 class ServerOut(Out):
@@ -329,11 +356,18 @@ class Page(BaseModel, Generic[T]):
     next: str | None = None
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("a command argument cannot contain a NUL character (\\0)")
+    return value
+
+
 class ExecRequest(Strict):
     """Run one command inside a server and wait for it."""
 
     argv: Annotated[
-        list[Annotated[str, Field(max_length=65536)]], Field(min_length=1, max_length=1024)
+        list[Annotated[str, Field(max_length=65536), AfterValidator(_no_nul)]],
+        Field(min_length=1, max_length=1024),
     ]
     timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
     stdin: Annotated[str, Field(max_length=1024 * 1024)] | None = None
@@ -410,13 +444,27 @@ class GcResult(BaseModel):
 DURATION_RE = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$")
 
 
+MAX_DURATION = timedelta(days=3660)
+"""No duration may exceed ten years (a lease, a grace, a search horizon...)."""
+
+
 def parse_duration(value: str) -> timedelta:
     """``48h``, ``2d``, ``90m``, ``1d12h`` -> timedelta (minute resolution)."""
+    if value.strip().isdigit():
+        raise ValueError(
+            f"'{value}' has no unit: a duration needs one, like {value.strip()}h, "
+            f"{value.strip()}m or {value.strip()}d"
+        )
     m = DURATION_RE.match(value)
     if not m or not any(m.groups()):
         raise ValueError(f"'{value}' is not a duration: write it like 48h, 2d, 90m or 1d12h")
     d, h, mins = (int(x or 0) for x in m.groups())
-    return timedelta(days=d, hours=h, minutes=mins)
+    if d > MAX_DURATION.days or h > MAX_DURATION.days * 24 or mins > MAX_DURATION.days * 1440:
+        raise ValueError(f"'{value}' is too long: durations go up to {MAX_DURATION.days}d")
+    out = timedelta(days=d, hours=h, minutes=mins)
+    if out > MAX_DURATION:
+        raise ValueError(f"'{value}' is too long: durations go up to {MAX_DURATION.days}d")
+    return out
 
 
 def _duration(value: str) -> str:
@@ -431,9 +479,22 @@ def _filter_text(value: str) -> str:
     return value
 
 
-Duration = Annotated[str, Field(min_length=2, max_length=32), AfterValidator(_duration)]
+Duration = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(_duration)]
 FilterText = Annotated[str, Field(max_length=2000), AfterValidator(_filter_text)]
 Count = Annotated[int, Field(ge=1, le=10_000)]
+PROFILE_RE = re.compile(r"^[1-7]g\.[0-9]{1,4}gb$")
+
+
+def _profile(value: str) -> str:
+    if not PROFILE_RE.match(value):
+        raise ValueError(
+            f"'{value}' is not a GPU slice profile: write Ng.Mgb with N from 1 to 7 "
+            "(a GPU has 7 compute units), e.g. 1g.10gb or 3g.40gb"
+        )
+    return value
+
+
+GpuProfile = Annotated[str, Field(max_length=16), AfterValidator(_profile)]
 
 
 class HostReservationIn(Strict):
@@ -459,7 +520,7 @@ class FlavorReservationIn(Strict):
     disk_gb: Annotated[int, Field(ge=0, le=1024 * 1024)] | None = None
     gpu_model: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     gpus: Annotated[int, Field(ge=0, le=64)] | None = None
-    gpu_profile: Annotated[str, Field(pattern=r"^[1-9]g\.[0-9]{1,4}gb$")] | None = None
+    gpu_profile: GpuProfile | None = None
     affinity: Literal["none", "affinity", "anti-affinity"] = "none"
     where: FilterText = ""
 
@@ -470,7 +531,7 @@ class SliceReservationIn(Strict):
     kind: Literal["gpu_slice"]
     name: Name = "slices"
     count: Count = 1
-    profile: Annotated[str, Field(pattern=r"^[1-9]g\.[0-9]{1,4}gb$")]
+    profile: GpuProfile
     gpu_model: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     flavor: Annotated[str, Field(min_length=1, max_length=63)] | None = Field(
         default=None,
@@ -679,7 +740,7 @@ class ServiceCreate(Strict):
     """Reserve a subdomain for a service; the answer carries its first association token."""
 
     name: Name
-    public: bool = False
+    public: StrictBool = False
     protocol: TunnelProtocol = "http"
     liveness_path: LivenessPath = None
     liveness_period_s: Annotated[int, Field(ge=1, le=3600)] = 10
@@ -693,7 +754,7 @@ class ServiceCreate(Strict):
 class ServiceUpdate(Strict):
     """Change who may reach a service."""
 
-    public: bool | None = None
+    public: StrictBool | None = None
     access: UserList | None = None
 
 

@@ -33,8 +33,9 @@ closures.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -43,6 +44,8 @@ from ecliptic.scheduler.model import HostInfo
 
 MAX_FILTER_LENGTH = 4096
 """Longer filter texts are refused (they come from users)."""
+MAX_NESTING = 32
+"""Deeper nesting of parentheses and ``not`` is refused (it would exhaust the stack)."""
 
 Value = Any
 """A property or literal value: str, int, float, bool or a list of those."""
@@ -238,11 +241,37 @@ def _compare(op: str, a: Value, b: Value) -> Value:
 # -- parser -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class NameUse:
+    """A property name a filter reads, and the literal it is compared with, if any."""
+
+    name: str
+    column: int
+    compared_with: tuple[Value, ...] = ()
+    """Literals on the other side of a comparison (one, or a list's items for ``in``)."""
+    op: str = ""
+    right: bool = False
+    """The name stands on the right of a comparison (``gpu_model == A100``: A100)."""
+    other: str = ""
+    """The property on the other side, when both sides are names."""
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0
+        self.uses: list[NameUse] = []
+
+    def deeper(self, tok: _Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise FilterError(
+                f"nested more than {MAX_NESTING} levels deep: simplify the filter",
+                self.text,
+                tok.column,
+            )
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -284,8 +313,10 @@ class _Parser:
 
     def not_expr(self) -> Evaluator:
         if self.is_keyword("not"):
-            self.take()
-            return _not(self.not_expr())
+            self.deeper(self.take())
+            inner = self.not_expr()
+            self.depth -= 1
+            return _not(inner)
         return self.comparison()
 
     def comparison(self) -> Evaluator:
@@ -303,17 +334,43 @@ class _Parser:
             self.take()
             op = "not in"
         else:
+            if name is not None and name.kind == "name":
+                self.uses.append(NameUse(str(name.value), name.column))
             return _test(left)
         at = self.i
         right = self.operand()
         if self.peek().kind == "op":
             raise self.error(self.peek(), "'and', 'or' or ')'")
+        self._note(op, name, self.tokens[at] if self.i == at + 1 else None, at)
         if name is not None and name.kind == "name":
             const = self.tokens[at] if self.i == at + 1 else None
             fast = _plain_comparison(op, str(name.value), const, right)
             if fast is not None:
                 return fast
         return _comparison(op, left, right)
+
+    def _note(self, op: str, left: _Token | None, right: _Token | None, at: int) -> None:
+        """Record the names of a comparison, with the literal on the other side."""
+
+        def literal(tok: _Token | None) -> tuple[Value, ...] | None:
+            if tok is None:  # a list or a parenthesised expression
+                if self.tokens[at].text == "[":
+                    items = self.tokens[at + 1 : self.i - 1]
+                    return tuple(t.value for t in items if t.kind in ("number", "string"))
+                return None
+            if tok.kind in ("number", "string"):
+                return (tok.value,)
+            if tok.kind == "keyword" and tok.text in ("true", "false"):
+                return (tok.text == "true",)
+            return None
+
+        lname = str(left.value) if left is not None and left.kind == "name" else ""
+        rname = str(right.value) if right is not None and right.kind == "name" else ""
+        if left is not None and lname:
+            self.uses.append(NameUse(lname, left.column, literal(right) or (), op, other=rname))
+        if right is not None and rname:
+            lit = literal(left) or ()
+            self.uses.append(NameUse(rname, right.column, lit, op, right=True, other=lname))
 
     def _next_is_in(self) -> bool:
         nxt = self.tokens[self.i + 1]
@@ -328,10 +385,12 @@ class _Parser:
         if tok.kind == "name":
             return _prop(str(tok.value))
         if tok.kind == "punct" and tok.text == "(":
+            self.deeper(tok)
             inner = self.expr()
             if not (self.peek().kind == "punct" and self.peek().text == ")"):
                 raise self.error(self.peek(), "')'")
             self.take()
+            self.depth -= 1
             return inner
         if tok.kind == "punct" and tok.text == "[":
             return _const(self.literal_list())
@@ -464,11 +523,13 @@ def _or(parts: Sequence[Evaluator]) -> Evaluator:
 class Filter:
     """A compiled filter: call it on a host's property mapping to know whether the host matches."""
 
-    __slots__ = ("_run", "text", "words")
+    __slots__ = ("_run", "text", "uses", "words")
 
-    def __init__(self, text: str, run: Evaluator) -> None:
+    def __init__(self, text: str, run: Evaluator, uses: Sequence[NameUse] = ()) -> None:
         self.text = text
         """The source text."""
+        self.uses = tuple(uses)
+        """The property names the filter reads, where, and what they are compared with."""
         self._run = run
         self.words: tuple[str, frozenset[str]] | None = (
             (run.name, run.words) if isinstance(run, _Plain) and run.positive else None
@@ -492,7 +553,98 @@ def compile_filter(text: str) -> Filter:
         raise FilterError(
             f"filter longer than {MAX_FILTER_LENGTH} characters", text[:40] + "...", 41
         )
-    return Filter(text, _Parser(text).parse())
+    parser = _Parser(text)
+    run = parser.parse()
+    return Filter(text, run, parser.uses)
+
+
+BUILTIN_PROPERTIES = (
+    "name",
+    "vcpus",
+    "memory_mb",
+    "memory_gb",
+    "disk_gb",
+    "gpu_model",
+    "gpu_count",
+    "gpu_models",
+    "rdma",
+)
+"""Properties every host has (``host_properties``)."""
+
+
+def _kind(v: Value) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if _is_number(v):
+        return "a number"
+    if isinstance(v, list | tuple):
+        return "a list"
+    return "a text"
+
+
+def check_filter(f: Filter, hosts: Iterable[HostInfo]) -> None:
+    """Refuse a filter that names a property no host has, or compares a property with a
+    value of a kind it can never equal or be ordered with (a typo would match nothing)."""
+    if not f.uses:
+        return
+    hosts = list(hosts)
+    seen: dict[str, list[Value]] = {}
+    for use in f.uses:
+        if use.name not in seen:
+            seen[use.name] = _values_of(use.name, hosts)
+        values = seen[use.name]
+        if not values:
+            raise FilterError(_unknown(use, hosts), f.text, use.column)
+        for lit in use.compared_with:
+            if use.op in ("in", "not in") and not use.right and isinstance(values[0], list):
+                continue  # "H100" in gpu_models is checked the other way round
+            if any(_comparable(use.op, v, lit, use.right) for v in values):
+                continue
+            raise FilterError(
+                f"property '{use.name}' is {_kind(values[0])} on every host, so it never "
+                f"compares with {lit!r} ({_kind(lit)}): "
+                + (
+                    "write a number, e.g. vcpus > 16"
+                    if _is_number(values[0])
+                    else "check the value"
+                ),
+                f.text,
+                use.column,
+            )
+
+
+def _values_of(name: str, hosts: Sequence[HostInfo]) -> list[Value]:
+    """Distinct kinds of value ``name`` takes on ``hosts`` (one sample each; [] if none)."""
+    samples: dict[str, Value] = {}
+    for h in hosts:
+        props = host_properties(h) if name in BUILTIN_PROPERTIES else h.properties
+        if name in props:
+            v = props[name]
+            samples.setdefault(_kind(v), v)
+            if len(samples) == 4:
+                break
+    return list(samples.values())
+
+
+def _comparable(op: str, value: Value, lit: Value, right: bool) -> bool:
+    if op in ("in", "not in"):
+        if right:  # "x" in prop: prop is a list or a text
+            return isinstance(value, list | str)
+        return _coerce_pair(value, lit) is not None
+    return _coerce_pair(value, lit) is not None
+
+
+def _unknown(use: NameUse, hosts: Sequence[HostInfo]) -> str:
+    names = set(BUILTIN_PROPERTIES)
+    for h in hosts:
+        names.update(h.properties)
+    close = difflib.get_close_matches(use.name, sorted(names), n=1, cutoff=0.6)
+    msg = f"no host has a property '{use.name}'"
+    if use.right and use.other:
+        return f'{msg}: to compare {use.other} with the text {use.name}, quote it: "{use.name}"'
+    if close:
+        return f"{msg} (did you mean '{close[0]}'?)"
+    return f"{msg}; known properties: {', '.join(sorted(names))}"
 
 
 def host_properties(host: HostInfo) -> dict[str, Any]:

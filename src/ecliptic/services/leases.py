@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ecliptic.api.schemas import (
+    MAX_DURATION,
     FlavorReservationIn,
     HostReservationIn,
     LeaseCreate,
@@ -23,6 +24,7 @@ from ecliptic.api.schemas import (
 from ecliptic.errors import Conflict, InvalidInput, NotFound
 from ecliptic.phases import LeasePhase
 from ecliptic.scheduler.engine import Engine
+from ecliptic.scheduler.filters import FilterError, check_filter, compile_filter
 from ecliptic.scheduler.model import (
     FlavorRequest,
     HostInfo,
@@ -85,6 +87,22 @@ def to_requests(session: Session, items: Sequence[ReservationIn | dict[str, Any]
         seen.add(r.name)
         out.append(_one_request(session, r, i))
     return out
+
+
+def check_filters(engine: Engine, requests: Sequence[Request]) -> None:
+    """Refuse filters that name a property no host has or compare it with the wrong kind
+    of value: a typo would otherwise match nothing, and look like a full cloud."""
+    hosts = engine.hosts.values()
+    for i, r in enumerate(requests):
+        if not r.filter:
+            continue
+        try:
+            check_filter(compile_filter(r.filter), hosts)
+        except FilterError as exc:
+            raise InvalidInput(
+                f"reservation '{r.key}': {exc}",
+                errors=[{"loc": ["body", "reservations", i, "where"], "msg": exc.reason}],
+            ) from None
 
 
 def _one_request(session: Session, r: ReservationIn, i: int) -> Request:
@@ -195,7 +213,17 @@ def window(
             "give an end or a duration (e.g. duration 48h)",
             errors=[{"loc": ["body", "end"], "msg": "end or duration required"}],
         )
+    if s - now > MAX_DURATION:
+        raise InvalidInput(
+            f"start {s.isoformat()} is too far ahead: leases start within {MAX_DURATION.days} days",
+            errors=[{"loc": ["body", "start"], "msg": "too far ahead"}],
+        )
     e = end if end is not None else s + parse_duration(str(duration))
+    if e - s > MAX_DURATION:
+        raise InvalidInput(
+            f"a lease can last at most {MAX_DURATION.days} days",
+            errors=[{"loc": ["body", "end"], "msg": "too long"}],
+        )
     if e.tzinfo is None:
         raise InvalidInput("give times with a timezone (e.g. 2027-03-03T09:00Z)")
     if e.second or e.microsecond:
@@ -267,6 +295,7 @@ def create_lease(booking: Booking, queue: WorkQueue, caller: Caller, body: Lease
         ):
             raise Conflict(f"a lease named '{body.name}' exists already in this tenancy")
         requests = to_requests(session, body.reservations)
+        check_filters(engine, requests)
         lease = Lease(
             tenancy_id=tenancy_id,
             name=body.name,
@@ -546,10 +575,13 @@ def find_windows(
         raise InvalidInput("give not_before with a timezone")
     if start < minute(now):
         start = minute(now)
+    if start - now > MAX_DURATION:
+        raise InvalidInput(f"not_before is too far ahead: search within {MAX_DURATION.days} days")
     with booking.db.read() as session:
         requests = to_requests(session, reservations)
     length = parse_duration(duration)
     with booking.reading() as engine:
+        check_filters(engine, requests)
         found = engine.earliest(
             requests, length + parse_duration(grace), start, parse_duration(horizon), alternatives
         )
@@ -576,6 +608,7 @@ def check_fit(
     with booking.db.read() as session:
         requests = to_requests(session, reservations)
     with booking.reading() as engine:
+        check_filters(engine, requests)
         held = held_until(e, parse_duration(grace).total_seconds())
         result = engine.fit("fit-check", requests, s, held)
         if isinstance(result, Placement):
