@@ -163,3 +163,27 @@ def test_an_unexpected_error_is_a_problem_document_not_a_dropped_connection(
         assert body["code"] == "internal_error"
         assert "request " in body["detail"] and "boom" not in body["detail"]
         assert api.get("/flavors").status_code == 200
+
+
+def test_strangers_are_refused_before_their_input_is_judged(client: TestClient, admin: Api) -> None:
+    """Authentication and authorisation come before validation: a stranger's malformed body
+    gets 401/403, never a validation error that describes the endpoint."""
+    bad = {"nonsense": True}
+    for path in ("/blazar/check-create", "/blazar/check-update", "/blazar/on-end"):
+        assert client.post(f"/api/v1{path}", json=bad).status_code == 401, path
+    assert client.post("/api/v1/credits/allocations", json=bad).status_code == 401
+    r = admin.post("/users", json={"name": "mallory", "password": "mallory-password"})
+    assert r.status_code == 201, r.text
+    mallory = Api(client, login(client, "mallory", "mallory-password"))
+    for path in ("/blazar/check-create", "/credits/allocations"):
+        r = mallory.post(path, json=bad)
+        assert r.status_code == 403, (path, r.text)
+        assert "administrator" in r.json()["detail"]
+
+
+def test_a_user_without_a_tenancy_is_told_to_ask_an_admin(client: TestClient, admin: Api) -> None:
+    r = admin.post("/users", json={"name": "newbie", "password": "newbie-password"})
+    assert r.status_code == 201, r.text
+    newbie = Api(client, login(client, "newbie", "newbie-password"))
+    body = _problem(newbie.get("/servers"), 403)
+    assert "ask an administrator" in body["detail"], body["detail"]

@@ -44,3 +44,12 @@ def caller(
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime_dependency)]
 CallerDep = Annotated[Caller, Depends(caller)]
+
+
+def admin(c: CallerDep, request: Request) -> Caller:
+    """The caller, refused unless an administrator: checked before the body is validated."""
+    c.require_admin(f"call {request.method} {request.url.path}")
+    return c
+
+
+AdminDep = Annotated[Caller, Depends(admin)]

@@ -136,7 +136,7 @@ def caller_for(db: Database, user: User, tenancy: str | None) -> Caller:
         if len(members) == 1:
             m = members[0]
             return Caller(user.id, user.name, user.is_admin, m.tenancy_id, m.tenancy.name, m.role)
-        return Caller(user.id, user.name, user.is_admin)
+        return Caller(user.id, user.name, user.is_admin, memberships=len(members))
 
 
 def revoke_browser_token(db: Database, token: str) -> None:

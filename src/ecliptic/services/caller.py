@@ -23,6 +23,8 @@ class Caller:
     """That tenancy's name."""
     role: str | None = None
     """The user's role in that tenancy: ``member`` or ``admin``."""
+    memberships: int | None = None
+    """How many tenancies the user belongs to (capped at 2), when known."""
 
     def require_admin(self, what: str) -> None:
         """Refuse unless the caller is a cloud administrator."""
@@ -31,6 +33,12 @@ class Caller:
 
     def require_tenancy(self) -> str:
         """The tenancy id; refuse when the request named none."""
+        if self.tenancy_id is None and self.memberships == 0 and not self.is_admin:
+            raise Forbidden(
+                f"you ({self.user_name}) are not a member of any tenancy yet: ask an "
+                "administrator to add you (ecliptic tenancy member-add TENANCY "
+                f"{self.user_name})"
+            )
         if self.tenancy_id is None:
             raise Forbidden(
                 "this request acts inside a tenancy: pass one with the X-Ecliptic-Tenancy "

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -80,8 +80,13 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-def _authorise(request: Request, token: str | None) -> None:
+def _authorise(
+    request: Request, x_auth_token: Annotated[str | None, Header(max_length=4096)] = None
+) -> None:
+    """Only an administrator's token may drive the enforcement endpoints; checked before the
+    body is read, so a stranger learns nothing from validation errors."""
     rt = runtime(request)
+    token = x_auth_token
     bearer = request.headers.get("authorization", "")
     secret = token or (bearer[7:] if bearer.lower().startswith("bearer ") else "")
     if not secret:
@@ -178,14 +183,17 @@ def _settle(
     return Response(status_code=204)
 
 
-@router.post("/check-create", status_code=204, response_model=None)
+@router.post(
+    "/check-create",
+    status_code=204,
+    response_model=None,
+    dependencies=[Depends(_authorise)],
+)
 def check_create(
     body: CheckCreate,
     request: Request,
-    x_auth_token: Annotated[str | None, Header(max_length=4096)] = None,
 ) -> Response:
     """Allow a new Blazar lease if the project's credits cover it (and charge them)."""
-    _authorise(request, x_auth_token)
     return _settle(
         request,
         body.context.project_id,
@@ -196,14 +204,17 @@ def check_create(
     )
 
 
-@router.post("/check-update", status_code=204, response_model=None)
+@router.post(
+    "/check-update",
+    status_code=204,
+    response_model=None,
+    dependencies=[Depends(_authorise)],
+)
 def check_update(
     body: CheckUpdate,
     request: Request,
-    x_auth_token: Annotated[str | None, Header(max_length=4096)] = None,
 ) -> Response:
     """Allow a changed Blazar lease if credits cover the difference (charge or refund it)."""
-    _authorise(request, x_auth_token)
     new = body.lease.model_copy(update={"id": body.lease.id or body.current_lease.id})
     return _settle(
         request,
@@ -215,14 +226,17 @@ def check_update(
     )
 
 
-@router.post("/on-end", status_code=204, response_model=None)
+@router.post(
+    "/on-end",
+    status_code=204,
+    response_model=None,
+    dependencies=[Depends(_authorise)],
+)
 def on_end(
     body: CheckCreate,
     request: Request,
-    x_auth_token: Annotated[str | None, Header(max_length=4096)] = None,
 ) -> Response:
     """A Blazar lease ended: refund the unused part."""
-    _authorise(request, x_auth_token)
     now = runtime(request).clock.now()
     end = min(_utc(body.lease.end_date), max(_utc(body.lease.start_date), now))
     return _settle(

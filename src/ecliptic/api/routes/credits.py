@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from ecliptic.api.deps import CallerDep, RuntimeDep
+from ecliptic.api.deps import AdminDep, CallerDep, RuntimeDep
 from ecliptic.api.schemas import BalanceOut, CreditAllocate, LedgerOut
 from ecliptic.services import credits
 from ecliptic.services.booking import minute
@@ -59,7 +59,7 @@ def ledger(
 
 
 @router.post("/credits/allocations", response_model=list[BalanceOut], status_code=201)
-def allocate(body: CreditAllocate, caller: CallerDep, rt: RuntimeDep) -> list[BalanceOut]:
+def allocate(body: CreditAllocate, caller: AdminDep, rt: RuntimeDep) -> list[BalanceOut]:
     """Grant resource-hours to a tenancy for a window (administrators)."""
     start = minute(rt.clock.now()) if body.start == "now" else body.start
     credits.allocate(
