@@ -67,6 +67,7 @@ Times are integer minutes since the epoch inside; starts are rounded down and en
 from __future__ import annotations
 
 import gc
+import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -1245,7 +1246,8 @@ class Engine:
                     "start": to_minutes(pl.start),
                     "end": to_minutes(pl.end, up=True),
                     "allocations": sorted(
-                        [a.key, a.host, a.slots, _amount_json(a.amount)] for a in pl.allocations
+                        ([a.key, a.host, a.slots, _amount_json(a.amount)] for a in pl.allocations),
+                        key=lambda row: json.dumps(row, sort_keys=True),
                     ),
                 }
                 for lid, pl in sorted(self._leases.items())
