@@ -80,6 +80,19 @@ def test_json_output_is_one_document_wherever_the_option_goes(admin_cli: Cli) ->
     assert json.loads(res.stdout) == {"items": [], "next": None}
 
 
+def test_json_output_prints_errors_as_problem_documents(admin_cli: Cli) -> None:
+    res = admin_cli("-o", "json", "server", "show", "no-such-server")
+    assert res.exit_code == 3
+    doc = json.loads(res.stderr)
+    assert doc["code"] == "not_found" and doc["status"] == 404
+    assert "no server 'no-such-server'" in doc["detail"]
+    res = admin_cli("network", "create", "Bad_Name", "--output", "json")
+    assert res.exit_code == 1
+    doc = json.loads(res.stderr)
+    assert doc["status"] == 422 and doc["errors"][0]["field"] == "name"
+    assert res.stdout == ""
+
+
 def test_not_found_exits_3(admin_cli: Cli) -> None:
     res = admin_cli("server", "show", "no-such-server")
     assert res.exit_code == 3

@@ -126,8 +126,27 @@ def note(message: str) -> None:
     stderr().print(Text(message, style="dim"))
 
 
-def error(exc: ClientError) -> None:
-    """``error: <detail>`` on stderr, and one line per field the API complained about."""
+def problem_document(exc: ClientError) -> dict[str, Any]:
+    """The error as the API's problem document (``--output json`` prints it on stderr)."""
+    doc: dict[str, Any] = {"code": exc.code, "detail": exc.detail}
+    if isinstance(exc, ApiError):
+        doc["status"] = exc.status
+        if exc.errors:
+            doc["errors"] = [{"field": e.field, "msg": e.msg} for e in exc.errors]
+    return doc
+
+
+def error(exc: ClientError, *, as_json: bool | None = None) -> None:
+    """``error: <detail>`` on stderr, and one line per field the API complained about; with
+    ``--output json``, the problem document as one JSON line on stderr instead."""
+    if as_json is None:
+        from ecliptic.cli.session import current
+
+        as_json = current().json
+    if as_json:
+        sys.stderr.write(json.dumps(problem_document(exc)) + "\n")
+        sys.stderr.flush()
+        return
     errors = exc.errors if isinstance(exc, ApiError) else []
     joined = "; ".join(f"{e.field}: {e.msg}" for e in errors)
     if errors and exc.detail == joined:
