@@ -86,6 +86,7 @@ from ecliptic.api.schemas import (
     TunnelTokenOut,
     UserCreate,
     UserOut,
+    UserUpdate,
     WhoAmI,
     WindowOut,
 )
@@ -729,6 +730,16 @@ class _Users(_Group):
         body = _body(UserCreate, name=name, password=password, email=email, is_admin=is_admin)
         out: UserOut = self._c._call(UserOut, "POST", "/users", json=body)
         return out
+
+    def set_disabled(self, ref: str, disabled: bool) -> UserOut:
+        """Disable a user (their tokens and sessions end at once) or enable them again."""
+        body = _body(UserUpdate, disabled=disabled)
+        out: UserOut = self._c._call(UserOut, "PATCH", f"/users/{_q(ref)}", json=body)
+        return out
+
+    def delete(self, ref: str) -> None:
+        """Remove a user; their tokens and sessions end at once."""
+        self._c.request("DELETE", f"/users/{_q(ref)}")
 
 
 class _Tokens(_Group):

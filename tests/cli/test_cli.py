@@ -314,3 +314,22 @@ def test_installed_command_exit_codes_and_clean_json(cloud: Cloud, cli_env: Path
     res = run("server", "show", "nothing-here")
     assert (res.returncode, res.stdout) == (3, "")
     assert res.stderr.startswith("error: no server 'nothing-here'")
+
+
+def test_user_disable_enable_and_delete(admin_cli: Cli, cloud: Cloud) -> None:
+    res = admin_cli("user", "create", "cli-mallory", "--password-stdin", input="mallory-pass-1\n")
+    assert res.exit_code == 0, res.output
+    res = admin_cli("user", "disable", "cli-mallory")
+    assert res.exit_code == 0, res.output
+    assert "user cli-mallory: disabled; their tokens and sessions have ended" in res.stdout
+    res = admin_cli("-o", "json", "user", "list")
+    users = {u["name"]: u for u in json.loads(res.stdout)}
+    assert users["cli-mallory"]["disabled"] is True
+    res = admin_cli("user", "enable", "cli-mallory")
+    assert res.exit_code == 0 and "user cli-mallory: enabled" in res.stdout
+    res = admin_cli("user", "delete", "cli-mallory")
+    assert res.exit_code == 0 and "user cli-mallory: removed" in res.stdout
+    res = admin_cli("user", "delete", "cli-mallory")
+    assert res.exit_code == 3, res.output
+    res = admin_cli("user", "disable", "admin")
+    assert res.exit_code == 4 and "cannot disable yourself" in res.stderr

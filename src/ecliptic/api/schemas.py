@@ -135,6 +135,12 @@ class UserCreate(Strict):
     is_admin: StrictBool = False
 
 
+class UserUpdate(Strict):
+    """Disable a user (their tokens and sessions end at once) or enable them again."""
+
+    disabled: StrictBool
+
+
 class UserOut(Out):
     """A user."""
 

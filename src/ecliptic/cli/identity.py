@@ -145,3 +145,34 @@ def user_create(
         u,
         lambda: output.table(["NAME", "EMAIL", "ADMIN", "DISABLED", "AGE"], _user_rows([u])),
     )
+
+
+def _set_disabled(user: str, disabled: bool) -> None:
+    u = client().users.set_disabled(user, disabled)
+    emit(
+        u,
+        lambda: output.say(
+            f"user {u.name}: "
+            + ("disabled; their tokens and sessions have ended" if disabled else "enabled")
+        ),
+    )
+
+
+@command(user_app, "disable")
+def user_disable(user: User) -> None:
+    """Disable a user: their tokens, browser and gateway sessions stop working at once."""
+    _set_disabled(user, True)
+
+
+@command(user_app, "enable")
+def user_enable(user: User) -> None:
+    """Enable a disabled user again (they sign in anew)."""
+    _set_disabled(user, False)
+
+
+@command(user_app, "delete")
+def user_delete(user: User) -> None:
+    """Remove a user, their memberships, tokens, sessions and SSH keys."""
+    client().users.delete(user)
+    if not current().json:
+        output.say(f"user {user}: removed")

@@ -12,7 +12,15 @@ from ecliptic.errors import Conflict, Forbidden, NotFound
 from ecliptic.services.auth import IssuedToken, hash_password, issue_token
 from ecliptic.services.caller import Caller
 from ecliptic.store.db import Database
-from ecliptic.store.models import ApiToken, Membership, Tenancy, User
+from ecliptic.store.models import (
+    ApiToken,
+    GatewayCode,
+    Membership,
+    ServiceAccess,
+    Tenancy,
+    User,
+    UserSshKey,
+)
 
 ROLES = ("member", "admin")
 
@@ -176,6 +184,58 @@ def _may_manage(session: Session, caller: Caller, t: Tenancy) -> None:
         raise NotFound(f"you are not a member of a tenancy '{t.name}'")
     if mine.role != "admin":
         raise Forbidden(f"only admins of tenancy '{t.name}' may change its members")
+
+
+def set_user_disabled(db: Database, caller: Caller, ref: str, disabled: bool) -> User:
+    """Disable a user (every token and gateway session of theirs stops working at once, and
+    the jump host refuses their keys) or enable them again (administrators only)."""
+    caller.require_admin("disable or enable users")
+    with db.write() as session:
+        u = _user(session, ref)
+        if disabled and u.id == caller.user_id:
+            raise Conflict("you cannot disable yourself: ask another administrator")
+        if disabled and u.is_admin:
+            _keep_an_admin(session, u)
+        u.disabled = disabled
+        if disabled:
+            _end_sessions(session, u)
+        session.flush()
+        return u
+
+
+def delete_user(db: Database, caller: Caller, ref: str) -> None:
+    """Remove a user: their memberships, tokens, gateway sessions, SSH keys and places on
+    services' access lists go with them (administrators only). What they created stays with
+    its tenancy."""
+    caller.require_admin("remove users")
+    with db.write() as session:
+        u = _user(session, ref)
+        if u.id == caller.user_id:
+            raise Conflict("you cannot remove yourself: ask another administrator")
+        if u.is_admin:
+            _keep_an_admin(session, u)
+        _end_sessions(session, u)
+        for model in (Membership, UserSshKey, ServiceAccess):
+            session.execute(delete(model).where(model.user_id == u.id))
+        session.delete(u)
+
+
+def _keep_an_admin(session: Session, leaving: User) -> None:
+    others = session.scalar(
+        select(func.count())
+        .select_from(User)
+        .where(User.is_admin.is_(True), User.disabled.is_(False), User.id != leaving.id)
+    )
+    if not others:
+        raise Conflict(
+            f"'{leaving.name}' is the last enabled administrator: make another one first"
+        )
+
+
+def _end_sessions(session: Session, u: User) -> None:
+    """Revoke every token (API, CLI, browser and gateway sign-ins) and sign-in code."""
+    session.execute(delete(ApiToken).where(ApiToken.user_id == u.id))
+    session.execute(delete(GatewayCode).where(GatewayCode.user_id == u.id))
 
 
 def create_token(db: Database, caller: Caller, name: str, ttl: timedelta | None) -> IssuedToken:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from ecliptic.api.deps import CallerDep, RuntimeDep
+from ecliptic.api.deps import AdminDep, CallerDep, RuntimeDep
 from ecliptic.api.schemas import (
     MembershipOut,
     MembershipSet,
@@ -12,6 +12,7 @@ from ecliptic.api.schemas import (
     TenancyOut,
     UserCreate,
     UserOut,
+    UserUpdate,
 )
 from ecliptic.services import identity
 
@@ -76,3 +77,16 @@ def create_user(body: UserCreate, caller: CallerDep, rt: RuntimeDep) -> UserOut:
             rt.db, caller, body.name, body.password, email=body.email, is_admin=body.is_admin
         )
     )
+
+
+@router.patch("/users/{ref}", response_model=UserOut)
+def update_user(ref: str, body: UserUpdate, caller: AdminDep, rt: RuntimeDep) -> UserOut:
+    """Disable or enable a user (administrators); disabling ends their sessions at once."""
+    return UserOut.model_validate(identity.set_user_disabled(rt.db, caller, ref, body.disabled))
+
+
+@router.delete("/users/{ref}", status_code=204, response_class=Response)
+def delete_user(ref: str, caller: AdminDep, rt: RuntimeDep) -> Response:
+    """Remove a user (administrators); their sessions end at once."""
+    identity.delete_user(rt.db, caller, ref)
+    return Response(status_code=204)
