@@ -78,6 +78,7 @@ from ecliptic.api.schemas import (
     SliceReservationIn,
     SshKeyCreate,
     SshKeyOut,
+    SubnetCreate,
     SubnetOut,
     TenancyCreate,
     TenancyOut,
@@ -849,6 +850,16 @@ class _Subnets(_Group):
         """Every subnet."""
         out: builtins.list[SubnetOut] = self._c._call(list[SubnetOut], "GET", "/subnets")
         return out
+
+    def create(self, name: str, network: str, cidr: str | None = None) -> SubnetOut:
+        """Add a range to a network (picked for you unless ``cidr`` is given)."""
+        body = _body(SubnetCreate, name=name, network=network, cidr=cidr)
+        out: SubnetOut = self._c._call(SubnetOut, "POST", "/subnets", json=body)
+        return out
+
+    def delete(self, ref: str) -> None:
+        """Remove a subnet that no port uses (not a network's last one)."""
+        self._c.request("DELETE", f"/subnets/{_q(ref)}")
 
 
 class _Ports(_Group):

@@ -245,6 +245,14 @@ class NetworkCreate(Strict):
     cidr: Cidr | None = None
 
 
+class SubnetCreate(Strict):
+    """Add a range to a network (picked for you unless given)."""
+
+    network: Ref
+    name: Name
+    cidr: Cidr | None = None
+
+
 class SubnetOut(Out):
     """A subnet."""
 
@@ -252,6 +260,8 @@ class SubnetOut(Out):
     name: str
     cidr: str
     gateway_ip: str
+    network_id: str = ""
+    phase: str = ""
 
 
 class NetworkOut(Out):

@@ -8,9 +8,10 @@ import typer
 
 from ecliptic.cli import output
 from ecliptic.cli.session import client, command, current, delete_many, emit
-from ecliptic.client import NetworkOut, PortOut
+from ecliptic.client import NetworkOut, PortOut, SubnetOut
 
-network_app = typer.Typer(help="Networks: one subnet each, addresses picked for you.")
+network_app = typer.Typer(help="Networks: a subnet each to start with, addresses picked for you.")
+subnet_app = typer.Typer(help="Subnets: more address ranges on a network.")
 port_app = typer.Typer(help="Ports: addresses reserved on a network, to plug into a server.")
 
 Timeout = Annotated[
@@ -169,3 +170,52 @@ def port_delete(
         c.ports.delete(ref)
         if not current().json:
             output.say(f"port {ref}: deleted")
+
+
+def _subnet_rows(rows: list[SubnetOut]) -> list[list[object]]:
+    return [[s.name, s.cidr, s.gateway_ip, s.phase] for s in rows]
+
+
+@command(subnet_app, "list")
+def subnet_list() -> None:
+    """List the subnets of your tenancy."""
+    rows = client().subnets.list()
+    emit(
+        rows,
+        lambda: output.table(
+            ["NAME", "CIDR", "GATEWAY", "PHASE"], _subnet_rows(rows), empty="no subnets"
+        ),
+    )
+
+
+@command(subnet_app, "create")
+def subnet_create(
+    name: Annotated[
+        str, typer.Argument(help="Name: lowercase letters, digits and '-'.", show_default=False)
+    ],
+    network: Annotated[
+        str, typer.Option("--network", help="The network to add it to.", show_default=False)
+    ],
+    cidr: Annotated[
+        str | None,
+        typer.Option(
+            "--cidr", help="IPv4 range, /16 to /29 (default: a free /24).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Add an address range to a network (used once the earlier ones are full)."""
+    sub = client().subnets.create(name, network, cidr)
+    emit(
+        sub,
+        lambda: output.table(["NAME", "CIDR", "GATEWAY", "PHASE"], _subnet_rows([sub])),
+    )
+
+
+@command(subnet_app, "delete")
+def subnet_delete(
+    subnet: Annotated[str, typer.Argument(help="Subnet name or id.", show_default=False)],
+) -> None:
+    """Remove a subnet no port uses (a network's last subnet goes with the network)."""
+    client().subnets.delete(subnet)
+    if not current().json:
+        output.say(f"subnet {subnet}: deleted")

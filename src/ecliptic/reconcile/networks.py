@@ -53,7 +53,8 @@ def reconcile_network(ctx: Context, network_id: str) -> Outcome:
         row = session.get(Network, network_id)
         if row is not None and row.phase != NetworkPhase.ACTIVE:
             move(session, row, NetworkPhase.BUILDING, "building")
-            for sub in row.subnets:
+        for sub in row.subnets if row is not None else ():
+            if sub.phase != NetworkPhase.ACTIVE:  # new subnets of an active network too
                 move(session, sub, NetworkPhase.BUILDING, "building")
     status = ctx.backend.ensure_network(spec)
     with ctx.db.write() as session:

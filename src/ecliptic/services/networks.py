@@ -63,15 +63,10 @@ UsedRanges = Callable[[], Iterable[str]]
 """Ranges the infrastructure uses outside this instance (``Backend.used_ranges``)."""
 
 
-def add_network(
-    session: Session,
-    queue: WorkQueue,
-    tenancy_id: str,
-    name: str,
-    cidr: str | None,
-    used_elsewhere: UsedRanges = tuple,
-) -> Network:
-    """Create a network and its subnet inside the caller's transaction (holding the IPAM lock)."""
+def pick_range(
+    session: Session, cidr: str | None, used_elsewhere: UsedRanges = tuple
+) -> ipaddress.IPv4Network:
+    """A free range of the pool: ``cidr`` when given and free, else the first free /24."""
     ours = [ipaddress.IPv4Network(c) for c in session.scalars(select(Subnet.cidr))]
     elsewhere = [ipaddress.IPv4Network(c) for c in used_elsewhere()]
     if cidr is None:
@@ -96,6 +91,19 @@ def add_network(
                 f"{cidr} overlaps {clash}, which is already in use on the infrastructure "
                 "(outside Ecliptic's networks); leave --cidr out to get a free range"
             )
+    return net_range
+
+
+def add_network(
+    session: Session,
+    queue: WorkQueue,
+    tenancy_id: str,
+    name: str,
+    cidr: str | None,
+    used_elsewhere: UsedRanges = tuple,
+) -> Network:
+    """Create a network and its subnet inside the caller's transaction (holding the IPAM lock)."""
+    net_range = pick_range(session, cidr, used_elsewhere)
     if session.scalar(
         select(Network.id).where(Network.tenancy_id == tenancy_id, Network.name == name)
     ):
@@ -204,6 +212,93 @@ def delete_network(db: Database, queue: WorkQueue, caller: Caller, ref: str) -> 
         return net
 
 
+def find_subnet(session: Session, tenancy_id: str, ref: str) -> Subnet:
+    """A subnet of the tenancy by name or id."""
+    sub = session.scalar(
+        select(Subnet).where(
+            Subnet.tenancy_id == tenancy_id, (Subnet.name == ref) | (Subnet.id == ref)
+        )
+    )
+    if sub is None:
+        raise NotFound(f"no subnet '{ref}' in this tenancy")
+    return sub
+
+
+def list_subnets(db: Database, caller: Caller) -> list[Subnet]:
+    """Subnets of the caller's tenancy."""
+    with db.read() as session:
+        return list(
+            session.scalars(
+                select(Subnet)
+                .where(Subnet.tenancy_id == caller.require_tenancy())
+                .order_by(Subnet.name)
+            )
+        )
+
+
+def create_subnet(
+    db: Database,
+    queue: WorkQueue,
+    caller: Caller,
+    network: str,
+    name: str,
+    cidr: str | None,
+    used_elsewhere: UsedRanges = tuple,
+) -> Subnet:
+    """Add a range to a network: ports get addresses from it once the earlier ones are full."""
+    tenancy_id = caller.require_tenancy()
+    try:
+        with db.write(IPAM_LOCK) as session:
+            net = find_network(session, tenancy_id, network)
+            if net.phase == NetworkPhase.DELETING:
+                raise Conflict(f"network '{net.name}' is being deleted")
+            if session.scalar(
+                select(Subnet.id).where(Subnet.tenancy_id == tenancy_id, Subnet.name == name)
+            ):
+                raise Conflict(f"a subnet named '{name}' exists already in this tenancy")
+            net_range = pick_range(session, cidr, used_elsewhere)
+            gateway = str(next(net_range.hosts()))
+            sub = Subnet(
+                tenancy_id=tenancy_id,
+                network_id=net.id,
+                name=name,
+                cidr=str(net_range),
+                gateway_ip=gateway,
+                phase=NetworkPhase.PENDING,
+                spec={"cidr": str(net_range), "gateway_ip": gateway},
+            )
+            session.add(sub)
+            net.generation += 1
+            session.flush()
+            queue.enqueue(session, "network", net.id)
+            return sub
+    except IntegrityError:
+        raise Conflict(f"a subnet named '{name}' or its range exists already") from None
+
+
+def delete_subnet(db: Database, queue: WorkQueue, caller: Caller, ref: str) -> None:
+    """Remove a subnet; refused while ports hold its addresses, or when it is the network's
+    only one (delete the network instead)."""
+    with db.write(IPAM_LOCK) as session:
+        sub = find_subnet(session, caller.require_tenancy(), ref)
+        used = session.scalar(select(func.count()).where(Port.subnet_id == sub.id)) or 0
+        if used:
+            raise InUse(
+                f"subnet '{sub.name}' ({sub.cidr}) holds the addresses of {used} port(s); "
+                "delete them (or their servers) first"
+            )
+        net = sub.network
+        if len(net.subnets) == 1:
+            raise Conflict(
+                f"subnet '{sub.name}' is the only one of network '{net.name}': delete the "
+                f"network instead (ecliptic network delete {net.name})"
+            )
+        session.delete(sub)
+        net.generation += 1
+        session.flush()
+        queue.enqueue(session, "network", net.id)
+
+
 def new_mac() -> str:
     """A random locally administered unicast MAC (``02:ec:..``)."""
     tail = secrets.token_bytes(4)
@@ -223,13 +318,20 @@ def allocate_port(
     """Reserve the lowest free address of the network's subnet (caller holds the IPAM lock)."""
     if net.phase == NetworkPhase.DELETING:
         raise Conflict(f"network '{net.name}' is being deleted")
-    subnet = net.subnets[0]
-    rng = ipaddress.IPv4Network(subnet.cidr)
-    used = set(session.scalars(select(Port.ip_address).where(Port.subnet_id == subnet.id)))
-    used.add(subnet.gateway_ip)
-    address = next((str(a) for a in rng.hosts() if str(a) not in used), None)
+    address = None
+    for subnet in sorted(net.subnets, key=lambda sub: (sub.created_at, sub.cidr)):
+        rng = ipaddress.IPv4Network(subnet.cidr)
+        used = set(session.scalars(select(Port.ip_address).where(Port.subnet_id == subnet.id)))
+        used.add(subnet.gateway_ip)
+        address = next((str(a) for a in rng.hosts() if str(a) not in used), None)
+        if address is not None:
+            break
     if address is None:
-        raise PoolExhausted(f"network '{net.name}' ({subnet.cidr}) has no free address left")
+        ranges = ", ".join(sub.cidr for sub in net.subnets)
+        raise PoolExhausted(
+            f"network '{net.name}' ({ranges}) has no free address left: add a subnet "
+            f"(ecliptic subnet create NAME --network {net.name})"
+        )
     macs = set()
     mac = new_mac()
     while mac in macs or session.scalar(select(func.count()).where(Port.mac == mac)):

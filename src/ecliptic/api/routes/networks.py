@@ -6,7 +6,14 @@ from fastapi import APIRouter, Response
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
 from ecliptic.api.render import network_out, port_out
-from ecliptic.api.schemas import NetworkCreate, NetworkOut, PortCreate, PortOut, SubnetOut
+from ecliptic.api.schemas import (
+    NetworkCreate,
+    NetworkOut,
+    PortCreate,
+    PortOut,
+    SubnetCreate,
+    SubnetOut,
+)
 from ecliptic.services import networks
 
 router = APIRouter(tags=["networks"])
@@ -42,11 +49,23 @@ def delete_network(ref: str, caller: CallerDep, rt: RuntimeDep) -> NetworkOut:
 @router.get("/subnets", response_model=list[SubnetOut])
 def list_subnets(caller: CallerDep, rt: RuntimeDep) -> list[SubnetOut]:
     """Subnets of your tenancy's networks."""
-    return [
-        SubnetOut.model_validate(s)
-        for n in networks.list_networks(rt.db, caller)
-        for s in n.subnets
-    ]
+    return [SubnetOut.model_validate(s) for s in networks.list_subnets(rt.db, caller)]
+
+
+@router.post("/subnets", response_model=SubnetOut, status_code=202)
+def create_subnet(body: SubnetCreate, caller: CallerDep, rt: RuntimeDep) -> SubnetOut:
+    """Add a range to a network; its range is picked for you unless given."""
+    sub = networks.create_subnet(
+        rt.db, rt.queue, caller, body.network, body.name, body.cidr, rt.backend.used_ranges
+    )
+    return SubnetOut.model_validate(sub)
+
+
+@router.delete("/subnets/{ref}", status_code=204, response_class=Response)
+def delete_subnet(ref: str, caller: CallerDep, rt: RuntimeDep) -> Response:
+    """Remove a subnet; refused while ports hold its addresses or when it is the last one."""
+    networks.delete_subnet(rt.db, rt.queue, caller, ref)
+    return Response(status_code=204)
 
 
 @router.get("/ports", response_model=list[PortOut])
