@@ -970,10 +970,13 @@ class _Servers(_Group):
         out: ServerOut = self._c._call(ServerOut, "DELETE", f"/servers/{_q(ref)}")
         return out
 
-    def log(self, ref: str, tail_bytes: int | None = None) -> ConsoleLog:
-        """The tail of the server's console log."""
+    def log(self, ref: str, tail_bytes: int | None = None, after: int | None = None) -> ConsoleLog:
+        """The end of the console log, or what follows ``after`` (a previous ``next``)."""
         out: ConsoleLog = self._c._call(
-            ConsoleLog, "GET", f"/servers/{_q(ref)}/log", params={"tail_bytes": tail_bytes}
+            ConsoleLog,
+            "GET",
+            f"/servers/{_q(ref)}/log",
+            params={"tail_bytes": tail_bytes, "after": after},
         )
         return out
 

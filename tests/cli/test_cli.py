@@ -8,6 +8,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ecliptic.client import Client
@@ -333,3 +334,52 @@ def test_user_disable_enable_and_delete(admin_cli: Cli, cloud: Cloud) -> None:
     assert res.exit_code == 3, res.output
     res = admin_cli("user", "disable", "admin")
     assert res.exit_code == 4 and "cannot disable yourself" in res.stderr
+
+
+def test_server_wait_and_log_follow(admin_cli: Cli, cloud: Cloud, cli_env: Path) -> None:
+    res = admin_cli("server", "create", "cli-follow", "--flavor", "m1.tiny")
+    assert res.exit_code == 0, res.output
+    res = admin_cli("server", "wait", "cli-follow", "--for", "active", "--timeout", "60")
+    assert res.exit_code == 0 and "server cli-follow: ACTIVE" in res.stdout, res.output
+    res = admin_cli("server", "wait", "cli-follow", "--for", "sideways")
+    assert res.exit_code == 2 and "not a server phase" in res.output
+    res = admin_cli("server", "wait", "cli-follow", "--for", "DELETED", "--timeout", "0.3")
+    assert res.exit_code == 7, res.output
+
+    srv = cloud.admin().servers.get("cli-follow")
+    console = Path(cloud.runtime.settings.data_dir) / "local" / "servers" / srv.id / "console.log"
+    env = {**os.environ, "ECLIPTIC_URL": cloud.url, "XDG_CONFIG_HOME": str(cli_env)}
+    cmd = [sys.executable, "-m", "ecliptic.cli.main"]
+    login = subprocess.run(
+        [*cmd, "login", "--user", "admin", "--password-stdin"],
+        input=ADMIN_PASSWORD,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert login.returncode == 0, login.stderr
+    follower = subprocess.Popen(
+        [*cmd, "server", "log", "cli-follow", "--follow", "--interval", "0.1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)  # the follower has printed the tail and is looking for more
+        with console.open("a") as f:  # what a service inside the server would write
+            f.write("service says héllo\n")
+        time.sleep(1.0)
+        assert admin_cli("server", "delete", "cli-follow").exit_code == 0
+        res = admin_cli("server", "wait", "cli-follow", "--for", "DELETED", "--timeout", "60")
+        assert res.exit_code == 0 and "server cli-follow: gone" in res.stdout
+        out, err = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert follower.returncode == 0, err
+    assert "ecliptic:" in out  # the boot lines of the tail
+    assert out.count("service says héllo\n") == 1, out
+    assert "server cli-follow is gone" in err

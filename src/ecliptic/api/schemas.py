@@ -404,6 +404,8 @@ class ConsoleLog(BaseModel):
 
     server: str
     log: str
+    next: int = 0
+    """Pass as ``after`` to get what the log gains from here on (``log --follow``)."""
 
 
 class DeletedServerOut(Out):

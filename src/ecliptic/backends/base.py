@@ -321,6 +321,11 @@ class Backend(Protocol):
         """The server's console log (boot messages and service output), its last bytes."""
         ...
 
+    def console_read(self, server_id: str, *, after: int, limit: int) -> tuple[str, int]:
+        """The console log from byte ``after`` (negative: from the end), at most ``limit``
+        bytes, and the offset to read from next (to follow the log)."""
+        ...
+
     def inventory(self) -> list[HostRecord]:
         """Hosts servers can be placed on."""
         ...

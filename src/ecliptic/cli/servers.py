@@ -325,15 +325,100 @@ def log(
             help="How much of the end (the API's default: 64 KiB).",
         ),
     ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Keep printing what the log gains until the server is gone (or Ctrl-C).",
+        ),
+    ] = False,
+    interval: Annotated[
+        float,
+        typer.Option("--interval", min=0.05, max=60, help="Seconds between looks (--follow)."),
+    ] = 0.5,
 ) -> None:
-    """Print the end of a server's console log."""
-    doc = client().servers.log(name, tail_bytes=tail)
+    """Print the end of a server's console log; --follow keeps printing it."""
+    c = client()
+    doc = c.servers.log(name, tail_bytes=tail)
 
     def human() -> None:
         sys.stdout.write(doc.log if not doc.log or doc.log.endswith("\n") else doc.log + "\n")
         sys.stdout.flush()
 
-    emit(doc, human)
+    if not follow:
+        emit(doc, human)
+        return
+    if current().json:
+        raise typer.BadParameter("--follow prints text as it comes: leave out --output json")
+    sys.stdout.write(doc.log)
+    sys.stdout.flush()
+    _follow(c, name, doc.next, interval)
+
+
+def _follow(c: Client, name: str, after: int, interval: float) -> None:
+    """Print what the log gains until the server is gone."""
+    import time
+
+    from ecliptic.client import ApiError
+
+    while True:
+        time.sleep(interval)
+        try:
+            doc = c.servers.log(name, after=after, tail_bytes=1024 * 1024)
+        except ApiError as exc:
+            if exc.status == 404:
+                output.note(f"server {name} is gone")
+                return
+            raise
+        if doc.log:
+            sys.stdout.write(doc.log)
+            sys.stdout.flush()
+        after = doc.next
+
+
+@command(app, "wait")
+def wait(
+    name: Name,
+    for_: Annotated[
+        str,
+        typer.Option(
+            "--for",
+            metavar="PHASE",
+            help="ACTIVE (running), DELETED (gone), or another phase (ERROR, BUILDING...).",
+        ),
+    ] = "ACTIVE",
+    timeout: Timeout = 300,
+) -> None:
+    """Wait until a server reaches a phase (exit 7 if it cannot, or not in time)."""
+    c = client()
+    target = for_.upper()
+    known = {p.value for p in ServerPhase} | {"DELETED"}
+    if target not in known:
+        raise typer.BadParameter(
+            f"{for_!r} is not a server phase: use one of {', '.join(sorted(known))}",
+            param_hint="--for",
+        )
+    if target == "DELETED":
+        with output.waiting(f"waiting for server {name} to go") as update:
+            c.servers.wait_deleted(
+                name,
+                timeout=timeout,
+                on_change=lambda s: update(f"server {s.name}: {s.phase} ({s.phase_reason})"),
+            )
+        if current().json:
+            output.emit_json({"server": name, "phase": "DELETED"})
+        else:
+            output.say(f"server {name}: gone")
+        return
+    with output.waiting(f"waiting for server {name}") as update:
+        srv = c.servers.wait(
+            name,
+            phases={target},
+            timeout=timeout,
+            on_change=lambda s: update(f"server {s.name}: {s.phase} ({s.phase_reason})"),
+        )
+    emit(srv, lambda: output.say(f"server {srv.name}: {srv.phase}"))
 
 
 @command(app, "events")

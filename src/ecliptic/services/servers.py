@@ -673,11 +673,20 @@ def purge_tombstones(session: Session, before: datetime) -> int:
 
 
 def console_log(
-    db: Database, backend: Backend, caller: Caller, ref: str, tail_bytes: int
-) -> tuple[Server, str]:
-    """The tail of a server's console log."""
+    db: Database,
+    backend: Backend,
+    caller: Caller,
+    ref: str,
+    tail_bytes: int,
+    after: int | None = None,
+) -> tuple[Server, str, int]:
+    """A server's console log: its tail, or what follows byte ``after``; and the offset to
+    ask for next (``log --follow``)."""
     srv = get_server(db, caller, ref)
-    return srv, backend.console_log(srv.id, tail_bytes=tail_bytes)
+    text, nxt = backend.console_read(
+        srv.id, after=-tail_bytes if after is None else after, limit=tail_bytes
+    )
+    return srv, text, nxt
 
 
 def exec_in_server(

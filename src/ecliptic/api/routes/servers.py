@@ -98,10 +98,12 @@ def console_log(
     caller: CallerDep,
     rt: RuntimeDep,
     tail_bytes: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 65536,
+    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
 ) -> ConsoleLog:
-    """The tail of the server's console log (boot messages and service output)."""
-    srv, text = servers.console_log(rt.db, rt.backend, caller, ref, tail_bytes)
-    return ConsoleLog(server=srv.name, log=text)
+    """The tail of the server's console log (boot messages and service output), or, with
+    ``after`` (a previous answer's ``next``), what it gained since (at most ``tail_bytes``)."""
+    srv, text, nxt = servers.console_log(rt.db, rt.backend, caller, ref, tail_bytes, after)
+    return ConsoleLog(server=srv.name, log=text, next=nxt)
 
 
 @router.get("/servers/{ref}/events", response_model=list[EventOut])

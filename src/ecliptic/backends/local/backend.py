@@ -642,6 +642,10 @@ class LocalBackend:
         """The last ``tail_bytes`` of the server's console log."""
         return console.tail(self._console(server_id), tail_bytes)
 
+    def console_read(self, server_id: str, *, after: int, limit: int) -> tuple[str, int]:
+        """The console log from byte ``after`` (negative: from the end), and the next offset."""
+        return console.read(self._console(server_id), after, limit)
+
     # ------------------------------------------------------------------ inventory
 
     @_backend_errors

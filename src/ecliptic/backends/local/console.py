@@ -31,3 +31,29 @@ def tail(path: Path, tail_bytes: int) -> str:
     except FileNotFoundError:
         return ""
     return data.decode("utf-8", errors="replace")
+
+
+def read(path: Path, after: int, limit: int) -> tuple[str, int]:
+    """The log from byte ``after`` (negative: that many bytes before the end), at most
+    ``limit`` bytes, cut at a whole UTF-8 character; and the offset to read from next.
+    A log shorter than ``after`` (it was recreated) is read from its start."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size + after) if after < 0 else after
+            if start > size:
+                start = 0
+            f.seek(start)
+            data = f.read(max(0, limit))
+    except FileNotFoundError:
+        return "", 0
+    cut = len(data)
+    # Leave an incomplete multi-byte character at the end for the next read.
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:
+            continue
+        if byte & 0x80 and back < (2 if byte < 0xE0 else 3 if byte < 0xF0 else 4):
+            cut = len(data) - back
+        break
+    return data[:cut].decode("utf-8", errors="replace"), start + cut
