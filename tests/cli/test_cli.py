@@ -144,6 +144,13 @@ def test_server_create_wait_exec_and_delete(admin_cli: Cli) -> None:
     assert res.exit_code == 124 and "timed out after 0.5 s" in res.stderr
     res = admin_cli("-o", "json", "server", "exec", "cli-one", "--", "sh", "-c", "exit 3")
     assert res.exit_code == 3 and json.loads(res.stdout)["exit_code"] == 3
+    # More memory than the flavor's 512 MiB: the kernel kills it, and the user is told why.
+    hog = "b = bytearray(768 * 1024 * 1024); print(len(b))"
+    res = admin_cli("server", "exec", "cli-one", "--", sys.executable, "-c", hog)
+    assert res.exit_code == 137, res.output
+    assert "killed: out of memory (flavor limit 512 MiB)" in res.stderr
+    res = admin_cli("server", "exec", "cli-one", "--", "sh", "-c", "kill -9 $$")
+    assert res.exit_code == 137 and "out of memory" not in res.stderr
 
     res = admin_cli("server", "events", "cli-one")
     assert res.exit_code == 0 and "ACTIVE" in res.stdout

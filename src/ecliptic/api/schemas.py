@@ -397,6 +397,9 @@ class ExecResult(BaseModel):
     stderr: str
     duration_s: float
     timed_out: bool
+    oom_killed: bool = False
+    """Killed by the kernel for exceeding the server's memory limit (``memory_limit_mb``)."""
+    memory_limit_mb: int | None = None
 
 
 class ConsoleLog(BaseModel):

@@ -156,6 +156,8 @@ class RunResult:
     """Wall time."""
     timed_out: bool = False
     """True when the command was killed for exceeding its timeout."""
+    oom_killed: bool = False
+    """True when the kernel killed it for exceeding the server's memory limit."""
 
 
 @dataclass(frozen=True)

@@ -476,4 +476,7 @@ def exec_(
         sys.stderr.flush()
     if res.timed_out:
         sys.stderr.write(f"error: the command timed out after {timeout:g} s and was killed\n")
+    elif res.oom_killed:
+        limit = output.mib(res.memory_limit_mb) if res.memory_limit_mb else "its flavor's"
+        sys.stderr.write(f"killed: out of memory (flavor limit {limit})\n")
     raise typer.Exit(exec_exit_code(res.exit_code))

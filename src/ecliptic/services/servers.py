@@ -698,8 +698,9 @@ def exec_in_server(
     *,
     timeout: float,
     stdin: bytes | None,
-) -> RunResult:
-    """Run a command inside an active server and wait for it."""
+) -> tuple[RunResult, Server]:
+    """Run a command inside an active server and wait for it; the server comes back too
+    (its memory limit explains an out-of-memory kill)."""
     srv = get_server(db, caller, ref)
     if srv.phase != ServerPhase.ACTIVE:
         raise NotReady(
@@ -707,7 +708,7 @@ def exec_in_server(
             "('ecliptic server show --wait') and try again"
         )
     try:
-        return backend.run(srv.id, argv, timeout=timeout, stdin=stdin)
+        return backend.run(srv.id, argv, timeout=timeout, stdin=stdin), srv
     except NotFoundInBackend:
         raise NotReady(f"server '{srv.name}' is being repaired; try again in a moment") from None
 

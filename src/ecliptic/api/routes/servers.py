@@ -115,7 +115,7 @@ def events(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[EventOut]:
 @router.post("/servers/{ref}/exec", response_model=ExecResult)
 def exec_command(ref: str, body: ExecRequest, caller: CallerDep, rt: RuntimeDep) -> ExecResult:
     """Run one command inside the server and wait for it."""
-    res = servers.exec_in_server(
+    res, srv = servers.exec_in_server(
         rt.db,
         rt.backend,
         caller,
@@ -130,4 +130,6 @@ def exec_command(ref: str, body: ExecRequest, caller: CallerDep, rt: RuntimeDep)
         stderr=res.stderr.decode(errors="replace"),
         duration_s=res.duration_s,
         timed_out=res.timed_out,
+        oom_killed=res.oom_killed,
+        memory_limit_mb=srv.memory_mb,
     )

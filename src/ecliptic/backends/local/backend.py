@@ -62,6 +62,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -552,9 +553,13 @@ class LocalBackend:
         ns, _ = self._owned_ns(server_id)
         hostname = self._hostname(server_id)
         cmd = processes.launcher_argv(netns.path(ns), hostname, self.cgroups.procs_files(ns), argv)
-        return processes.run_command(
+        kills = self.cgroups.oom_kills(ns)
+        result = processes.run_command(
             cmd, env=processes.clean_env(hostname, env or {}), timeout=timeout, stdin=stdin, cwd="/"
         )
+        if result.exit_code < 0 and not result.timed_out and self.cgroups.oom_kills(ns) > kills:
+            result = replace(result, oom_killed=True)
+        return result
 
     def _pidfile(self, server_id: str, name: str) -> Path:
         if not _SERVICE_RE.match(name):

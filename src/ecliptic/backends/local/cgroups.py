@@ -74,6 +74,18 @@ class CgroupManager:
             return LimitsResult(False, "; ".join(problems), changed)
         return LimitsResult(True, "", changed)
 
+    def oom_kills(self, name: str) -> int:
+        """Processes of ``name`` the kernel has killed for exceeding its memory limit."""
+        try:
+            text = (self.dir("memory", name) / "memory.oom_control").read_text()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+        return 0
+
     def pids(self, name: str) -> set[int]:
         """Processes in the cgroups of ``name``."""
         out: set[int] = set()
