@@ -41,6 +41,7 @@ test:
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	ECLIPTIC_TEST_STRICT=1 $(BIN)/pytest -q
 
 # The fast lane: lint, types and the tests that need no root services (a few minutes).
@@ -48,11 +49,13 @@ quick: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -x tests/scheduler tests/store tests/services tests/api
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

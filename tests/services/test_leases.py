@@ -718,3 +718,27 @@ def test_credit_rate_multiplies_the_price_of_a_whole_host(env: L) -> None:
         env.booking, env.alice, body.reservations, "2h", "now", "7d", 0
     )
     assert leases.window_cost(found[0], hosts, body.reservations) == {"host:cpu": "5"}
+
+
+def test_a_lease_spec_stored_by_an_earlier_version_still_reads(env: L) -> None:
+    """Stored specs are read with the services' own input types, not the API's wire models:
+    the form written before those types existed still turns into engine requests."""
+    from ecliptic.services.leases import to_requests
+
+    stored = {
+        "reservations": [
+            {"kind": "host", "name": "hosts", "count": 2, "min": None, "max": None, "where": ""},
+            {
+                "kind": "gpu_slice",
+                "name": "slices",
+                "count": 3,
+                "profile": "1g.10gb",
+                "gpu_model": None,
+                "where": "",
+            },
+        ]
+    }
+    with env.db.read() as session:
+        requests = to_requests(session, stored["reservations"])
+    assert [r.key for r in requests] == ["hosts", "slices"]
+    assert requests[0].min_count == requests[0].max_count == 2

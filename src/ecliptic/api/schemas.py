@@ -7,48 +7,52 @@ name is an error that names the field rather than a silently ignored option.
 from __future__ import annotations
 
 import ipaddress
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from ecliptic.naming import ID_LIKE_RE, NAME_RE, FlavorName, Name
+from ecliptic.services.inputs import (
+    MAX_DURATION,
+    Count,
+    Duration,
+    FilterText,
+    FlavorCreate,
+    FlavorReservationIn,
+    GpuProfile,
+    HostReservationIn,
+    LeaseCreate,
+    LeaseUpdate,
+    ReservationIn,
+    ReservationResize,
+    SliceReservationIn,
+    When,
+    parse_duration,
+)
+
 T = TypeVar("T")
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-FLAVOR_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
-
-
-ID_LIKE_RE = re.compile(r"^[0-9a-f]{32}$")
-"""Object ids are 32 lowercase hex characters: no name may look like one."""
-
-
-def _not_id_like(value: str) -> str:
-    if ID_LIKE_RE.match(value):
-        raise ValueError(
-            f"'{value}' looks like an object id (32 hexadecimal characters), so it could "
-            "hide another object's id: choose a name with a letter after 'f' or a '-'"
-        )
-    return value
-
-
-def _name(value: str) -> str:
-    _not_id_like(value)
-    if not NAME_RE.match(value):
-        raise ValueError(
-            f"'{value}' is not a valid name: use 1-63 lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit"
-        )
-    return value
-
-
-def _flavor_name(value: str) -> str:
-    _not_id_like(value)
-    if not FLAVOR_NAME_RE.match(value):
-        raise ValueError(
-            f"'{value}' is not a valid flavor name: use 1-63 lowercase letters, digits, "
-            "'.' and '-', starting and ending with a letter or digit"
-        )
-    return value
+__all__ = [
+    "ID_LIKE_RE",
+    "MAX_DURATION",
+    "NAME_RE",
+    "Count",
+    "Duration",
+    "FilterText",
+    "FlavorCreate",
+    "FlavorName",
+    "FlavorReservationIn",
+    "GpuProfile",
+    "HostReservationIn",
+    "LeaseCreate",
+    "LeaseUpdate",
+    "Name",
+    "ReservationIn",
+    "ReservationResize",
+    "SliceReservationIn",
+    "When",
+    "parse_duration",
+]
 
 
 def _cidr(value: str) -> str:
@@ -61,8 +65,6 @@ def _cidr(value: str) -> str:
     return str(net)
 
 
-Name = Annotated[str, Field(min_length=1, max_length=63), AfterValidator(_name)]
-FlavorName = Annotated[str, Field(min_length=1, max_length=63), AfterValidator(_flavor_name)]
 Cidr = Annotated[str, Field(max_length=18), AfterValidator(_cidr)]
 Ref = Annotated[str, Field(min_length=1, max_length=63)]
 VnicType = Literal["normal", "direct"]
@@ -206,19 +208,6 @@ class HostOut(BaseModel):
     used_memory_mb: int
     used_gpus: dict[str, int]
     servers: int
-
-
-class FlavorCreate(Strict):
-    """Create a flavor."""
-
-    name: FlavorName
-    vcpus: Annotated[int, Field(ge=1, le=1024)]
-    memory_mb: Annotated[int, Field(ge=64, le=16 * 1024 * 1024)]
-    disk_gb: Annotated[int, Field(ge=0, le=1024 * 1024)] = 0
-    gpu_model: Annotated[str, Field(min_length=1, max_length=63)] | None = None
-    gpus: Annotated[int, Field(ge=0, le=64)] = 0
-    kind: Literal["vm", "baremetal"] = "vm"
-    description: Annotated[str, Field(max_length=1000)] = ""
 
 
 class FlavorOut(Out):
@@ -461,141 +450,6 @@ class GcResult(BaseModel):
 
 
 # -- leases, availability, credits ----------------------------------------------------
-
-DURATION_RE = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$")
-
-
-MAX_DURATION = timedelta(days=3660)
-"""No duration may exceed ten years (a lease, a grace, a search horizon...)."""
-
-
-def parse_duration(value: str) -> timedelta:
-    """``48h``, ``2d``, ``90m``, ``1d12h`` -> timedelta (minute resolution)."""
-    if value.strip().isdigit():
-        raise ValueError(
-            f"'{value}' has no unit: a duration needs one, like {value.strip()}h, "
-            f"{value.strip()}m or {value.strip()}d"
-        )
-    m = DURATION_RE.match(value)
-    if not m or not any(m.groups()):
-        raise ValueError(f"'{value}' is not a duration: write it like 48h, 2d, 90m or 1d12h")
-    d, h, mins = (int(x or 0) for x in m.groups())
-    if d > MAX_DURATION.days or h > MAX_DURATION.days * 24 or mins > MAX_DURATION.days * 1440:
-        raise ValueError(f"'{value}' is too long: durations go up to {MAX_DURATION.days}d")
-    out = timedelta(days=d, hours=h, minutes=mins)
-    if out > MAX_DURATION:
-        raise ValueError(f"'{value}' is too long: durations go up to {MAX_DURATION.days}d")
-    return out
-
-
-def _duration(value: str) -> str:
-    parse_duration(value)
-    return value
-
-
-def _filter_text(value: str) -> str:
-    from ecliptic.scheduler.filters import compile_filter
-
-    compile_filter(value)
-    return value
-
-
-Duration = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(_duration)]
-FilterText = Annotated[str, Field(max_length=2000), AfterValidator(_filter_text)]
-Count = Annotated[int, Field(ge=1, le=10_000)]
-PROFILE_RE = re.compile(r"^[1-7]g\.[0-9]{1,4}gb$")
-
-
-def _profile(value: str) -> str:
-    if not PROFILE_RE.match(value):
-        raise ValueError(
-            f"'{value}' is not a GPU slice profile: write Ng.Mgb with N from 1 to 7 "
-            "(a GPU has 7 compute units), e.g. 1g.10gb or 3g.40gb"
-        )
-    return value
-
-
-GpuProfile = Annotated[str, Field(max_length=16), AfterValidator(_profile)]
-
-
-class HostReservationIn(Strict):
-    """Whole hosts matching a filter: ``count``, or a ``min``-``max`` range."""
-
-    kind: Literal["host"]
-    name: Name = "hosts"
-    count: Count | None = None
-    min: Count | None = None
-    max: Count | None = None
-    where: FilterText = ""
-
-
-class FlavorReservationIn(Strict):
-    """Instance slots of a flavor's size (or an explicit size), with (anti-)affinity."""
-
-    kind: Literal["flavor"]
-    name: Name = "slots"
-    count: Count = 1
-    flavor: Annotated[str, Field(min_length=1, max_length=63)] | None = None
-    vcpus: Annotated[int, Field(ge=1, le=1024)] | None = None
-    memory_mb: Annotated[int, Field(ge=64, le=16 * 1024 * 1024)] | None = None
-    disk_gb: Annotated[int, Field(ge=0, le=1024 * 1024)] | None = None
-    gpu_model: Annotated[str, Field(min_length=1, max_length=63)] | None = None
-    gpus: Annotated[int, Field(ge=0, le=64)] | None = None
-    gpu_profile: GpuProfile | None = None
-    affinity: Literal["none", "affinity", "anti-affinity"] = "none"
-    where: FilterText = ""
-
-
-class SliceReservationIn(Strict):
-    """GPU slices of a profile (``1g.10gb`` is a seventh of an A100) on any host offering it."""
-
-    kind: Literal["gpu_slice"]
-    name: Name = "slices"
-    count: Count = 1
-    profile: GpuProfile
-    gpu_model: Annotated[str, Field(min_length=1, max_length=63)] | None = None
-    flavor: Annotated[str, Field(min_length=1, max_length=63)] | None = Field(
-        default=None,
-        description="the flavor of the servers each slice is for: its vCPUs and memory are "
-        "booked with the slice (default: the slice's share of its host's)",
-    )
-    where: FilterText = ""
-
-
-ReservationIn = Annotated[
-    HostReservationIn | FlavorReservationIn | SliceReservationIn, Field(discriminator="kind")
-]
-When = datetime | Literal["now"]
-
-
-class LeaseCreate(Strict):
-    """Book capacity for a window: give ``end`` or ``duration``."""
-
-    name: Name
-    start: When = "now"
-    end: datetime | None = None
-    duration: Duration | None = None
-    before_end: Duration | None = None
-    grace: Duration = "10m"
-    reservations: Annotated[list[ReservationIn], Field(min_length=1, max_length=16)]
-
-
-class ReservationResize(Strict):
-    """A new size for one reservation of a lease (grow or shrink)."""
-
-    name: Name
-    count: Count
-
-
-class LeaseUpdate(Strict):
-    """Change a lease: move it, extend or shorten it, grow or shrink a reservation."""
-
-    start: When | None = None
-    end: datetime | None = None
-    extend: Duration | None = None
-    shorten: Duration | None = None
-    before_end: Duration | None = None
-    reservations: Annotated[list[ReservationResize], Field(max_length=16)] = []
 
 
 class AllocationOut(BaseModel):

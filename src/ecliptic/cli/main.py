@@ -156,7 +156,7 @@ def gateway(
 
     Settings come from ECLIPTIC_GATEWAY_* (ports, domain, TLS certificate) and
     ECLIPTIC_PORTAL_URL (where people sign in)."""
-    from ecliptic.tunnel.standalone import run
+    from ecliptic.server import serve_gateway as run
 
     run(_settings(data_dir=data_dir))
 

@@ -56,7 +56,7 @@ def seed_flavors(session: Session) -> int:
     """Create the shipped flavors on an empty flavor table; returns how many."""
     if session.scalar(select(func.count()).select_from(Flavor)):
         return 0
-    from ecliptic.api.schemas import FlavorCreate
+    from ecliptic.services.inputs import FlavorCreate
 
     rows = [Flavor(**FlavorCreate(**f).model_dump()) for f in default_flavors()]
     session.add_all(rows)

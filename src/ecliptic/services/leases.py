@@ -11,16 +11,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ecliptic.api.schemas import (
-    MAX_DURATION,
-    FlavorReservationIn,
-    HostReservationIn,
-    LeaseCreate,
-    LeaseUpdate,
-    ReservationIn,
-    SliceReservationIn,
-    parse_duration,
-)
 from ecliptic.errors import Conflict, InvalidInput, NotFound
 from ecliptic.phases import LeasePhase
 from ecliptic.scheduler.engine import Engine
@@ -39,6 +29,16 @@ from ecliptic.services import credits
 from ecliptic.services.booking import Booking, amount_to_json, held_until, host_info, minute
 from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import find_flavor
+from ecliptic.services.inputs import (
+    MAX_DURATION,
+    FlavorReservationIn,
+    HostReservationIn,
+    LeaseCreate,
+    LeaseUpdate,
+    ReservationIn,
+    SliceReservationIn,
+    parse_duration,
+)
 from ecliptic.services.pricing import lease_cost
 from ecliptic.store.models import Event, Flavor, Host, Lease, LeaseAllocation, Server
 from ecliptic.store.transitions import move, note
