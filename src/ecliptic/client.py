@@ -25,7 +25,6 @@ import builtins
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
@@ -91,6 +90,7 @@ from ecliptic.api.schemas import (
     WhoAmI,
     WindowOut,
 )
+from ecliptic.files import write_atomic
 
 __all__ = [
     "ApiError",
@@ -329,16 +329,7 @@ def save_credentials(creds: Credentials, profile: str | None = None) -> Path:
     doc = {**creds.extra, **{k: v for k, v in asdict(creds).items() if k != "extra"}}
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".credentials-", dir=path.parent)  # mode 0600
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=2)
-                f.write("\n")
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, json.dumps(doc, indent=2) + "\n", mode=0o600)
     except OSError as exc:
         raise ConfigError("bad_credentials", f"cannot save credentials in {path}: {exc}") from None
     return path

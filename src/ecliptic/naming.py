@@ -7,6 +7,7 @@ can never reach another object by its id.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
@@ -28,25 +29,21 @@ def _not_id_like(value: str) -> str:
     return value
 
 
-def _name(value: str) -> str:
-    _not_id_like(value)
-    if not NAME_RE.match(value):
-        raise ValueError(
-            f"'{value}' is not a valid name: use 1-63 lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit"
-        )
-    return value
+def _checker(pattern: re.Pattern[str], what: str, allowed: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        _not_id_like(value)
+        if not pattern.match(value):
+            raise ValueError(
+                f"'{value}' is not a valid {what}: use 1-63 lowercase letters, digits{allowed}, "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+    return check
 
 
-def _flavor_name(value: str) -> str:
-    _not_id_like(value)
-    if not FLAVOR_NAME_RE.match(value):
-        raise ValueError(
-            f"'{value}' is not a valid flavor name: use 1-63 lowercase letters, digits, "
-            "'.' and '-', starting and ending with a letter or digit"
-        )
-    return value
-
+_name = _checker(NAME_RE, "name", " and '-'")
+_flavor_name = _checker(FLAVOR_NAME_RE, "flavor name", ", '.' and '-'")
 
 Name = Annotated[str, Field(min_length=1, max_length=63), AfterValidator(_name)]
 """1-63 lowercase letters, digits and '-' (servers, networks, leases, services...)."""

@@ -3,6 +3,7 @@ process) and ``ecliptic gateway`` (a replica alone) are wired here, and only her
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -47,6 +48,19 @@ class GatewayUnavailable(SystemExit):
 
 GATEWAY_FIX = "make setup   (as root: installs nginx, Go and the 'tunnel' account, builds tunneld)"
 """The one command that gives this machine what the gateway needs."""
+
+
+def _run_http(app: FastAPI, host: str, port: int) -> None:
+    """Serve ``app`` until SIGTERM or Ctrl-C; returns after a graceful shutdown."""
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+    )
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal with the handler
+    # it found: make that handler unwind like Ctrl-C so the caller's cleanup always runs.
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
+    # uvicorn re-raises Ctrl-C after its graceful shutdown; we are stopping anyway.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run()
 
 
 def _start_gateway(settings: Settings, runtime: Runtime) -> tuple[Gateway | None, str]:
@@ -128,21 +142,8 @@ def serve(settings: Settings, *, echo: bool = True) -> None:
             file=sys.stderr,
             flush=True,
         )
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-    )
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal with the handler
-    # it found: make that handler unwind like Ctrl-C so the cleanup below always runs.
-    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     try:
-        uvicorn.Server(config).run()
-    except KeyboardInterrupt:
-        pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; we are stopping anyway
+        _run_http(app, settings.host, settings.port)
     finally:
         if gateway is not None:
             gateway.stop()
@@ -207,18 +208,7 @@ def serve_gateway(settings: Settings) -> None:
         file=sys.stderr,
         flush=True,
     )
-    config = uvicorn.Config(
-        auth_app(settings, db),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-    )
-    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     try:
-        uvicorn.Server(config).run()
-    except KeyboardInterrupt:
-        pass
+        _run_http(auth_app(settings, db), "127.0.0.1", port)
     finally:
         gateway.stop()

@@ -20,6 +20,7 @@ from ecliptic.cli import output
 from ecliptic.cli.session import client, command, emit
 from ecliptic.cli.times import parse_when
 from ecliptic.client import BalanceOut, LedgerOut
+from ecliptic.units import describe
 
 app = typer.Typer(
     help="Credits: resource-hours granted to your tenancy, and what leases charged and refunded.",
@@ -27,20 +28,9 @@ app = typer.Typer(
 )
 
 
-def unit(resource_class: str) -> str:
-    """A resource class in words: ``gpu:A100`` -> ``A100 GPU-hours`` (as the API says it)."""
-    kind, _, rest = resource_class.partition(":")
-    return {
-        "gpu": f"{rest} GPU-hours",
-        "slice": f"{rest} GPU-slice-hours",
-        "host": f"'{rest}' host-hours",
-        "vcpu": "vCPU-hours",
-    }.get(kind, f"{resource_class} hours")
-
-
 def amounts(hours: Mapping[str, str | Decimal]) -> str:
     """Hours per class for people: ``96 A100 GPU-hours, 384 vCPU-hours``."""
-    return ", ".join(f"{_num(h)} {unit(rc)}" for rc, h in sorted(hours.items())) or "nothing"
+    return ", ".join(f"{_num(h)} {describe(rc)}" for rc, h in sorted(hours.items())) or "nothing"
 
 
 def _num(value: str | Decimal) -> str:

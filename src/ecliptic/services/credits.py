@@ -22,6 +22,7 @@ from ecliptic.services.caller import Caller
 from ecliptic.store.db import Database
 from ecliptic.store.models import CreditAccount, CreditAllocation, LedgerEntry, Tenancy
 from ecliptic.store.types import utcnow
+from ecliptic.units import describe
 
 CENT = Decimal("0.001")
 CREDITS_LOCK = "credits"
@@ -33,17 +34,6 @@ class InsufficientCredits(EclipticError):
     code = "insufficient_credits"
     status = 403
     title = "Insufficient credits"
-
-
-def describe(resource_class: str) -> str:
-    """A resource class in words: ``gpu:A100`` -> ``A100 GPU-hours``."""
-    kind, _, rest = resource_class.partition(":")
-    return {
-        "gpu": f"{rest} GPU-hours",
-        "slice": f"{rest} GPU-slice-hours",
-        "host": f"'{rest}' host-hours",
-        "vcpu": "vCPU-hours",
-    }.get(kind, f"{resource_class} hours")
 
 
 def hours(value: Decimal | float | int) -> Decimal:

@@ -23,12 +23,11 @@ from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import urlencode
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ecliptic import hostkeys
 from ecliptic.errors import (
     Conflict,
     EclipticError,
@@ -115,20 +114,15 @@ def host_key(db: Database) -> tuple[str, str]:
     with db.read() as session:
         row = session.get(Meta, "gateway_host_key")
         if row is not None:
-            return row.value, _public_line(row.value)
-    key = ed25519.Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    ).decode()
+            return row.value, hostkeys.public_line(row.value)
+    pem = hostkeys.new_private_key()
     with db.write() as session:
         row = session.get(Meta, "gateway_host_key")
         if row is None:
             row = Meta(key="gateway_host_key", value=pem)
             session.add(row)
         pem = row.value
-    return pem, _public_line(pem)
+    return pem, hostkeys.public_line(pem)
 
 
 def peer_secret(db: Database) -> str:
@@ -139,15 +133,6 @@ def peer_secret(db: Database) -> str:
     service or auth app sees a request).
     """
     return hmac.new(gateway_secret(db), b"ecliptic-gateway-peer-hop/1", hashlib.sha256).hexdigest()
-
-
-def _public_line(pem: str) -> str:
-    key = serialization.load_ssh_private_key(pem.encode(), password=None)
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
 
 
 def _mac(secret: bytes, payload: str) -> str:

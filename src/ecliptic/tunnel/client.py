@@ -26,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from ecliptic.client import DEFAULT_URL, ApiError, Client, normalize_url
+from ecliptic.files import write_atomic
 
 ASSOCIATE_PATH = "/tunnels/associate"
 """Registrar endpoint, under ``/api/v1``; takes no credentials but the token in the body."""
@@ -506,7 +506,9 @@ class TunnelClient:
             association=assoc,
         )
         # The token is used up now: this file is the only record of what it bought.
-        _write_atomic(self.state_dir / ASSOCIATION_FILE, saved.model_dump_json(indent=2) + "\n")
+        write_atomic(
+            self.state_dir / ASSOCIATION_FILE, saved.model_dump_json(indent=2) + "\n", mode=0o600
+        )
         self._report(f"associated: {assoc.url} now leads to {self.target.url}")
         return saved
 
@@ -517,14 +519,18 @@ class TunnelClient:
         if not key.exists():
             _keygen("-q", "-t", "ed25519", "-N", "", "-C", "ecliptic-tunnel", "-f", str(key))
         if not pub.exists():  # interrupted between the two files: derive it again
-            _write_atomic(pub, _keygen("-y", "-f", str(key)))
+            write_atomic(pub, _keygen("-y", "-f", str(key)), mode=0o600)
         try:
             return pub.read_text().strip()
         except OSError as exc:
             raise StateError("bad_state", f"cannot read {pub}: {exc}") from None
 
     def _write_known_hosts(self, assoc: Association) -> None:
-        _write_atomic(self.state_dir / KNOWN_HOSTS_FILE, f"{HOST_KEY_ALIAS} {assoc.ssh.host_key}\n")
+        write_atomic(
+            self.state_dir / KNOWN_HOSTS_FILE,
+            f"{HOST_KEY_ALIAS} {assoc.ssh.host_key}\n",
+            mode=0o600,
+        )
 
     # -- running
 
@@ -676,8 +682,10 @@ class TunnelClient:
 
     def _save_status(self) -> None:
         try:
-            _write_atomic(
-                self.state_dir / STATUS_FILE, self.status().model_dump_json(indent=2) + "\n"
+            write_atomic(
+                self.state_dir / STATUS_FILE,
+                self.status().model_dump_json(indent=2) + "\n",
+                mode=0o600,
             )
         except OSError as exc:  # the tunnel matters more than its status file
             self._report(f"cannot write {self.state_dir / STATUS_FILE}: {exc}")
@@ -743,18 +751,6 @@ def _keygen(*args: str) -> str:
     if res.returncode != 0:
         raise StateError("keygen_failed", f"ssh-keygen failed: {res.stderr.strip()}")
     return res.stdout
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace a file (mode 0600) so that readers see the old or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _now() -> datetime:

@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ecliptic.files import write_atomic
+
 log = logging.getLogger(__name__)
 
 CONTROL_HOST = "ecliptic-control.invalid"
@@ -727,16 +729,6 @@ def render_pages() -> dict[str, str]:
     }
 
 
-def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def _free_port(host: str) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
@@ -970,7 +962,7 @@ class Front:
             if as_root:
                 os.chown(path, uid, gid)
         for name, text in render_pages().items():
-            _write_atomic(lay.pages / name, text)
+            write_atomic(lay.pages / name, text)
 
     def _stop_stale_master(self) -> None:
         """A master left running on this state_dir by an Ecliptic that died: stop it."""
@@ -1008,11 +1000,11 @@ class Front:
     def _launch(self, http_port: int, tls_port: int | None, as_root: bool) -> None:
         cfg, lay = self.config, self._lay
         for path, text in render_main(cfg, http_port, tls_port, as_root=as_root).items():
-            _write_atomic(path, text, 0o600)
+            write_atomic(path, text, mode=0o600)
         with self._cond:
             routes, generation = self._routes, self._applied
-        _write_atomic(
-            lay.routes, render_routes(cfg, routes, generation, http_port, tls_port), 0o600
+        write_atomic(
+            lay.routes, render_routes(cfg, routes, generation, http_port, tls_port), mode=0o600
         )
         argv = [cfg.nginx_path, "-p", f"{lay.root}/", "-e", str(lay.error_log), "-c", str(lay.conf)]
         check = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, timeout=30)
@@ -1171,7 +1163,7 @@ class Front:
         if proc is None or proc.poll() is not None:
             raise FrontError("nginx is not running")
         text = render_routes(self.config, routes, generation, self.http_port, self._tls_port)
-        _write_atomic(self._lay.routes, text, 0o600)
+        write_atomic(self._lay.routes, text, mode=0o600)
         workers = _active_workers(proc.pid)
         with self._cond:
             self._stale_workers = {p for p in self._stale_workers if _title(p)} | workers

@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from typing import TypeVar, cast
 
 import asyncssh
 
+from ecliptic import hostkeys
 from ecliptic.tunnel.front import (
     PEER_HEADER,
     PEER_SERVICE_HEADER,
@@ -185,20 +184,8 @@ class JumpHost:
 
 def ensure_host_key(path: Path) -> asyncssh.SSHKey:
     """The ed25519 host key at ``path``, written there (mode 0600) first if missing."""
-    if path.exists():
-        return asyncssh.read_private_key(str(path))
-    key = asyncssh.generate_private_key("ssh-ed25519", comment="ecliptic-jump-host")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".hostkey-", dir=path.parent)  # created 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.export_private_key("openssh"))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return key
+    hostkeys.ensure_key_file(path)
+    return asyncssh.read_private_key(str(path))
 
 
 def _refuse(reason: str, code: int = asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED) -> Exception:

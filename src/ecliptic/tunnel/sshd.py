@@ -38,7 +38,6 @@ import socket
 import stat
 import struct
 import subprocess
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -47,7 +46,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ecliptic import hostkeys
 from ecliptic.errors import EclipticError, InvalidInput
+from ecliptic.files import write_atomic
 from ecliptic.phases import IllegalTransition
 from ecliptic.services.sshkeys import fingerprint_of_blob, parse_public_key
 
@@ -293,21 +294,6 @@ def render_authorized_keys(key_lines: Iterable[str]) -> str:
     return "# Written by ecliptic's tunnel endpoint; do not edit.\n" + body
 
 
-def _write_atomically(path: Path, text: str, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            os.fchmod(f.fileno(), mode)
-            if os.geteuid() == 0:
-                os.fchown(f.fileno(), 0, 0)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _insecure_components(path: Path) -> list[str]:
     """Directories on the way to ``path`` that sshd's StrictModes would reject."""
     found = []
@@ -443,7 +429,7 @@ class SshEndpoint:
         if self._host_key_line is None:
             if not self._host_key.exists():
                 raise RuntimeError("no host key yet: start the endpoint first")
-            self._host_key_line = _public_host_key(self._host_key)
+            self._host_key_line = hostkeys.public_line(self._host_key.read_text())
         return self._host_key_line
 
     def set_authorized_keys(self, public_keys: Iterable[str]) -> None:
@@ -511,7 +497,7 @@ class SshEndpoint:
             )
         self._ensure_host_key()
         effective = replace(self.config, state_dir=self._state_dir, host_key=self._host_key)
-        _write_atomically(self._config_path, render_sshd_config(effective), 0o644)
+        write_atomic(self._config_path, render_sshd_config(effective), mode=0o644, root_owned=True)
         check = subprocess.run(
             [self.config.sshd_path, "-t", "-f", str(self._config_path)],
             capture_output=True,
@@ -527,8 +513,12 @@ class SshEndpoint:
         self._host_key_line = ensure_host_key(self._host_key)
 
     def _write_authorized_keys(self) -> None:
-        # No fsync: the file lives on tmpfs in practice and is rewritten at every start.
-        _write_atomically(self._keys_path, render_authorized_keys(self._authorized.values()), 0o644)
+        write_atomic(
+            self._keys_path,
+            render_authorized_keys(self._authorized.values()),
+            mode=0o644,
+            root_owned=True,
+        )
 
     # --- accepting --------------------------------------------------------------------------
 
@@ -864,35 +854,11 @@ def listen_tcp(host: str, port: int) -> socket.socket:
 
 
 def ensure_host_key(key: Path) -> str:
-    """Generate the ed25519 host key ``key`` when missing (mode 0600); its public line."""
-    if not key.exists():
-        key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ecliptic-tunnel"]
-        made = subprocess.run(
-            [*argv, "-f", str(key)],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        if made.returncode != 0:
-            raise EndpointError(f"cannot generate host key {key}: {made.stderr.strip()}")
-        log.info("generated SSH host key %s", key)
-    os.chmod(key, 0o600)
-    return _public_host_key(key)
-
-
-def _public_host_key(private_key: Path) -> str:
-    """``<type> <base64>`` of a private key, derived from the key itself (not a stale .pub)."""
-    derived = subprocess.run(
-        ["ssh-keygen", "-y", "-f", str(private_key)],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    if derived.returncode != 0:
-        raise EndpointError(f"cannot read host key {private_key}: {derived.stderr.strip()}")
-    kind, blob = derived.stdout.split()[:2]
-    return f"{kind} {blob}"
+    """The ed25519 host key ``key`` (mode 0600), generated when missing; its public line."""
+    try:
+        return hostkeys.ensure_key_file(key)
+    except (OSError, ValueError) as exc:
+        raise EndpointError(f"cannot use host key {key}: {exc}") from exc
 
 
 def _start_time(pid: int) -> str | None:

@@ -105,6 +105,7 @@ from ecliptic.backends.local.names import (
     port_resource_name,
     short_id,
 )
+from ecliptic.files import write_atomic
 
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -343,9 +344,7 @@ class LocalBackend:
             )
             meta_path = sdir / "server.json"
             if not meta_path.exists() or meta_path.read_text() != meta:
-                tmp = sdir / ".server.json.tmp"
-                tmp.write_text(meta)
-                os.replace(tmp, meta_path)
+                write_atomic(meta_path, meta)
             created = netns.create(ns)
             if created:
                 console.append(log, f"network namespace {ns} created on host {spec.host}")

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ecliptic.backends.base import RunResult
+from ecliptic.files import write_atomic
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_LIMIT = 1 << 20
@@ -332,9 +333,7 @@ def read_pidfile(path: Path) -> tuple[int, int | None] | None:
 
 def write_pidfile(path: Path, pid: int) -> None:
     """Atomically record ``pid`` and its start time."""
-    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-    tmp.write_text(f"{pid} {start_time(pid) or 0}\n")
-    os.replace(tmp, path)
+    write_atomic(path, f"{pid} {start_time(pid) or 0}\n")
 
 
 def live_pid(path: Path, ns_inode: int | None) -> int | None:
