@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from ecliptic.errors import EclipticError
 
-class IllegalTransition(Exception):
-    """A phase change the state table does not allow."""
+
+class IllegalTransition(EclipticError):
+    """A phase change the state table does not allow: a conflict with what the object is
+    doing (a 409 that names the move), never an unexplained 500."""
 
     code = "illegal_transition"
+    status = 409
+    title = "Not now"
 
 
 class ServerPhase(StrEnum):

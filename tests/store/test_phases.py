@@ -37,3 +37,16 @@ def test_every_phase_can_reach_a_final_one(kind: str) -> None:
                     seen.add(nxt)
                     todo.append(nxt)
         assert seen & finals, f"{kind} {start} can never finish"
+
+
+def test_an_illegal_move_is_a_409_problem_not_a_500() -> None:
+    """An IllegalTransition that escapes a use case reaches the user as a conflict with the
+    move named (it is an EclipticError), never as an unexplained server error."""
+    from ecliptic.errors import EclipticError
+    from ecliptic.phases import IllegalTransition, check_move
+
+    with pytest.raises(IllegalTransition) as caught:
+        check_move("network", "DELETING", "ACTIVE")
+    assert isinstance(caught.value, EclipticError)
+    assert caught.value.status == 409 and caught.value.code == "illegal_transition"
+    assert "cannot go from DELETING to ACTIVE" in caught.value.message

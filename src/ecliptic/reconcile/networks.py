@@ -7,8 +7,8 @@ from sqlalchemy import delete, select
 from ecliptic.backends.base import NetworkSpec, SubnetSpec
 from ecliptic.phases import NetworkPhase
 from ecliptic.reconcile.base import Context, Outcome, reconciler
-from ecliptic.store.models import Event, Network, Subnet
-from ecliptic.store.transitions import move
+from ecliptic.store.models import Network, Subnet
+from ecliptic.store.transitions import move, removed
 
 
 def network_spec(net: Network) -> NetworkSpec:
@@ -37,16 +37,7 @@ def reconcile_network(ctx: Context, network_id: str) -> Outcome:
             session.execute(delete(Subnet).where(Subnet.network_id == network_id))
             row = session.get(Network, network_id)
             if row is not None:
-                session.add(
-                    Event(
-                        tenancy_id=row.tenancy_id,
-                        object_kind="network",
-                        object_id=row.id,
-                        from_phase=row.phase,
-                        to_phase="DELETED",
-                        reason="deleted",
-                    )
-                )
+                removed(session, row, "deleted")
                 session.delete(row)
         return Outcome()
     with ctx.db.write() as session:

@@ -12,8 +12,8 @@ from ecliptic.phases import PortPhase, ServerPhase
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.reconcile.networks import network_spec
 from ecliptic.services.booking import server_booking_id
-from ecliptic.store.models import DeletedServer, Event, Network, Server
-from ecliptic.store.transitions import move
+from ecliptic.store.models import DeletedServer, Network, Server
+from ecliptic.store.transitions import move, removed
 
 MAX_ATTEMPTS_BEFORE_ERROR = 5
 
@@ -124,19 +124,10 @@ def _delete(ctx: Context, srv: Server) -> Outcome:
                 session.delete(port)
             else:
                 port.server_id = None
-                port.phase = PortPhase.DOWN
+                move(session, port, PortPhase.DOWN, f"unplugged: server '{row.name}' deleted")
                 port.status = {}
         session.flush()
-        session.add(
-            Event(
-                tenancy_id=row.tenancy_id,
-                object_kind="server",
-                object_id=server_id,
-                from_phase=row.phase,
-                to_phase="DELETED",
-                reason=row.phase_reason or "deleted",
-            )
-        )
+        removed(session, row, row.phase_reason or "deleted")
         session.merge(
             DeletedServer(
                 id=server_id,

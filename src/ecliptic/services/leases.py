@@ -40,8 +40,8 @@ from ecliptic.services.inputs import (
     parse_duration,
 )
 from ecliptic.services.pricing import lease_cost
-from ecliptic.store.models import Event, Flavor, Host, Lease, LeaseAllocation, Server
-from ecliptic.store.transitions import move, note
+from ecliptic.store.models import Flavor, Host, Lease, LeaseAllocation, Server
+from ecliptic.store.transitions import created, move, note
 from ecliptic.store.workqueue import WorkQueue
 
 MAX_LEASE = timedelta(days=366)
@@ -322,15 +322,7 @@ def create_lease(booking: Booking, queue: WorkQueue, caller: Caller, body: Lease
         )
         lease.status = {"cost": _cost_json(cost)}
         _store_placement(session, lease, result)
-        session.add(
-            Event(
-                tenancy_id=tenancy_id,
-                object_kind="lease",
-                object_id=lease.id,
-                to_phase=LeasePhase.PENDING,
-                reason=f"booked {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}",
-            )
-        )
+        created(session, lease, f"booked {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}")
         queue.enqueue(
             session,
             "lease",

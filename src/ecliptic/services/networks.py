@@ -14,8 +14,8 @@ from ecliptic.errors import Conflict, InvalidInput, NotFound
 from ecliptic.phases import NetworkPhase, PortPhase
 from ecliptic.services.caller import Caller
 from ecliptic.store.db import Database
-from ecliptic.store.models import Event, Network, Port, Server, Subnet
-from ecliptic.store.transitions import move
+from ecliptic.store.models import Network, Port, Server, Subnet
+from ecliptic.store.transitions import created, move
 from ecliptic.store.workqueue import WorkQueue
 
 ADDRESS_POOL = ipaddress.IPv4Network("198.18.0.0/15")
@@ -125,15 +125,7 @@ def add_network(
             spec={"cidr": str(net_range), "gateway_ip": gateway},
         )
     )
-    session.add(
-        Event(
-            tenancy_id=tenancy_id,
-            object_kind="network",
-            object_id=net.id,
-            to_phase=NetworkPhase.PENDING,
-            reason="created",
-        )
-    )
+    created(session, net, "created")
     session.flush()
     session.refresh(net)
     queue.enqueue(session, "network", net.id)

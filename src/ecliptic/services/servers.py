@@ -52,7 +52,7 @@ from ecliptic.store.models import (
     Port,
     Server,
 )
-from ecliptic.store.transitions import move
+from ecliptic.store.transitions import created, move
 from ecliptic.store.workqueue import WorkQueue
 
 
@@ -180,15 +180,7 @@ def create_server(
             )
         _attach_nics(session, queue, srv, nics or [NicRequest()], used_elsewhere)
         what = "preemptible, " if preemptible else (f"in lease '{lease}', " if lease else "")
-        session.add(
-            Event(
-                tenancy_id=tenancy_id,
-                object_kind="server",
-                object_id=srv.id,
-                to_phase=ServerPhase.PENDING,
-                reason=f"created {what}on host {host_name}",
-            )
-        )
+        created(session, srv, f"created {what}on host {host_name}")
         queue.enqueue(session, "server", srv.id)
         session.flush()
         session.refresh(srv)

@@ -31,29 +31,37 @@ def move(session: Session, obj: Reconciled | Lease, target: str, reason: str = "
     obj.phase = target
     obj.phase_reason = reason
     obj.updated_at = utcnow()
-    session.add(
-        Event(
-            tenancy_id=getattr(obj, "tenancy_id", None),
-            object_kind=type(obj).__name__.lower(),
-            object_id=getattr(obj, "id", ""),
-            from_phase=current,
-            to_phase=target,
-            reason=reason,
-        )
-    )
+    _record(session, obj, current, target, reason)
     return True
 
 
 def note(session: Session, obj: Reconciled | Lease, reason: str) -> None:
     """Record something that happened to ``obj`` without a phase change (it keeps its phase)."""
     obj.phase_reason = reason
+    _record(session, obj, obj.phase, obj.phase, reason)
+
+
+def created(session: Session, obj: Reconciled | Lease, reason: str) -> None:
+    """Record that ``obj`` came to be, in its first phase (its row must have an id)."""
+    _record(session, obj, None, obj.phase, reason)
+
+
+def removed(session: Session, obj: Reconciled | Lease, reason: str) -> None:
+    """Record that ``obj`` is gone for good (its row is about to be deleted)."""
+    _record(session, obj, obj.phase, "DELETED", reason)
+
+
+def _record(
+    session: Session, obj: Reconciled | Lease, before: str | None, after: str, reason: str
+) -> None:
+    """The one place events are written: what happened to which object, and why."""
     session.add(
         Event(
             tenancy_id=getattr(obj, "tenancy_id", None),
             object_kind=type(obj).__name__.lower(),
             object_id=getattr(obj, "id", ""),
-            from_phase=obj.phase,
-            to_phase=obj.phase,
+            from_phase=before,
+            to_phase=after,
             reason=reason,
         )
     )
