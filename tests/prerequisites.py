@@ -35,10 +35,23 @@ def require(ok: bool, what: str) -> None:
     pytest.skip(f"missing prerequisite: {what}")
 
 
+def require_module(ok: bool, what: str) -> None:
+    """``require`` at a module's top: the whole module skips (or, under ``make test``, fails)."""
+    if not ok:
+        pytest.skip(f"missing prerequisite: {what}", allow_module_level=True)
+
+
+def needs(ok: bool, what: str) -> pytest.MarkDecorator:
+    """A mark for tests that need ``what``: they skip without it (fail under ``make test``)."""
+    return pytest.mark.skipif(not ok, reason=f"missing prerequisite: {what}")
+
+
 def _reason(longrepr: Any) -> str:
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return str(longrepr[2]).removeprefix("Skipped: ")
-    return str(longrepr)
+        reason = str(longrepr[2])
+    else:
+        reason = str(longrepr)
+    return reason.removeprefix("Skipped: ").removeprefix("missing prerequisite: ")
 
 
 def _hardware(item: pytest.Item) -> str | None:

@@ -16,6 +16,7 @@ from pyroute2 import IPRoute
 from ecliptic.backends.base import NetworkSpec, PortSpec, ServerSpec, SubnetSpec
 from ecliptic.backends.local import LocalBackend, links, netns
 from ecliptic.backends.local.names import short_id
+from tests.prerequisites import require
 
 PREFIXES = ("ecl-", "eclb-", "eclv-", "eclm-", "eclp-", "eclq-")
 
@@ -129,8 +130,7 @@ def leftovers(names: set[str]) -> set[str]:
 def lab(tmp_path: Path) -> Iterator[Lab]:
     """A Lab; on teardown every backend collects all its garbage, and nothing may remain."""
     reason = _can_run()
-    if reason:
-        pytest.skip(reason)
+    require(not reason, reason)
     lab = Lab(tmp=tmp_path, owners_dir=tmp_path / "owners")
     try:
         yield lab

@@ -19,6 +19,7 @@ from ecliptic.cli.main import app
 from ecliptic.client import ApiError, Client
 from ecliptic.config import load_settings
 from ecliptic.runtime import Runtime
+from tests.prerequisites import require
 
 ADMIN_PASSWORD = os.environ.get("ECLIPTIC_ADMIN_PASSWORD", "test-admin-password")
 # Variables a developer's shell may hold that would point the CLI elsewhere.
@@ -68,8 +69,7 @@ class Cloud:
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     """Runtime + API served by uvicorn in a thread; every object is deleted at the end."""
     reason = _local_backend_reason()
-    if reason:
-        pytest.skip(reason)
+    require(not reason, reason)
     tmp = tmp_path_factory.mktemp("cloud")
     inventory = tmp / "inventory.yaml"
     inventory.write_text(SMALL_INVENTORY)

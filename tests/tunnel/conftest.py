@@ -24,13 +24,15 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.prerequisites import needs
+
 PASSWORD = "gateway-test-password"
 SSHD = Path("/usr/sbin/sshd")
 NGINX = Path("/usr/sbin/nginx")
 
-needs_gateway = pytest.mark.skipif(
-    os.geteuid() != 0 or not SSHD.exists() or not NGINX.exists(),
-    reason="the tunnel gateway needs root, sshd and nginx (scripts/setup-system.sh installs them)",
+needs_gateway = needs(
+    os.geteuid() == 0 and SSHD.exists() and NGINX.exists(),
+    "root, sshd and nginx for the tunnel gateway (scripts/setup-system.sh installs them)",
 )
 
 

@@ -14,21 +14,15 @@ from typing import Any
 
 import pytest
 
+from tests.prerequisites import require_module
 from tests.tunnel.conftest import PASSWORD, Served, needs_gateway
 
 CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(
-        "needs Debian's chromium (scripts/setup-system.sh test installs it)",
-        allow_module_level=True,
-    )
+require_module(CHROMIUM.exists(), "Debian's chromium (scripts/setup-system.sh test installs it)")
 try:
     from playwright.sync_api import Browser, BrowserContext, Request, sync_playwright
 except ImportError:
-    pytest.skip(
-        "needs playwright (pip install -e '.[dev]'); its bundled browsers are not used",
-        allow_module_level=True,
-    )
+    require_module(False, "playwright (pip install -e '.[dev]'); its bundled browsers are not used")
 
 pytestmark = needs_gateway
 

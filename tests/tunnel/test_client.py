@@ -42,6 +42,7 @@ from ecliptic.tunnel.client import (
     parse_target,
     token_hash,
 )
+from tests.prerequisites import needs, require
 
 SSHD = "/usr/sbin/sshd"
 TUNNEL_KEY_OPTIONS = 'restrict,port-forwarding,permitlisten="localhost:*"'
@@ -65,7 +66,7 @@ def _why_not() -> str:
     return ""
 
 
-needs_sshd = pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "ok")
+needs_sshd = needs(not _why_not(), _why_not() or "ok")
 
 
 def free_port() -> int:
@@ -419,8 +420,7 @@ def nothing_leaks() -> Iterator[None]:
 @pytest.fixture
 def sshd() -> Iterator[Sshd]:
     reason = _why_not()
-    if reason:
-        pytest.skip(reason)
+    require(not reason, reason)
     d = Sshd("AllowTcpForwarding remote\nMaxSessions 0\nGatewayPorts no\n")
     try:
         d.start()

@@ -34,10 +34,11 @@ from websockets.sync.server import ServerConnection
 from websockets.sync.server import serve as ws_serve
 
 from ecliptic.tunnel.front import Front, FrontConfig, FrontError, InvalidFrontInput, Route
+from tests.prerequisites import needs
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not Path("/usr/sbin/nginx").exists(),
-    reason="the front runs nginx as root with workers as nobody (scripts/setup-system.sh)",
+pytestmark = needs(
+    os.geteuid() == 0 and Path("/usr/sbin/nginx").exists(),
+    "root and nginx: the front runs nginx as root with workers as nobody (scripts/setup-system.sh)",
 )
 
 AUTH_CACHE_S = 1

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from ecliptic.tunnel.jump import JumpHost, JumpPrincipal, JumpRefused
+from tests.prerequisites import require
 from tests.tunnel.test_client import MADE, Sshd, free_port, wait_for
 from tests.tunnel.test_client import nothing_leaks as nothing_leaks
 
@@ -341,8 +342,10 @@ def test_probing_someone_elses_key_does_not_sign_in_as_them(jump: Jump, tmp_path
 def test_ssh_J_logs_in_to_a_real_sshd_behind_the_jump_host(
     jump: Jump, keys: Keys, tmp_path: Path
 ) -> None:
-    if os.geteuid() != 0 or shutil.which("/usr/sbin/sshd") is None:
-        pytest.skip("a real login node needs sshd and root")
+    require(
+        os.geteuid() == 0 and shutil.which("/usr/sbin/sshd") is not None,
+        "root and sshd (a real login node)",
+    )
     login = Sshd()
     try:
         login.authorize(keys.line("alice"), options="")

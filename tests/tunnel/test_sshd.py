@@ -48,11 +48,12 @@ from ecliptic.tunnel.sshd import (
     fingerprint,
 )
 from ecliptic.tunnel.tunneld import TunneldEndpoint
+from tests.prerequisites import needs, require
 
 SSHD = "/usr/sbin/sshd"
-pytestmark = pytest.mark.skipif(
-    not os.access(SSHD, os.X_OK) or shutil.which("ssh") is None,
-    reason="needs the OpenSSH server and client (apt-get install openssh-server openssh-client)",
+pytestmark = needs(
+    os.access(SSHD, os.X_OK) and shutil.which("ssh") is not None,
+    "the OpenSSH server and client (apt-get install openssh-server openssh-client)",
 )
 T = TypeVar("T")
 OPENSSH_ONLY = pytest.mark.parametrize("endpoint_kind", ["openssh"])
@@ -220,8 +221,8 @@ class Gateway:
 def endpoint_kind(request: pytest.FixtureRequest) -> str:
     """Which endpoint a test runs against; a test may narrow it with parametrize."""
     kind = str(request.param)
-    if kind == "tunneld" and tunneld.find_tunneld() is None:
-        pytest.skip("ecliptic-tunneld is not built (make setup)")
+    if kind == "tunneld":
+        require(tunneld.find_tunneld() is not None, "a built ecliptic-tunneld (make setup)")
     return kind
 
 
@@ -1053,8 +1054,8 @@ def test_tunneld_ends_every_tunnel_when_its_supervisor_goes_away(
 ) -> None:
     """The daemon reads end-of-file on stdin when the process that started it dies."""
     exe = tunneld.find_tunneld()
-    if exe is None:
-        pytest.skip("ecliptic-tunneld is not built (make setup)")
+    require(exe is not None, "a built ecliptic-tunneld (make setup)")
+    assert exe is not None
     host_key = tmp_path / "host"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -1100,8 +1101,8 @@ def test_tunneld_ends_every_tunnel_when_its_supervisor_goes_away(
 
 def test_tunneld_refuses_a_configuration_it_does_not_know(tmp_path: Path) -> None:
     exe = tunneld.find_tunneld()
-    if exe is None:
-        pytest.skip("ecliptic-tunneld is not built (make setup)")
+    require(exe is not None, "a built ecliptic-tunneld (make setup)")
+    assert exe is not None
     bad = subprocess.run(
         [exe], input='{"user": "tunnel", "colour": "blue"}\n', capture_output=True, text=True
     )
