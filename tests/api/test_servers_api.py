@@ -50,20 +50,24 @@ def test_servers_on_normal_and_direct_ports_reach_each_other(admin: Api, runtime
     r = admin.post("/networks", {"name": "fabric"})
     assert r.status_code == 202, r.text
     gw = r.json()["subnets"][0]["gateway_ip"]
-    r = admin.post("/servers", {"name": "alpha", "flavor": "m1.small"})
-    assert r.status_code == 202 and r.json()["phase"] == "PENDING"
-    r = admin.post(
-        "/servers",
-        {
-            "name": "beta",
-            "flavor": "m1.small",
-            "networks": [{"network": "default"}, {"network": "fabric", "vnic_type": "direct"}],
-        },
-    )
-    assert r.status_code == 202, r.text
-    alpha = admin.wait("alpha")
-    beta = admin.wait("beta")
+    # The tenancy's default network is made on first use; here a server's first use names it.
+    assert admin.post("/servers", {"name": "first", "flavor": "m1.tiny"}).status_code == 202
+    admin.wait("first")
+    assert admin.delete("/servers/first").status_code == 202
+    # alpha has a normal port on each network; beta and gamma a direct (SR-IOV) one on fabric.
+    nets = {
+        "alpha": [{"network": "default"}, {"network": "fabric"}],
+        "beta": [{"network": "default"}, {"network": "fabric", "vnic_type": "direct"}],
+        "gamma": [{"network": "default"}, {"network": "fabric", "vnic_type": "direct"}],
+    }
+    for name, ports in nets.items():
+        r = admin.post("/servers", {"name": name, "flavor": "m1.small", "networks": ports})
+        assert r.status_code == 202 and r.json()["phase"] == "PENDING", r.text
+    made = {name: admin.wait(name) for name in nets}
+    alpha, beta = made["alpha"], made["beta"]
+    assert [p["vnic_type"] for p in alpha["ports"]] == ["normal", "normal"]
     assert [p["vnic_type"] for p in beta["ports"]] == ["normal", "direct"]
+    assert [p["vnic_type"] for p in made["gamma"]["ports"]] == ["normal", "direct"]
     assert f"ecl-{alpha['id'][:10]}" in _netns()
 
     def run(name: str, *argv: str) -> dict[str, object]:
@@ -72,11 +76,21 @@ def test_servers_on_normal_and_direct_ports_reach_each_other(admin: Api, runtime
         return dict(res.json())
 
     assert run("alpha", "hostname")["stdout"] == "alpha\n"
-    for ip in (beta["addresses"]["default"][0], beta["addresses"]["fabric"][0]):
-        if ip == beta["addresses"]["fabric"][0]:
-            continue  # alpha is not on fabric
-        assert run("alpha", "ping", "-c1", "-W2", ip)["exit_code"] == 0
+    # Every server reaches every other on every network: normal to normal (default),
+    # normal to direct and back, and direct to direct (fabric).
+    pings = 0
+    for src in made:
+        for dst, srv in made.items():
+            if dst == src:
+                continue
+            for net in ("default", "fabric"):
+                (ip,) = srv["addresses"][net]
+                res = run(src, "ping", "-c1", "-W2", ip)
+                assert res["exit_code"] == 0, (src, dst, net, ip, res)
+                pings += 1
+    assert pings == 12
     assert run("beta", "ping", "-c1", "-W2", gw)["exit_code"] == 0  # host over the direct port
+    assert run("alpha", "ping", "-c1", "-W2", gw)["exit_code"] == 0  # and over a normal one
     assert run("beta", "sh", "-c", "exit 3")["exit_code"] == 3
     log = admin.get("/servers/beta/log").json()["log"]
     assert "eth1" in log
@@ -85,9 +99,12 @@ def test_servers_on_normal_and_direct_ports_reach_each_other(admin: Api, runtime
     # A network with servers on it cannot go.
     r = admin.delete("/networks/fabric")
     assert r.status_code == 409 and r.json()["code"] == "in_use" and "beta" in r.json()["detail"]
-    assert admin.delete("/servers/beta").status_code == 202
-    admin.wait("beta", "GONE")
-    assert f"ecl-{beta['id'][:10]}" not in _netns()
+    for name in nets:
+        assert admin.delete(f"/servers/{name}").status_code == 202
+    admin.wait("first", "GONE")
+    for name in nets:
+        admin.wait(name, "GONE")
+        assert f"ecl-{made[name]['id'][:10]}" not in _netns()
     assert admin.delete("/networks/fabric").status_code == 202
 
 

@@ -27,7 +27,7 @@ from ecliptic.services.leases import LeaseNoCapacity
 from ecliptic.services.servers import NoCapacity
 from ecliptic.store.db import Database
 from ecliptic.store.migrate import upgrade
-from ecliptic.store.models import Host, LedgerEntry, Server, Tenancy
+from ecliptic.store.models import Event, Host, LedgerEntry, Server, Tenancy
 from ecliptic.store.workqueue import WorkQueue
 
 T0 = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
@@ -188,21 +188,54 @@ def test_extension_past_a_later_booking_is_replaced_or_refused(env: L) -> None:
     )
 
 
+def _warnings(env: L, lease_id: str) -> list[str]:
+    with env.db.read() as s:
+        return [
+            e.reason
+            for e in s.scalars(
+                select(Event)
+                .where(Event.object_kind == "lease", Event.object_id == lease_id)
+                .order_by(Event.id)
+            )
+            if e.reason.startswith("before-end")
+        ]
+
+
 def test_lease_runs_on_time_and_ends(env: L) -> None:
     ctx = Context(env.db, None, env.queue, env.booking)  # type: ignore[arg-type]
     lease = leases.create_lease(
         env.booking, env.queue, env.alice, gpu_hosts(1, before_end="1h", duration="3h")
     )
+    start = T0 + timedelta(days=1)
     assert reconcile_lease(ctx, lease.id).requeue_after == pytest.approx(24 * 3600)
     env.clock.advance(timedelta(days=1))
-    reconcile_lease(ctx, lease.id)
+    # Started, it asks to run again when the warning is due: an hour before its end.
+    assert reconcile_lease(ctx, lease.id).requeue_after == pytest.approx(2 * 3600)
     assert leases.get_lease(env.booking, env.alice, "gpus").phase == "ACTIVE"
-    env.clock.advance(timedelta(hours=2))
+    assert _warnings(env, lease.id) == []
+    # A minute early: no warning yet.
+    env.clock.advance(timedelta(hours=1, minutes=59))
+    assert reconcile_lease(ctx, lease.id).requeue_after == pytest.approx(60)
+    assert _warnings(env, lease.id) == []
+    env.clock.advance(timedelta(minutes=1))
+    assert reconcile_lease(ctx, lease.id).requeue_after == pytest.approx(3600)
+    end = start + timedelta(hours=3)
+    warned = _warnings(env, lease.id)
+    assert warned == [
+        f"before-end: lease 'gpus' ends at {end:%Y-%m-%d %H:%M} UTC; "
+        "save your work or extend it ('ecliptic lease update --extend')"
+    ]
+    still = leases.get_lease(env.booking, env.alice, "gpus")
+    assert still.phase == "ACTIVE" and still.phase_reason == warned[0]
+    # Warned once, not on every later run.
+    env.clock.advance(timedelta(minutes=30))
     reconcile_lease(ctx, lease.id)
-    env.clock.advance(timedelta(hours=1))
+    assert len(_warnings(env, lease.id)) == 1
+    env.clock.advance(timedelta(minutes=30))
     reconcile_lease(ctx, lease.id)
     done = leases.get_lease(env.booking, env.alice, "gpus")
     assert done.phase == "ENDED"
+    assert len(_warnings(env, lease.id)) == 1
     with env.booking.reading() as engine:
         assert engine.booking(lease.id) is None
 
