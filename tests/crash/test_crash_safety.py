@@ -104,6 +104,17 @@ class Instance:
     def servers(self) -> list[dict[str, Any]]:
         return list(self.call("GET", "/servers").json()["items"])
 
+    def deletions_recorded(self, names: set[str]) -> set[str]:
+        """Which of ``names`` the database holds a deletion of (DELETING, or gone)."""
+        engine = create_engine(self.database_url)
+        try:
+            with engine.connect() as con:
+                rows = con.execute(text("SELECT name, phase FROM server")).all()
+        finally:
+            engine.dispose()
+        left = {str(name) for name, phase in rows if phase != "DELETING"}
+        return names - left
+
     def instance_id(self) -> str:
         engine = create_engine(self.database_url)
         try:
@@ -228,11 +239,20 @@ def test_sigkill_while_deleting_converges(instance: Instance, crash_at: str) -> 
             break
     assert asked or in_flight
     assert instance.wait_killed() == -signal.SIGKILL
+    # What the dead process recorded: a deletion it answered, or the one whose answer the
+    # crash cut off (a worker only deletes what was committed, so when the crash hit the
+    # first DELETE, that deletion was recorded).
+    recorded = instance.deletions_recorded({"a", "b", "c"})
+    assert recorded, "the crash came from a worker deleting a server, so one was recorded"
+    assert set(asked) <= recorded, (asked, recorded)
+    if not asked:
+        assert set(in_flight) <= recorded, (in_flight, recorded)
     instance.start()
-    # The deletions asked for before the crash finish without being asked again.
+    # Every recorded deletion finishes without being asked again.
     instance.wait_for(
-        lambda: not {s["name"] for s in instance.servers()} & set(asked), "deletions to finish"
+        lambda: not {s["name"] for s in instance.servers()} & recorded, "deletions to finish"
     )
+    assert not {s["name"] for s in instance.servers()} & recorded
     for s in instance.servers():
         instance.call("DELETE", f"/servers/{s['name']}")
     instance.wait_for(lambda: instance.servers() == [], "servers gone")
