@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
 
 import httpx
 
-from tests.tunnel.conftest import Backend, Served, needs_gateway, stop
+from tests.tunnel.conftest import Backend, Served, needs_gateway
+from tests.tunnel.test_sshd import _all_pids, _proc_stat, in_sessions, wait_until
 
 pytestmark = needs_gateway
 
@@ -150,13 +153,47 @@ def test_a_key_serves_only_its_own_subdomain(
     assert {served.front(b["host"]).json()["backend"] for _ in range(6)} == {"theirs"}
 
 
+def _descendants(root: int) -> dict[int, int]:
+    """Every live process below ``root``: pid -> its session id."""
+    stats = {pid: st for pid in _all_pids() if (st := _proc_stat(pid)) and st[1] != "Z"}
+    found: dict[int, int] = {}
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, st in stats.items() if st[2] in frontier and pid not in found}
+        found.update({pid: stats[pid][3] for pid in frontier})
+    return found
+
+
+def _refuses(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
 def test_stopping_serve_cuts_tunnels(served: Served, backends: Callable[[str], Backend]) -> None:
     backend = backends("s")
     svc = served.service("stopping", public=True)
     client = served.ssh_r(served.bind(svc["token"]["token"]), backend.port)
     served.wait_for(svc["host"], lambda r: r.status_code == 200)
-    stop(served.proc)
-    client.wait(15)
+    children = _descendants(served.proc.pid)
+    names = {_proc_stat(pid)[0] for pid in children}  # type: ignore[index]
+    assert {"nginx"} <= names and names & {"sshd", "ecliptic-tunnel"}, names
+    # SIGTERM to serve alone (not its process group): serve itself must stop what it started.
+    served.proc.send_signal(signal.SIGTERM)
+    try:
+        assert served.proc.wait(20) == 0, (served.tmp / "serve.log").read_text()
+        assert client.wait(15) == 255  # the tunnel was cut
+        wait_until(lambda: not in_sessions(set(children.values())), 10, "serve's children to end")
+    finally:  # what serve left behind is not left to the next test
+        for pid in in_sessions(set(children.values())):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for port in (served.http_port, served.ssh_port, served.jump_port):
+        assert _refuses(port), f"port {port} still answers after serve stopped"
+    log = (served.tmp / "serve.log").read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log
 
 
 def _jump(
