@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ecliptic.backends.base import Backend
@@ -20,14 +20,13 @@ from ecliptic.config import Settings
 from ecliptic.reconcile.adoption import adopt, resync
 from ecliptic.reconcile.base import Context
 from ecliptic.reconcile.worker import Workers
-from ecliptic.services import credits
-from ecliptic.services.auth import hash_password
+from ecliptic.services import credits, identity
 from ecliptic.services.booking import Booking, host_info
 from ecliptic.services.catalogue import seed_flavors, sync_inventory
 from ecliptic.services.pricing import host_type
 from ecliptic.store.db import Database
 from ecliptic.store.migrate import upgrade
-from ecliptic.store.models import Host, Membership, Meta, Tenancy, User
+from ecliptic.store.models import Host, Meta
 from ecliptic.store.types import new_id
 from ecliptic.store.workqueue import WorkQueue
 
@@ -123,16 +122,13 @@ class Runtime:
             if _hosts(session) != hosts_before:
                 # Other processes' engines follow the booking log: tell them to rebuild.
                 session.info.setdefault("after_commit", []).append(self.booking.reset)
-            if session.scalar(select(func.count()).select_from(User)):
-                return None
             password = os.environ.get("ECLIPTIC_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
-            admin = User(name="admin", password_hash=hash_password(password), is_admin=True)
-            tenancy = Tenancy(name="default", description="created on first start")
-            session.add_all([admin, tenancy])
-            session.flush()
-            session.add(Membership(tenancy_id=tenancy.id, user_id=admin.id, role="admin"))
+            made = identity.first_administrator(session, password)
+            if made is None:
+                return None
+            admin, tenancy = made
             grant_starter_credits(session, tenancy.id, self.clock.now())
-            return FirstAdmin("admin", password, tenancy.name)
+            return FirstAdmin(admin.name, password, tenancy.name)
 
     def start(self, *, workers: bool = True) -> FirstAdmin | None:
         """Bootstrap, adopt what exists, and start the workers and the booking follower."""

@@ -7,7 +7,7 @@ import time
 
 from sqlalchemy import select
 
-from ecliptic.backends.base import GcReport
+from ecliptic.backends.base import GcReport, ObservedState
 from ecliptic.phases import LeasePhase
 from ecliptic.reconcile.base import Context
 from ecliptic.services.servers import purge_tombstones
@@ -57,3 +57,10 @@ def resync(ctx: Context) -> None:
         for lid in session.scalars(select(Lease.id).where(Lease.phase != LeasePhase.ENDED)):
             ctx.queue.enqueue(session, "lease", lid)
         purge_tombstones(session, ctx.booking.clock.now() - ctx.booking.deleted_server_retention)
+
+
+def observe(ctx: Context) -> ObservedState:
+    """What the backend holds for this instance, each resource tied to its known object
+    (``object_id`` None: an orphan garbage collection would remove)."""
+    servers, networks = known_ids(ctx)
+    return ctx.backend.observe(servers, networks)

@@ -138,6 +138,17 @@ def allocate(
         ) from None
 
 
+def allocation_balances(db: Database, tenancy: str, name: str) -> list[Balance]:
+    """The balances of one named allocation of a tenancy (name or id), as just granted."""
+    with db.read() as session:
+        t = session.scalar(
+            select(Tenancy).where((Tenancy.name == tenancy) | (Tenancy.id == tenancy))
+        )
+        if t is None:
+            raise NotFound(f"no tenancy '{tenancy}'")
+        return [b for b in balances(session, t.id) if b.name == name]
+
+
 def balances(session: Session, tenancy_id: str) -> list[Balance]:
     """Every allocation of the tenancy with its derived balance."""
     acct = session.scalar(select(CreditAccount).where(CreditAccount.tenancy_id == tenancy_id))

@@ -92,6 +92,19 @@ def delete_tenancy(db: Database, caller: Caller, ref: str) -> None:
         session.delete(t)
 
 
+def first_administrator(session: Session, password: str) -> tuple[User, Tenancy] | None:
+    """On a store with no user yet: the administrator ``admin`` and their tenancy
+    ``default`` (inside the caller's transaction); None when users exist already."""
+    if session.scalar(select(func.count()).select_from(User)):
+        return None
+    admin = User(name="admin", password_hash=hash_password(password), is_admin=True)
+    tenancy = Tenancy(name="default", description="created on first start")
+    session.add_all([admin, tenancy])
+    session.flush()
+    session.add(Membership(tenancy_id=tenancy.id, user_id=admin.id, role="admin"))
+    return admin, tenancy
+
+
 def list_users(db: Database, caller: Caller) -> list[User]:
     """Every user (administrators only)."""
     caller.require_admin("list users")

@@ -7,7 +7,6 @@ from fastapi import APIRouter
 from ecliptic.api.deps import CallerDep, RuntimeDep
 from ecliptic.api.schemas import BackendResource, BackendStatus, GcResult
 from ecliptic.reconcile import adoption
-from ecliptic.reconcile.adoption import known_ids
 
 router = APIRouter(tags=["backend"])
 
@@ -16,8 +15,7 @@ router = APIRouter(tags=["backend"])
 def status(caller: CallerDep, rt: RuntimeDep) -> BackendStatus:
     """Every resource the backend holds for this instance; unknown ones are orphans."""
     caller.require_admin("inspect the backend")
-    servers, networks = known_ids(rt.ctx)
-    observed = rt.backend.observe(servers, networks)
+    observed = adoption.observe(rt.ctx)
     resources = [
         BackendResource(
             kind=r.kind,

@@ -16,25 +16,17 @@ charge is keyed by project, name and start and re-keyed to the lease id when it 
 
 from __future__ import annotations
 
-import hashlib
-from collections import defaultdict
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from ecliptic.api.deps import runtime
 from ecliptic.errors import Forbidden, Unauthenticated
-from ecliptic.services import credits
+from ecliptic.services import blazar
 from ecliptic.services.auth import authenticate
-from ecliptic.services.booking import host_info
-from ecliptic.services.pricing import duration_hours, host_type
-from ecliptic.store.models import Host, Meta, Tenancy
 
 router = APIRouter(prefix="/blazar", tags=["blazar"])
 
@@ -76,8 +68,15 @@ class CheckUpdate(BaseModel):
     lease: BlazarLease
 
 
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+def _lease(wire: BlazarLease) -> blazar.BlazarLease:
+    return blazar.BlazarLease(
+        name=wire.name,
+        start_date=wire.start_date,
+        end_date=wire.end_date,
+        id=wire.id,
+        reservations=tuple(wire.reservations),
+        resource_requests=wire.resource_requests,
+    )
 
 
 def _authorise(
@@ -96,91 +95,12 @@ def _authorise(
         raise Forbidden("the Blazar enforcement endpoints need an administrator's token")
 
 
-def _tenancy(session: Session, project_id: str) -> Tenancy | None:
-    return session.scalar(
-        select(Tenancy).where((Tenancy.id == project_id) | (Tenancy.name == project_id))
-    )
-
-
-def blazar_cost(session: Session, lease: BlazarLease) -> dict[str, Decimal]:
-    """Resource-hours a Blazar lease holds."""
-    start, end = _utc(lease.start_date), _utc(lease.end_date)
-    h = duration_hours(start, end)
-    cost: dict[str, Decimal] = defaultdict(Decimal)
-    if lease.resource_requests:
-        for rc, amount in lease.resource_requests.items():
-            if rc == "VCPU":
-                cost["vcpu"] += h * Decimal(str(amount))
-            elif rc.startswith("CUSTOM_GPU_"):
-                cost[f"gpu:{rc.removeprefix('CUSTOM_GPU_')}"] += h * Decimal(str(amount))
-        return dict(cost)
-    hosts = {x.name: x for x in session.scalars(select(Host))}
-    for r in lease.reservations:
-        rtype = str(r.get("resource_type", ""))
-        if rtype == "physical:host":
-            allocs = r.get("allocations") or []
-            count = len(allocs) or int(str(r.get("min", 1)))
-            for i in range(count):
-                a = allocs[i] if i < len(allocs) else {}
-                kind = a.get("host_type") or a.get("node_type")
-                name = a.get("hypervisor_hostname")
-                if not kind and name in hosts:
-                    kind = host_type(host_info(hosts[name]))
-                cost[f"host:{kind or 'blazar'}"] += h
-        elif rtype in ("virtual:instance", "flavor:instance"):
-            cost["vcpu"] += h * int(r.get("vcpus", 0) or 0) * int(r.get("amount", 1) or 1)
-    return {k: v for k, v in cost.items() if v}
-
-
-def _key(project: str, lease: BlazarLease) -> str:
-    raw = f"blazar:{project}:{lease.name}:{_utc(lease.start_date).isoformat()}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
-
-
-def _ledger_id(session: Session, project: str, lease: BlazarLease) -> str:
-    if lease.id:
-        row = session.get(Meta, f"blazar:{lease.id}")
-        if row is not None:
-            return row.value
-        key = _key(project, lease)
-        session.add(Meta(key=f"blazar:{lease.id}", value=key))
-        return key
-    return _key(project, lease)
-
-
 def _deny(message: str) -> JSONResponse:
     return JSONResponse({"message": message}, status_code=403)
 
 
-def _settle(
-    request: Request,
-    project: str,
-    lease: BlazarLease,
-    key_from: BlazarLease,
-    end: datetime | None,
-    note: str,
-) -> Response:
-    rt = runtime(request)
-    try:
-        with rt.db.write(credits.CREDITS_LOCK) as session:
-            t = _tenancy(session, project)
-            if t is None:
-                return _deny(f"project {project} has no Ecliptic tenancy, so no credit")
-            start = _utc(lease.start_date)
-            stop = max(start, _utc(end or lease.end_date))
-            lease_for_cost = lease.model_copy(update={"end_date": stop})
-            credits.settle(
-                session,
-                t.id,
-                _ledger_id(session, project, key_from),
-                blazar_cost(session, lease_for_cost),
-                start,
-                stop,
-                note=note,
-            )
-    except credits.InsufficientCredits as exc:
-        return _deny(exc.message)
-    return Response(status_code=204)
+def _answer(refusal: str | None) -> Response:
+    return _deny(refusal) if refusal else Response(status_code=204)
 
 
 @router.post(
@@ -194,13 +114,16 @@ def check_create(
     request: Request,
 ) -> Response:
     """Allow a new Blazar lease if the project's credits cover it (and charge them)."""
-    return _settle(
-        request,
-        body.context.project_id,
-        body.lease,
-        body.lease,
-        None,
-        f"Blazar lease '{body.lease.name}' created",
+    lease = _lease(body.lease)
+    return _answer(
+        blazar.settle(
+            runtime(request).db,
+            body.context.project_id,
+            lease,
+            lease,
+            None,
+            f"Blazar lease '{body.lease.name}' created",
+        )
     )
 
 
@@ -215,14 +138,16 @@ def check_update(
     request: Request,
 ) -> Response:
     """Allow a changed Blazar lease if credits cover the difference (charge or refund it)."""
-    new = body.lease.model_copy(update={"id": body.lease.id or body.current_lease.id})
-    return _settle(
-        request,
-        body.context.project_id,
-        new,
-        body.current_lease,
-        None,
-        f"Blazar lease '{body.lease.name}' updated",
+    new = _lease(body.lease.model_copy(update={"id": body.lease.id or body.current_lease.id}))
+    return _answer(
+        blazar.settle(
+            runtime(request).db,
+            body.context.project_id,
+            new,
+            _lease(body.current_lease),
+            None,
+            f"Blazar lease '{body.lease.name}' updated",
+        )
     )
 
 
@@ -237,13 +162,15 @@ def on_end(
     request: Request,
 ) -> Response:
     """A Blazar lease ended: refund the unused part."""
-    now = runtime(request).clock.now()
-    end = min(_utc(body.lease.end_date), max(_utc(body.lease.start_date), now))
-    return _settle(
-        request,
-        body.context.project_id,
-        body.lease,
-        body.lease,
-        end,
-        f"Blazar lease '{body.lease.name}' ended",
+    rt = runtime(request)
+    lease = _lease(body.lease)
+    return _answer(
+        blazar.settle(
+            rt.db,
+            body.context.project_id,
+            lease,
+            lease,
+            blazar.ended_at(lease, rt.clock.now()),
+            f"Blazar lease '{body.lease.name}' ended",
+        )
     )

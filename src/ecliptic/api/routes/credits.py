@@ -71,13 +71,4 @@ def allocate(body: CreditAllocate, caller: AdminDep, rt: RuntimeDep) -> list[Bal
         start,
         body.end,
     )
-    with rt.db.read() as session:
-        from sqlalchemy import select
-
-        from ecliptic.store.models import Tenancy
-
-        t = session.scalar(
-            select(Tenancy).where((Tenancy.name == body.tenancy) | (Tenancy.id == body.tenancy))
-        )
-        assert t is not None
-        return [_balance_out(b) for b in credits.balances(session, t.id) if b.name == body.name]
+    return [_balance_out(b) for b in credits.allocation_balances(rt.db, body.tenancy, body.name)]
