@@ -9,8 +9,10 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+from ecliptic.backends.base import ServerSpec
 from ecliptic.client import Client
 from tests.cli.conftest import ADMIN_PASSWORD, Cli, Cloud, closed_port
 
@@ -154,11 +156,30 @@ def test_server_create_wait_exec_and_delete(admin_cli: Cli) -> None:
 
     res = admin_cli("server", "events", "cli-one")
     assert res.exit_code == 0 and "ACTIVE" in res.stdout
-    assert admin_cli("server", "log", "cli-one").exit_code == 0
 
     res = admin_cli("server", "delete", "cli-one", "--wait")
     assert res.exit_code == 0 and "server cli-one: deleted" in res.stdout
     assert admin_cli("server", "show", "cli-one").exit_code == 3
+
+
+def test_server_log_prints_the_console_log(admin_cli: Cli, cloud: Cloud) -> None:
+    res = admin_cli("server", "create", "cli-log", "--flavor", "m1.tiny", "--wait")
+    assert res.exit_code == 0, res.output
+    srv = cloud.admin().servers.get("cli-log")
+    console = Path(cloud.runtime.settings.data_dir) / "local" / "servers" / srv.id / "console.log"
+    text = console.read_text()
+    assert f"network namespace ecl-{srv.id[:10]} created on host" in text
+    assert "eth0" in text
+    res = admin_cli("server", "log", "cli-log")
+    assert (res.exit_code, res.stdout, res.stderr) == (0, text, ""), res.output
+    # --tail: exactly the last bytes (here all of one line's end and its newline).
+    res = admin_cli("server", "log", "cli-log", "--tail", "20")
+    assert (res.exit_code, res.stdout) == (0, text[-20:]), res.output
+    res = admin_cli("-o", "json", "server", "log", "cli-log")
+    assert res.exit_code == 0 and json.loads(res.stdout)["log"] == text, res.output
+    res = admin_cli("server", "log", "no-such-server")
+    assert res.exit_code == 3 and res.stdout == "" and "no server 'no-such-server'" in res.stderr
+    assert admin_cli("server", "delete", "cli-log", "--wait").exit_code == 0
 
 
 def test_direct_port_and_several_networks(admin_cli: Cli) -> None:
@@ -302,6 +323,51 @@ def test_local_status_lists_what_the_backend_holds(admin_cli: Cli) -> None:
     res = admin_cli("local", "gc")
     assert res.exit_code == 0 and "nothing to remove" in res.stderr
     assert admin_cli("server", "delete", "cli-seen", "--wait").exit_code == 0
+
+
+def test_local_gc_removes_orphans_only_and_says_what(admin_cli: Cli, cloud: Cloud) -> None:
+    """A namespace this instance made for a server the store does not know is an orphan."""
+    assert admin_cli("server", "create", "cli-kept", "--flavor", "m1.tiny", "--wait").exit_code == 0
+    kept = cloud.admin().servers.get("cli-kept")
+    orphan_id = uuid.uuid4().hex
+    orphan_ns = f"ecl-{orphan_id[:10]}"
+    cloud.runtime.backend.ensure_server(
+        ServerSpec(orphan_id, "cli-orphan", "vm", "cli-a", vcpus=1, memory_mb=256)
+    )
+    try:
+        assert orphan_ns in _netns()
+        # Owner records younger than a margin count as known (a commit may be under way):
+        # age the orphan's records rather than wait.
+        owners = Path(os.environ["ECLIPTIC_OWNERS_DIR"])
+        old = time.time() - 60
+        for rec in owners.iterdir():
+            if orphan_id in rec.read_text():
+                os.utime(rec, (old, old))
+        res = admin_cli("local", "status")
+        assert res.exit_code == 0, res.output
+        assert "1 orphan(s): remove them with 'ecliptic local gc'" in res.stderr
+        row = next(line for line in res.stdout.splitlines() if orphan_ns in line)
+        assert "ORPHAN" in row and orphan_id[:8] in row
+        res = admin_cli("-o", "json", "local", "gc")
+        assert res.exit_code == 0, res.output
+        removed = json.loads(res.stdout)["removed"]
+        assert {(r["kind"], r["name"]) for r in removed} == {("server", orphan_ns)}, removed
+        assert all(r["object_id"] == orphan_id for r in removed if r["kind"] == "server")
+        assert orphan_ns not in _netns()
+        # What is known stays, and works.
+        assert f"ecl-{kept.id[:10]}" in _netns()
+        res = admin_cli("server", "exec", "cli-kept", "--", "hostname")
+        assert (res.exit_code, res.stdout) == (0, "cli-kept\n")
+        res = admin_cli("local", "gc")
+        assert res.exit_code == 0 and "nothing to remove" in res.stderr
+    finally:
+        cloud.runtime.backend.delete_server(orphan_id)
+        assert admin_cli("server", "delete", "cli-kept", "--wait").exit_code == 0
+
+
+def _netns() -> set[str]:
+    out = subprocess.run(["ip", "-o", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 def test_installed_command_exit_codes_and_clean_json(cloud: Cloud, cli_env: Path) -> None:
