@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,9 @@ from tests.prerequisites import (  # noqa: F401  (hooks: a missing prerequisite 
 _OWNERS = Path(tempfile.mkdtemp(prefix="ecl-test-owners-"))
 os.environ["ECLIPTIC_OWNERS_DIR"] = str(_OWNERS)
 os.environ.setdefault("ECLIPTIC_ADMIN_PASSWORD", "test-admin-password")
+# Cheap argon2 for the tests (and the serve processes they start, which inherit it): see
+# ecliptic.services.auth.FAST_HASH_ENV. Production never sets it.
+os.environ["ECLIPTIC_TEST_FAST_PASSWORD_HASH"] = "1"
 
 
 def _free_port() -> int:
@@ -98,28 +102,89 @@ def pg_admin_url() -> Iterator[str]:
         pg.stop()
 
 
-def fresh_pg_database(admin_url: str) -> str:
+_TEMPLATES: dict[str, str] = {}
+"""Per PostgreSQL server (admin URL): a database migrated once, copied for every test."""
+_TEMPLATE_LOCK = threading.Lock()
+_SQLITE_TEMPLATE = Path(tempfile.mkdtemp(prefix="ecl-test-sqlite-")) / "migrated.db"
+
+
+def _migrate(url: str) -> None:
+    """Apply every migration to the database at ``url`` and close every connection to it
+    (a PostgreSQL template must be unused; a SQLite file is then whole, its WAL folded in)."""
+    from ecliptic.store.db import Database
+    from ecliptic.store.migrate import upgrade
+
+    db = Database(url)
+    try:
+        upgrade(db)
+        if url.startswith("sqlite"):
+            with db.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.dispose()
+
+
+def _pg_template(admin_url: str) -> str:
+    """The session's migrated template database on this server (made on first use)."""
+    with _TEMPLATE_LOCK:
+        name = _TEMPLATES.get(admin_url)
+        if name is None:
+            name = "t_template_" + uuid.uuid4().hex[:8]
+            engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+            with engine.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            engine.dispose()
+            _migrate(admin_url.rsplit("/", 1)[0] + "/" + name)
+            _TEMPLATES[admin_url] = name
+        return name
+
+
+def fresh_pg_database(admin_url: str, *, migrated: bool = True) -> str:
+    """A new database on the server at ``admin_url``: a copy of the session's migrated
+    template (``CREATE DATABASE ... TEMPLATE``: migrations run once per session), or empty."""
     name = "t_" + uuid.uuid4().hex[:12]
+    template = f' TEMPLATE "{_pg_template(admin_url)}"' if migrated else ""
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"{template}'))
     engine.dispose()
     return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
+def migrated_sqlite(path: Path) -> str:
+    """A SQLite database at ``path`` holding the newest schema: a copy of a file migrated
+    once per session. Returns its URL."""
+    with _TEMPLATE_LOCK:
+        if not _SQLITE_TEMPLATE.exists():
+            made = _SQLITE_TEMPLATE.with_suffix(".new")
+            _migrate(f"sqlite:///{made}")
+            made.rename(_SQLITE_TEMPLATE)
+    shutil.copyfile(_SQLITE_TEMPLATE, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database: once SQLite, once PostgreSQL."""
+    """A fresh database with the newest schema: once SQLite, once PostgreSQL."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ecliptic.db'}"
+        return migrated_sqlite(tmp_path / "ecliptic.db")
     admin: str = request.getfixturevalue("pg_admin_url")
     return fresh_pg_database(admin)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database (no schema): once SQLite, once PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ecliptic.db'}"
+    admin: str = request.getfixturevalue("pg_admin_url")
+    return fresh_pg_database(admin, migrated=False)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    """A fresh SQLite database file."""
-    return f"sqlite:///{tmp_path / 'ecliptic.db'}"
+    """A fresh SQLite database file with the newest schema."""
+    return migrated_sqlite(tmp_path / "ecliptic.db")
 
 
 @pytest.fixture(scope="session", autouse=True)

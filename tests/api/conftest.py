@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from ecliptic.api.app import create_app
 from ecliptic.config import load_settings
 from ecliptic.runtime import Runtime
-from tests.conftest import fresh_pg_database
+from tests.conftest import fresh_pg_database, migrated_sqlite
 
 SMALL_INVENTORY = """
 hosts:
@@ -66,7 +66,7 @@ def login(client: TestClient, user: str, password: str) -> str:
 
 @pytest.fixture
 def runtime(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
-    url = f"sqlite:///{tmp_path / 'ecl.db'}"
+    url = migrated_sqlite(tmp_path / "ecl.db")
     if getattr(request, "param", None) == "postgresql":
         url = fresh_pg_database(request.getfixturevalue("pg_admin_url"))
     inv = tmp_path / "inventory.yaml"

@@ -25,6 +25,7 @@ from ecliptic.api.app import create_app
 from ecliptic.config import load_settings
 from ecliptic.runtime import Runtime
 from tests.api.conftest import SMALL_INVENTORY, login
+from tests.conftest import migrated_sqlite
 
 EXAMPLES = int(os.environ.get("ECLIPTIC_FUZZ_EXAMPLES", "25"))
 """Generated requests per operation and mode (``make test`` runs the default)."""
@@ -36,7 +37,7 @@ def fuzz_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     inv = tmp / "inventory.yaml"
     inv.write_text(SMALL_INVENTORY)
     s = load_settings(data_dir=tmp / "data", inventory_path=inv)
-    s = type(s)(**{**s.__dict__, "database_url": f"sqlite:///{tmp / 'ecl.db'}"})
+    s = type(s)(**{**s.__dict__, "database_url": migrated_sqlite(tmp / "ecl.db")})
     rt = Runtime(s)
     rt.start()
     rt.workers.stop()

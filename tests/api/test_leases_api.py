@@ -21,6 +21,7 @@ from ecliptic.clock import ManualClock
 from ecliptic.config import load_settings
 from ecliptic.runtime import Runtime
 from tests.api.conftest import SMALL_INVENTORY, Api, _delete_everything, login
+from tests.conftest import migrated_sqlite
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0)
 
@@ -33,7 +34,7 @@ def clocked(tmp_path: Path) -> Iterator[tuple[Api, ManualClock, Runtime]]:
     settings = type(settings)(
         **{
             **settings.__dict__,
-            "database_url": f"sqlite:///{tmp_path / 'ecl.db'}",
+            "database_url": migrated_sqlite(tmp_path / "ecl.db"),
             "preemptible_min_lifetime": timedelta(hours=1),
         }
     )

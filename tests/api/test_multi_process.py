@@ -96,7 +96,7 @@ def _lease(name: str, host: str, start: datetime) -> dict[str, Any]:
 def test_two_serve_processes_on_one_postgres_book_without_double_booking(
     pg_admin_url: str, tmp_path: Path
 ) -> None:
-    url = fresh_pg_database(pg_admin_url)
+    url = fresh_pg_database(pg_admin_url, migrated=False)  # both processes migrate at once
     a, b = Serve(tmp_path / "a", url), Serve(tmp_path / "b", url)
     try:
         a.start()

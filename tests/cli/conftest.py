@@ -19,6 +19,7 @@ from ecliptic.cli.main import app
 from ecliptic.client import ApiError, Client
 from ecliptic.config import load_settings
 from ecliptic.runtime import Runtime
+from tests.conftest import migrated_sqlite
 from tests.prerequisites import require
 
 ADMIN_PASSWORD = os.environ.get("ECLIPTIC_ADMIN_PASSWORD", "test-admin-password")
@@ -80,7 +81,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         mp.setenv("ECLIPTIC_ADMIN_PASSWORD", ADMIN_PASSWORD)
         settings = load_settings(
             data_dir=tmp / "data",
-            database_url=f"sqlite:///{tmp / 'ecliptic.db'}",
+            database_url=migrated_sqlite(tmp / "ecliptic.db"),
             port=port,
             backend="local",
             inventory_path=inventory,

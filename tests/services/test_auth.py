@@ -68,3 +68,19 @@ def test_roles(env: Env) -> None:
     # bob administers chemistry, so he may add alice to it.
     m = identity.set_membership(env.db, env.bob, "chemistry", "alice", "member")
     assert m.role == "member"
+
+
+def test_passwords_hash_with_argon2_defaults_unless_the_tests_ask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cheap parameters exist for the test suite only; a hash of either kind verifies."""
+    from argon2 import PasswordHasher, extract_parameters
+
+    monkeypatch.delenv(auth.FAST_HASH_ENV)
+    shipped = auth._make_hasher()
+    assert extract_parameters(shipped.hash("x")) == extract_parameters(PasswordHasher().hash("x"))
+    monkeypatch.setenv(auth.FAST_HASH_ENV, "1")
+    cheap = auth._make_hasher()
+    fast = extract_parameters(cheap.hash("x"))
+    assert (fast.time_cost, fast.memory_cost) == (1, 8)
+    assert shipped.verify(cheap.hash("pw"), "pw") and cheap.verify(shipped.hash("pw"), "pw")

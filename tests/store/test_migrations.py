@@ -10,8 +10,8 @@ from ecliptic.store.migrate import upgrade
 from ecliptic.store.models import Base
 
 
-def test_migrations_match_models(database_url: str) -> None:
-    db = Database(database_url)
+def test_migrations_match_models(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     upgrade(db)
     upgrade(db)  # idempotent on every start
     with db.engine.connect() as conn:

@@ -43,7 +43,7 @@ from ecliptic.tunnel.front import (
     render_routes,
 )
 from ecliptic.tunnel.gateway import ReplicaWatch, own_peer_address, peer_routes, plan_routes
-from tests.conftest import fresh_pg_database
+from tests.conftest import fresh_pg_database, migrated_sqlite
 from tests.tunnel.conftest import (
     Backend,
     Replica,
@@ -240,7 +240,7 @@ def test_own_peer_address_is_one_peers_can_reach() -> None:
 def shared_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The database both replicas use."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path_factory.mktemp('replicas-db') / 'ecliptic.db'}"
+        return migrated_sqlite(tmp_path_factory.mktemp("replicas-db") / "ecliptic.db")
     return fresh_pg_database(request.getfixturevalue("pg_admin_url"))
 
 

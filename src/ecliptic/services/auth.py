@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +20,20 @@ from ecliptic.store.models import ApiToken, Membership, Tenancy, User
 from ecliptic.store.types import utcnow
 
 TOKEN_PREFIX = "ecl_"
-_hasher = PasswordHasher()
+FAST_HASH_ENV = "ECLIPTIC_TEST_FAST_PASSWORD_HASH"
+"""Set to ``1`` by the test suite only: argon2id with the least work (1 pass over 8 KiB)
+instead of the library's defaults (3 passes over 64 MiB), so hundreds of sign-ins take
+milliseconds. Nothing else reads it and it has no setting: production always hashes with
+the defaults. A hash records its parameters, so either kind verifies anywhere."""
+
+
+def _make_hasher() -> PasswordHasher:
+    if os.environ.get(FAST_HASH_ENV) == "1":
+        return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    return PasswordHasher()
+
+
+_hasher = _make_hasher()
 # Verifying against this keeps unknown user names as slow as wrong passwords.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
