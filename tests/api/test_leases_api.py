@@ -22,6 +22,7 @@ from ecliptic.config import load_settings
 from ecliptic.runtime import Runtime
 from tests.api.conftest import SMALL_INVENTORY, Api, _delete_everything, login
 from tests.conftest import migrated_sqlite
+from tests.waiting import wait_until
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0)
 
@@ -55,13 +56,7 @@ def advance(rt: Runtime, clock: ManualClock, delta: timedelta) -> None:
 
 
 def wait_for(what: str, check: Any, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(check, timeout, what)
 
 
 def lease_phase(api: Api, name: str) -> str:

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import _free_port
+from tests.waiting import wait_until
 
 PASSWORD = "test-admin-password"
 
@@ -93,13 +94,7 @@ class Instance:
                 self.proc.wait()
 
     def wait_for(self, predicate: Any, what: str, timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_until(predicate, timeout, what, interval=0.05)
 
     def servers(self) -> list[dict[str, Any]]:
         return list(self.call("GET", "/servers").json()["items"])

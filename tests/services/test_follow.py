@@ -29,6 +29,7 @@ from ecliptic.store.migrate import upgrade
 from ecliptic.store.models import BookingLog
 from ecliptic.store.workqueue import WorkQueue
 from tests.services.test_leases import HOSTS, T0, gpu_hosts
+from tests.waiting import wait_until
 
 VISIBLE_S = 0.1
 
@@ -190,9 +191,12 @@ def test_a_hole_in_the_log_is_waited_for_then_rebuilt(
     with two.b.booking.reading() as engine:
         assert engine.booking(first) is None and engine.booking(second) is None
     assert two.b.booking.rebuilds == 1
-    time.sleep(0.4)
-    with two.b.booking.reading() as engine:
-        assert engine.booking(first) is not None and engine.booking(second) is not None
+
+    def both_seen() -> bool:
+        with two.b.booking.reading() as engine:
+            return engine.booking(first) is not None and engine.booking(second) is not None
+
+    wait_until(both_seen, 10, "the follower to see both leases once the gap is gone")
     assert two.b.booking.rebuilds == 2
 
 

@@ -43,6 +43,7 @@ from ecliptic.tunnel.client import (
     token_hash,
 )
 from tests.prerequisites import needs, require
+from tests.waiting import wait_until
 
 SSHD = "/usr/sbin/sshd"
 TUNNEL_KEY_OPTIONS = 'restrict,port-forwarding,permitlisten="localhost:*"'
@@ -77,14 +78,7 @@ def free_port() -> int:
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
     """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(check, timeout, what, interval=0.05)
 
 
 def stop_tree(pid: int, sig: int = signal.SIGKILL) -> None:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import httpx
 
 from tests.tunnel.conftest import Backend, Served, needs_gateway
-from tests.tunnel.test_sshd import _all_pids, _proc_stat, in_sessions, wait_until
+from tests.tunnel.test_sshd import _all_pids, _proc_stat, in_sessions
+from tests.waiting import wait_until
 
 pytestmark = needs_gateway
 
