@@ -68,6 +68,8 @@ from ecliptic.api.schemas import (
     Page,
     PortCreate,
     PortOut,
+    QuotaOut,
+    QuotaSet,
     ServerCreate,
     ServerNic,
     ServerOut,
@@ -499,6 +501,7 @@ class Client:
         self.credits = _Credits(self)
         self.services = _Services(self)
         self.ssh_keys = _SshKeys(self)
+        self.quotas = _Quotas(self)
 
     @classmethod
     def from_config(
@@ -732,6 +735,21 @@ class _Users(_Group):
     def delete(self, ref: str) -> None:
         """Remove a user; their tokens and sessions end at once."""
         self._c.request("DELETE", f"/users/{_q(ref)}")
+
+
+class _Quotas(_Group):
+    """On-demand quotas."""
+
+    def show(self, tenancy: str | None = None) -> QuotaOut:
+        """Your tenancy's quota and use (administrators: ``tenancy``'s)."""
+        out: QuotaOut = self._c._call(QuotaOut, "GET", "/quota", params={"tenancy": tenancy})
+        return out
+
+    def set(self, tenancy: str, **limits: int | None) -> QuotaOut:
+        """Set limits (servers, vcpus, memory_mb, gpus; None: the site default)."""
+        body = QuotaSet(**limits).model_dump(exclude_unset=True)
+        out: QuotaOut = self._c._call(QuotaOut, "PUT", f"/tenancies/{_q(tenancy)}/quota", json=body)
+        return out
 
 
 class _Tokens(_Group):

@@ -109,13 +109,15 @@ def test_servers_on_normal_and_direct_ports_reach_each_other(admin: Api, runtime
 
 
 def test_no_capacity_says_which_flavor(admin: Api) -> None:
-    assert admin.post("/servers", {"name": "whole", "flavor": "bm.gpu"}).status_code == 202
-    r = admin.post("/servers", {"name": "whole2", "flavor": "bm.gpu"})
-    assert r.status_code == 409 and r.json()["code"] == "no_capacity"
-    assert "bm.gpu" in r.json()["detail"]
-    admin.wait("whole")
-    admin.delete("/servers/whole")
-    admin.wait("whole", "GONE")
+    for name in ("big1", "big2"):  # the GPU host's 32 vCPUs
+        assert admin.post("/servers", {"name": name, "flavor": "m1.xlarge"}).status_code == 202
+    r = admin.post("/servers", {"name": "big3", "flavor": "m1.xlarge"})
+    assert r.status_code == 409 and r.json()["code"] == "no_capacity", r.text
+    assert "m1.xlarge" in r.json()["detail"]
+    for name in ("big1", "big2"):
+        admin.wait(name)
+        admin.delete(f"/servers/{name}")
+        admin.wait(name, "GONE")
 
 
 def test_other_tenancies_objects_are_invisible(admin: Api, client: TestClient) -> None:

@@ -240,9 +240,11 @@ def test_list_pages_and_filters(admin_cli: Cli) -> None:
     assert res.exit_code == 0, res.output
 
 
-def test_no_capacity_exits_4(admin_cli: Cli) -> None:
+def test_gpus_on_demand_are_refused_with_how_to_reserve_them(admin_cli: Cli) -> None:
     res = admin_cli("server", "create", "cli-big", "--flavor", "g1.h100")
-    assert res.exit_code == 4 and "no host has room for flavor 'g1.h100'" in res.stderr
+    assert res.exit_code == 4, res.output
+    assert "flavor 'g1.h100' runs only on reserved capacity" in res.stderr
+    assert "ecliptic lease create NAME --flavor g1.h100" in res.stderr
 
 
 def test_hosts_show_use_and_state(admin_cli: Cli) -> None:
@@ -456,3 +458,22 @@ def test_server_wait_and_log_follow(admin_cli: Cli, cloud: Cloud, cli_env: Path)
     assert "ecliptic:" in out  # the boot lines of the tail
     assert out.count("service says héllo\n") == 1, out
     assert "server cli-follow is gone" in err
+
+
+def test_quota_show_and_set(admin_cli: Cli) -> None:
+    res = admin_cli("quota", "show")
+    assert res.exit_code == 0, res.output
+    assert "servers" in res.stdout and "(site default)" in res.stdout
+    res = admin_cli("-o", "json", "quota", "set", "default", "--servers", "1", "--gpus", "2")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["limits"]["servers"] == 1 and doc["defaults"]["servers"] is False
+    res = admin_cli("server", "create", "cli-q1", "--flavor", "m1.tiny")
+    assert res.exit_code == 0, res.output
+    res = admin_cli("server", "create", "cli-q2", "--flavor", "m1.tiny")
+    assert res.exit_code == 4 and "on-demand quota 'servers' exceeded" in res.stderr
+    res = admin_cli("quota", "set", "default", "--default", "servers", "--default", "gpus")
+    assert res.exit_code == 0, res.output
+    assert admin_cli("server", "delete", "cli-q1", "--wait").exit_code == 0
+    res = admin_cli("quota", "set", "default")
+    assert res.exit_code == 2

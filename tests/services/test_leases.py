@@ -424,7 +424,12 @@ def assert_no_host_overcommitted(env: L) -> None:
         assert cpu <= size[name][0] and mem <= size[name][1], (name, cpu, mem, size[name])
 
 
-def test_slice_lease_books_its_share_of_the_host_and_holds_servers_to_it(env: L) -> None:
+def test_slice_lease_books_its_share_of_the_host_and_holds_servers_to_it(
+    env: L, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On-demand servers fill the hosts here: capacity, not the quota, must stop them.
+    monkeypatch.setenv("ECLIPTIC_QUOTA_MEMORY_MB", str(1 << 30))
+    monkeypatch.setenv("ECLIPTIC_QUOTA_VCPUS", str(1 << 20))
     # The reproduction: 7 m1.xlarge (16 vCPU, 64 GiB) in a 7-slice lease plus on-demand
     # servers put more on a GPU host than it has.
     body = LeaseCreate.model_validate(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from sqlalchemy import select
 
 from ecliptic.errors import Conflict, InvalidInput, NotFound
 from ecliptic.services import networks, servers
 from ecliptic.services.networks import InUse
 from ecliptic.services.servers import NicRequest, NoCapacity
+from ecliptic.store.models import Flavor
 from tests.services.conftest import Env
 
 
@@ -102,6 +104,8 @@ def test_capacity_is_never_exceeded(env: Env) -> None:
 
 
 def test_bare_metal_takes_a_whole_host(env: Env) -> None:
+    with env.db.write() as s:  # an operator allows bare metal on demand
+        s.scalars(select(Flavor).where(Flavor.name == "bm.cpu")).one().reservation_only = False
     srv = servers.create_server(env.booking, env.queue, env.alice, "bm", "bm.cpu", [])
     assert srv.kind == "baremetal" and srv.host is not None and srv.host.name == "gpu-1"
     # Nothing else lands on that host now.

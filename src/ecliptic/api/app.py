@@ -18,6 +18,7 @@ from ecliptic.api.routes import (
     identity,
     leases,
     networks,
+    quotas,
     servers,
     services,
 )
@@ -45,6 +46,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         servers,
         leases,
         credits,
+        quotas,
         blazar,
         backend,
         services,

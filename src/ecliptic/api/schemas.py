@@ -222,6 +222,28 @@ class FlavorOut(Out):
     gpu_model: str | None
     gpus: int
     kind: str
+    reservation_only: bool = False
+
+
+QuotaLimit = Annotated[int, Field(ge=0, le=10**9)]
+
+
+class QuotaSet(Strict):
+    """New on-demand limits of a tenancy: give the ones to change (null: the site default)."""
+
+    servers: QuotaLimit | None = None
+    vcpus: QuotaLimit | None = None
+    memory_mb: QuotaLimit | None = None
+    gpus: QuotaLimit | None = None
+
+
+class QuotaOut(BaseModel):
+    """A tenancy's on-demand limits, what it uses, and which limits are the site default."""
+
+    tenancy: str
+    limits: dict[str, int]
+    used: dict[str, int]
+    defaults: dict[str, bool]
 
 
 # -- networks and ports ---------------------------------------------------------------

@@ -23,6 +23,7 @@ from ecliptic.cli import (
     leases,
     local,
     networks,
+    quota,
     servers,
     services,
 )
@@ -45,6 +46,7 @@ app = typer.Typer(
 app.add_typer(servers.app, name="server", no_args_is_help=True)
 app.add_typer(leases.app, name="lease", no_args_is_help=True)
 app.add_typer(credits.app, name="credits", no_args_is_help=True)
+app.add_typer(quota.app, name="quota", no_args_is_help=True)
 app.add_typer(networks.network_app, name="network", no_args_is_help=True)
 app.add_typer(networks.subnet_app, name="subnet", no_args_is_help=True)
 app.add_typer(networks.port_app, name="port", no_args_is_help=True)

@@ -58,7 +58,12 @@ def seed_flavors(session: Session) -> int:
         return 0
     from ecliptic.services.inputs import FlavorCreate
 
-    rows = [Flavor(**FlavorCreate(**f).model_dump()) for f in default_flavors()]
+    rows = []
+    for f in default_flavors():
+        fields = FlavorCreate(**f).model_dump()
+        if fields["reservation_only"] is None:
+            fields["reservation_only"] = bool(fields["gpus"]) or fields["kind"] == "baremetal"
+        rows.append(Flavor(**fields))
     session.add_all(rows)
     return len(rows)
 
@@ -79,6 +84,9 @@ def create_flavor(db: Database, caller: Caller, fields: dict[str, Any]) -> Flavo
             "a flavor with gpus needs a gpu_model",
             errors=[{"loc": ["gpu_model"], "msg": "required when gpus > 0"}],
         )
+    fields = {**fields}
+    if fields.get("reservation_only") is None:
+        fields["reservation_only"] = bool(fields.get("gpus")) or fields.get("kind") == "baremetal"
     try:
         with db.write() as session:
             f = Flavor(**fields)

@@ -11,7 +11,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 from ecliptic.naming import FlavorName, Name
 
@@ -32,6 +32,11 @@ class FlavorCreate(Input):
     gpu_model: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     gpus: Annotated[int, Field(ge=0, le=64)] = 0
     kind: Literal["vm", "baremetal"] = "vm"
+    reservation_only: StrictBool | None = Field(
+        default=None,
+        description="servers of it run only inside a lease (or preemptible); "
+        "default: yes for GPU and bare-metal flavors",
+    )
     description: Annotated[str, Field(max_length=1000)] = ""
 
 

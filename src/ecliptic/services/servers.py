@@ -11,7 +11,7 @@ from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.orm import Session, defer, joinedload, raiseload, selectinload
 
 from ecliptic.backends.base import Backend, NotFoundInBackend, RunResult
-from ecliptic.errors import Conflict, InvalidInput, NotFound
+from ecliptic.errors import Conflict, EclipticError, InvalidInput, NotFound
 from ecliptic.phases import LeasePhase, PortPhase, ServerPhase
 from ecliptic.scheduler.engine import Engine
 from ecliptic.scheduler.model import (
@@ -23,6 +23,7 @@ from ecliptic.scheduler.model import (
     Preemptible,
     Request,
 )
+from ecliptic.services import quotas
 from ecliptic.services.booking import (
     FOREVER,
     Booking,
@@ -99,6 +100,14 @@ class Placing:
     """For on-demand servers: the open-ended booking that holds the room."""
 
 
+class ReservationOnly(EclipticError):
+    """A flavor for reserved capacity asked for on demand."""
+
+    code = "reservation_only"
+    status = 409
+    title = "Reserve it first"
+
+
 def create_server(
     booking: Booking,
     queue: WorkQueue,
@@ -130,6 +139,14 @@ def create_server(
                 "a server is either preemptible or inside a lease, not both",
                 errors=[{"loc": ["body", "preemptible"], "msg": "exclusive with lease"}],
             )
+        if not lease and not preemptible:
+            if fl.reservation_only:
+                raise ReservationOnly(
+                    f"flavor '{fl.name}' runs only on reserved capacity: reserve it first "
+                    f"(ecliptic lease create NAME --flavor {fl.name} --duration 8h), then "
+                    f"create the server in it (--lease NAME), or run it --preemptible"
+                )
+            quotas.check_on_demand(session, tenancy_id, fl)
         srv = Server(
             tenancy_id=tenancy_id,
             name=name,

@@ -150,6 +150,21 @@ class Flavor(Timestamped, Base):
     gpu_model: Mapped[str | None] = mapped_column(String(63), nullable=True)
     gpus: Mapped[int] = mapped_column(Integer, default=0)
     kind: Mapped[str] = mapped_column(String(16), default="vm")
+    reservation_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Servers of this flavor run inside a lease (or preemptible), never on demand."""
+
+
+class TenancyQuota(Base):
+    """Limits on a tenancy's on-demand servers; a None limit is the site's default."""
+
+    __tablename__ = "tenancy_quota"
+    tenancy_id: Mapped[str] = mapped_column(
+        ForeignKey("tenancy.id", ondelete="CASCADE"), primary_key=True
+    )
+    servers: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    vcpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    memory_mb: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    gpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Network(Reconciled, Base):
