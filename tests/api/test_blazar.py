@@ -96,7 +96,7 @@ def test_denial_carries_a_message_blazar_shows(client: TestClient, admin: Api) -
     lease["reservations"][0]["allocations"][1]["node_type"] = "A100"  # a host Blazar knows
     r = post(client, admin, "check-create", {"context": CONTEXT, "lease": lease})
     assert r.status_code == 403
-    assert r.json()["message"].startswith("needs 14400 'A100' host-hours, 10000 left")
+    assert r.json()["message"].startswith("needs 14400 'A100' host credits, 10000 left")
     other = {**CONTEXT, "project_id": "no-such-project"}
     r = post(client, admin, "check-create", {"context": other, "lease": lease})
     assert r.status_code == 403 and "no Ecliptic tenancy" in r.json()["message"]

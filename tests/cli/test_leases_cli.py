@@ -59,7 +59,7 @@ def test_lease_create_list_show_update_ledger_and_delete_refunds(admin_cli: Cli)
         "--grace", "0m",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "cli-gpu" in res.stdout and "2 'A100' host-hours" in res.stdout
+    assert "cli-gpu" in res.stdout and "2 'A100' host credits" in res.stdout
     try:
         res = admin_cli("lease", "list")
         assert res.exit_code == 0, res.output
@@ -79,7 +79,7 @@ def test_lease_create_list_show_update_ledger_and_delete_refunds(admin_cli: Cli)
 
         res = admin_cli("lease", "show", "gpus")
         assert res.exit_code == 0, res.output
-        for text in ("phase", "cli-gpu", "RESERVATION", "'A100' host-hours"):
+        for text in ("phase", "cli-gpu", "RESERVATION", "'A100' host credits"):
             assert text in res.stdout
 
         charges = [
@@ -91,7 +91,7 @@ def test_lease_create_list_show_update_ledger_and_delete_refunds(admin_cli: Cli)
 
         res = admin_cli("lease", "update", "gpus", "--extend", "1h")
         assert res.exit_code == 0, res.output
-        assert "charged 1 'A100' host-hours" in res.stderr
+        assert "charged 1 'A100' host credits" in res.stderr
         res = admin_cli("lease", "show", "gpus", "-o", "json")
         assert json.loads(res.stdout)["cost"] == {"host:A100": "3"}
 
@@ -198,7 +198,7 @@ def test_find_prints_the_earliest_window(admin_cli: Cli) -> None:
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "START" in res.stdout and "cli-gpu" in res.stdout
-    assert "48 'A100' host-hours" in res.stdout  # one host for 48 hours
+    assert "48 'A100' host credits" in res.stdout  # one host for 48 hours
     res = admin_cli(
         "lease", "find", "--flavor", "m1.tiny", "--count", "2", "--duration", "1h", "-o", "json"
     )

@@ -146,7 +146,7 @@ def test_running_out_of_credits_says_what_is_missing(env: L) -> None:
         assert t is not None
     with pytest.raises(credits.InsufficientCredits) as err:
         leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(4, duration="300h"))
-    assert "needs 1200 'A100' host-hours, 1000 left in allocation 'spring-2027'" in str(err.value)
+    assert "needs 1200 'A100' host credits, 1000 left in allocation 'spring-2027'" in str(err.value)
     assert remaining(env, "host:A100") == Decimal(1000)  # nothing charged, nothing booked
     leases.create_lease(env.booking, env.queue, env.alice, gpu_hosts(4, duration="200h"))
 

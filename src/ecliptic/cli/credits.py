@@ -164,8 +164,10 @@ def _allocation_names(balances: list[BalanceOut]) -> dict[str, str]:
     app,
     "allocate",
     help="Grant resource-hours to a tenancy for a window (administrators).\n\n"
-    "Classes: host:<type> (whole hosts, e.g. host:A100 or host:cpu), gpu:<model>, "
-    "slice:<profile> and vcpu. Example:\n\n"
+    "Classes: host:<type> (whole hosts, e.g. host:A100 or host:cpu, in host credits: one "
+    "host-hour at credit rate 1, so host:H100=30 on hosts of rate 20 is 1.5 hours), "
+    "gpu:<model> (GPU-hours), slice:<profile> (GPU-slice-hours) and vcpu (vCPU-hours). "
+    "Example:\n\n"
     "ecliptic credits allocate physics spring-27 --hours gpu:A100=500 --hours vcpu=10000 "
     "--end 2027-06-30T00:00Z",
 )
