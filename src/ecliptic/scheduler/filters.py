@@ -613,11 +613,27 @@ def check_filter(f: Filter, hosts: Iterable[HostInfo]) -> None:
             )
 
 
+_BUILTIN_SAMPLES: dict[str, Value] = {
+    "name": "",
+    "vcpus": 0,
+    "memory_mb": 0,
+    "memory_gb": 0,
+    "disk_gb": 0,
+    "gpu_model": "",
+    "gpu_count": 0,
+    "gpu_models": [],
+    "rdma": False,
+}
+"""The kind of value of each built-in property (every host has them)."""
+
+
 def _values_of(name: str, hosts: Sequence[HostInfo]) -> list[Value]:
     """Distinct kinds of value ``name`` takes on ``hosts`` (one sample each; [] if none)."""
+    if name in _BUILTIN_SAMPLES and hosts:
+        return [_BUILTIN_SAMPLES[name]]
     samples: dict[str, Value] = {}
     for h in hosts:
-        props = host_properties(h) if name in BUILTIN_PROPERTIES else h.properties
+        props = h.properties
         if name in props:
             v = props[name]
             samples.setdefault(_kind(v), v)
