@@ -477,3 +477,44 @@ def test_quota_show_and_set(admin_cli: Cli) -> None:
     assert admin_cli("server", "delete", "cli-q1", "--wait").exit_code == 0
     res = admin_cli("quota", "set", "default")
     assert res.exit_code == 2
+
+
+def test_flavors_say_where_they_run_and_admins_choose(admin_cli: Cli) -> None:
+    res = admin_cli("flavor", "list")
+    rows = {line.split()[0]: line for line in res.stdout.splitlines()[1:]}
+    assert "lease" in rows["g1.h100"] and "on demand" in rows["m1.tiny"]
+    res = admin_cli(
+        "-o",
+        "json",
+        "flavor",
+        "create",
+        "g1.shared",
+        "--vcpus",
+        "2",
+        "--memory-mb",
+        "4096",
+        "--gpu-model",
+        "A100",
+        "--gpus",
+        "1",
+        "--on-demand",
+    )
+    assert res.exit_code == 0 and json.loads(res.stdout)["reservation_only"] is False, res.output
+    res = admin_cli(
+        "-o",
+        "json",
+        "flavor",
+        "create",
+        "g1.resv",
+        "--vcpus",
+        "2",
+        "--memory-mb",
+        "4096",
+        "--gpu-model",
+        "A100",
+        "--gpus",
+        "1",
+    )
+    assert json.loads(res.stdout)["reservation_only"] is True
+    for name in ("g1.shared", "g1.resv"):
+        assert admin_cli("flavor", "delete", name).exit_code == 0

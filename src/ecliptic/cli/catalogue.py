@@ -39,13 +39,14 @@ def _flavor_rows(flavors: list[FlavorOut]) -> list[list[object]]:
             f"{f.disk_gb} GB",
             f"{f.gpus}x {f.gpu_model}" if f.gpus else "",
             f.kind,
+            "lease" if f.reservation_only else "on demand",
             f.description,
         ]
         for f in flavors
     ]
 
 
-FLAVOR_COLUMNS = ["NAME", "VCPUS", "MEMORY", "DISK", "GPUS", "KIND", "DESCRIPTION"]
+FLAVOR_COLUMNS = ["NAME", "VCPUS", "MEMORY", "DISK", "GPUS", "KIND", "RUNS", "DESCRIPTION"]
 
 
 @command(flavor_app, "list")
@@ -75,6 +76,15 @@ def flavor_create(
     gpus: Annotated[int, typer.Option("--gpus", help="GPUs of that model.")] = 0,
     kind: Annotated[Kind, typer.Option("--kind", help="A VM or a whole host.")] = Kind.vm,
     description: Annotated[str, typer.Option("--description", help="For people.")] = "",
+    reservation_only: Annotated[
+        bool | None,
+        typer.Option(
+            "--reservation-only/--on-demand",
+            help="Servers of it only in leases (or preemptible), or on demand too "
+            "(default: leases only for GPU and bare-metal flavors).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a flavor (administrators)."""
     f = client().flavors.create(
@@ -86,6 +96,7 @@ def flavor_create(
         gpus=gpus,
         kind=kind.value,
         description=description,
+        reservation_only=reservation_only,
     )
     emit(f, lambda: output.table(FLAVOR_COLUMNS, _flavor_rows([f])))
 
