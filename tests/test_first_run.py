@@ -9,6 +9,7 @@ client answered by the endpoint, and a clean stop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -161,23 +162,30 @@ def test_make_run_from_a_private_folder_serves_with_its_gateway(clone: Path) -> 
                 make.kill()
 
 
+@contextlib.contextmanager
+def _ssh_port_taken(clone: Path, gateway: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """An API port and the environment of a serve whose SSH endpoint cannot listen."""
+    api = _free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        yield (
+            api,
+            _env(
+                clone,
+                ECLIPTIC_PORT=str(api),
+                ECLIPTIC_GATEWAY=gateway,
+                ECLIPTIC_GATEWAY_HTTP_PORT=str(_free_port()),
+                ECLIPTIC_GATEWAY_SSH_HOST="127.0.0.1",
+                ECLIPTIC_GATEWAY_SSH_PORT=str(busy.getsockname()[1]),
+                ECLIPTIC_GATEWAY_JUMP_PORT=str(_free_port()),
+            ),
+        )
+
+
 def test_gateway_on_that_cannot_start_stops_serve_loudly(clone: Path) -> None:
     """ECLIPTIC_GATEWAY=on is a promise: serve exits non-zero and says why and how to fix."""
-    api = _free_port()
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen()
-    env = _env(
-        clone,
-        ECLIPTIC_PORT=str(api),
-        ECLIPTIC_GATEWAY="on",
-        ECLIPTIC_GATEWAY_HTTP_PORT=str(_free_port()),
-        ECLIPTIC_GATEWAY_SSH_HOST="127.0.0.1",
-        # Taken: the endpoint cannot listen.
-        ECLIPTIC_GATEWAY_SSH_PORT=str(busy.getsockname()[1]),
-        ECLIPTIC_GATEWAY_JUMP_PORT=str(_free_port()),
-    )
-    try:
+    with _ssh_port_taken(clone, "on") as (api, env):
         done = subprocess.run(
             [str(clone / ".venv" / "bin" / "ecliptic"), "serve"],
             cwd=clone,
@@ -186,8 +194,6 @@ def test_gateway_on_that_cannot_start_stops_serve_loudly(clone: Path) -> None:
             text=True,
             timeout=120,
         )
-    finally:
-        busy.close()
     assert done.returncode != 0
     assert "cannot start the tunnel gateway (ECLIPTIC_GATEWAY=on)" in done.stderr, done.stderr
     assert not _api_up(api)
@@ -195,21 +201,8 @@ def test_gateway_on_that_cannot_start_stops_serve_loudly(clone: Path) -> None:
 
 def test_auto_gateway_that_cannot_start_says_so_in_the_banner(clone: Path) -> None:
     """With ECLIPTIC_GATEWAY=auto, serve runs without it and its banner says what to do."""
-    api = _free_port()
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen()
-    env = _env(
-        clone,
-        ECLIPTIC_PORT=str(api),
-        ECLIPTIC_GATEWAY="auto",
-        ECLIPTIC_GATEWAY_HTTP_PORT=str(_free_port()),
-        ECLIPTIC_GATEWAY_SSH_HOST="127.0.0.1",
-        ECLIPTIC_GATEWAY_SSH_PORT=str(busy.getsockname()[1]),
-        ECLIPTIC_GATEWAY_JUMP_PORT=str(_free_port()),
-    )
     log = clone / "serve-auto.log"
-    try:
+    with _ssh_port_taken(clone, "auto") as (api, env):
         with log.open("wb") as out:
             serve = subprocess.Popen(
                 [str(clone / ".venv" / "bin" / "ecliptic"), "serve"],
@@ -230,5 +223,3 @@ def test_auto_gateway_that_cannot_start_says_so_in_the_banner(clone: Path) -> No
             if serve.poll() is None:
                 serve.kill()
                 serve.wait()
-    finally:
-        busy.close()
