@@ -47,6 +47,9 @@ def test_quotas_bound_on_demand_use_and_name_what_is_exceeded(env: Env) -> None:
     assert q.defaults["servers"] and q.limits["servers"] == quotas.DEFAULTS["servers"]
     with pytest.raises(Forbidden):
         quotas.set_limits(env.db, env.alice, "physics", {"servers": 100})
+    with pytest.raises(Forbidden):  # nor look at another tenancy's
+        quotas.show(env.db, env.alice, "chemistry")
+    assert quotas.show(env.db, env.admin, "chemistry")[0] == "chemistry"
 
 
 def test_the_site_default_is_a_setting(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

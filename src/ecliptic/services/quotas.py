@@ -91,8 +91,10 @@ def check_on_demand(session: Session, tenancy_id: str, fl: Flavor) -> None:
 
 def show(db: Database, caller: Caller, tenancy: str | None = None) -> tuple[str, Quota]:
     """The quota of the caller's tenancy (administrators: of any tenancy)."""
+    if tenancy is not None:
+        caller.require_admin("see another tenancy's quota")
     with db.read() as session:
-        if tenancy is not None and caller.is_admin:
+        if tenancy is not None:
             t = _tenancy(session, tenancy)
         else:
             t = _tenancy(session, caller.require_tenancy())
