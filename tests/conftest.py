@@ -189,13 +189,36 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leaks() -> Iterator[None]:
-    """After the session, nothing any test created in the local cloud may remain."""
+    """After the session, nothing any test created in the local cloud may remain: neither
+    what the tests' owner records name, nor an ``ecl`` namespace or link that appeared during
+    the session and that no instance records (its record removed, the resource left)."""
+    before = _local_cloud()
     yield
     leftovers = sorted(p.name for p in _OWNERS.iterdir()) if _OWNERS.exists() else []
-    existing = set(_names(["ip", "-o", "netns", "list"])) | set(_links())
+    existing = _local_cloud()
     leaked = [n for n in leftovers if n in existing]
+    recorded = {p.name for d in _owner_dirs() for p in d.iterdir()}
+    unrecorded = sorted(existing - before - recorded)
     shutil.rmtree(_OWNERS, ignore_errors=True)
     assert not leaked, f"tests leaked local-cloud resources: {leaked}"
+    assert not unrecorded, f"tests left local-cloud resources no owner record names: {unrecorded}"
+
+
+def _local_cloud() -> set[str]:
+    """The local cloud's namespaces and links on this machine (every instance's)."""
+    names = set(_names(["ip", "-o", "netns", "list"])) | set(_links())
+    return {n for n in names if n.startswith("ecl")}
+
+
+def _owner_dirs() -> list[Path]:
+    """Where instances here record what they own: this session's, other test sessions'
+    (which may run beside this one), and the machine-wide folder of ``ecliptic serve``."""
+    dirs = [
+        _OWNERS,
+        Path("/run/ecliptic/owners"),
+        *Path(tempfile.gettempdir()).glob("ecl-test-owners-*"),
+    ]
+    return [d for d in dirs if d.is_dir()]
 
 
 def _names(cmd: list[str]) -> list[str]:
