@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ecliptic.backends.base import BackendError
-from ecliptic.errors import EclipticError
+from ecliptic.errors import EclipticError, InvalidInput
 
 log = logging.getLogger("ecliptic.api")
 PROBLEM = "application/problem+json"
@@ -90,9 +90,6 @@ def _query_names(dependant: Any) -> frozenset[str]:
     return frozenset(names)
 
 
-_KNOWN_QUERY: dict[int, frozenset[str]] = {}
-
-
 async def no_unknown_query(request: Request) -> None:
     """Refuse query parameters the route does not take (a typo would be ignored silently)."""
     if not request.query_params:
@@ -101,25 +98,19 @@ async def no_unknown_query(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    known = _KNOWN_QUERY.get(id(route))
+    # Worked out once per route and kept on it (a route lives as long as its app).
+    known: frozenset[str] | None = getattr(route, "_ecliptic_query_names", None)
     if known is None:
-        known = _KNOWN_QUERY[id(route)] = _query_names(dependant)
+        known = _query_names(dependant)
+        route._ecliptic_query_names = known  # type: ignore[union-attr]
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         takes = ", ".join(sorted(known)) or "none"
-        raise InvalidQuery(
+        raise InvalidInput(
             f"unknown query parameter {', '.join(repr(u) for u in unknown)}: this endpoint "
             f"takes {takes}",
             errors=[{"loc": ["query", u], "msg": "unknown query parameter"} for u in unknown],
         )
-
-
-class InvalidQuery(EclipticError):
-    """A query parameter the endpoint does not take."""
-
-    code = "invalid_input"
-    status = 422
-    title = "Invalid input"
 
 
 def install(app: FastAPI) -> None:

@@ -94,6 +94,20 @@ def pick_range(
     return net_range
 
 
+def _new_subnet(net: Network, name: str, net_range: ipaddress.IPv4Network) -> Subnet:
+    """A subnet of ``net`` over ``net_range``, its first address the gateway."""
+    gateway = str(next(net_range.hosts()))
+    return Subnet(
+        tenancy_id=net.tenancy_id,
+        network_id=net.id,
+        name=name,
+        cidr=str(net_range),
+        gateway_ip=gateway,
+        phase=NetworkPhase.PENDING,
+        spec={"cidr": str(net_range), "gateway_ip": gateway},
+    )
+
+
 def add_network(
     session: Session,
     queue: WorkQueue,
@@ -113,18 +127,7 @@ def add_network(
     )
     session.add(net)
     session.flush()
-    gateway = str(next(net_range.hosts()))
-    session.add(
-        Subnet(
-            tenancy_id=tenancy_id,
-            network_id=net.id,
-            name=f"{name}-subnet",
-            cidr=str(net_range),
-            gateway_ip=gateway,
-            phase=NetworkPhase.PENDING,
-            spec={"cidr": str(net_range), "gateway_ip": gateway},
-        )
-    )
+    session.add(_new_subnet(net, f"{name}-subnet", net_range))
     created(session, net, "created")
     session.flush()
     session.refresh(net)
@@ -248,17 +251,7 @@ def create_subnet(
                 select(Subnet.id).where(Subnet.tenancy_id == tenancy_id, Subnet.name == name)
             ):
                 raise Conflict(f"a subnet named '{name}' exists already in this tenancy")
-            net_range = pick_range(session, cidr, used_elsewhere)
-            gateway = str(next(net_range.hosts()))
-            sub = Subnet(
-                tenancy_id=tenancy_id,
-                network_id=net.id,
-                name=name,
-                cidr=str(net_range),
-                gateway_ip=gateway,
-                phase=NetworkPhase.PENDING,
-                spec={"cidr": str(net_range), "gateway_ip": gateway},
-            )
+            sub = _new_subnet(net, name, pick_range(session, cidr, used_elsewhere))
             session.add(sub)
             net.generation += 1
             session.flush()

@@ -6,12 +6,7 @@ Configure Blazar with ``external_service_base_endpoint = <ecliptic>/api/v1/blaza
 tenancy. Answers: 204 allowed, 403 with ``{"message": ...}`` denied (Blazar shows that
 message to the user, unlike coral-credits' ``error`` field).
 
-Costs: ``physical:host`` reservations are charged as ``host:<type>`` host-hours per
-allocated host (type from the host's ``host_type``/``node_type`` capability, else the
-Ecliptic host of that name, else ``blazar``); instance reservations as ``vcpu`` hours
-(``vcpus x amount``); ``resource_requests`` (StackHPC's Blazar) map ``VCPU`` to ``vcpu``
-and ``CUSTOM_GPU_<MODEL>`` to ``gpu:<MODEL>``. Create has no lease id in Blazar, so the
-charge is keyed by project, name and start and re-keyed to the lease id when it appears.
+What a lease costs is ``services/blazar.py``'s to say.
 """
 
 from __future__ import annotations
@@ -27,8 +22,6 @@ from ecliptic.api.deps import runtime
 from ecliptic.errors import Forbidden, Unauthenticated
 from ecliptic.services import blazar
 from ecliptic.services.auth import authenticate
-
-router = APIRouter(prefix="/blazar", tags=["blazar"])
 
 
 class BlazarContext(BaseModel):
@@ -99,78 +92,52 @@ def _deny(message: str) -> JSONResponse:
     return JSONResponse({"message": message}, status_code=403)
 
 
-def _answer(refusal: str | None) -> Response:
+def _settle(
+    request: Request,
+    project: str,
+    lease: blazar.BlazarLease,
+    key_from: blazar.BlazarLease,
+    end: datetime | None,
+    note: str,
+) -> Response:
+    """Charge the project for the lease: 204 allowed, 403 with Blazar's message refused."""
+    refusal = blazar.settle(runtime(request).db, project, lease, key_from, end, note)
     return _deny(refusal) if refusal else Response(status_code=204)
 
 
-@router.post(
-    "/check-create",
-    status_code=204,
-    response_model=None,
-    dependencies=[Depends(_authorise)],
-)
+# Only an administrator's token drives these endpoints, checked before any body is read.
+router = APIRouter(prefix="/blazar", tags=["blazar"], dependencies=[Depends(_authorise)])
+
+
+@router.post("/check-create", status_code=204, response_model=None)
 def check_create(
     body: CheckCreate,
     request: Request,
 ) -> Response:
     """Allow a new Blazar lease if the project's credits cover it (and charge them)."""
     lease = _lease(body.lease)
-    return _answer(
-        blazar.settle(
-            runtime(request).db,
-            body.context.project_id,
-            lease,
-            lease,
-            None,
-            f"Blazar lease '{body.lease.name}' created",
-        )
-    )
+    note = f"Blazar lease '{body.lease.name}' created"
+    return _settle(request, body.context.project_id, lease, lease, None, note)
 
 
-@router.post(
-    "/check-update",
-    status_code=204,
-    response_model=None,
-    dependencies=[Depends(_authorise)],
-)
+@router.post("/check-update", status_code=204, response_model=None)
 def check_update(
     body: CheckUpdate,
     request: Request,
 ) -> Response:
     """Allow a changed Blazar lease if credits cover the difference (charge or refund it)."""
     new = _lease(body.lease.model_copy(update={"id": body.lease.id or body.current_lease.id}))
-    return _answer(
-        blazar.settle(
-            runtime(request).db,
-            body.context.project_id,
-            new,
-            _lease(body.current_lease),
-            None,
-            f"Blazar lease '{body.lease.name}' updated",
-        )
-    )
+    note = f"Blazar lease '{body.lease.name}' updated"
+    return _settle(request, body.context.project_id, new, _lease(body.current_lease), None, note)
 
 
-@router.post(
-    "/on-end",
-    status_code=204,
-    response_model=None,
-    dependencies=[Depends(_authorise)],
-)
+@router.post("/on-end", status_code=204, response_model=None)
 def on_end(
     body: CheckCreate,
     request: Request,
 ) -> Response:
     """A Blazar lease ended: refund the unused part."""
-    rt = runtime(request)
     lease = _lease(body.lease)
-    return _answer(
-        blazar.settle(
-            rt.db,
-            body.context.project_id,
-            lease,
-            lease,
-            blazar.ended_at(lease, rt.clock.now()),
-            f"Blazar lease '{body.lease.name}' ended",
-        )
-    )
+    end = blazar.ended_at(lease, runtime(request).clock.now())
+    note = f"Blazar lease '{body.lease.name}' ended"
+    return _settle(request, body.context.project_id, lease, lease, end, note)
