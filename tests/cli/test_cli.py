@@ -372,14 +372,27 @@ def _netns() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
+INSTALLED = [sys.executable, "-m", "ecliptic.cli.main"]
+"""The CLI as its own process, as a user runs it."""
+
+
+def _installed_env(cloud: Cloud, cli_env: Path) -> dict[str, str]:
+    return {**os.environ, "ECLIPTIC_URL": cloud.url, "XDG_CONFIG_HOME": str(cli_env)}
+
+
+def _run_installed(
+    env: dict[str, str], *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*INSTALLED, *args], input=stdin, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
 def test_installed_command_exit_codes_and_clean_json(cloud: Cloud, cli_env: Path) -> None:
-    env = {**os.environ, "ECLIPTIC_URL": cloud.url, "XDG_CONFIG_HOME": str(cli_env)}
-    cmd = [sys.executable, "-m", "ecliptic.cli.main"]
+    env = _installed_env(cloud, cli_env)
 
     def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*cmd, *args], input=stdin, env=env, capture_output=True, text=True, timeout=60
-        )
+        return _run_installed(env, *args, stdin=stdin)
 
     res = run("--help")
     assert res.returncode == 0 and "Exit codes" in res.stdout and "(404)" in res.stdout
@@ -423,19 +436,13 @@ def test_server_wait_and_log_follow(admin_cli: Cli, cloud: Cloud, cli_env: Path)
 
     srv = cloud.admin().servers.get("cli-follow")
     console = Path(cloud.runtime.settings.data_dir) / "local" / "servers" / srv.id / "console.log"
-    env = {**os.environ, "ECLIPTIC_URL": cloud.url, "XDG_CONFIG_HOME": str(cli_env)}
-    cmd = [sys.executable, "-m", "ecliptic.cli.main"]
-    login = subprocess.run(
-        [*cmd, "login", "--user", "admin", "--password-stdin"],
-        input=ADMIN_PASSWORD,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    env = _installed_env(cloud, cli_env)
+    login = _run_installed(
+        env, "login", "--user", "admin", "--password-stdin", stdin=ADMIN_PASSWORD
     )
     assert login.returncode == 0, login.stderr
     follower = subprocess.Popen(
-        [*cmd, "server", "log", "cli-follow", "--follow", "--interval", "0.1"],
+        [*INSTALLED, "server", "log", "cli-follow", "--follow", "--interval", "0.1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -483,38 +490,10 @@ def test_flavors_say_where_they_run_and_admins_choose(admin_cli: Cli) -> None:
     res = admin_cli("flavor", "list")
     rows = {line.split()[0]: line for line in res.stdout.splitlines()[1:]}
     assert "lease" in rows["g1.h100"] and "on demand" in rows["m1.tiny"]
-    res = admin_cli(
-        "-o",
-        "json",
-        "flavor",
-        "create",
-        "g1.shared",
-        "--vcpus",
-        "2",
-        "--memory-mb",
-        "4096",
-        "--gpu-model",
-        "A100",
-        "--gpus",
-        "1",
-        "--on-demand",
-    )
+    gpu = ["--vcpus", "2", "--memory-mb", "4096", "--gpu-model", "A100", "--gpus", "1"]
+    res = admin_cli("-o", "json", "flavor", "create", "g1.shared", *gpu, "--on-demand")
     assert res.exit_code == 0 and json.loads(res.stdout)["reservation_only"] is False, res.output
-    res = admin_cli(
-        "-o",
-        "json",
-        "flavor",
-        "create",
-        "g1.resv",
-        "--vcpus",
-        "2",
-        "--memory-mb",
-        "4096",
-        "--gpu-model",
-        "A100",
-        "--gpus",
-        "1",
-    )
+    res = admin_cli("-o", "json", "flavor", "create", "g1.resv", *gpu)
     assert json.loads(res.stdout)["reservation_only"] is True
     for name in ("g1.shared", "g1.resv"):
         assert admin_cli("flavor", "delete", name).exit_code == 0
