@@ -112,6 +112,9 @@ class Settings:
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit overrides winning."""
+    for quota in ("SERVERS", "VCPUS", "MEMORY_MB", "GPUS"):
+        # Read by the quota service at each create; a bad value is refused at start instead.
+        bounded_setting(f"ECLIPTIC_QUOTA_{quota}", 0, 0, 2**40)
     data_dir = Path(str(overrides.pop("data_dir", None) or _data_dir()))
     url = os.environ.get("ECLIPTIC_DATABASE_URL") or f"sqlite:///{data_dir / 'ecliptic.db'}"
     inv = os.environ.get("ECLIPTIC_INVENTORY")
@@ -128,10 +131,10 @@ def load_settings(**overrides: object) -> Settings:
             minutes=int(os.environ.get("ECLIPTIC_PREEMPTIBLE_MIN_LIFETIME_MINUTES", "60"))
         ),
         "preemptible_grace": timedelta(
-            seconds=_bounded("ECLIPTIC_PREEMPTIBLE_GRACE_SECONDS", 30, 0, 3600)
+            seconds=bounded_setting("ECLIPTIC_PREEMPTIBLE_GRACE_SECONDS", 30, 0, 3600)
         ),
         "deleted_server_retention": timedelta(
-            hours=_bounded("ECLIPTIC_DELETED_SERVER_RETENTION_HOURS", 7 * 24, 0, 366 * 24)
+            hours=bounded_setting("ECLIPTIC_DELETED_SERVER_RETENTION_HOURS", 7 * 24, 0, 366 * 24)
         ),
         **_gateway_settings(),
     }
@@ -139,7 +142,7 @@ def load_settings(**overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def _bounded(name: str, default: int, lo: int, hi: int) -> int:
+def bounded_setting(name: str, default: int, lo: int, hi: int) -> int:
     """An integer setting between ``lo`` and ``hi``, or an ``InvalidSetting`` that says so."""
     raw = os.environ.get(name, "").strip()
     if not raw:

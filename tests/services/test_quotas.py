@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from ecliptic.config import InvalidSetting, load_settings
 from ecliptic.errors import Forbidden
 from ecliptic.services import quotas, servers
 from ecliptic.services.quotas import QuotaExceeded
@@ -53,6 +54,9 @@ def test_quotas_bound_on_demand_use_and_name_what_is_exceeded(env: Env) -> None:
 
 
 def test_the_site_default_is_a_setting(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECLIPTIC_QUOTA_SERVERS", "many")
+    with pytest.raises(InvalidSetting, match="ECLIPTIC_QUOTA_SERVERS='many': give a whole number"):
+        load_settings()
     monkeypatch.setenv("ECLIPTIC_QUOTA_SERVERS", "1")
     servers.create_server(env.booking, env.queue, env.alice, "one", "m1.tiny", [])
     with pytest.raises(QuotaExceeded, match="limit 1"):

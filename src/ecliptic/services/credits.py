@@ -17,10 +17,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ecliptic.errors import Conflict, EclipticError, InvalidInput, NotFound
+from ecliptic.errors import Conflict, EclipticError, InvalidInput
 from ecliptic.services.caller import Caller
+from ecliptic.services.identity import find_tenancy
 from ecliptic.store.db import Database
-from ecliptic.store.models import CreditAccount, CreditAllocation, LedgerEntry, Tenancy
+from ecliptic.store.models import CreditAccount, CreditAllocation, LedgerEntry
 from ecliptic.store.types import utcnow
 from ecliptic.units import describe
 
@@ -122,11 +123,7 @@ def allocate(
     caller.require_admin("allocate credits")
     try:
         with db.write(CREDITS_LOCK) as session:
-            t = session.scalar(
-                select(Tenancy).where((Tenancy.name == tenancy) | (Tenancy.id == tenancy))
-            )
-            if t is None:
-                raise NotFound(f"no tenancy '{tenancy}'")
+            t = find_tenancy(session, tenancy)
             return [
                 grant(session, t.id, name, rc, amount, start, end, f"granted by {caller.user_name}")
                 for rc, amount in sorted(grants.items())
@@ -141,11 +138,7 @@ def allocate(
 def allocation_balances(db: Database, tenancy: str, name: str) -> list[Balance]:
     """The balances of one named allocation of a tenancy (name or id), as just granted."""
     with db.read() as session:
-        t = session.scalar(
-            select(Tenancy).where((Tenancy.name == tenancy) | (Tenancy.id == tenancy))
-        )
-        if t is None:
-            raise NotFound(f"no tenancy '{tenancy}'")
+        t = find_tenancy(session, tenancy)
         return [b for b in balances(session, t.id) if b.name == name]
 
 

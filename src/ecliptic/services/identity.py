@@ -25,7 +25,8 @@ from ecliptic.store.models import (
 ROLES = ("member", "admin")
 
 
-def _tenancy(session: Session, ref: str) -> Tenancy:
+def find_tenancy(session: Session, ref: str) -> Tenancy:
+    """A tenancy by name or id; NotFound names what was asked for."""
     t = session.scalar(select(Tenancy).where((Tenancy.name == ref) | (Tenancy.id == ref)))
     if t is None:
         raise NotFound(f"no tenancy '{ref}'")
@@ -80,7 +81,7 @@ def delete_tenancy(db: Database, caller: Caller, ref: str) -> None:
     from ecliptic.store.models import Network, Server
 
     with db.write() as session:
-        t = _tenancy(session, ref)
+        t = find_tenancy(session, ref)
         servers = session.scalar(select(func.count()).where(Server.tenancy_id == t.id)) or 0
         networks = session.scalar(select(func.count()).where(Network.tenancy_id == t.id)) or 0
         if servers or networks:
@@ -142,7 +143,7 @@ def create_user(
 def list_members(db: Database, caller: Caller, tenancy: str) -> list[Membership]:
     """Members of a tenancy (its members and administrators may look)."""
     with db.read() as session:
-        t = _tenancy(session, tenancy)
+        t = find_tenancy(session, tenancy)
         members = list(
             session.scalars(
                 select(Membership).where(Membership.tenancy_id == t.id).order_by(Membership.id)
@@ -156,7 +157,7 @@ def list_members(db: Database, caller: Caller, tenancy: str) -> list[Membership]
 def set_membership(db: Database, caller: Caller, tenancy: str, user: str, role: str) -> Membership:
     """Add a user to a tenancy or change their role (cloud or tenancy administrators)."""
     with db.write() as session:
-        t = _tenancy(session, tenancy)
+        t = find_tenancy(session, tenancy)
         _may_manage(session, caller, t)
         u = _user(session, user)
         m = session.scalar(
@@ -175,7 +176,7 @@ def set_membership(db: Database, caller: Caller, tenancy: str, user: str, role: 
 def remove_membership(db: Database, caller: Caller, tenancy: str, user: str) -> None:
     """Remove a user from a tenancy."""
     with db.write() as session:
-        t = _tenancy(session, tenancy)
+        t = find_tenancy(session, tenancy)
         _may_manage(session, caller, t)
         u = _user(session, user)
         gone = session.execute(

@@ -5,16 +5,17 @@ administrator sets a tenancy's own."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ecliptic.config import bounded_setting
 from ecliptic.errors import EclipticError, InvalidInput
 from ecliptic.services.caller import Caller
+from ecliptic.services.identity import find_tenancy
 from ecliptic.store.db import Database
-from ecliptic.store.models import Flavor, Server, Tenancy, TenancyQuota
+from ecliptic.store.models import Flavor, Server, TenancyQuota
 
 RESOURCES = ("servers", "vcpus", "memory_mb", "gpus")
 DEFAULTS = {"servers": 200, "vcpus": 512, "memory_mb": 1048576, "gpus": 0}
@@ -43,11 +44,10 @@ class Quota:
 
 def site_defaults() -> dict[str, int]:
     """The default limits, from ``ECLIPTIC_QUOTA_SERVERS|VCPUS|MEMORY_MB|GPUS``."""
-    out = {}
-    for r, default in DEFAULTS.items():
-        raw = os.environ.get(f"ECLIPTIC_QUOTA_{r.upper()}", "").strip()
-        out[r] = int(raw) if raw.isdigit() else default
-    return out
+    return {
+        r: bounded_setting(f"ECLIPTIC_QUOTA_{r.upper()}", default, 0, 2**40)
+        for r, default in DEFAULTS.items()
+    }
 
 
 def _quota(session: Session, tenancy_id: str) -> Quota:
@@ -95,9 +95,9 @@ def show(db: Database, caller: Caller, tenancy: str | None = None) -> tuple[str,
         caller.require_admin("see another tenancy's quota")
     with db.read() as session:
         if tenancy is not None:
-            t = _tenancy(session, tenancy)
+            t = find_tenancy(session, tenancy)
         else:
-            t = _tenancy(session, caller.require_tenancy())
+            t = find_tenancy(session, caller.require_tenancy())
         return t.name, _quota(session, t.id)
 
 
@@ -110,7 +110,7 @@ def set_limits(
     if unknown:
         raise InvalidInput(f"unknown quota {sorted(unknown)}: use {', '.join(RESOURCES)}")
     with db.write() as session:
-        t = _tenancy(session, tenancy)
+        t = find_tenancy(session, tenancy)
         row = session.get(TenancyQuota, t.id)
         if row is None:
             row = TenancyQuota(tenancy_id=t.id)
@@ -119,12 +119,3 @@ def set_limits(
             setattr(row, r, v)
         session.flush()
         return t.name, _quota(session, t.id)
-
-
-def _tenancy(session: Session, ref: str) -> Tenancy:
-    from ecliptic.errors import NotFound
-
-    t = session.scalar(select(Tenancy).where((Tenancy.name == ref) | (Tenancy.id == ref)))
-    if t is None:
-        raise NotFound(f"no tenancy '{ref}'")
-    return t
