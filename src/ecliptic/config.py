@@ -45,6 +45,11 @@ class Settings:
     deleted_server_retention: timedelta = timedelta(days=7)
     """How long a deleted server's record and events stay readable by its tenancy
     (``ECLIPTIC_DELETED_SERVER_RETENTION_HOURS``; ``server list --deleted``)."""
+    metered_classes: tuple[str, ...] = ("gpu:*", "host:*")
+    """Resource classes whose on-demand use is charged by the hour from credits
+    (``ECLIPTIC_METERED_CLASSES``, comma-separated patterns; empty: nothing is metered)."""
+    meter_warn: timedelta = timedelta(hours=24)
+    """Warn when on-demand credits last less than this (``ECLIPTIC_METER_WARN_HOURS``)."""
     gateway: str = "auto"
     """Run the tunnel gateway inside ``ecliptic serve``: ``on``, ``off`` or ``auto`` (when its
     prerequisites are met: root, sshd, nginx, the ``tunnel`` account)."""
@@ -136,10 +141,32 @@ def load_settings(**overrides: object) -> Settings:
         "deleted_server_retention": timedelta(
             hours=bounded_setting("ECLIPTIC_DELETED_SERVER_RETENTION_HOURS", 7 * 24, 0, 366 * 24)
         ),
+        "metered_classes": _metered_classes(),
+        "meter_warn": timedelta(
+            hours=bounded_setting("ECLIPTIC_METER_WARN_HOURS", 24, 0, 24 * 366)
+        ),
         **_gateway_settings(),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]
+
+
+METERED_CLASS = re.compile(r"^(vcpu|(gpu|host|slice|\*):[A-Za-z0-9_.*?-]+|\*)$")
+
+
+def _metered_classes() -> tuple[str, ...]:
+    raw = os.environ.get("ECLIPTIC_METERED_CLASSES")
+    if raw is None:
+        return ("gpu:*", "host:*")
+    items = tuple(p.strip() for p in raw.split(",") if p.strip())
+    bad = [p for p in items if not METERED_CLASS.match(p)]
+    if bad:
+        raise InvalidSetting(
+            f"ECLIPTIC_METERED_CLASSES={raw!r}: {', '.join(map(repr, bad))} is not a resource "
+            "class pattern; give comma-separated classes such as 'gpu:*,host:*,vcpu' "
+            "(or nothing, to meter nothing)"
+        )
+    return items
 
 
 def bounded_setting(name: str, default: int, lo: int, hi: int) -> int:

@@ -23,7 +23,7 @@ from ecliptic.reconcile.worker import Workers
 from ecliptic.services import credits, identity
 from ecliptic.services.booking import Booking, host_info
 from ecliptic.services.catalogue import seed_flavors, sync_inventory
-from ecliptic.services.pricing import host_type
+from ecliptic.services.pricing import MeterPolicy, host_type
 from ecliptic.store.db import Database
 from ecliptic.store.migrate import upgrade
 from ecliptic.store.models import Host, Meta
@@ -98,6 +98,7 @@ class Runtime:
             min_preemptible_lifetime=settings.preemptible_min_lifetime,
             preemptible_grace=settings.preemptible_grace,
             deleted_server_retention=settings.deleted_server_retention,
+            meter=MeterPolicy(settings.metered_classes, settings.meter_warn),
         )
         self.ctx = Context(self.db, self.backend, self.queue, self.booking)
         self.workers = Workers(self.ctx, settings.workers)

@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ecliptic.backends.base import GpuRecord, HostRecord
+from ecliptic.backends.base import (
+    GpuRecord,
+    HostRecord,
+    NetworkSpec,
+    NetworkStatus,
+    ServerSpec,
+    ServerStatus,
+)
 from ecliptic.clock import ManualClock
 from ecliptic.services.booking import Booking
 from ecliptic.services.caller import Caller
@@ -65,3 +72,28 @@ def env(database_url: str) -> Iterator[Env]:
         bob=Caller(b.id, "bob", False, tb.id, "chemistry", "admin"),
     )
     db.dispose()
+
+
+class MemoryBackend:
+    """Infrastructure that holds servers in memory: builds and deletions finish at once."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.servers: dict[str, ServerSpec] = {}
+
+    def ensure_network(self, spec: NetworkSpec) -> NetworkStatus:
+        return NetworkStatus(backend_ref=spec.id, ready=True)
+
+    def delete_network(self, network_id: str) -> None:
+        return None
+
+    def ensure_server(self, spec: ServerSpec) -> ServerStatus:
+        self.servers[spec.id] = spec
+        return ServerStatus(spec.id, spec.host, (), True)
+
+    def delete_server(self, server_id: str, *, grace_s: float | None = None) -> None:
+        self.servers.pop(server_id, None)
+
+    def server_exists(self, server_id: str) -> bool:
+        return server_id in self.servers

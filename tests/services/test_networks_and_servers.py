@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
 
 from ecliptic.errors import Conflict, InvalidInput, NotFound
-from ecliptic.services import networks, servers
+from ecliptic.services import credits, networks, servers
 from ecliptic.services.networks import InUse
 from ecliptic.services.servers import NicRequest, NoCapacity
 from ecliptic.store.models import Flavor
@@ -104,10 +106,14 @@ def test_capacity_is_never_exceeded(env: Env) -> None:
 
 
 def test_bare_metal_takes_a_whole_host(env: Env) -> None:
-    with env.db.write() as s:  # an operator allows bare metal on demand
+    with env.db.write() as s:  # an operator allows bare metal on demand, paid by the hour
         s.scalars(select(Flavor).where(Flavor.name == "bm.cpu")).one().reservation_only = False
+        now = env.booking.clock.now()
+        tenancy = env.alice.tenancy_id or ""
+        credits.grant(s, tenancy, "g", "host:A100", Decimal(2), now, now + timedelta(days=1))
     srv = servers.create_server(env.booking, env.queue, env.alice, "bm", "bm.cpu", [])
     assert srv.kind == "baremetal" and srv.host is not None and srv.host.name == "gpu-1"
+    assert srv.spec["meter"] == {"host:A100": "1"}  # as a whole host, like a lease
     # Nothing else lands on that host now.
     for i in range(4):
         s = servers.create_server(env.booking, env.queue, env.alice, f"v{i}", "m1.medium", [])
@@ -122,6 +128,7 @@ def test_unknown_flavor_names_the_choices(env: Env) -> None:
 def test_listing_pages_through_everything(env: Env) -> None:
     for i in range(7):
         servers.create_server(env.booking, env.queue, env.alice, f"s{i}", "m1.tiny", [])
+        env.booking.clock.advance(timedelta(seconds=1))  # type: ignore[attr-defined]
     seen: list[str] = []
     marker = None
     while True:

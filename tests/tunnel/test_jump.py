@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import select
 import shutil
 import socket
 import socketserver
@@ -55,10 +56,13 @@ class Keys:
 class Jump:
     """A JumpHost in its own event loop thread, and what it was asked."""
 
-    def __init__(self, tmp: Path, keys: Keys, services: dict[str, int]) -> None:
+    def __init__(
+        self, tmp: Path, keys: Keys, services: dict[str, int], revalidate_s: float = 5.0
+    ) -> None:
         self.keys = keys
         self.services = services
         self.authenticated: list[tuple[str, str]] = []
+        self.store_down = False
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -74,6 +78,7 @@ class Jump:
             host_key=self.host_key,
             authenticate=self.authenticate,
             resolve=self.resolve,
+            revalidate_s=revalidate_s,
         )
         self.call(self.host.start())
 
@@ -83,7 +88,7 @@ class Jump:
 
     def authenticate(self, username: str, key_line: str) -> JumpPrincipal | None:
         self.authenticated.append((username, key_line))
-        if username == "boom":
+        if username == "boom" or self.store_down:
             raise RuntimeError("database is down")
         found = self.principals.get(" ".join(key_line.split()[:2]))
         return found if found is not None and found.username == username else None
@@ -406,3 +411,57 @@ def test_stop_closes_open_connections(tmp_path: Path, keys: Keys, echo: int) -> 
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_open_connections_of_a_user_who_may_no_longer_sign_in_are_cut(
+    tmp_path: Path, keys: Keys, echo: int
+) -> None:
+    """A user disabled or removed (or a key revoked) while connected: the check that runs
+    every few seconds finds the key no longer signs them in, and closes the connection;
+    other users' connections stay."""
+    j = Jump(tmp_path, keys, {"k3j9x2": echo}, revalidate_s=0.3)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for who in ("alice", "mallory"):
+            p = subprocess.Popen(
+                ssh_argv(j.host.port, keys.path(who), "-W", "k3j9x2:22", f"{who}@127.0.0.1"),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.write(b"ping\n")
+            p.stdin.flush()
+            assert p.stdout.readline() == b"echo:ping\n"
+            procs[who] = p
+        checks = len(j.authenticated)
+        time.sleep(1.0)
+        assert len(j.authenticated) > checks  # checked again while open, and kept
+        del j.principals[keys.line("alice")]  # alice is disabled
+        cut = time.monotonic()
+        alice = procs["alice"]
+        assert alice.stdout is not None
+        # The jump host closes her connection: the client sees the end and exits.
+        assert select.select([alice.stdout], [], [], 5)[0], "alice's connection stayed open"
+        assert alice.stdout.read() == b""
+        assert time.monotonic() - cut < 3
+        alice.wait(timeout=10)
+        mallory = procs["mallory"]
+        assert mallory.stdin is not None and mallory.stdout is not None
+        mallory.stdin.write(b"still\n")
+        mallory.stdin.flush()
+        assert mallory.stdout.readline() == b"echo:still\n"
+        # A check that fails (the store is down) keeps connections: no mass disconnection.
+        j.store_down = True
+        assert j.call(j.host.revalidate()) == 0
+        j.store_down = False
+        assert j.call(j.host.revalidate()) == 0
+        # The key now signs in someone else: not the user this connection signed in as.
+        j.principals[keys.line("mallory")] = JumpPrincipal("u-other", "mallory")
+        assert j.call(j.host.revalidate()) == 1
+    finally:
+        j.close()
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+            p.wait()

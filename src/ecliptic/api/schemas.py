@@ -614,6 +614,8 @@ class LedgerOut(BaseModel):
     allocation_id: str
     allocation: str
     lease_id: str | None
+    server_id: str | None = None
+    """The on-demand server whose metered use this is."""
     note: str
 
 

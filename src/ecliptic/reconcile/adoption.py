@@ -10,6 +10,7 @@ from sqlalchemy import select
 from ecliptic.backends.base import GcReport, ObservedState
 from ecliptic.phases import LeasePhase
 from ecliptic.reconcile.base import Context
+from ecliptic.services.metering import METER_OBJECT
 from ecliptic.services.servers import purge_tombstones
 from ecliptic.store.models import Lease, Network, Server
 
@@ -56,6 +57,7 @@ def resync(ctx: Context) -> None:
             ctx.queue.enqueue(session, "server", sid)
         for lid in session.scalars(select(Lease.id).where(Lease.phase != LeasePhase.ENDED)):
             ctx.queue.enqueue(session, "lease", lid)
+        ctx.queue.enqueue(session, "meter", METER_OBJECT)
         purge_tombstones(session, ctx.booking.clock.now() - ctx.booking.deleted_server_retention)
 
 

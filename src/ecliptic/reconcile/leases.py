@@ -14,6 +14,7 @@ from sqlalchemy import select
 from ecliptic.phases import LeasePhase, ServerPhase
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.services import leases
+from ecliptic.services import servers as server_service
 from ecliptic.store.models import Lease, Server
 from ecliptic.store.transitions import move, note
 
@@ -104,20 +105,16 @@ def _start(ctx: Context, lease_id: str, now: datetime) -> Outcome:
         placement = engine.booking(lease_id)
         victims = engine.victims(placement, now) if placement is not None else []
         waiting = list(lease.status.get("victims", []))
-        for sid in victims:
-            srv = session.get(Server, sid)
-            engine.remove_preemptible(sid)
-            if srv is None or srv.phase == ServerPhase.DELETING:
-                continue
-            reason = (
-                f"preempted: lease '{lease.name}' starts on host "
-                f"{srv.host.name if srv.host else '?'} and needs the room this preemptible "
-                "server used"
-            )
-            srv.spec = {**srv.spec, "stop_grace_s": grace, "preempted_by": lease.id}
-            move(session, srv, ServerPhase.DELETING, reason)
-            ctx.queue.enqueue(session, "server", sid)
-            waiting.append(sid)
+        waiting += server_service.preempt(
+            session,
+            engine,
+            ctx.queue,
+            victims,
+            grace_s=grace,
+            by=("lease", lease.id),
+            why=f"lease '{lease.name}' starts on host {{host}} and needs the room this "
+            "preemptible server used",
+        )
         still = [sid for sid in waiting if session.get(Server, sid) is not None]
         deadline = datetime.fromisoformat(since) + timedelta(seconds=grace + START_PATIENCE_S)
         if still and now >= deadline:

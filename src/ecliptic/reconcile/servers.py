@@ -5,17 +5,22 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ecliptic import faults
 from ecliptic.backends.base import BackendError, PortSpec, ServerSpec
 from ecliptic.phases import PortPhase, ServerPhase
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.reconcile.networks import network_spec
+from ecliptic.services import credits, metering
 from ecliptic.services.booking import server_booking_id
 from ecliptic.store.models import DeletedServer, Network, Server
-from ecliptic.store.transitions import move, removed
+from ecliptic.store.transitions import move, note, removed
 
 MAX_ATTEMPTS_BEFORE_ERROR = 5
+WAIT_POLL_S = 1.0
+"""How often a server waiting for preemptible servers to go looks (each one's deletion
+wakes it too)."""
 
 
 def server_spec(srv: Server) -> ServerSpec:
@@ -52,6 +57,9 @@ def reconcile_server(ctx: Context, server_id: str) -> Outcome:
             return Outcome()
         if srv.phase == ServerPhase.DELETING:
             return _delete(ctx, srv)
+        waiting = _waiting_for_victims(ctx, session, srv)
+        if waiting is not None:
+            return waiting
         spec = server_spec(srv)
         nets = [
             network_spec(n)
@@ -109,12 +117,28 @@ def reconcile_server(ctx: Context, server_id: str) -> Outcome:
     return Outcome()
 
 
+def _waiting_for_victims(ctx: Context, session: Session, srv: Server) -> Outcome | None:
+    """An on-demand server placed on room preemptible servers used is built once they are
+    gone (their grace), not beside them; None when nothing is in the way."""
+    after = [sid for sid in srv.spec.get("after", ()) if session.get(Server, sid) is not None]
+    if not after:
+        return None
+    grace = ctx.booking.preemptible_grace.total_seconds()
+    with ctx.db.write() as w:
+        row = w.get(Server, srv.id)
+        if row is not None and row.phase == ServerPhase.PENDING:
+            why = f"waiting for {len(after)} preemptible server(s) to stop (grace {grace:.0f} s)"
+            if row.phase_reason != why:
+                note(w, row, why)
+    return Outcome(requeue_after=WAIT_POLL_S)
+
+
 def _delete(ctx: Context, srv: Server) -> Outcome:
     server_id = srv.id
     grace = srv.spec.get("stop_grace_s")
     ctx.backend.delete_server(server_id, grace_s=float(grace) if grace is not None else None)
     faults.point("reconcile.server.after_backend_delete")
-    with ctx.booking.transaction() as (session, engine):
+    with ctx.booking.transaction(credits.CREDITS_LOCK) as (session, engine):
         row = session.get(Server, server_id)
         if row is None:
             return Outcome()
@@ -144,8 +168,12 @@ def _delete(ctx: Context, srv: Server) -> Outcome:
         )
         # A lease waiting for this server to go (its end, or its start after a preemption)
         # looks again now rather than at its next poll.
-        for lease_id in {row.lease_id, row.spec.get("preempted_by")} - {None}:
-            ctx.queue.enqueue(session, "lease", str(lease_id))
+        if row.lease_id:
+            ctx.queue.enqueue(session, "lease", row.lease_id)
+        if row.spec.get("preempted_by"):
+            kind = str(row.spec.get("preempted_for", "lease"))
+            ctx.queue.enqueue(session, kind, str(row.spec["preempted_by"]))
+        metering.finish(session, row, ctx.booking.clock.now())
         session.delete(row)
         engine.release(server_booking_id(server_id))
         engine.remove_preemptible(server_id)

@@ -8,6 +8,7 @@ import time
 
 from ecliptic.backends.base import BackendError
 from ecliptic.reconcile import leases as _leases  # noqa: F401  (registers)
+from ecliptic.reconcile import metering as _metering  # noqa: F401  (registers)
 from ecliptic.reconcile import networks as _networks  # noqa: F401  (registers)
 from ecliptic.reconcile import servers as _servers  # noqa: F401  (registers)
 from ecliptic.reconcile.base import RECONCILERS, Context

@@ -49,6 +49,7 @@ from ecliptic.scheduler.model import (
     Placement,
     Preemptible,
 )
+from ecliptic.services.pricing import MeterPolicy
 from ecliptic.store.db import Database
 from ecliptic.store.models import BookingLog, Host, Lease, LeaseAllocation, Meta, Server
 
@@ -336,6 +337,7 @@ class Booking:
         min_preemptible_lifetime: timedelta,
         preemptible_grace: timedelta = timedelta(seconds=30),
         deleted_server_retention: timedelta = timedelta(days=7),
+        meter: MeterPolicy | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -344,6 +346,8 @@ class Booking:
         """SIGTERM to deletion of a preempted server; a lease starting on its room waits it."""
         self.deleted_server_retention = deleted_server_retention
         """How long deleted servers stay listed (tombstones) for their tenancy."""
+        self.meter = meter or MeterPolicy()
+        """Which on-demand use is paid by the hour from credits."""
         self._lock = threading.RLock()
         self._seq = -1
         self._stale = True
@@ -656,8 +660,9 @@ def build_engine(session: Session, min_preemptible_lifetime: timedelta) -> Journ
                 Lease.phase != LeasePhase.ENDED
             )
         )
-        if e > s  # a lease ended in its first minute holds nothing
     }
+    # A lease ended in its first minute holds its hosts through its servers' grace only.
+    windows = {lid: w for lid, w in windows.items() if w[1] > w[0]}
     allocs: dict[str, list[Allocation]] = {}
     # Amounts repeat a lot (a few shapes of hosts and flavors): decode each text once.
     amounts: dict[str, Amount] = {}
@@ -687,7 +692,9 @@ def build_engine(session: Session, min_preemptible_lifetime: timedelta) -> Journ
             continue
         amount = server_amount(srv)
         if srv.preemptible:
-            if srv.phase != ServerPhase.DELETING:
+            # A preempted server's room is the lease's already (it left the engine when it
+            # was chosen); one its owner deletes holds its room until it is really gone.
+            if not (srv.phase == ServerPhase.DELETING and srv.spec.get("preempted_by")):
                 preemptibles.append(
                     Preemptible(srv.id, srv.host.name, amount, minute(srv.created_at))
                 )

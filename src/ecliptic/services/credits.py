@@ -202,12 +202,20 @@ def list_ledger(db: Database, caller: Caller, limit: int = 200) -> list[LedgerEn
         )
 
 
-def paid_by_lease(session: Session, lease_id: str) -> dict[str, dict[str, Decimal]]:
-    """What a lease has paid so far: resource class -> allocation id -> hours (positive)."""
+def paid_by_lease(
+    session: Session, lease_id: str | None, *, server_id: str | None = None
+) -> dict[str, dict[str, Decimal]]:
+    """What a lease (or an on-demand server's metered use) has paid so far: resource class
+    -> allocation id -> hours (positive)."""
     out: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    payer = (
+        LedgerEntry.server_id == server_id
+        if server_id is not None
+        else LedgerEntry.lease_id == lease_id
+    )
     for rc, alloc_id, total in session.execute(
         select(LedgerEntry.resource_class, LedgerEntry.allocation_id, func.sum(LedgerEntry.hours))
-        .where(LedgerEntry.lease_id == lease_id, LedgerEntry.kind.in_(["charge", "refund"]))
+        .where(payer, LedgerEntry.kind.in_(["charge", "refund"]))
         .group_by(LedgerEntry.resource_class, LedgerEntry.allocation_id)
     ):
         out[rc][alloc_id] -= Decimal(total)
@@ -217,15 +225,17 @@ def paid_by_lease(session: Session, lease_id: str) -> dict[str, dict[str, Decima
 def settle(
     session: Session,
     tenancy_id: str,
-    lease_id: str,
+    lease_id: str | None,
     cost: dict[str, Decimal],
     start: datetime,
     end: datetime,
     *,
     note: str,
     dry_run: bool = False,
+    server_id: str | None = None,
 ) -> dict[str, Decimal]:
-    """Make what a lease has paid equal ``cost``: charge the difference or refund it.
+    """Make what a lease (or, given ``server_id``, an on-demand server's metered use) has
+    paid equal ``cost``: charge the difference or refund it.
 
     Charges come from allocations of the class whose window covers [start, end), the one
     ending soonest first; refunds go back where the charges came from. Raises
@@ -233,7 +243,7 @@ def settle(
     (positive: charged).
     """
     acct = account_for(session, tenancy_id)
-    paid = paid_by_lease(session, lease_id)
+    paid = paid_by_lease(session, lease_id, server_id=server_id)
     moved: dict[str, Decimal] = {}
     left = {b.allocation_id: b.remaining for b in balances(session, tenancy_id)}
     allocs = list(
@@ -264,7 +274,9 @@ def settle(
             for a in usable:
                 take = min(need, max(Decimal(0), left[a.id]))
                 if take > 0:
-                    rows.append(_entry(acct.id, a, lease_id, "charge", rc, -take, note))
+                    rows.append(
+                        _entry(acct.id, a, (lease_id, server_id), "charge", rc, -take, note)
+                    )
                     left[a.id] -= take
                     need -= take
                 if need == 0:
@@ -275,7 +287,7 @@ def settle(
                 give = min(back, amount)
                 if give > 0:
                     a = next(x for x in allocs if x.id == alloc_id)
-                    rows.append(_entry(acct.id, a, lease_id, "refund", rc, give, note))
+                    rows.append(_entry(acct.id, a, (lease_id, server_id), "refund", rc, give, note))
                     back -= give
                 if back == 0:
                     break
@@ -288,7 +300,7 @@ def settle(
 def _entry(
     account_id: str,
     a: CreditAllocation,
-    lease_id: str,
+    payer: tuple[str | None, str | None],
     kind: str,
     rc: str,
     amount: Decimal,
@@ -297,7 +309,8 @@ def _entry(
     return LedgerEntry(
         account_id=account_id,
         allocation_id=a.id,
-        lease_id=lease_id,
+        lease_id=payer[0],
+        server_id=payer[1],
         kind=kind,
         resource_class=rc,
         hours=amount,

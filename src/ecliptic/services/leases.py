@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ecliptic.errors import Conflict, InvalidInput, NotFound
-from ecliptic.phases import LeasePhase
+from ecliptic.phases import LeasePhase, ServerPhase
 from ecliptic.scheduler.engine import Engine
 from ecliptic.scheduler.filters import FilterError, check_filter, compile_filter
 from ecliptic.scheduler.model import (
@@ -496,9 +496,10 @@ def end_lease(booking: Booking, queue: WorkQueue, caller: Caller, ref: str) -> L
         else:
             lease.status = {**lease.status, "ending_at": now.isoformat()}
             lease.end_at = new_end
-            if placement is not None and new_end > lease.start_at:
-                # The capacity after now is free again for everyone else.
-                held = held_until(new_end, lease.grace_s)
+            # The capacity after now is free again for everyone else, once the servers'
+            # grace is over (even for a lease ended in its first minute: they are there).
+            held = held_until(new_end, lease.grace_s)
+            if placement is not None and held > lease.start_at:
                 engine.book(lease.id, Placement(lease.start_at, held, placement.allocations))
             else:
                 engine.release(lease.id)
@@ -744,6 +745,23 @@ def _heal(session: Session, engine: Engine, queue: WorkQueue, lease: Lease, caus
     )
     lease.status = {**lease.status, "cost": _cost_json(cost)}
     new_hosts = ", ".join(found.hosts())
+    # The lease's servers on the lost hosts went down with them, and those hosts are no
+    # longer the lease's: were they to come back, their room may be someone else's. They
+    # are deleted, and their tombstones say why and what to do.
+    for srv in session.scalars(
+        select(Server)
+        .join(Host, Server.host_id == Host.id)
+        .where(Server.lease_id == lease.id, Host.name.in_(down))
+    ):
+        if srv.phase != ServerPhase.DELETING:
+            move(
+                session,
+                srv,
+                ServerPhase.DELETING,
+                f"lost with host {which}, which went down; lease '{lease.name}' was "
+                f"re-placed on {new_hosts}: create the server again in the lease",
+            )
+            queue.enqueue(session, "server", srv.id)
     if lease.phase == LeasePhase.DEGRADED:
         move(session, lease, LeasePhase.ACTIVE, f"host {which} replaced by {new_hosts}")
     else:

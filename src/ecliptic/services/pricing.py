@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
+from fnmatch import fnmatchcase
 
 from ecliptic.scheduler.model import HostInfo, Placement
 
@@ -64,3 +66,38 @@ def lease_cost(
             profile = key.split(":", 1)[-1]
             cost[f"slice:{profile}"] += h * n
     return {k: v for k, v in cost.items() if v}
+
+
+@dataclass(frozen=True)
+class MeterPolicy:
+    """Which on-demand use is paid by the hour from credits, and when owners are warned."""
+
+    classes: tuple[str, ...] = ("gpu:*", "host:*")
+    """Resource classes (``fnmatch`` patterns) charged when used on demand
+    (``ECLIPTIC_METERED_CLASSES``); say ``vcpu`` too to charge every server."""
+    warn: timedelta = timedelta(hours=24)
+    """Warn a server's owner when the credits left last less than this at the tenancy's
+    current on-demand use (``ECLIPTIC_METER_WARN_HOURS``)."""
+
+    def metered(self, resource_class: str) -> bool:
+        """True when on-demand use of ``resource_class`` is charged."""
+        return any(fnmatchcase(resource_class, p) for p in self.classes)
+
+
+def hourly_rates(
+    kind: str, vcpus: int, gpu_model: str | None, gpus: int, host: HostInfo, policy: MeterPolicy
+) -> dict[str, Decimal]:
+    """What one hour of an on-demand server costs, per metered class (empty: free).
+
+    Priced as a lease of the same thing is: a bare-metal server as its whole host (times
+    the host's credit rate), a virtual one by its vCPUs and whole GPUs.
+    """
+    rates: dict[str, Decimal] = {}
+    if kind == "baremetal":
+        rates[f"host:{host_type(host)}"] = credit_rate(host)
+    else:
+        if vcpus:
+            rates["vcpu"] = Decimal(vcpus)
+        if gpu_model and gpus:
+            rates[f"gpu:{gpu_model}"] = Decimal(gpus)
+    return {rc: r for rc, r in rates.items() if r and policy.metered(rc)}

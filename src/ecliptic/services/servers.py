@@ -23,11 +23,12 @@ from ecliptic.scheduler.model import (
     Preemptible,
     Request,
 )
-from ecliptic.services import quotas
+from ecliptic.services import metering, quotas
 from ecliptic.services.booking import (
     FOREVER,
     Booking,
     amount_from_json,
+    minute,
     server_amount,
     server_booking_id,
 )
@@ -162,10 +163,13 @@ def create_server(
             phase_reason="waiting for a worker",
             created_by=caller.user_id,
             spec={"flavor": fl.name, "nics": [n.__dict__ for n in nics]},
+            # The booking's clock, so the room it holds from now on starts where a rebuild
+            # of the engine (from this column) says it does.
+            created_at=booking.clock.now(),
         )
         session.add(srv)
         session.flush()
-        now = booking.now()
+        now = minute(srv.created_at)
         if lease:
             lease_row = find_lease(session, tenancy_id, lease)
             place = placement_in_lease(session, lease_row, reservation, fl, srv)
@@ -191,10 +195,27 @@ def create_server(
         if preemptible:
             engine.add_preemptible(Preemptible(srv.id, host_name, amount, now))
         elif not lease:
-            engine.book(
-                server_booking_id(srv.id),
-                Placement(now, FOREVER, (Allocation("server", host_name, amount, 1),)),
+            holding = Placement(now, FOREVER, (Allocation("server", host_name, amount, 1),))
+            engine.book(server_booking_id(srv.id), holding)
+            # Room that preemptible servers backfill (past their minimum lifetime) is
+            # anyone's: they make way, and this server is built once they are gone.
+            victims = preempt(
+                session,
+                engine,
+                queue,
+                engine.victims(holding, now),
+                grace_s=booking.preemptible_grace.total_seconds(),
+                by=("server", srv.id),
+                why=f"on-demand server '{name}' needs the room this preemptible server used on "
+                "host {host}",
             )
+            if victims:
+                srv.spec = {**srv.spec, "after": victims}
+            metering.start(session, srv, engine.hosts[host_name], booking.meter, now)
+            if srv.metered_until is not None:
+                queue.enqueue(
+                    session, "meter", metering.METER_OBJECT, delay=metering.HOUR.total_seconds()
+                )
         _attach_nics(session, queue, srv, nics or [NicRequest()], used_elsewhere)
         what = "preemptible, " if preemptible else (f"in lease '{lease}', " if lease else "")
         created(session, srv, f"created {what}on host {host_name}")
@@ -262,6 +283,40 @@ def placement_preemptible(engine: Engine, fl: Flavor, now: datetime) -> str:
     if best is None:
         raise _no_room(fl, " that nobody reserved for the next minimum lifetime")
     return best[2]
+
+
+def preempt(
+    session: Session,
+    engine: Engine,
+    queue: WorkQueue,
+    victims: list[str],
+    *,
+    grace_s: float,
+    by: tuple[str, str],
+    why: str,
+) -> list[str]:
+    """Stop preemptible servers so that ``by`` (``("lease", id)`` or ``("server", id)``)
+    gets their room: SIGTERM, ``grace_s``, then deletion (``why`` says so, ``{host}`` in it
+    naming the victim's host); their room leaves the engine now
+    (it is ``by``'s), and ``by`` is looked at again when each is gone. Returns the ids
+    that are on their way out."""
+    out = []
+    for sid in victims:
+        srv = session.get(Server, sid)
+        engine.remove_preemptible(sid)
+        if srv is None or srv.phase == ServerPhase.DELETING:
+            continue
+        host = srv.host.name if srv.host else "?"
+        srv.spec = {
+            **srv.spec,
+            "stop_grace_s": grace_s,
+            "preempted_by": by[1],
+            "preempted_for": by[0],
+        }
+        move(session, srv, ServerPhase.DELETING, "preempted: " + why.replace("{host}", host))
+        queue.enqueue(session, "server", sid)
+        out.append(sid)
+    return out
 
 
 @dataclass(frozen=True)

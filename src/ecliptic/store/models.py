@@ -244,6 +244,8 @@ class Server(Reconciled, Base):
     lease_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     reservation: Mapped[str | None] = mapped_column(String(63), nullable=True)
     preemptible: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    metered_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    """On-demand use charged by the hour: paid up to here (None: not metered)."""
     flavor: Mapped[Flavor] = relationship(lazy="joined")
     host: Mapped[Host | None] = relationship(lazy="joined")
     ports: Mapped[list[Port]] = relationship(
@@ -375,6 +377,8 @@ class LedgerEntry(Base):
         ForeignKey("credit_allocation.id", ondelete="CASCADE")
     )
     lease_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    server_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    """The on-demand server whose metered use this charge (or refund) is."""
     kind: Mapped[str] = mapped_column(String(16))
     resource_class: Mapped[str] = mapped_column(String(127))
     hours: Mapped[Decimal] = mapped_column(Numeric(16, 3))

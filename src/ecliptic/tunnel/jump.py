@@ -50,6 +50,9 @@ LOGIN_TIMEOUT_S = 20
 """Seconds a client has to sign in."""
 CONNECT_TIMEOUT_S = 10
 """Seconds to wait for the tunnel's loopback port to accept a connection."""
+REVALIDATE_S = 5.0
+"""How often every signed-in connection's key is checked again: a user disabled or removed,
+or a key revoked, loses open connections within this time (new ones at once)."""
 SERVER_VERSION = "EclipticJump"
 """Software name in the SSH banner (no library version to fingerprint)."""
 NOT_A_SHELL = "this is a jump host for Ecliptic services: use 'ssh -J USER@GATEWAY:PORT SERVICE'"
@@ -103,7 +106,10 @@ class JumpHost:
         host_key: Path,
         authenticate: Authenticate,
         resolve: Resolve,
+        revalidate_s: float = REVALIDATE_S,
     ) -> None:
+        self._revalidate_s = revalidate_s
+        self._sweeper: asyncio.Task[None] | None = None
         self._bind_host = bind_host
         self._port = port
         self._host_key = host_key
@@ -153,10 +159,16 @@ class JumpHost:
             self._executor = None
             raise
         self._port = self._acceptor.get_port()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         log.info("jump host listening on %s:%d", self._bind_host, self._port)
 
     async def stop(self) -> None:
         """Stop listening and close every open connection and its channels."""
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         acceptor, self._acceptor = self._acceptor, None
         if acceptor is not None:
             acceptor.close()
@@ -174,6 +186,40 @@ class JumpHost:
         """Run a blocking callback (it may hit a database) off the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def _sweep(self) -> None:
+        """Close connections whose key no longer signs its user in (disabled, removed or
+        revoked), every ``revalidate_s``."""
+        while True:
+            await asyncio.sleep(self._revalidate_s)
+            try:
+                await self.revalidate()
+            except Exception:
+                log.exception("jump: revalidating signed-in connections failed")
+
+    async def revalidate(self) -> int:
+        """Check every signed-in connection's key again now; returns how many were closed.
+        A check that fails (the store is down) keeps the connection: it is tried again."""
+        signed: dict[tuple[str, str], list[_JumpConnection]] = {}
+        for c in list(self._connections):
+            if c.signed_in is not None:
+                signed.setdefault(c.signed_in[:2], []).append(c)
+        closed = 0
+        for (username, line), conns in signed.items():
+            try:
+                now = await self._call(self._authenticate, username, line)
+            except Exception:
+                log.warning(
+                    "jump: could not check %s's key again; keeping the connection", username
+                )
+                continue
+            for c in conns:
+                assert c.signed_in is not None
+                if now is None or now.user_id != c.signed_in[2]:
+                    log.info("jump: %s may no longer sign in; closing %s", username, c.peer)
+                    c.close()
+                    closed += 1
+        return closed
 
     def _track(self, conn: _JumpConnection, alive: bool) -> None:
         if alive:
@@ -202,7 +248,10 @@ class _JumpConnection(asyncssh.SSHServer):
         self._username = ""
         self._known: dict[str, JumpPrincipal | None] = {}
         self._last: JumpPrincipal | None = None
+        self._last_key: tuple[str, str] = ("", "")
         self._principal: JumpPrincipal | None = None
+        self.signed_in: tuple[str, str, str] | None = None
+        """(ssh user name, key line, user id) once signed in: checked again while open."""
         self._closed = asyncio.Event()
 
     # -- life of the connection
@@ -225,8 +274,14 @@ class _JumpConnection(asyncssh.SSHServer):
         except Exception:
             log.exception("jump: bookkeeping of a closed connection failed")
 
+    @property
+    def peer(self) -> str:
+        """``ip:port`` of the client."""
+        return self._peer
+
     def close(self) -> None:
-        """Close this connection (the jump host is stopping)."""
+        """Close this connection (the jump host is stopping, or its user may no longer sign
+        in)."""
         if self._conn is not None:
             self._conn.close()
         else:
@@ -271,6 +326,7 @@ class _JumpConnection(asyncssh.SSHServer):
                 )
             principal = self._known[cache_key]
             self._last = principal
+            self._last_key = (username, line)
             return principal is not None
         except Exception:
             log.exception("jump: authenticate() failed for %s from %s", username, self._peer)
@@ -281,6 +337,7 @@ class _JumpConnection(asyncssh.SSHServer):
         try:
             self._principal = self._last
             if self._principal is not None:
+                self.signed_in = (*self._last_key, self._principal.user_id)
                 log.info(
                     "jump: %s (user %s) signed in from %s",
                     self._principal.username,

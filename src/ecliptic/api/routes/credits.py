@@ -52,6 +52,7 @@ def ledger(
             allocation_id=e.allocation_id,
             allocation=names.get(e.allocation_id, ""),
             lease_id=e.lease_id,
+            server_id=e.server_id,
             note=e.note,
         )
         for e in credits.list_ledger(rt.db, caller, limit)
