@@ -103,10 +103,10 @@ def run(samples: int, total: int) -> dict[str, float]:
             list(pool.map(lambda n: s.http.delete(f"/servers/{n}"), [*rest, "warm"]))
         for n in [*rest, "warm"]:
             wait_gone(s.http, n, timeout=120)
-        for net in s.http.get("/networks").json():
+        for net in s.http.get("/networks").json()["items"]:
             s.http.delete(f"/networks/{net['id']}").raise_for_status()
         deadline = time.monotonic() + 30
-        while s.http.get("/networks").json() and time.monotonic() < deadline:
+        while s.http.get("/networks").json()["items"] and time.monotonic() < deadline:
             time.sleep(0.05)
     return {
         "create_p50_ms": round(percentile(creates, 50), 1),

@@ -613,6 +613,17 @@ class Client:
                 "understand: is that an Ecliptic API of the same version?",
             ) from None
 
+    def _all(self, item: Any, path: str, *, params: dict[str, Any] | None = None) -> Any:
+        """Every item of a list, page after page (each answer is ``{items, next}``)."""
+        out: list[Any] = []
+        marker: str | None = None
+        while True:
+            page = self._call(Page[item], "GET", path, params={**(params or {}), "marker": marker})
+            out.extend(page.items)
+            if page.next is None:
+                return out
+            marker = page.next
+
     # -- auth and meta -----------------------------------------------------------------
 
     def login(
@@ -666,7 +677,7 @@ class _Tenancies(_Group):
 
     def list(self) -> builtins.list[TenancyOut]:
         """Tenancies you belong to (all of them, for administrators)."""
-        out: builtins.list[TenancyOut] = self._c._call(list[TenancyOut], "GET", "/tenancies")
+        out: builtins.list[TenancyOut] = self._c._all(TenancyOut, "/tenancies")
         return out
 
     def create(self, name: str, description: str | None = None) -> TenancyOut:
@@ -685,8 +696,8 @@ class _Members(_Group):
 
     def list(self, tenancy: str) -> builtins.list[MembershipOut]:
         """Members of a tenancy."""
-        out: builtins.list[MembershipOut] = self._c._call(
-            list[MembershipOut], "GET", f"/tenancies/{_q(tenancy)}/members"
+        out: builtins.list[MembershipOut] = self._c._all(
+            MembershipOut, f"/tenancies/{_q(tenancy)}/members"
         )
         return out
 
@@ -710,7 +721,7 @@ class _Users(_Group):
 
     def list(self) -> builtins.list[UserOut]:
         """Every user."""
-        out: builtins.list[UserOut] = self._c._call(list[UserOut], "GET", "/users")
+        out: builtins.list[UserOut] = self._c._all(UserOut, "/users")
         return out
 
     def create(
@@ -757,7 +768,7 @@ class _Tokens(_Group):
 
     def list(self) -> builtins.list[TokenOut]:
         """Your tokens (never their secrets)."""
-        out: builtins.list[TokenOut] = self._c._call(list[TokenOut], "GET", "/tokens")
+        out: builtins.list[TokenOut] = self._c._all(TokenOut, "/tokens")
         return out
 
     def create(self, name: str, ttl_hours: int | None = None) -> TokenOut:
@@ -776,7 +787,7 @@ class _Flavors(_Group):
 
     def list(self) -> builtins.list[FlavorOut]:
         """Every flavor, smallest first."""
-        out: builtins.list[FlavorOut] = self._c._call(list[FlavorOut], "GET", "/flavors")
+        out: builtins.list[FlavorOut] = self._c._all(FlavorOut, "/flavors")
         return out
 
     def create(self, flavor: FlavorCreate | None = None, **fields: Any) -> FlavorOut:
@@ -799,7 +810,7 @@ class _Hosts(_Group):
 
     def list(self) -> builtins.list[HostOut]:
         """Every host with what is in use on it."""
-        out: builtins.list[HostOut] = self._c._call(list[HostOut], "GET", "/hosts")
+        out: builtins.list[HostOut] = self._c._all(HostOut, "/hosts")
         return out
 
     def set_state(self, name: str, state: Literal["up", "down", "maintenance"]) -> HostOut:
@@ -813,7 +824,7 @@ class _Networks(_Group):
 
     def list(self) -> builtins.list[NetworkOut]:
         """Networks, by name."""
-        out: builtins.list[NetworkOut] = self._c._call(list[NetworkOut], "GET", "/networks")
+        out: builtins.list[NetworkOut] = self._c._all(NetworkOut, "/networks")
         return out
 
     def create(self, name: str, cidr: str | None = None) -> NetworkOut:
@@ -857,7 +868,7 @@ class _Subnets(_Group):
 
     def list(self) -> builtins.list[SubnetOut]:
         """Every subnet."""
-        out: builtins.list[SubnetOut] = self._c._call(list[SubnetOut], "GET", "/subnets")
+        out: builtins.list[SubnetOut] = self._c._all(SubnetOut, "/subnets")
         return out
 
     def create(self, name: str, network: str, cidr: str | None = None) -> SubnetOut:
@@ -876,7 +887,7 @@ class _Ports(_Group):
 
     def list(self) -> builtins.list[PortOut]:
         """Every port, oldest first."""
-        out: builtins.list[PortOut] = self._c._call(list[PortOut], "GET", "/ports")
+        out: builtins.list[PortOut] = self._c._all(PortOut, "/ports")
         return out
 
     def create(
@@ -991,17 +1002,15 @@ class _Servers(_Group):
 
     def deleted(self, limit: int | None = None) -> builtins.list[DeletedServerOut]:
         """Servers deleted within the retention period, latest first, with why they went."""
-        out: builtins.list[DeletedServerOut] = self._c._call(
-            list[DeletedServerOut], "GET", "/deleted-servers", params={"limit": limit}
+        page: Page[DeletedServerOut] = self._c._call(
+            Page[DeletedServerOut], "GET", "/deleted-servers", params={"limit": limit}
         )
-        return out
+        return page.items
 
     def events(self, ref: str) -> builtins.list[EventOut]:
         """The server's latest phase changes, oldest first (a deleted server's too, while it
         is kept)."""
-        out: builtins.list[EventOut] = self._c._call(
-            list[EventOut], "GET", f"/servers/{_q(ref)}/events"
-        )
+        out: builtins.list[EventOut] = self._c._all(EventOut, f"/servers/{_q(ref)}/events")
         return out
 
     def exec(
@@ -1069,8 +1078,8 @@ class _Leases(_Group):
 
     def list(self, ended: bool = False) -> builtins.list[LeaseOut]:
         """Live leases, soonest first (ended ones too with ``ended``)."""
-        out: builtins.list[LeaseOut] = self._c._call(
-            list[LeaseOut], "GET", "/leases", params={"ended": "true" if ended else None}
+        out: builtins.list[LeaseOut] = self._c._all(
+            LeaseOut, "/leases", params={"ended": "true" if ended else None}
         )
         return out
 
@@ -1115,9 +1124,7 @@ class _Leases(_Group):
 
     def events(self, ref: str) -> builtins.list[EventOut]:
         """What happened to the lease, and why, oldest first."""
-        out: builtins.list[EventOut] = self._c._call(
-            list[EventOut], "GET", f"/leases/{_q(ref)}/events"
-        )
+        out: builtins.list[EventOut] = self._c._all(EventOut, f"/leases/{_q(ref)}/events")
         return out
 
     def wait(
@@ -1170,15 +1177,15 @@ class _Credits(_Group):
 
     def balance(self) -> builtins.list[BalanceOut]:
         """Every allocation with what was granted, charged, refunded and what remains."""
-        out: builtins.list[BalanceOut] = self._c._call(list[BalanceOut], "GET", "/credits")
+        out: builtins.list[BalanceOut] = self._c._all(BalanceOut, "/credits")
         return out
 
     def ledger(self, limit: int | None = None) -> builtins.list[LedgerOut]:
         """Credit movements, newest first (the API's default: the latest 200)."""
-        out: builtins.list[LedgerOut] = self._c._call(
-            list[LedgerOut], "GET", "/credits/ledger", params={"limit": limit}
+        page: Page[LedgerOut] = self._c._call(
+            Page[LedgerOut], "GET", "/credits/ledger", params={"limit": limit}
         )
-        return out
+        return page.items
 
     def allocate(
         self, allocation: CreditAllocate | None = None, **fields: Any
@@ -1202,7 +1209,7 @@ class _Services(_Group):
 
     def list(self) -> builtins.list[ServiceOut]:
         """Your tenancy's services."""
-        out: builtins.list[ServiceOut] = self._c._call(list[ServiceOut], "GET", "/services")
+        out: builtins.list[ServiceOut] = self._c._all(ServiceOut, "/services")
         return out
 
     def get(self, ref: str) -> ServiceOut:
@@ -1244,7 +1251,7 @@ class _SshKeys(_Group):
 
     def list(self) -> builtins.list[SshKeyOut]:
         """Your keys."""
-        out: builtins.list[SshKeyOut] = self._c._call(list[SshKeyOut], "GET", "/users/me/ssh-keys")
+        out: builtins.list[SshKeyOut] = self._c._all(SshKeyOut, "/users/me/ssh-keys")
         return out
 
     def delete(self, ref: str) -> None:

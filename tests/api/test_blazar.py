@@ -64,7 +64,9 @@ def post(client: TestClient, admin: Api, path: str, body: dict[str, Any]) -> Any
 
 def balance(admin: Api, rc: str) -> float:
     return next(
-        float(b["remaining"]) for b in admin.get("/credits").json() if b["resource_class"] == rc
+        float(b["remaining"])
+        for b in admin.get("/credits").json()["items"]
+        if b["resource_class"] == rc
     )
 
 

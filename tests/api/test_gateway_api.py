@@ -61,7 +61,7 @@ def test_reserve_then_associate_once(admin: Api, client: TestClient) -> None:
     assert len(shown["keys"]) == 1 and shown["keys"][0]["revoked_at"] is None
     assert shown["read_timeout_s"] == 60
     # The token is never stored in clear.
-    assert token not in str(admin.get("/services").json())
+    assert token not in str(admin.get("/services").json()["items"])
 
 
 def test_bad_expired_and_forged_tokens_are_refused(
@@ -242,7 +242,7 @@ def test_user_ssh_keys(admin: Api) -> None:
     r = admin.post("/users/me/ssh-keys", {"name": "laptop", "public_key": key})
     assert r.status_code == 201 and r.json()["fingerprint"].startswith("SHA256:")
     assert admin.post("/users/me/ssh-keys", {"name": "again", "public_key": key}).status_code == 409
-    assert [k["name"] for k in admin.get("/users/me/ssh-keys").json()] == ["laptop"]
+    assert [k["name"] for k in admin.get("/users/me/ssh-keys").json()["items"]] == ["laptop"]
     assert admin.delete("/users/me/ssh-keys/laptop").status_code == 204
 
 

@@ -193,20 +193,20 @@ def test_preemptibles_survive_their_minimum_lifetime_then_make_way(
             # The owner still reads why it went (its tombstone keeps its events).
             r = api.get(f"/servers/{n}/events")
             assert r.status_code == 200, r.text
-            last = r.json()[-1]
+            last = r.json()["items"][-1]
             assert last["to_phase"] == "DELETED"
             assert last["reason"].startswith("preempted: lease 'cpu' starts on host cpu-a")
         else:  # servers on other hosts were left alone
             assert api.get(f"/servers/{n}").json()["phase"] == "ACTIVE"
             assert (tmp_path / n).read_text().split() == ["started"]
-    gone = api.get("/deleted-servers").json()
+    gone = api.get("/deleted-servers").json()["items"]
     assert sorted(g["name"] for g in gone) == victims
     assert all(g["reason"].startswith("preempted: lease 'cpu'") and g["preemptible"] for g in gone)
 
 
 def test_credits_balance_and_ledger(clocked: tuple[Api, ManualClock, Runtime]) -> None:
     api, _, _ = clocked
-    before = {b["resource_class"]: b for b in api.get("/credits").json()}
+    before = {b["resource_class"]: b for b in api.get("/credits").json()["items"]}
     assert "vcpu" in before and before["vcpu"]["allocation"] == "starter"
     r = api.post(
         "/leases",
@@ -219,9 +219,9 @@ def test_credits_balance_and_ledger(clocked: tuple[Api, ManualClock, Runtime]) -
     )
     assert r.status_code == 201, r.text
     assert r.json()["cost"] == {"vcpu": "60"}
-    after = {b["resource_class"]: b for b in api.get("/credits").json()}
+    after = {b["resource_class"]: b for b in api.get("/credits").json()["items"]}
     assert float(after["vcpu"]["remaining"]) == float(before["vcpu"]["remaining"]) - 60
-    ledger = api.get("/credits/ledger").json()
+    ledger = api.get("/credits/ledger").json()["items"]
     assert ledger[0]["kind"] == "charge" and ledger[0]["hours"] == "-60"
     r = api.post(
         "/credits/allocations",

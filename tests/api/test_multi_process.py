@@ -103,7 +103,7 @@ def test_two_serve_processes_on_one_postgres_book_without_double_booking(
         b.start()
         assert a.http is not None
         hosts = sorted(
-            h["name"] for h in a.http.get("/hosts").json() if h["name"].startswith("cpu")
+            h["name"] for h in a.http.get("/hosts").json()["items"] if h["name"].startswith("cpu")
         )
         assert len(hosts) >= 2
         day0 = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(days=1)

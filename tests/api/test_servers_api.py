@@ -94,7 +94,7 @@ def test_servers_on_normal_and_direct_ports_reach_each_other(admin: Api, runtime
     assert run("beta", "sh", "-c", "exit 3")["exit_code"] == 3
     log = admin.get("/servers/beta/log").json()["log"]
     assert "eth1" in log
-    events = [e["to_phase"] for e in admin.get("/servers/beta/events").json()]
+    events = [e["to_phase"] for e in admin.get("/servers/beta/events").json()["items"]]
     assert events[:3] == ["PENDING", "BUILDING", "ACTIVE"]
     # A network with servers on it cannot go.
     r = admin.delete("/networks/fabric")
@@ -151,7 +151,7 @@ def test_listing_filters_and_pages(admin: Api) -> None:
     ]
     r = admin.get("/servers", params={"phase": "SLEEPING"})
     assert r.status_code == 422
-    hosts = admin.get("/hosts").json()
+    hosts = admin.get("/hosts").json()["items"]
     assert sum(h["servers"] for h in hosts) == 5
     for i in range(5):
         admin.wait(f"s{i}")

@@ -56,7 +56,7 @@ def test_a_network_grows_a_subnet_when_full_and_gives_it_back(admin: Api) -> Non
     assert admin.delete(f"/ports/{extra.json()['id']}").status_code == 204
     assert admin.delete("/subnets/small-more").status_code == 204
     _until(lambda: "198.19.250.9/29" not in _bridge_addresses(net["id"]), "gateway removed")
-    names = {s["name"] for s in admin.get("/subnets").json()}
+    names = {s["name"] for s in admin.get("/subnets").json()["items"]}
     assert "small-more" not in names and "small-subnet" in names
     for p in ports:
         assert admin.delete(f"/ports/{p.json()['id']}").status_code == 204

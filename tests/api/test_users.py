@@ -48,8 +48,8 @@ def test_removing_a_user_ends_their_sessions_and_forgets_them(
     token = login(client, "trudy", "trudy-password")
     assert admin.delete("/users/trudy").status_code == 204
     assert Api(client, token).get("/auth/whoami").status_code == 401
-    assert "trudy" not in {u["name"] for u in admin.get("/users").json()}
-    members = admin.get("/tenancies/default/members").json()
+    assert "trudy" not in {u["name"] for u in admin.get("/users").json()["items"]}
+    members = admin.get("/tenancies/default/members").json()["items"]
     assert members and "trudy" not in {m["user"] for m in members}
     assert admin.delete("/users/trudy").status_code == 404
     # The name is free again.

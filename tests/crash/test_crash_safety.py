@@ -153,9 +153,9 @@ def instance(tmp_path: Path, database_url: str) -> Iterator[Instance]:
         for s in inst.servers():
             inst.call("DELETE", f"/servers/{s['id']}")
         inst.wait_for(lambda: inst.servers() == [], "servers gone", 60)
-        for n in inst.call("GET", "/networks").json():
+        for n in inst.call("GET", "/networks").json()["items"]:
             inst.call("DELETE", f"/networks/{n['id']}")
-        inst.wait_for(lambda: inst.call("GET", "/networks").json() == [], "networks gone")
+        inst.wait_for(lambda: inst.call("GET", "/networks").json()["items"] == [], "networks gone")
     finally:
         inst.stop()
 
@@ -251,9 +251,11 @@ def test_sigkill_while_deleting_converges(instance: Instance, crash_at: str) -> 
     for s in instance.servers():
         instance.call("DELETE", f"/servers/{s['name']}")
     instance.wait_for(lambda: instance.servers() == [], "servers gone")
-    for n in instance.call("GET", "/networks").json():
+    for n in instance.call("GET", "/networks").json()["items"]:
         instance.call("DELETE", f"/networks/{n['name']}")
-    instance.wait_for(lambda: instance.call("GET", "/networks").json() == [], "networks gone")
+    instance.wait_for(
+        lambda: instance.call("GET", "/networks").json()["items"] == [], "networks gone"
+    )
     assert existing(owned_resources(iid)) == []
     assert owned_resources(iid) == []
 

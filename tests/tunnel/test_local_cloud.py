@@ -52,7 +52,7 @@ class Cloud:
 
     def create_server(self, name: str, timeout: float = 60) -> dict[str, Any]:
         """A server of the smallest flavor on the default network, once ACTIVE."""
-        smallest = self.api.get("/flavors").json()[0]["name"]
+        smallest = self.api.get("/flavors").json()["items"][0]["name"]
         r = self.api.post("/servers", json={"name": name, "flavor": smallest})
         assert r.status_code == 202, r.text
         deadline = time.monotonic() + timeout
@@ -104,7 +104,7 @@ class Cloud:
         for name in names:
             self.api.delete(f"/servers/{name}")
         self._wait_gone("servers", names, timeout)
-        nets = [n["name"] for n in self.api.get("/networks").json()]
+        nets = [n["name"] for n in self.api.get("/networks").json()["items"]]
         for name in nets:
             self.api.delete(f"/networks/{name}")
         self._wait_gone("networks", nets, timeout)

@@ -339,7 +339,11 @@ def test_b_forwards_to_the_replica_holding_the_tunnel_and_follows_it(
     assert "x-ecliptic-peer" not in seen
 
     # The admin listing names the replica holding the tunnel.
-    tunnels = [t for t in served.api.get("/gateway/tunnels").json() if t["service_id"] == svc["id"]]
+    tunnels = [
+        t
+        for t in served.api.get("/gateway/tunnels").json()["items"]
+        if t["service_id"] == svc["id"]
+    ]
     assert [t["gateway_id"] for t in tunnels] == [replica.gateway_id]
 
     # A tunnel on B itself wins there; A keeps its own.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -185,8 +185,11 @@ def list_balances(db: Database, caller: Caller) -> list[Balance]:
         return balances(session, caller.require_tenancy())
 
 
-def list_ledger(db: Database, caller: Caller, limit: int = 200) -> list[LedgerEntry]:
-    """The latest ledger rows of the caller's tenancy, newest first."""
+def list_ledger(
+    db: Database, caller: Caller, limit: int = 200, *, before: int | None = None
+) -> list[LedgerEntry]:
+    """The latest ledger rows of the caller's tenancy (older than row ``before``), newest
+    first."""
     tenancy_id = caller.require_tenancy()
     with db.read() as session:
         acct = session.scalar(select(CreditAccount).where(CreditAccount.tenancy_id == tenancy_id))
@@ -195,7 +198,10 @@ def list_ledger(db: Database, caller: Caller, limit: int = 200) -> list[LedgerEn
         return list(
             session.scalars(
                 select(LedgerEntry)
-                .where(LedgerEntry.account_id == acct.id)
+                .where(
+                    LedgerEntry.account_id == acct.id,
+                    LedgerEntry.id < before if before is not None else true(),
+                )
                 .order_by(LedgerEntry.id.desc())
                 .limit(limit)
             )

@@ -710,9 +710,10 @@ def find_deleted_server(session: Session, tenancy_id: str, ref: str) -> DeletedS
 
 
 def list_deleted_servers(
-    db: Database, caller: Caller, since: datetime, *, limit: int = 100
+    db: Database, caller: Caller, since: datetime, *, limit: int | None = 100
 ) -> list[DeletedServer]:
-    """The tenancy's servers deleted since ``since`` (the retention period), latest first."""
+    """The tenancy's servers deleted since ``since`` (the retention period), latest first
+    (``limit`` None: all of them)."""
     tenancy_id = caller.require_tenancy()
     with db.read() as session:
         return list(

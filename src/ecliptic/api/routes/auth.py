@@ -7,7 +7,8 @@ from datetime import timedelta
 from fastapi import APIRouter, Response
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
-from ecliptic.api.schemas import LoginRequest, TokenCreate, TokenOut, WhoAmI
+from ecliptic.api.paging import PagingDep, paged
+from ecliptic.api.schemas import LoginRequest, Page, TokenCreate, TokenOut, WhoAmI
 from ecliptic.services import auth, identity
 
 router = APIRouter(tags=["auth"])
@@ -42,10 +43,11 @@ def whoami(caller: CallerDep, rt: RuntimeDep) -> WhoAmI:
     )
 
 
-@router.get("/tokens", response_model=list[TokenOut])
-def list_tokens(caller: CallerDep, rt: RuntimeDep) -> list[TokenOut]:
+@router.get("/tokens", response_model=Page[TokenOut])
+def list_tokens(caller: CallerDep, rt: RuntimeDep, page: PagingDep) -> Page[TokenOut]:
     """Your tokens (never their secrets)."""
-    return [TokenOut.model_validate(t) for t in identity.list_tokens(rt.db, caller)]
+    rows = identity.list_tokens(rt.db, caller)
+    return paged(rows, page, lambda t: t.id, TokenOut.model_validate)
 
 
 @router.post("/tokens", response_model=TokenOut, status_code=201)

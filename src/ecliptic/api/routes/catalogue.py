@@ -8,8 +8,9 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
+from ecliptic.api.paging import NameFilter, PagingDep, matches, paged
 from ecliptic.api.render import host_out
-from ecliptic.api.schemas import FlavorCreate, FlavorOut, HostOut
+from ecliptic.api.schemas import FlavorCreate, FlavorOut, HostOut, Page
 from ecliptic.services import catalogue, leases
 
 router = APIRouter(tags=["catalogue"])
@@ -22,10 +23,13 @@ class HostPatch(BaseModel):
     state: Literal["up", "down", "maintenance"]
 
 
-@router.get("/flavors", response_model=list[FlavorOut])
-def list_flavors(_: CallerDep, rt: RuntimeDep) -> list[FlavorOut]:
-    """Every flavor, smallest first."""
-    return [FlavorOut.model_validate(f) for f in catalogue.list_flavors(rt.db)]
+@router.get("/flavors", response_model=Page[FlavorOut])
+def list_flavors(
+    _: CallerDep, rt: RuntimeDep, page: PagingDep, name: NameFilter = None
+) -> Page[FlavorOut]:
+    """Every flavor, smallest first (``name``: only those whose name contains it)."""
+    rows = [f for f in catalogue.list_flavors(rt.db) if matches(f.name, name)]
+    return paged(rows, page, lambda f: f.name, FlavorOut.model_validate)
 
 
 @router.post("/flavors", response_model=FlavorOut, status_code=201)
@@ -41,10 +45,13 @@ def delete_flavor(ref: str, caller: CallerDep, rt: RuntimeDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/hosts", response_model=list[HostOut])
-def list_hosts(caller: CallerDep, rt: RuntimeDep) -> list[HostOut]:
+@router.get("/hosts", response_model=Page[HostOut])
+def list_hosts(
+    caller: CallerDep, rt: RuntimeDep, page: PagingDep, name: NameFilter = None
+) -> Page[HostOut]:
     """The inventory with what is in use on each host (administrators)."""
-    return [host_out(h, u) for h, u in catalogue.list_hosts(rt.db, caller)]
+    rows = [r for r in catalogue.list_hosts(rt.db, caller) if matches(r[0].name, name)]
+    return paged(rows, page, lambda r: r[0].name, lambda r: host_out(*r))
 
 
 @router.patch("/hosts/{name}", response_model=HostOut)

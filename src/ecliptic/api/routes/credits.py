@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from ecliptic.api.deps import AdminDep, CallerDep, RuntimeDep
-from ecliptic.api.schemas import BalanceOut, CreditAllocate, LedgerOut
+from ecliptic.api.paging import PagingDep, paged
+from ecliptic.api.schemas import BalanceOut, CreditAllocate, LedgerOut, Page
 from ecliptic.services import credits
 from ecliptic.services.booking import minute
 
@@ -30,19 +31,24 @@ def _balance_out(b: credits.Balance) -> BalanceOut:
     )
 
 
-@router.get("/credits", response_model=list[BalanceOut])
-def balance(caller: CallerDep, rt: RuntimeDep) -> list[BalanceOut]:
+@router.get("/credits", response_model=Page[BalanceOut])
+def balance(caller: CallerDep, rt: RuntimeDep, page: PagingDep) -> Page[BalanceOut]:
     """Your tenancy's allocations and what is left of each (derived from the ledger)."""
-    return [_balance_out(b) for b in credits.list_balances(rt.db, caller)]
+    rows = credits.list_balances(rt.db, caller)
+    return paged(rows, page, lambda b: f"{b.allocation_id}", _balance_out)
 
 
-@router.get("/credits/ledger", response_model=list[LedgerOut])
+@router.get("/credits/ledger", response_model=Page[LedgerOut])
 def ledger(
-    caller: CallerDep, rt: RuntimeDep, limit: Annotated[int, Query(ge=1, le=5000)] = 200
-) -> list[LedgerOut]:
-    """Every credit movement of your tenancy, newest first."""
+    caller: CallerDep,
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 200,
+    marker: Annotated[int | None, Query(ge=1, description="the 'next' of the last page")] = None,
+) -> Page[LedgerOut]:
+    """Every credit movement of your tenancy, newest first, a page at a time."""
     names = {b.allocation_id: b.name for b in credits.list_balances(rt.db, caller)}
-    return [
+    rows = credits.list_ledger(rt.db, caller, limit, before=marker)
+    items = [
         LedgerOut(
             id=e.id,
             at=e.at,
@@ -55,8 +61,9 @@ def ledger(
             server_id=e.server_id,
             note=e.note,
         )
-        for e in credits.list_ledger(rt.db, caller, limit)
+        for e in rows
     ]
+    return Page[LedgerOut](items=items, next=str(rows[-1].id) if len(rows) == limit else None)
 
 
 @router.post("/credits/allocations", response_model=list[BalanceOut], status_code=201)

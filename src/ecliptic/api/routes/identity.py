@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from ecliptic.api.deps import AdminDep, CallerDep, RuntimeDep
+from ecliptic.api.paging import NameFilter, PagingDep, matches, paged
 from ecliptic.api.schemas import (
     MembershipOut,
     MembershipSet,
+    Page,
     TenancyCreate,
     TenancyOut,
     UserCreate,
@@ -19,10 +21,13 @@ from ecliptic.services import identity
 router = APIRouter(tags=["identity"])
 
 
-@router.get("/tenancies", response_model=list[TenancyOut])
-def list_tenancies(caller: CallerDep, rt: RuntimeDep) -> list[TenancyOut]:
+@router.get("/tenancies", response_model=Page[TenancyOut])
+def list_tenancies(
+    caller: CallerDep, rt: RuntimeDep, page: PagingDep, name: NameFilter = None
+) -> Page[TenancyOut]:
     """Tenancies you belong to (all of them, for administrators)."""
-    return [TenancyOut.model_validate(t) for t in identity.list_tenancies(rt.db, caller)]
+    rows = [t for t in identity.list_tenancies(rt.db, caller) if matches(t.name, name)]
+    return paged(rows, page, lambda t: t.id, TenancyOut.model_validate)
 
 
 @router.post("/tenancies", response_model=TenancyOut, status_code=201)
@@ -40,13 +45,17 @@ def delete_tenancy(ref: str, caller: CallerDep, rt: RuntimeDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/tenancies/{ref}/members", response_model=list[MembershipOut])
-def list_members(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[MembershipOut]:
+@router.get("/tenancies/{ref}/members", response_model=Page[MembershipOut])
+def list_members(
+    ref: str, caller: CallerDep, rt: RuntimeDep, page: PagingDep
+) -> Page[MembershipOut]:
     """Members of a tenancy."""
-    return [
-        MembershipOut(tenancy=m.tenancy.name, user=m.user.name, role=m.role)
-        for m in identity.list_members(rt.db, caller, ref)
-    ]
+    return paged(
+        identity.list_members(rt.db, caller, ref),
+        page,
+        lambda m: m.user.name,
+        lambda m: MembershipOut(tenancy=m.tenancy.name, user=m.user.name, role=m.role),
+    )
 
 
 @router.put("/tenancies/{ref}/members", response_model=MembershipOut)
@@ -63,10 +72,13 @@ def remove_member(ref: str, user: str, caller: CallerDep, rt: RuntimeDep) -> Res
     return Response(status_code=204)
 
 
-@router.get("/users", response_model=list[UserOut])
-def list_users(caller: CallerDep, rt: RuntimeDep) -> list[UserOut]:
+@router.get("/users", response_model=Page[UserOut])
+def list_users(
+    caller: CallerDep, rt: RuntimeDep, page: PagingDep, name: NameFilter = None
+) -> Page[UserOut]:
     """Every user (administrators)."""
-    return [UserOut.model_validate(u) for u in identity.list_users(rt.db, caller)]
+    rows = [u for u in identity.list_users(rt.db, caller) if matches(u.name, name)]
+    return paged(rows, page, lambda u: u.id, UserOut.model_validate)
 
 
 @router.post("/users", response_model=UserOut, status_code=201)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
+from ecliptic.api.paging import NameFilter, PagingDep, matches, paged
 from ecliptic.api.schemas import (
     AllocationOut,
     CalendarBucketOut,
@@ -19,6 +20,7 @@ from ecliptic.api.schemas import (
     LeaseCreate,
     LeaseOut,
     LeaseUpdate,
+    Page,
     ReservationOut,
     WindowOut,
     parse_duration,
@@ -61,12 +63,17 @@ def lease_out(lease: Lease, servers: int = 0) -> LeaseOut:
     )
 
 
-@router.get("/leases", response_model=list[LeaseOut])
+@router.get("/leases", response_model=Page[LeaseOut])
 def list_leases(
-    caller: CallerDep, rt: RuntimeDep, ended: Annotated[bool, Query()] = False
-) -> list[LeaseOut]:
+    caller: CallerDep,
+    rt: RuntimeDep,
+    page: PagingDep,
+    ended: Annotated[bool, Query()] = False,
+    name: NameFilter = None,
+) -> Page[LeaseOut]:
     """Leases of your tenancy (ended ones with ``ended=true``)."""
-    return [lease_out(x) for x in leases.list_leases(rt.booking, caller, include_ended=ended)]
+    rows = leases.list_leases(rt.booking, caller, include_ended=ended)
+    return paged([x for x in rows if matches(x.name, name)], page, lambda x: x.id, lease_out)
 
 
 @router.post("/leases", response_model=LeaseOut, status_code=201)
@@ -113,8 +120,8 @@ def retry_lease(ref: str, caller: CallerDep, rt: RuntimeDep) -> LeaseOut:
     return lease_out(lease, leases.lease_servers(rt.booking, lease.id))
 
 
-@router.get("/leases/{ref}/events", response_model=list[EventOut])
-def lease_events(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[EventOut]:
+@router.get("/leases/{ref}/events", response_model=Page[EventOut])
+def lease_events(ref: str, caller: CallerDep, rt: RuntimeDep, page: PagingDep) -> Page[EventOut]:
     """What happened to a lease, and why."""
     from sqlalchemy import select
 
@@ -125,7 +132,7 @@ def lease_events(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[EventOut]:
             .where(Event.object_kind == "lease", Event.object_id == lease.id)
             .order_by(Event.id)
         )
-        return [EventOut.model_validate(e) for e in rows]
+        return paged(rows, page, lambda e: e.id, EventOut.model_validate)
 
 
 @router.post("/availability/fit", response_model=FitOut)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
+from ecliptic.api.paging import NameFilter, PagingDep, matches, paged
 from ecliptic.api.render import network_out, port_out
 from ecliptic.api.schemas import (
     NetworkCreate,
     NetworkOut,
+    Page,
     PortCreate,
     PortOut,
     SubnetCreate,
@@ -19,10 +21,13 @@ from ecliptic.services import networks
 router = APIRouter(tags=["networks"])
 
 
-@router.get("/networks", response_model=list[NetworkOut])
-def list_networks(caller: CallerDep, rt: RuntimeDep) -> list[NetworkOut]:
+@router.get("/networks", response_model=Page[NetworkOut])
+def list_networks(
+    caller: CallerDep, rt: RuntimeDep, page: PagingDep, name: NameFilter = None
+) -> Page[NetworkOut]:
     """Networks of your tenancy."""
-    return [network_out(n) for n in networks.list_networks(rt.db, caller)]
+    rows = [n for n in networks.list_networks(rt.db, caller) if matches(n.name, name)]
+    return paged(rows, page, lambda n: n.id, network_out)
 
 
 @router.post("/networks", response_model=NetworkOut, status_code=202)
@@ -46,10 +51,13 @@ def delete_network(ref: str, caller: CallerDep, rt: RuntimeDep) -> NetworkOut:
     return network_out(networks.delete_network(rt.db, rt.queue, caller, ref))
 
 
-@router.get("/subnets", response_model=list[SubnetOut])
-def list_subnets(caller: CallerDep, rt: RuntimeDep) -> list[SubnetOut]:
+@router.get("/subnets", response_model=Page[SubnetOut])
+def list_subnets(
+    caller: CallerDep, rt: RuntimeDep, page: PagingDep, name: NameFilter = None
+) -> Page[SubnetOut]:
     """Subnets of your tenancy's networks."""
-    return [SubnetOut.model_validate(s) for s in networks.list_subnets(rt.db, caller)]
+    rows = [s for s in networks.list_subnets(rt.db, caller) if matches(s.name, name)]
+    return paged(rows, page, lambda s: s.id, SubnetOut.model_validate)
 
 
 @router.post("/subnets", response_model=SubnetOut, status_code=202)
@@ -68,10 +76,13 @@ def delete_subnet(ref: str, caller: CallerDep, rt: RuntimeDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/ports", response_model=list[PortOut])
-def list_ports(caller: CallerDep, rt: RuntimeDep) -> list[PortOut]:
+@router.get("/ports", response_model=Page[PortOut])
+def list_ports(
+    caller: CallerDep, rt: RuntimeDep, page: PagingDep, name: NameFilter = None
+) -> Page[PortOut]:
     """Ports of your tenancy."""
-    return [port_out(p) for p in networks.list_ports(rt.db, caller)]
+    rows = [p for p in networks.list_ports(rt.db, caller) if matches(p.name or "", name)]
+    return paged(rows, page, lambda p: p.id, port_out)
 
 
 @router.post("/ports", response_model=PortOut, status_code=201)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import TypeAdapter
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
+from ecliptic.api.paging import Paging, PagingDep, paged
 from ecliptic.api.render import server_out, server_row_body
 from ecliptic.api.schemas import (
     ConsoleLog,
@@ -50,15 +51,18 @@ def list_servers(
     return Response(_SERVER_PAGE.dump_json(page), media_type="application/json")
 
 
-@router.get("/deleted-servers", response_model=list[DeletedServerOut])
+@router.get("/deleted-servers", response_model=Page[DeletedServerOut])
 def deleted_servers(
-    caller: CallerDep, rt: RuntimeDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> list[DeletedServerOut]:
+    caller: CallerDep,
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    marker: Annotated[str | None, Query(max_length=200)] = None,
+) -> Page[DeletedServerOut]:
     """Servers of your tenancy deleted within the retention period, latest first, with the
     reason (``preempted: ...``, ``lease '...' ended``); their events stay readable."""
     since = rt.clock.now() - rt.booking.deleted_server_retention
-    rows = servers.list_deleted_servers(rt.db, caller, since, limit=limit)
-    return [DeletedServerOut.model_validate(r) for r in rows]
+    rows = servers.list_deleted_servers(rt.db, caller, since, limit=None)
+    return paged(rows, Paging(limit, marker), lambda r: r.id, DeletedServerOut.model_validate)
 
 
 @router.post("/servers", response_model=ServerOut, status_code=202)
@@ -106,10 +110,11 @@ def console_log(
     return ConsoleLog(server=srv.name, log=text, next=nxt)
 
 
-@router.get("/servers/{ref}/events", response_model=list[EventOut])
-def events(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[EventOut]:
+@router.get("/servers/{ref}/events", response_model=Page[EventOut])
+def events(ref: str, caller: CallerDep, rt: RuntimeDep, page: PagingDep) -> Page[EventOut]:
     """Phase changes of the server and why they happened."""
-    return [EventOut.model_validate(e) for e in servers.server_events(rt.db, caller, ref)]
+    rows = servers.server_events(rt.db, caller, ref)
+    return paged(rows, page, lambda e: e.id, EventOut.model_validate)
 
 
 @router.post("/servers/{ref}/exec", response_model=ExecResult)

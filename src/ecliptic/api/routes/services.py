@@ -7,10 +7,12 @@ from datetime import timedelta
 from fastapi import APIRouter, Request, Response
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
+from ecliptic.api.paging import NameFilter, PagingDep, matches, paged
 from ecliptic.api.schemas import (
     AssociateOut,
     AssociateRequest,
     GatewaySsh,
+    Page,
     ServiceCreate,
     ServiceOut,
     ServiceUpdate,
@@ -79,10 +81,13 @@ def create_service(body: ServiceCreate, caller: CallerDep, rt: RuntimeDep) -> Se
     return _service_out(rt, service, detail, token)
 
 
-@router.get("/services", response_model=list[ServiceOut])
-def list_services(caller: CallerDep, rt: RuntimeDep) -> list[ServiceOut]:
+@router.get("/services", response_model=Page[ServiceOut])
+def list_services(
+    caller: CallerDep, rt: RuntimeDep, page: PagingDep, name: NameFilter = None
+) -> Page[ServiceOut]:
     """Your tenancy's services."""
-    return [_service_out(rt, s) for s in gateway.list_services(rt.db, caller)]
+    rows = [s for s in gateway.list_services(rt.db, caller) if matches(s.name, name)]
+    return paged(rows, page, lambda s: s.id, lambda s: _service_out(rt, s))
 
 
 @router.get("/services/{ref}", response_model=ServiceOut)
@@ -157,11 +162,12 @@ def associate(body: AssociateRequest, request: Request, rt: RuntimeDep) -> Assoc
     )
 
 
-@router.get("/gateway/tunnels", response_model=list[TunnelOut])
-def live_tunnels(caller: CallerDep, rt: RuntimeDep) -> list[TunnelOut]:
+@router.get("/gateway/tunnels", response_model=Page[TunnelOut])
+def live_tunnels(caller: CallerDep, rt: RuntimeDep, page: PagingDep) -> Page[TunnelOut]:
     """Every tunnel connected to any gateway replica (administrators)."""
     caller.require_admin("list every tunnel")
-    return [TunnelOut.model_validate(t) for t in gateway.live_tunnels(rt.db)]
+    rows = gateway.live_tunnels(rt.db)
+    return paged(rows, page, lambda t: t.id, TunnelOut.model_validate)
 
 
 @router.post("/users/me/ssh-keys", response_model=SshKeyOut, status_code=201)
@@ -171,10 +177,11 @@ def add_ssh_key(body: SshKeyCreate, caller: CallerDep, rt: RuntimeDep) -> SshKey
     return SshKeyOut.model_validate(sshkeys.add_user_key(rt.db, caller, body.name, body.public_key))
 
 
-@router.get("/users/me/ssh-keys", response_model=list[SshKeyOut])
-def list_ssh_keys(caller: CallerDep, rt: RuntimeDep) -> list[SshKeyOut]:
+@router.get("/users/me/ssh-keys", response_model=Page[SshKeyOut])
+def list_ssh_keys(caller: CallerDep, rt: RuntimeDep, page: PagingDep) -> Page[SshKeyOut]:
     """Your SSH keys."""
-    return [SshKeyOut.model_validate(k) for k in sshkeys.list_user_keys(rt.db, caller)]
+    rows = sshkeys.list_user_keys(rt.db, caller)
+    return paged(rows, page, lambda k: k.id, SshKeyOut.model_validate)
 
 
 @router.delete("/users/me/ssh-keys/{ref}", status_code=204)
