@@ -16,31 +16,25 @@ from ecliptic.phases import LeasePhase, ServerPhase
 from ecliptic.scheduler.engine import Engine
 from ecliptic.scheduler.filters import FilterError, check_filter, compile_filter
 from ecliptic.scheduler.model import (
-    FlavorRequest,
     HostInfo,
-    HostRequest,
     NoFit,
     Placement,
     Request,
-    SliceRequest,
     Window,
 )
 from ecliptic.services import credits
 from ecliptic.services.booking import Booking, amount_to_json, held_until, host_info, minute
 from ecliptic.services.caller import Caller
-from ecliptic.services.catalogue import find_flavor
 from ecliptic.services.inputs import (
     MAX_DURATION,
-    FlavorReservationIn,
-    HostReservationIn,
     LeaseCreate,
     LeaseUpdate,
     ReservationIn,
-    SliceReservationIn,
     parse_duration,
 )
+from ecliptic.services.kinds import kind_of
 from ecliptic.services.pricing import lease_cost
-from ecliptic.store.models import Flavor, Host, Lease, LeaseAllocation, Server
+from ecliptic.store.models import Host, Lease, LeaseAllocation, Server
 from ecliptic.store.transitions import created, move, note
 from ecliptic.store.workqueue import WorkQueue
 
@@ -106,92 +100,7 @@ def check_filters(engine: Engine, requests: Sequence[Request]) -> None:
 
 
 def _one_request(session: Session, r: ReservationIn, i: int) -> Request:
-    loc = ["body", "reservations", i]
-    if isinstance(r, HostReservationIn):
-        if r.count is not None and (r.min is not None or r.max is not None):
-            raise InvalidInput(
-                "give either count, or min and max, for a host reservation",
-                errors=[{"loc": loc, "msg": "count and min/max are exclusive"}],
-            )
-        lo = r.count or r.min or 1
-        hi = r.count or r.max or lo
-        if hi < lo:
-            raise InvalidInput(
-                f"max ({hi}) is below min ({lo})",
-                errors=[{"loc": [*loc, "max"], "msg": "must be >= min"}],
-            )
-        return HostRequest(key=r.name, min_count=lo, max_count=hi, filter=r.where)
-    if isinstance(r, FlavorReservationIn):
-        size: dict[str, Any] = {}
-        if r.flavor:
-            fl = _slot_flavor(session, r.flavor, loc)
-            size = {
-                "vcpus": fl.vcpus,
-                "memory_mb": fl.memory_mb,
-                "disk_gb": fl.disk_gb,
-                "gpu_model": fl.gpu_model,
-                "gpus": fl.gpus,
-            }
-        for k in ("vcpus", "memory_mb", "disk_gb", "gpu_model", "gpus"):
-            v = getattr(r, k)
-            if v is not None:
-                size[k] = v
-        if "vcpus" not in size or "memory_mb" not in size:
-            raise InvalidInput(
-                "a flavor reservation needs a flavor, or vcpus and memory_mb",
-                errors=[{"loc": loc, "msg": "flavor or vcpus+memory_mb required"}],
-            )
-        if (size.get("gpus") or r.gpu_profile) and not size.get("gpu_model"):
-            raise InvalidInput(
-                "GPUs or a GPU profile need a gpu_model",
-                errors=[{"loc": [*loc, "gpu_model"], "msg": "required"}],
-            )
-        return FlavorRequest(
-            key=r.name,
-            count=r.count,
-            vcpus=int(size["vcpus"]),
-            memory_mb=int(size["memory_mb"]),
-            disk_gb=int(size.get("disk_gb") or 0),
-            gpu_model=size.get("gpu_model"),
-            gpus=int(size.get("gpus") or 0),
-            gpu_profile=r.gpu_profile,
-            affinity=r.affinity,
-            filter=r.where,
-        )
-    assert isinstance(r, SliceReservationIn)
-    vcpus = memory_mb = None
-    if r.flavor:
-        fl = _slot_flavor(session, r.flavor, loc)
-        if fl.gpus:
-            raise InvalidInput(
-                f"flavor '{fl.name}' has whole GPUs; a slice reservation is for flavors "
-                "without GPUs (the slice is the server's GPU)",
-                errors=[{"loc": [*loc, "flavor"], "msg": "flavor has whole GPUs"}],
-            )
-        vcpus, memory_mb = fl.vcpus, fl.memory_mb
-    return SliceRequest(
-        key=r.name,
-        count=r.count,
-        profile=r.profile,
-        gpu_model=r.gpu_model,
-        filter=r.where,
-        vcpus=vcpus,
-        memory_mb=memory_mb,
-    )
-
-
-def _slot_flavor(session: Session, name: str, loc: list[Any]) -> Flavor:
-    try:
-        fl = find_flavor(session, name)
-    except NotFound as exc:
-        raise InvalidInput(
-            exc.message, errors=[{"loc": [*loc, "flavor"], "msg": exc.message}]
-        ) from None
-    if fl.kind == "baremetal":
-        raise InvalidInput(
-            f"flavor '{fl.name}' is bare metal: reserve whole hosts with a host reservation instead"
-        )
-    return fl
+    return kind_of(r.kind).request(session, r, ["body", "reservations", i])
 
 
 def window(
@@ -277,8 +186,9 @@ def _store_placement(session: Session, lease: Lease, placement: Placement) -> No
 
 
 def slice_keys(spec: Sequence[dict[str, Any]]) -> set[str]:
-    """Names of the GPU-slice reservations of a lease spec (priced by the slice alone)."""
-    return {r["name"] for r in spec if r.get("kind") == "gpu_slice"}
+    """Names of the reservations of a lease spec priced by their unit alone (GPU slices:
+    the vCPUs and memory booked with a slice come with it)."""
+    return {r["name"] for r in spec if kind_of(r["kind"]).priced_alone}
 
 
 def _cost_json(cost: dict[str, Decimal]) -> dict[str, str]:
@@ -386,10 +296,7 @@ def update_lease(
             match = next((r for r in spec if r.get("name") == resize.name), None)
             if match is None:
                 raise InvalidInput(f"lease '{lease.name}' has no reservation '{resize.name}'")
-            if match["kind"] == "host":
-                match.update(count=resize.count, min=None, max=None)
-            else:
-                match["count"] = resize.count
+            match.update(kind_of(match["kind"]).resized(match, resize.count))
         before_end_at = (
             end_check - parse_duration(body.before_end) if body.before_end else lease.before_end_at
         )
@@ -418,7 +325,10 @@ def update_lease(
             if left:
                 result = engine.fit(
                     lease.id,
-                    [_pinned(r, old.hosts(r.key)) for r in requests],
+                    [
+                        kind_of(k["kind"]).pinned(r, old.hosts(r.key))
+                        for k, r in zip(spec, requests, strict=True)
+                    ],
                     start_check,
                     held,
                 )
@@ -451,15 +361,6 @@ def update_lease(
 
 def _has_servers(session: Session, lease_id: str) -> bool:
     return bool(session.scalar(select(func.count()).where(Server.lease_id == lease_id)))
-
-
-def _pinned(r: Request, hosts: list[str]) -> Request:
-    """``r`` restricted to ``hosts`` (and, for host reservations, to at least all of them)."""
-    if not hosts or not isinstance(r, HostRequest):
-        return r
-    names = ", ".join(f'"{h}"' for h in hosts)
-    where = f"({r.filter}) and name in [{names}]" if r.filter else f"name in [{names}]"
-    return HostRequest(key=r.key, min_count=r.min_count, max_count=r.max_count, filter=where)
 
 
 def end_lease(booking: Booking, queue: WorkQueue, caller: Caller, ref: str) -> Lease:
@@ -773,13 +674,7 @@ def _heal(session: Session, engine: Engine, queue: WorkQueue, lease: Lease, caus
 def _replacement(session: Session, spec: dict[str, Any], lost: list[Any]) -> Request:
     """A request for what a reservation lost with a host."""
     req = _one_request(session, _adapter().validate_python(spec), 0)
-    if isinstance(req, HostRequest):
-        return HostRequest(key=req.key, min_count=len(lost), max_count=len(lost), filter=req.filter)
-    slots = sum(a.slots for a in lost)
-    if isinstance(req, FlavorRequest):
-        return replace(req, count=slots, affinity="none")
-    assert isinstance(req, SliceRequest)
-    return replace(req, count=slots)
+    return kind_of(spec["kind"]).replacement(req, lost)
 
 
 def _adapter() -> Any:

@@ -27,13 +27,13 @@ from ecliptic.services import metering, quotas
 from ecliptic.services.booking import (
     FOREVER,
     Booking,
-    amount_from_json,
     minute,
     server_amount,
     server_booking_id,
 )
 from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import find_flavor
+from ecliptic.services.kinds import NoCapacity, kind_of
 from ecliptic.services.leases import find_lease
 from ecliptic.services.networks import (
     IPAM_LOCK,
@@ -56,12 +56,6 @@ from ecliptic.store.models import (
 )
 from ecliptic.store.transitions import created, move
 from ecliptic.store.workqueue import WorkQueue
-
-
-class NoCapacity(Conflict):
-    """No host has room for the server."""
-
-    code = "no_capacity"
 
 
 class NotReady(Conflict):
@@ -355,98 +349,20 @@ def placement_in_lease(
         )
     request = next(r for r in lease.spec["reservations"] if r.get("name") == reservation)
     allocs = [a for a in lease.allocations if a.reservation == reservation]
-    inside = list(
-        session.execute(
+    inside = [
+        (str(host), int(vcpus), int(memory_mb), int(gpus))
+        for host, vcpus, memory_mb, gpus in session.execute(
             select(Host.name, Server.vcpus, Server.memory_mb, Server.gpus)
             .join(Host, Server.host_id == Host.id)
             .where(
                 Server.lease_id == lease.id, Server.reservation == reservation, Server.id != srv.id
             )
         )
+    ]
+    host = kind_of(request["kind"]).place_server(
+        session, lease, reservation, request, allocs, fl, inside
     )
-    kind = request["kind"]
-    if kind == "host":
-        hosts = {
-            h.name: h
-            for h in session.scalars(select(Host).where(Host.name.in_([a.host for a in allocs])))
-        }
-        for a in sorted(allocs, key=lambda a: a.host):
-            h = hosts[a.host]
-            used = [r for r in inside if r[0] == a.host]
-            if fl.kind == "baremetal":
-                if not used:
-                    return LeasePlace(a.host, reservation)
-                continue
-            cpu = h.vcpus - sum(r[1] for r in used)
-            mem = h.memory_mb - sum(r[2] for r in used)
-            gpu = sum(int(g["count"]) for g in h.gpus if g["model"] == fl.gpu_model) - sum(
-                r[3] for r in used
-            )
-            if cpu >= fl.vcpus and mem >= fl.memory_mb and (not fl.gpus or gpu >= fl.gpus):
-                return LeasePlace(a.host, reservation)
-        raise NoCapacity(
-            f"the hosts of reservation '{reservation}' of lease '{lease.name}' "
-            f"have no room left for flavor '{fl.name}'"
-        )
-    if fl.kind == "baremetal":
-        raise InvalidInput(
-            f"reservation '{reservation}' holds {kind} slots, not whole hosts: use a vm flavor"
-        )
-    if kind == "flavor":
-        slot = (request.get("vcpus"), request.get("memory_mb"))
-        if request.get("flavor"):
-            ref = find_flavor(session, request["flavor"])
-            slot = (request.get("vcpus") or ref.vcpus, request.get("memory_mb") or ref.memory_mb)
-            slot_gpus = request.get("gpus") if request.get("gpus") is not None else ref.gpus
-        else:
-            slot_gpus = request.get("gpus") or 0
-        if (
-            fl.vcpus > int(slot[0] or 0)
-            or fl.memory_mb > int(slot[1] or 0)
-            or fl.gpus > int(slot_gpus or 0)
-        ):
-            raise InvalidInput(
-                f"flavor '{fl.name}' ({fl.vcpus} vCPU, {fl.memory_mb} MiB, {fl.gpus} GPU) is "
-                f"bigger than a slot of reservation '{reservation}' ({slot[0]} vCPU, "
-                f"{slot[1]} MiB, {slot_gpus or 0} GPU); pick a flavor that fits the slot"
-            )
-    elif fl.gpus:
-        raise InvalidInput(
-            f"reservation '{reservation}' holds GPU slices, not whole GPUs: use "
-            "a flavor without GPUs (the slice is the server's GPU)"
-        )
-    too_big = ""
-    for a in sorted(allocs, key=lambda a: a.host):
-        used = [r for r in inside if r[0] == a.host]
-        if len(used) >= a.slots:
-            continue
-        if kind == "gpu_slice":
-            # The slices booked their vCPUs and memory on this host (their share of it, or
-            # the flavor they were reserved for): the servers in them get no more than that.
-            booked = amount_from_json(a.amount)
-            cpu = booked.vcpus - sum(r[1] for r in used)
-            mem = booked.memory_mb - sum(r[2] for r in used)
-            if fl.vcpus > cpu or fl.memory_mb > mem:
-                too_big = (
-                    f"; on {a.host} its slices booked {booked.vcpus} vCPU and "
-                    f"{booked.memory_mb} MiB, {cpu} vCPU and {mem} MiB are free, and flavor "
-                    f"'{fl.name}' needs {fl.vcpus} vCPU and {fl.memory_mb} MiB: use a smaller "
-                    'flavor, or reserve the slices for this flavor ("flavor" in the '
-                    "reservation, 'ecliptic lease create --slice-flavor')"
-                )
-                continue
-        return LeasePlace(a.host, reservation)
-    total = sum(a.slots for a in allocs)
-    if too_big:
-        raise NoCapacity(
-            f"reservation '{reservation}' of lease '{lease.name}' has no room left for "
-            f"flavor '{fl.name}'{too_big}"
-        )
-    raise NoCapacity(
-        f"reservation '{reservation}' of lease '{lease.name}' holds {total} "
-        f"{'slot' if kind == 'flavor' else 'slice'}(s), all in use; delete a server of the "
-        "lease or grow it ('ecliptic lease update')"
-    )
+    return LeasePlace(host, reservation)
 
 
 def _attach_nics(
