@@ -115,11 +115,15 @@ class Settings:
         return f"http://{host}:{self.port}"
 
 
+QUOTA_MAX = 10**9
+"""The largest quota limit, from the environment or the API alike."""
+
+
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit overrides winning."""
     for quota in ("SERVERS", "VCPUS", "MEMORY_MB", "GPUS"):
         # Read by the quota service at each create; a bad value is refused at start instead.
-        bounded_setting(f"ECLIPTIC_QUOTA_{quota}", 0, 0, 2**40)
+        bounded_setting(f"ECLIPTIC_QUOTA_{quota}", 0, 0, QUOTA_MAX)
     data_dir = Path(str(overrides.pop("data_dir", None) or _data_dir()))
     url = os.environ.get("ECLIPTIC_DATABASE_URL") or f"sqlite:///{data_dir / 'ecliptic.db'}"
     inv = os.environ.get("ECLIPTIC_INVENTORY")

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from ecliptic.config import QUOTA_MAX
 from ecliptic.naming import ID_LIKE_RE, NAME_RE, FlavorName, Name
 from ecliptic.services.inputs import (
     MAX_DURATION,
@@ -225,7 +226,7 @@ class FlavorOut(Out):
     reservation_only: bool = False
 
 
-QuotaLimit = Annotated[int, Field(ge=0, le=10**9)]
+QuotaLimit = Annotated[int, Field(ge=0, le=QUOTA_MAX)]
 
 
 class QuotaSet(Strict):

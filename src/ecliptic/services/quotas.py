@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ecliptic.config import bounded_setting
+from ecliptic.config import QUOTA_MAX, bounded_setting
 from ecliptic.errors import EclipticError, InvalidInput
 from ecliptic.services.caller import Caller
 from ecliptic.services.identity import find_tenancy
@@ -45,7 +45,7 @@ class Quota:
 def site_defaults() -> dict[str, int]:
     """The default limits, from ``ECLIPTIC_QUOTA_SERVERS|VCPUS|MEMORY_MB|GPUS``."""
     return {
-        r: bounded_setting(f"ECLIPTIC_QUOTA_{r.upper()}", default, 0, 2**40)
+        r: bounded_setting(f"ECLIPTIC_QUOTA_{r.upper()}", default, 0, QUOTA_MAX)
         for r, default in DEFAULTS.items()
     }
 
