@@ -34,7 +34,7 @@ from ecliptic.services.inputs import (
 )
 from ecliptic.services.kinds import kind_of
 from ecliptic.services.pricing import lease_cost
-from ecliptic.store.models import Host, Lease, LeaseAllocation, Server
+from ecliptic.store.models import Event, Host, Lease, LeaseAllocation, Server
 from ecliptic.store.transitions import created, move, note
 from ecliptic.store.workqueue import WorkQueue
 
@@ -516,6 +516,40 @@ def window_cost(
     """What a found window would cost."""
     keys = {r.name for r in reservations if r.kind == "gpu_slice"}
     return _cost_json(lease_cost(w.placement, hosts, keys))
+
+
+def lease_events(booking: Booking, caller: Caller, ref: str) -> list[Event]:
+    """What happened to a lease of the caller's tenancy, and why, oldest first."""
+    lease = get_lease(booking, caller, ref)
+    with booking.db.read() as session:
+        return list(
+            session.scalars(
+                select(Event)
+                .where(Event.object_kind == "lease", Event.object_id == lease.id)
+                .order_by(Event.id)
+            )
+        )
+
+
+def calendar_window(
+    booking: Booking,
+    caller: Caller,
+    start: datetime | None,
+    end: datetime | None,
+    days: int,
+    bucket: str,
+) -> list[Any]:
+    """The calendar from ``start`` (now) to ``end`` (``days`` later) in ``bucket`` steps."""
+    caller.require_tenancy()
+    s = minute(start or booking.clock.now())
+    e = end or s + timedelta(days=days)
+    try:
+        step = parse_duration(bucket)
+    except ValueError as exc:
+        raise InvalidInput(
+            str(exc), errors=[{"loc": ["query", "bucket"], "msg": str(exc)}]
+        ) from None
+    return calendar(booking, s, e, step)
 
 
 def calendar(booking: Booking, start: datetime, end: datetime, bucket: timedelta) -> list[Any]:

@@ -23,12 +23,10 @@ from ecliptic.api.schemas import (
     Page,
     ReservationOut,
     WindowOut,
-    parse_duration,
 )
-from ecliptic.errors import InvalidInput
 from ecliptic.scheduler.model import NoFit, Window
 from ecliptic.services import leases
-from ecliptic.store.models import Event, Lease
+from ecliptic.store.models import Lease
 
 router = APIRouter(tags=["leases"])
 
@@ -123,16 +121,8 @@ def retry_lease(ref: str, caller: CallerDep, rt: RuntimeDep) -> LeaseOut:
 @router.get("/leases/{ref}/events", response_model=Page[EventOut])
 def lease_events(ref: str, caller: CallerDep, rt: RuntimeDep, page: PagingDep) -> Page[EventOut]:
     """What happened to a lease, and why."""
-    from sqlalchemy import select
-
-    lease = leases.get_lease(rt.booking, caller, ref)
-    with rt.db.read() as session:
-        rows = session.scalars(
-            select(Event)
-            .where(Event.object_kind == "lease", Event.object_id == lease.id)
-            .order_by(Event.id)
-        )
-        return paged(rows, page, lambda e: e.id, EventOut.model_validate)
+    rows = leases.lease_events(rt.booking, caller, ref)
+    return paged(rows, page, lambda e: e.id, EventOut.model_validate)
 
 
 @router.post("/availability/fit", response_model=FitOut)
@@ -192,20 +182,7 @@ def calendar(
     bucket: Annotated[str, Query(max_length=16)] = "1h",
 ) -> list[CalendarRowOut]:
     """Free and reserved capacity per resource class in time buckets."""
-    caller.require_tenancy()
-    from datetime import timedelta
-
-    from ecliptic.services.booking import minute
-
-    s = minute(start or rt.clock.now())
-    e = end or s + timedelta(days=days)
-    try:
-        step = parse_duration(bucket)
-    except ValueError as exc:
-        raise InvalidInput(
-            str(exc), errors=[{"loc": ["query", "bucket"], "msg": str(exc)}]
-        ) from None
-    rows = leases.calendar(rt.booking, s, e, step)
+    rows = leases.calendar_window(rt.booking, caller, start, end, days, bucket)
     return [
         CalendarRowOut(
             resource=r.resource,
