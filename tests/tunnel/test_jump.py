@@ -63,6 +63,8 @@ class Jump:
         self.services = services
         self.authenticated: list[tuple[str, str]] = []
         self.store_down = False
+        self.denied: set[tuple[str, str]] = set()
+        """(user, service) pairs taken off the access list."""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -101,8 +103,8 @@ class Jump:
             raise RuntimeError("database is down")
         if name not in self.services:
             raise JumpRefused(f"no service '{name}'")
-        if who.username == "carol":
-            raise JumpRefused(f"carol may not reach {name}")
+        if who.username == "carol" or (who.username, name) in self.denied:
+            raise JumpRefused(f"{who.username} may not reach {name}")
         if port != 22:
             raise JumpRefused(f"{name} is reachable on port 22 only")
         return self.services[name]
@@ -465,3 +467,76 @@ def test_open_connections_of_a_user_who_may_no_longer_sign_in_are_cut(
             if p.poll() is None:
                 p.kill()
             p.wait()
+
+
+def _echoing(j: Jump, keys: Keys, who: str, *extra: str) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen(
+        ssh_argv(j.host.port, keys.path(who), *extra, "-W", "k3j9x2:22", f"{who}@127.0.0.1"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdin is not None and p.stdout is not None
+    p.stdin.write(b"ping\n")
+    p.stdin.flush()
+    assert p.stdout.readline() == b"echo:ping\n"
+    return p
+
+
+def test_taking_a_user_off_the_access_list_cuts_their_open_connection(
+    tmp_path: Path, keys: Keys, echo: int
+) -> None:
+    j = Jump(tmp_path, keys, {"k3j9x2": echo}, revalidate_s=0.3)
+    p = _echoing(j, keys, "alice")
+    try:
+        j.denied.add(("alice", "k3j9x2"))
+        cut = time.monotonic()
+        assert p.stdout is not None
+        assert select.select([p.stdout], [], [], 5)[0], "the connection stayed open"
+        assert p.stdout.read() == b""
+        assert time.monotonic() - cut < 3
+    finally:
+        j.close()
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def test_an_open_connection_cannot_open_new_channels_once_its_key_no_longer_signs_in(
+    tmp_path: Path, keys: Keys, echo: int
+) -> None:
+    """``ssh -M`` keeps a connection; ``ssh -S`` opens channels on it. Once the user is
+    disabled (or the key revoked), the next channel is refused at once, without waiting
+    for the periodic check."""
+    j = Jump(tmp_path, keys, {"k3j9x2": echo}, revalidate_s=3600)
+    sock = tmp_path / "cm.sock"
+    base = ssh_argv(j.host.port, keys.path("alice"))
+    master = subprocess.Popen(
+        [*base, "-M", "-S", str(sock), "-N", "alice@127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline and master.poll() is None, "no control master"
+            time.sleep(0.05)
+
+        def through_master() -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(
+                [*base, "-S", str(sock), "-W", "k3j9x2:22", "alice@127.0.0.1"],
+                input=b"hello\n",
+                capture_output=True,
+                timeout=20,
+            )
+
+        assert through_master().stdout == b"echo:hello\n"
+        del j.principals[keys.line("alice")]  # disabled, or the key deleted
+        res = through_master()
+        assert res.stdout == b"" and res.stderr  # refused: nothing reached the service
+        master.wait(timeout=10)  # and the jump host closed the connection itself
+    finally:
+        j.close()
+        if master.poll() is None:
+            master.kill()
+        master.wait()

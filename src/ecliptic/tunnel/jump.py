@@ -219,7 +219,30 @@ class JumpHost:
                     log.info("jump: %s may no longer sign in; closing %s", username, c.peer)
                     c.close()
                     closed += 1
+                elif not await self._still_reaches(now, c):
+                    c.close()
+                    closed += 1
         return closed
+
+    async def _still_reaches(self, principal: JumpPrincipal, c: _JumpConnection) -> bool:
+        """False when the user may no longer reach a service this connection opened a
+        channel to (taken off its access list, or the service is gone)."""
+        for host, port in sorted(c.opened):
+            try:
+                await self._call(self._resolve, principal, host, port)
+            except JumpRefused as exc:
+                log.info(
+                    "jump: %s may no longer reach %s:%d (%s); closing %s",
+                    principal.username,
+                    host,
+                    port,
+                    exc,
+                    c.peer,
+                )
+                return False
+            except Exception:
+                log.warning("jump: could not check %s's access to %s; keeping it", principal, host)
+        return True
 
     def _track(self, conn: _JumpConnection, alive: bool) -> None:
         if alive:
@@ -252,6 +275,8 @@ class _JumpConnection(asyncssh.SSHServer):
         self._principal: JumpPrincipal | None = None
         self.signed_in: tuple[str, str, str] | None = None
         """(ssh user name, key line, user id) once signed in: checked again while open."""
+        self.opened: set[tuple[str, int]] = set()
+        """Services this connection opened channels to: access to each is checked again."""
         self._closed = asyncio.Event()
 
     # -- life of the connection
@@ -370,9 +395,24 @@ class _JumpConnection(asyncssh.SSHServer):
 
     async def _open(self, host: str, port: int) -> asyncssh.SSHTCPSession[bytes]:
         principal, conn = self._principal, self._conn
-        if principal is None or conn is None:
+        if principal is None or conn is None or self.signed_in is None:
             raise _refuse("sign in first")
         where = f"{host}:{port}"
+        # Every channel checks the key and its user again (disabled, removed, key revoked
+        # since sign-in: the connection goes), then the access list (resolve).
+        username, line, user_id = self.signed_in
+        try:
+            now = await self._host._call(self._host._authenticate, username, line)
+        except Exception:
+            log.exception("jump: authenticate() failed for %s from %s", username, self._peer)
+            raise _refuse(
+                f"{where}: the gateway could not check your key, try again later",
+                asyncssh.OPEN_CONNECT_FAILED,
+            ) from None
+        if now is None or now.user_id != user_id:
+            log.info("jump: %s may no longer sign in; closing %s", username, self._peer)
+            conn.close()
+            raise _refuse("your key no longer signs you in")
         try:
             local_port = await self._host._call(self._host._resolve, principal, host, port)
         except JumpRefused as exc:
@@ -384,6 +424,7 @@ class _JumpConnection(asyncssh.SSHServer):
                 f"{where}: the gateway could not look it up, try again later",
                 asyncssh.OPEN_CONNECT_FAILED,
             ) from None
+        self.opened.add((host, port))
         if isinstance(local_port, PeerHop):
             return await _via_peer(principal.username, where, local_port)
         if not isinstance(local_port, int) or isinstance(local_port, bool):
