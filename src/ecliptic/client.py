@@ -1217,6 +1217,11 @@ class _Services(_Group):
         out: ServiceOut = self._c._call(ServiceOut, "GET", f"/services/{_q(ref)}")
         return out
 
+    def events(self, ref: str) -> builtins.list[EventOut]:
+        """Who changed the service and how (keys bound and revoked, access, tokens)."""
+        out: builtins.list[EventOut] = self._c._all(EventOut, f"/services/{_q(ref)}/events")
+        return out
+
     def update(self, ref: str, update: ServiceUpdate | None = None, **fields: Any) -> ServiceOut:
         """Change who may reach a service, or whether it is public."""
         body = _model_body(ServiceUpdate, update, fields)

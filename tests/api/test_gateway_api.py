@@ -265,3 +265,58 @@ def test_client_settings_change_only_what_the_client_sent(admin: Api, client: Te
     assert client.post("/api/v1/tunnels/associate", json=body).status_code == 200
     shown = admin.get(f"/services/{svc['name']}").json()
     assert shown["liveness_path"] == "/health" and shown["read_timeout_s"] == 120
+
+
+def test_only_the_owner_or_a_tenancy_admin_may_change_a_service(
+    admin: Api, client: TestClient
+) -> None:
+    """Hole 2: a plain member of the tenancy, not on the access list, minted a token for
+    another member's service, bound her key, took its traffic, added herself to the access
+    list and revoked the owner's key. Now each step is refused, and the owner sees every
+    change in the service's events."""
+    owner = make_user(admin, client, "olga")
+    mallory = make_user(admin, client, "mallory")
+    r = owner.post("/services", {"name": "lab"})
+    assert r.status_code == 201, r.text
+    svc = r.json()
+    body = {"token": svc["token"]["token"], "public_key": new_key(), "protocol": "http"}
+    assert client.post("/api/v1/tunnels/associate", json=body).status_code == 200
+    key_id = owner.get("/services/lab").json()["keys"][0]["id"]
+
+    for method, path, payload in (
+        ("post", "/services/lab/tokens", {}),
+        ("patch", "/services/lab", {"access": ["olga", "mallory"]}),
+        ("patch", "/services/lab", {"public": True}),
+        ("delete", f"/services/lab/keys/{key_id}", None),
+        ("delete", "/services/lab", None),
+    ):
+        r = client.request(
+            method.upper(),
+            f"/api/v1{path}",
+            json=payload,
+            headers=mallory.headers,
+        )
+        assert r.status_code == 403, (method, path, r.text)
+        assert "only the owner of service 'lab' (olga) or an admin" in r.json()["detail"]
+    assert owner.get("/services/lab").json()["access"] == ["olga"]
+
+    # A token binds a key and nothing else: a second client cannot flip the protocol.
+    token = owner.post("/services/lab/tokens", {}).json()["token"]
+    flip = {"token": token, "public_key": new_key(), "protocol": "tcp"}
+    r = client.post("/api/v1/tunnels/associate", json=flip)
+    assert r.status_code == 409 and "a token only binds a key" in r.json()["detail"]
+    assert owner.get("/services/lab").json()["protocol"] == "http"
+
+    # The tenancy's admin may; the owner sees what happened.
+    r = client.request(
+        "PATCH",
+        "/api/v1/services/lab",
+        json={"access": ["olga", "mallory"]},
+        headers=admin.headers,
+    )
+    assert r.status_code == 200, r.text
+    events = [e["reason"] for e in owner.get("/services/lab/events").json()["items"]]
+    assert events[0] == "created by olga; first token issued"
+    assert any(e.startswith("key SHA256:") and e.endswith("bound by a token") for e in events)
+    assert "token issued by olga" in events
+    assert events[-1] == "access +mallory by admin"

@@ -143,11 +143,29 @@ def revoke_key(
     output.note(f"key {key_id} of service {name} revoked")
 
 
+@command(app, "events")
+def events(name: Annotated[str, typer.Argument(help="Service name or id.")]) -> None:
+    """Who changed a service and how: tokens issued, keys bound and revoked, access."""
+    rows = client().services.events(name)
+    emit(
+        rows,
+        lambda: output.table(
+            ["AT", "WHAT"],
+            [[output.when(e.at), e.reason] for e in rows],
+            empty="no events",
+        ),
+    )
+
+
 @command(app, "delete")
-def delete(name: Annotated[str, typer.Argument(help="Service name or id.")]) -> None:
-    """Delete a service: its subdomain stops answering and its tunnels are cut."""
-    client().services.delete(name)
-    output.note(f"service {name} deleted")
+def delete(
+    names: Annotated[list[str], typer.Argument(help="Service names or ids.")],
+) -> None:
+    """Delete services: their subdomains stop answering and their tunnels are cut."""
+    c = client()
+    for name in names:
+        c.services.delete(name)
+        output.note(f"service {name} deleted")
 
 
 @command(key_app, "add")

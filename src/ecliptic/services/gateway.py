@@ -41,6 +41,7 @@ from ecliptic.services.caller import Caller
 from ecliptic.services.sshkeys import parse_public_key
 from ecliptic.store.db import Database
 from ecliptic.store.models import (
+    Event,
     GatewayCode,
     GatewayReplica,
     Meta,
@@ -51,6 +52,7 @@ from ecliptic.store.models import (
     TunnelToken,
     User,
 )
+from ecliptic.store.transitions import audit
 from ecliptic.store.types import utcnow
 
 Protocol = Literal["http", "https", "tcp"]
@@ -206,6 +208,20 @@ def _own_service(session: Session, caller: Caller, ref: str) -> Service:
     return row
 
 
+def _managed_service(session: Session, caller: Caller, ref: str, what: str) -> Service:
+    """A service of the caller's tenancy that the caller may change: its owner (who
+    created it), the tenancy's admins and site administrators only."""
+    service = _own_service(session, caller, ref)
+    if caller.is_admin or caller.role == "admin" or service.created_by == caller.user_id:
+        return service
+    owner = session.get(User, service.created_by) if service.created_by else None
+    raise Forbidden(
+        f"only the owner of service '{service.name}' "
+        f"({owner.name if owner else 'gone'}) or an admin of tenancy "
+        f"'{caller.tenancy_name}' may {what}"
+    )
+
+
 def create_service(
     db: Database,
     caller: Caller,
@@ -243,6 +259,7 @@ def create_service(
         service.access = [ServiceAccess(user_id=uid) for uid in user_ids]
         session.add(service)
         session.flush()
+        audit(session, service, f"created by {caller.user_name}; first token issued")
         issued = _issue_token(session, secret, service, token_ttl)
         session.flush()
         session.refresh(service)
@@ -254,7 +271,9 @@ def issue_token(db: Database, caller: Caller, ref: str, ttl: timedelta) -> Issue
     """Another association token for a service (to bind one more client)."""
     secret = gateway_secret(db)
     with db.write() as session:
-        return _issue_token(session, secret, _own_service(session, caller, ref), ttl)
+        service = _managed_service(session, caller, ref, "issue tokens for it")
+        audit(session, service, f"token issued by {caller.user_name}")
+        return _issue_token(session, secret, service, ttl)
 
 
 def list_services(db: Database, caller: Caller) -> list[Service]:
@@ -314,6 +333,22 @@ def show_service(db: Database, caller: Caller, ref: str) -> ServiceDetail:
         return ServiceDetail(service, names, keys, tunnels)
 
 
+def service_events(db: Database, caller: Caller, ref: str) -> list[Event]:
+    """Changes to a service of the caller's tenancy, oldest first: who issued tokens,
+    which keys were bound and revoked, who changed its access."""
+    with db.read() as session:
+        service = _own_service(session, caller, ref)
+        rows = list(
+            session.scalars(
+                select(Event)
+                .where(Event.object_kind == "service", Event.object_id == service.id)
+                .order_by(Event.id)
+            )
+        )
+        session.expunge_all()
+        return rows
+
+
 def update_service(
     db: Database,
     caller: Caller,
@@ -324,26 +359,43 @@ def update_service(
 ) -> None:
     """Change who may reach a service; takes effect at the gateway within seconds."""
     with db.write() as session:
-        service = _own_service(session, caller, ref)
-        if public is not None:
+        service = _managed_service(session, caller, ref, "change who may reach it")
+        if public is not None and public != service.public:
             service.public = public
+            audit(
+                session,
+                service,
+                f"made {'public' if public else 'private'} by {caller.user_name}",
+            )
         if access is not None:
             users = _users_by_name(session, access)
+            before = set(
+                session.scalars(
+                    select(User.name)
+                    .join(ServiceAccess, ServiceAccess.user_id == User.id)
+                    .where(ServiceAccess.service_id == service.id)
+                )
+            )
             session.execute(delete(ServiceAccess).where(ServiceAccess.service_id == service.id))
             session.add_all(ServiceAccess(service_id=service.id, user_id=u.id) for u in users)
+            after = {u.name for u in users}
+            if after != before:
+                changes = [f"+{n}" for n in sorted(after - before)]
+                changes += [f"-{n}" for n in sorted(before - after)]
+                audit(session, service, f"access {' '.join(changes)} by {caller.user_name}")
         service.updated_at = utcnow()
 
 
 def delete_service(db: Database, caller: Caller, ref: str) -> None:
     """Delete a service: its keys stop working and its tunnels are cut."""
     with db.write() as session:
-        session.delete(_own_service(session, caller, ref))
+        session.delete(_managed_service(session, caller, ref, "delete it"))
 
 
 def revoke_key(db: Database, caller: Caller, ref: str, key_id: str) -> None:
     """Unbind one key from a service; its connections are cut within seconds."""
     with db.write() as session:
-        service = _own_service(session, caller, ref)
+        service = _managed_service(session, caller, ref, "revoke its keys")
         key = session.scalar(
             select(TunnelKey).where(TunnelKey.service_id == service.id, TunnelKey.id == key_id)
         )
@@ -351,6 +403,7 @@ def revoke_key(db: Database, caller: Caller, ref: str, key_id: str) -> None:
             raise NotFound(f"service '{service.name}' has no key '{key_id}'")
         if key.revoked_at is None:
             key.revoked_at = utcnow()
+            audit(session, service, f"key {key.fingerprint} revoked by {caller.user_name}")
 
 
 @dataclass(frozen=True)
@@ -407,9 +460,20 @@ def associate(
                 "this SSH key is already bound to a service or was revoked: generate a new key "
                 "for this client"
             )
+        # A token binds a key and nothing else: the settings a client brings are taken
+        # from the first client only (the service had no key yet); later ones must agree.
+        first = session.scalar(select(TunnelKey.id).where(TunnelKey.service_id == service.id))
         for name, value in (config or {}).items():
             if name not in CLIENT_SETTINGS:
                 raise InvalidInput(f"a client may not set '{name}'")
+            if getattr(service, name) == value:
+                continue
+            if first is not None:
+                raise Conflict(
+                    f"service '{service.name}' has {name} {getattr(service, name)!r}, set by "
+                    f"its first client; this client asks for {value!r}: a token only binds a "
+                    "key (make a new service for other settings)"
+                )
             setattr(service, name, value)
         bound = existing or TunnelKey(
             service_id=service.id, fingerprint=key.fingerprint, public_key=key.line
@@ -419,6 +483,8 @@ def associate(
             session.flush()
         except IntegrityError:
             raise Conflict("this SSH key was bound to a service at the same moment") from None
+        if existing is None:
+            audit(session, service, f"key {key.fingerprint} bound by a token")
         session.refresh(service)
         session.expunge_all()
         return Association(service, bound)

@@ -5,7 +5,16 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from ecliptic.phases import check_move
-from ecliptic.store.models import Event, Lease, Network, Port, Reconciled, Server, Subnet
+from ecliptic.store.models import (
+    Event,
+    Lease,
+    Network,
+    Port,
+    Reconciled,
+    Server,
+    Service,
+    Subnet,
+)
 from ecliptic.store.types import utcnow
 
 KINDS: dict[type[Reconciled | Lease], str] = {
@@ -62,6 +71,21 @@ def _record(
             object_id=getattr(obj, "id", ""),
             from_phase=before,
             to_phase=after,
+            reason=reason,
+        )
+    )
+
+
+def audit(session: Session, service: Service, reason: str) -> None:
+    """Record a change to a gateway service (a key bound or revoked, access changed, a
+    token issued): services have no phases, so the event moves from nothing to ``AUDIT``."""
+    session.add(
+        Event(
+            tenancy_id=service.tenancy_id,
+            object_kind="service",
+            object_id=service.id,
+            from_phase="",
+            to_phase="AUDIT",
             reason=reason,
         )
     )

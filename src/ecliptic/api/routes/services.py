@@ -11,6 +11,7 @@ from ecliptic.api.paging import NameFilter, PagingDep, matches, paged
 from ecliptic.api.schemas import (
     AssociateOut,
     AssociateRequest,
+    EventOut,
     GatewaySsh,
     Page,
     ServiceCreate,
@@ -95,6 +96,13 @@ def show_service(ref: str, caller: CallerDep, rt: RuntimeDep) -> ServiceOut:
     """One service with its access list, bound keys and live tunnels."""
     detail = gateway.show_service(rt.db, caller, ref)
     return _service_out(rt, detail.service, detail)
+
+
+@router.get("/services/{ref}/events", response_model=Page[EventOut])
+def service_events(ref: str, caller: CallerDep, rt: RuntimeDep, page: PagingDep) -> Page[EventOut]:
+    """Who changed the service and how: tokens issued, keys bound and revoked, access."""
+    rows = gateway.service_events(rt.db, caller, ref)
+    return paged(rows, page, lambda e: e.id, EventOut.model_validate)
 
 
 @router.patch("/services/{ref}", response_model=ServiceOut)
