@@ -202,6 +202,19 @@ def test_browser_sign_in_hands_a_single_use_code_to_the_subdomain(
     r = auth(client, host, Cookie=f"theirs=1; {cookie}")
     assert r.status_code == 200 and r.headers["x-remote-user"] == "admin"
     assert r.headers["x-forward-cookie"] == "theirs=1"
+    # Hole 3: signed in by cookie, with an API token too (and the portal's cookie): neither
+    # is passed on to the service; a credential of the service's own is.
+    r = auth(
+        client,
+        host,
+        Cookie=f"ecliptic_session=portal; theirs=1; {cookie}",
+        Authorization=admin.headers["Authorization"],
+    )
+    assert r.status_code == 200 and r.headers["x-remote-user"] == "admin"
+    assert r.headers["x-forward-authorization"] == ""
+    assert r.headers["x-forward-cookie"] == "theirs=1"
+    r = auth(client, host, Cookie=cookie, Authorization="Bearer the-services-own")
+    assert r.headers["x-forward-authorization"] == "Bearer the-services-own"
     # The cookie is valid on its own host only.
     other = create(admin, name="second")
     assert auth(client, other["host"], Cookie=cookie).status_code == 401

@@ -579,6 +579,28 @@ def test_forwarding_headers_are_set_by_the_front_only(
         assert header_values(echo, name) == [], name
 
 
+def test_ecliptic_credentials_never_reach_a_public_service(
+    env: Env, servers: Callable[..., Backend]
+) -> None:
+    """Hole 3: the user's API token and the gateway's and portal's cookies were forwarded."""
+    a = servers("a")
+    env.serve(Route("pub.localhost", (a.port,), public=True))
+    for cookie, kept in (
+        ("theirs=1; ecliptic_gw=forged; more=2", "theirs=1; more=2"),
+        ("ecliptic_gw=g; theirs=1", "theirs=1"),
+        ("theirs=1; ecliptic_session=s", "theirs=1"),
+        ("ecliptic_session=s; ecliptic_gw=g; theirs=1; more=2", "theirs=1; more=2"),
+    ):
+        echo = env.echo("pub.localhost", Cookie=cookie, Authorization="Bearer ecl_secret")
+        assert header_values(echo, "Authorization") == [], cookie
+        assert header_values(echo, "Cookie") == [kept], (cookie, echo["headers"])
+        assert "ecl_secret" not in json.dumps(echo) and "ecliptic_" not in json.dumps(echo)
+    echo = env.echo("pub.localhost", Authorization="bearer  ECL_x")  # any case
+    assert header_values(echo, "Authorization") == []
+    echo = env.echo("pub.localhost", Authorization="Bearer theirs")  # the service's own
+    assert header_values(echo, "Authorization") == ["Bearer theirs"]
+
+
 def test_host_tricks_route_and_authorise_on_the_same_host(
     env: Env, servers: Callable[..., Backend]
 ) -> None:

@@ -13,13 +13,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from ecliptic.credentials import API_TOKEN_PREFIX
 from ecliptic.errors import NotFound, Unauthenticated
 from ecliptic.services.caller import Caller
 from ecliptic.store.db import Database
 from ecliptic.store.models import ApiToken, Membership, Tenancy, User
 from ecliptic.store.types import utcnow
 
-TOKEN_PREFIX = "ecl_"
+TOKEN_PREFIX = API_TOKEN_PREFIX
 FAST_HASH_ENV = "ECLIPTIC_TEST_FAST_PASSWORD_HASH"
 """Set to ``1`` by the test suite only: argon2id with the least work (1 pass over 8 KiB)
 instead of the library's defaults (3 passes over 64 MiB), so hundreds of sign-ins take

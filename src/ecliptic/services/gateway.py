@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ecliptic import hostkeys
+from ecliptic.credentials import API_TOKEN_PREFIX, GATEWAY_COOKIE, PORTAL_COOKIE
 from ecliptic.errors import (
     Conflict,
     EclipticError,
@@ -57,7 +58,7 @@ from ecliptic.store.types import utcnow
 
 Protocol = Literal["http", "https", "tcp"]
 TOKEN_PREFIX = "ectt_"
-COOKIE_NAME = "ecliptic_gw"
+COOKIE_NAME = GATEWAY_COOKIE
 CODE_TTL = timedelta(seconds=60)
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _SUBDOMAIN = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -777,7 +778,11 @@ class GatewayAuth:
     ) -> Decision:
         """May the bearer of these credentials reach the service at ``host``?"""
         forward_cookie, session_value = strip_cookie(cookie)
-        forward_auth = authorization
+        forward_cookie, _ = strip_cookie(forward_cookie, PORTAL_COOKIE)
+        # Ecliptic's own API tokens never reach a service, however the user signed in.
+        bearer = authorization[:7].lower() == "bearer " and authorization[7:].strip()
+        ecliptic_token = bool(bearer) and str(bearer).startswith(API_TOKEN_PREFIX)
+        forward_auth = "" if ecliptic_token else authorization
         host = host.lower().rstrip(".")
         user: User | None = None
         with self.db.read() as session:

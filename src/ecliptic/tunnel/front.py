@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ecliptic.credentials import API_TOKEN_PREFIX, GATEWAY_COOKIE, PORTAL_COOKIE
 from ecliptic.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -459,6 +460,23 @@ http {{
         1 $http_host;
         default $host$ecl_port;
     }}
+    # Ecliptic's own credentials never reach a service: API bearer tokens ("Bearer ecl_...")
+    # and the gateway's and the portal's cookies are taken out of what public services get
+    # (the auth app does the same for signed-in ones).
+    map $http_authorization $ecl_public_authorization {{
+        default $http_authorization;
+        "~*^bearer[ ]+{API_TOKEN_PREFIX}" "";
+    }}
+    map $http_cookie $ecl_cookie_no_gw {{
+        default $http_cookie;
+        "~^{GATEWAY_COOKIE}=[^;]*(?:;[ ]*)?(?<rest>.*)$" $rest;
+        "~^(?<pre>.*?);[ ]*{GATEWAY_COOKIE}=[^;]*(?<post>.*)$" $pre$post;
+    }}
+    map $ecl_cookie_no_gw $ecl_public_cookie {{
+        default $ecl_cookie_no_gw;
+        "~^{PORTAL_COOKIE}=[^;]*(?:;[ ]*)?(?<rest>.*)$" $rest;
+        "~^(?<pre>.*?);[ ]*{PORTAL_COOKIE}=[^;]*(?<post>.*)$" $pre$post;
+    }}
     # Routes that forward to a peer set $ecl_hop: the marker goes with those requests only.
     map $ecl_hop $ecl_hop_marker {{
         default "";
@@ -625,7 +643,15 @@ def render_routes(
         if hop:
             # What a peer forwarded is never forwarded again: no loops between replicas.
             out += ["        if ($ecl_via_peer) {", "            return 503;", "        }"]
-        if route.public:
+        if route.public and not hop:
+            out += [
+                '        set $ecl_user "";',
+                '        set $ecl_email "";',
+                "        set $ecl_cookie $ecl_public_cookie;",
+                "        set $ecl_authorization $ecl_public_authorization;",
+            ]
+        elif route.public:
+            # To a peer, unchanged: its front takes Ecliptic's credentials out.
             out += [
                 '        set $ecl_user "";',
                 '        set $ecl_email "";',

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlencode
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from ecliptic import credentials
 from ecliptic.api.deps import RuntimeDep
 from ecliptic.errors import EclipticError, Unauthenticated
 from ecliptic.runtime import Runtime
@@ -32,7 +33,7 @@ from ecliptic.services.auth import authenticate, login, revoke_browser_token
 from ecliptic.store.models import User
 
 router = APIRouter(include_in_schema=False)
-PORTAL_COOKIE = "ecliptic_session"
+PORTAL_COOKIE = credentials.PORTAL_COOKIE
 _TEMPLATES = resources.files("ecliptic.api") / "templates"
 
 
