@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import stat
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -70,6 +72,18 @@ def grant_starter_credits(session: Session, tenancy_id: str, now: datetime) -> N
         )
 
 
+def private_dir(path: Path) -> None:
+    """The instance's data folder, made (or fixed to) 0700: its database, console logs and
+    the first admin's password are nobody else's business."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_mode & stat.S_ISVTX:  # a shared folder such as /tmp: never close it
+        log.warning("data folder %s is shared (sticky); give Ecliptic a folder of its own", path)
+        return
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
 def _hosts(session: Session) -> list[tuple[str, object]]:
     """Every host row as the engine sees it, with its lifecycle state."""
     return [(h.state, host_info(h)) for h in session.scalars(select(Host).order_by(Host.name))]
@@ -87,6 +101,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        private_dir(Path(settings.data_dir))
         self.db = Database(settings.database_url)
         upgrade(self.db)
         self.instance_id = self._instance_id()

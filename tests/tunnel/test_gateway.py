@@ -9,10 +9,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
-from tests.tunnel.conftest import Backend, Served, needs_gateway
+from tests.tunnel.conftest import Backend, Served, needs_gateway, serve_with_gateway
 from tests.tunnel.test_sshd import _all_pids, _proc_stat, in_sessions
 from tests.waiting import wait_until
 
@@ -277,3 +278,19 @@ def test_a_reconnecting_client_replaces_its_stale_tunnel(
         assert all(served.front(host).status_code == 200 for _ in range(10))
     finally:
         os.kill(old.pid, signal.SIGCONT)
+
+
+def test_bound_keys_log_in_at_once_after_a_restart(
+    tmp_path: Path, backends: Callable[[str], Backend]
+) -> None:
+    """Hole 11: after a restart, authorized_keys stayed empty until a service or key
+    changed in the store (the first sync ran before the endpoint was up, and the next one
+    saw nothing new)."""
+    backend = backends("again")
+    with serve_with_gateway(tmp_path) as first:
+        svc = first.service("again", public=True)
+        key = first.bind(svc["token"]["token"])
+    with serve_with_gateway(tmp_path) as second:
+        client = second.ssh_r(key, backend.port)
+        second.wait_for(svc["host"], lambda r: r.status_code == 200, timeout=10)
+        assert client.poll() is None

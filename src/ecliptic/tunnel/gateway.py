@@ -411,6 +411,9 @@ class Gateway:
         await self._sync()
         await self.endpoint.start()
         self._endpoint_up = True
+        # The first sync could not give the endpoint its keys (it was not up): do it now,
+        # whether or not the store changed since.
+        await self._sync(force=True)
         self._relay = await asyncio.start_server(self._relay_peer, sock=self._relay_sock)
         try:
             await asyncio.to_thread(self.front.start)
