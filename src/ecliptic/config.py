@@ -115,8 +115,8 @@ class Settings:
         return f"http://{host}:{self.port}"
 
 
-QUOTA_MAX = 10**9
-"""The largest quota limit, from the environment or the API alike."""
+QUOTA_MAX = 2**31 - 1
+"""The largest quota limit, from the environment or the API alike (a 32-bit column holds it)."""
 
 
 def load_settings(**overrides: object) -> Settings:
