@@ -9,3 +9,6 @@ GATEWAY_COOKIE = "ecliptic_gw"
 """The gateway's session cookie (host-only, on each service's subdomain)."""
 PORTAL_COOKIE = "ecliptic_session"
 """The portal's sign-in cookie."""
+STATE_COOKIE = "ecliptic_gw_state"
+"""Set on a service's host when a browser starts signing in there: only that browser can
+redeem the sign-in code the portal hands back."""

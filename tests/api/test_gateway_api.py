@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -125,9 +125,11 @@ def test_bearer_tokens_and_access_lists(admin: Api, client: TestClient) -> None:
     assert r.status_code == 401 and "x-ecliptic-login" not in r.headers
     r = auth(client, host, **{"X-Ecliptic-Accept": "text/html,*/*", "X-Ecliptic-Uri": "/lab?x=1"})
     assert r.status_code == 401
+    # A browser starts signing in on the service's own host (which remembers it).
     login_url = urlsplit(r.headers["x-ecliptic-login"])
-    assert login_url.path == "/gateway/authorize"
-    assert parse_qs(login_url.query) == {"host": [host], "next": ["/lab?x=1"], "scheme": ["http"]}
+    assert login_url.netloc == f"{svc['subdomain']}.localhost:8480"
+    assert login_url.path == "/_ecliptic/start"
+    assert parse_qs(login_url.query) == {"next": ["/lab?x=1"]}
 
     r = auth(client, host, Authorization=admin.headers["Authorization"], Cookie="a=1; b=2")
     assert r.status_code == 200
@@ -156,12 +158,28 @@ def test_bearer_tokens_and_access_lists(admin: Api, client: TestClient) -> None:
     assert auth(client, host + ".evil.test", **bearer).status_code == 403
 
 
+def sign_in_start(client: TestClient, host: str, next_uri: str = "/lab") -> str:
+    """What a browser does on the service's host when it must sign in: /_ecliptic/start
+    sets the state cookie there and sends it to the portal. Returns the portal URL."""
+    r = client.get(
+        f"/_ecliptic/start?next={next_uri}",
+        headers={"X-Ecliptic-Host": host},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    assert r.headers["set-cookie"].startswith("ecliptic_gw_state=")
+    target = urlsplit(r.headers["location"])
+    assert target.path == "/gateway/authorize"
+    return f"{target.path}?{target.query}"
+
+
 def test_browser_sign_in_hands_a_single_use_code_to_the_subdomain(
     admin: Api, client: TestClient
 ) -> None:
     svc = create(admin)
     host = svc["host"]
-    authorize = f"/gateway/authorize?host={host}&next=/lab&scheme=http"
+    authorize = sign_in_start(client, host)
+    assert parse_qs(urlsplit(authorize).query)["host"] == [host]
 
     r = client.get(authorize, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
@@ -174,7 +192,7 @@ def test_browser_sign_in_hands_a_single_use_code_to_the_subdomain(
     assert bad.status_code == 401 and "wrong user name or password" in bad.text
     ok = client.post(
         "/login",
-        content="username=admin&password=test-admin-password&next=" + authorize.replace("&", "%26"),
+        content="username=admin&password=test-admin-password&next=" + quote(authorize, safe=""),
         follow_redirects=False,
     )
     assert ok.status_code == 303 and ok.headers["location"] == authorize
@@ -226,7 +244,7 @@ def test_sign_in_refuses_users_without_access_and_open_redirects(
     svc = create(admin)
     make_user(admin, client, "carol")
     client.post("/login", content="username=carol&password=carol-password&next=/")
-    r = client.get(f"/gateway/authorize?host={svc['host']}&next=/", follow_redirects=False)
+    r = client.get(sign_in_start(client, svc["host"]), follow_redirects=False)
     assert r.status_code == 403 and "may not reach" in r.text
     ok = client.post(
         "/login",
@@ -263,13 +281,123 @@ def test_portal_sign_out_lets_another_user_sign_in(admin: Api, client: TestClien
     svc = create(admin)
     make_user(admin, client, "dave")
     client.post("/login", content="username=dave&password=dave-password&next=/")
-    refused = client.get(f"/gateway/authorize?host={svc['host']}&next=/", follow_redirects=False)
+    refused = client.get(sign_in_start(client, svc["host"]), follow_redirects=False)
     assert refused.status_code == 403 and "Sign in as someone else" in refused.text
-    out = client.get("/logout?next=/gateway/authorize", follow_redirects=False)
+    csrf = refused.text.split('name="csrf" value="')[1].split('"')[0]
+    out = client.post(
+        "/logout",
+        content=f"csrf={csrf}&next=/gateway/authorize",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
     assert out.status_code == 303 and out.headers["location"].startswith("/login?next=")
     assert "ecliptic_session" not in client.cookies
-    again = client.get(f"/gateway/authorize?host={svc['host']}&next=/", follow_redirects=False)
+    again = client.get(sign_in_start(client, svc["host"]), follow_redirects=False)
     assert again.headers["location"].startswith("/login")
+
+
+def _signed_in_service(
+    admin: Api, client: TestClient, name: str = "notebook"
+) -> tuple[dict[str, Any], str]:
+    """A service, and the gateway cookie of a browser signed in to it (and to the portal)."""
+    svc = create(admin, name=name)
+    authorize = sign_in_start(client, svc["host"])
+    client.post(
+        "/login",
+        content="username=admin&password=test-admin-password&next=/",
+        follow_redirects=False,
+    )
+    r = client.get(authorize, follow_redirects=False)
+    target = urlsplit(r.headers["location"])
+    cb = client.get(
+        f"{target.path}?{target.query}",
+        headers={"X-Ecliptic-Host": svc["host"]},
+        follow_redirects=False,
+    )
+    assert cb.status_code == 303, cb.text
+    return svc, cb.headers["set-cookie"].split(";")[0]
+
+
+def test_signing_out_ends_service_sessions_at_once(admin: Api, client: TestClient) -> None:
+    """Hole 6: the service cookie kept working for 12 h after signing out."""
+    svc, cookie = _signed_in_service(admin, client)
+    host = svc["host"]
+    assert auth(client, host, Cookie=cookie).status_code == 200
+    # Signing out of the service: a GET only asks; the POST needs the page's token.
+    page = client.get("/_ecliptic/logout", headers={"X-Ecliptic-Host": host, "Cookie": cookie})
+    assert page.status_code == 200 and "<form" in page.text
+    forged = client.post(
+        "/_ecliptic/logout",
+        content="csrf=guess",
+        headers={"X-Ecliptic-Host": host, "Cookie": cookie,
+                 "Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert forged.status_code == 403
+    assert auth(client, host, Cookie=cookie).status_code == 200
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    out = client.post(
+        "/_ecliptic/logout",
+        content=f"csrf={csrf}",
+        headers={"X-Ecliptic-Host": host, "Cookie": cookie,
+                 "Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert out.status_code == 200
+    assert auth(client, host, Cookie=cookie).status_code == 401  # the old cookie is dead
+
+    # Signing out of the portal ends every service session it opened.
+    svc2, cookie2 = _signed_in_service(admin, client, "second")
+    assert auth(client, svc2["host"], Cookie=cookie2).status_code == 200
+    page = client.get("/logout")
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    out = client.post(
+        "/logout",
+        content=f"csrf={csrf}&next=/",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert out.status_code == 303
+    assert auth(client, svc2["host"], Cookie=cookie2).status_code == 401
+
+
+def test_sign_in_csrf_is_refused(admin: Api, client: TestClient) -> None:
+    """Hole 9: a code not tied to the browser that started sign-in, a sign-in form posted
+    from another site, and a sign-out by GET."""
+    svc = create(admin)
+    host = svc["host"]
+    # The attacker signs in as themself and keeps the code instead of following it.
+    authorize = sign_in_start(client, host)
+    client.post("/login", content="username=admin&password=test-admin-password&next=/")
+    target = urlsplit(client.get(authorize, follow_redirects=False).headers["location"])
+    code_url = f"{target.path}?{target.query}"
+    # The victim's browser never started a sign-in there: no state cookie, no session.
+    client.cookies.clear()
+    r = client.get(code_url, headers={"X-Ecliptic-Host": host}, follow_redirects=False)
+    assert r.status_code == 403 and "started in another browser" in r.text
+    assert "ecliptic_gw=" not in r.headers.get("set-cookie", "")
+    # Without the state, the portal hands out no code at all.
+    client.post("/login", content="username=admin&password=test-admin-password&next=/")
+    r = client.get(f"/gateway/authorize?host={host}&next=/", follow_redirects=False)
+    assert r.status_code == 422 and "start at the service" in r.text
+    # A sign-in form posted from another site sets nothing.
+    client.cookies.clear()
+    r = client.post(
+        "/login",
+        content="username=admin&password=test-admin-password&next=/",
+        headers={"Origin": "http://evil.test", "Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 403 and "ecliptic_session" not in r.headers.get("set-cookie", "")
+    r = client.post(
+        "/login",
+        content="username=admin&password=test-admin-password&next=/",
+        headers={"Sec-Fetch-Site": "cross-site"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 403
+    # Sign-out by GET only asks.
+    client.post("/login", content="username=admin&password=test-admin-password&next=/")
+    assert client.get("/logout").status_code == 200
+    assert "ecliptic_session" in client.cookies
 
 
 def test_client_settings_change_only_what_the_client_sent(admin: Api, client: TestClient) -> None:

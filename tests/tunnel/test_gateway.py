@@ -67,6 +67,12 @@ def test_signed_in_service_refuses_strangers_and_strips_credentials(
     # Browsers are sent to sign in; API clients get 401; neither reaches the backend.
     r = served.front(host, "/lab?x=1", **BROWSER)
     assert r.status_code == 302
+    # First to the service's own /_ecliptic/start (which remembers this browser), then on
+    # to the portal's sign-in.
+    start = r.headers["location"]
+    assert start.startswith(f"http://{host}:{served.http_port}/_ecliptic/start?next=")
+    r = served.front(host, start.split(str(served.http_port), 1)[1], **BROWSER)
+    assert r.status_code == 303 and r.headers["set-cookie"].startswith("ecliptic_gw_state=")
     assert r.headers["location"].startswith(served.url + "/gateway/authorize?")
     assert served.front(host).status_code == 401
     forged = {"X-Remote-User": "admin", "Cookie": "ecliptic_gw=forged.1.2.3"}

@@ -154,6 +154,12 @@ def caller_for(db: Database, user: User, tenancy: str | None) -> Caller:
         return Caller(user.id, user.name, user.is_admin, memberships=len(members))
 
 
+def token_id(db: Database, token: str) -> str | None:
+    """The id of the token whose secret is ``token`` (None: unknown)."""
+    with db.read() as session:
+        return session.scalar(select(ApiToken.id).where(ApiToken.token_hash == token_digest(token)))
+
+
 def revoke_browser_token(db: Database, token: str) -> None:
     """Forget a token by its secret (a browser signing out); unknown tokens are ignored."""
     with db.write() as session:

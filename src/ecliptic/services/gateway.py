@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ecliptic import hostkeys
-from ecliptic.credentials import API_TOKEN_PREFIX, GATEWAY_COOKIE, PORTAL_COOKIE
+from ecliptic.credentials import API_TOKEN_PREFIX, GATEWAY_COOKIE, PORTAL_COOKIE, STATE_COOKIE
 from ecliptic.errors import (
     Conflict,
     EclipticError,
@@ -45,6 +45,7 @@ from ecliptic.store.models import (
     Event,
     GatewayCode,
     GatewayReplica,
+    GatewaySession,
     Meta,
     Service,
     ServiceAccess,
@@ -753,23 +754,35 @@ class GatewayAuth:
 
     # cookies -------------------------------------------------------------------------
 
-    def session_cookie(self, user_id: str, host: str) -> str:
-        """A signed session value for ``user_id`` on ``host``."""
-        expiry = int(time.time() + self.session_ttl.total_seconds())
-        payload = f"{user_id}.{expiry}.{secrets.token_urlsafe(6)}"
-        return f"{payload}.{_mac(self._secret, payload + '|' + host)}"
+    def _cookie_value(self, session_id: str, host: str) -> str:
+        return f"{session_id}.{_mac(self._secret, session_id + '|' + host)}"
 
-    def _cookie_user(self, value: str, host: str) -> str | None:
-        try:
-            user_id, expiry, nonce, mac = value.split(".")
-        except ValueError:
+    def _cookie_user(self, session: Session, value: str, host: str) -> str | None:
+        """The user a service session cookie signs in on ``host``, while its session lasts
+        (server-side: signing out of the service or of the portal ends it)."""
+        session_id = value.partition(".")[0]
+        if not session_id or not hmac.compare_digest(value, self._cookie_value(session_id, host)):
             return None
-        payload = f"{user_id}.{expiry}.{nonce}"
-        if not hmac.compare_digest(mac, _mac(self._secret, payload + "|" + host)):
+        row = session.get(GatewaySession, session_id)
+        if row is None or row.host != host or row.expires_at <= utcnow():
             return None
-        if not expiry.isdigit() or int(expiry) <= time.time():
-            return None
-        return user_id
+        return row.user_id
+
+    def end_session(self, value: str, host: str) -> None:
+        """Sign a browser out of one service: its session ends at once."""
+        session_id, _, _ = value.partition(".")
+        if not session_id or not hmac.compare_digest(value, self._cookie_value(session_id, host)):
+            return
+        with self.db.write() as session:
+            session.execute(delete(GatewaySession).where(GatewaySession.id == session_id))
+
+    def csrf_token(self, purpose: str, credential: str) -> str:
+        """A token a sign-out form carries: only a page served with ``credential`` knows it."""
+        return _mac(self._secret, f"csrf|{purpose}|{credential}")[:32]
+
+    def check_csrf(self, purpose: str, credential: str, token: str) -> bool:
+        """True when ``token`` is the form token for ``credential``."""
+        return bool(credential) and hmac.compare_digest(token, self.csrf_token(purpose, credential))
 
     # decisions -----------------------------------------------------------------------
 
@@ -779,6 +792,7 @@ class GatewayAuth:
         """May the bearer of these credentials reach the service at ``host``?"""
         forward_cookie, session_value = strip_cookie(cookie)
         forward_cookie, _ = strip_cookie(forward_cookie, PORTAL_COOKIE)
+        forward_cookie, _ = strip_cookie(forward_cookie, STATE_COOKIE)
         # Ecliptic's own API tokens never reach a service, however the user signed in.
         bearer = authorization[:7].lower() == "bearer " and authorization[7:].strip()
         ecliptic_token = bool(bearer) and str(bearer).startswith(API_TOKEN_PREFIX)
@@ -790,7 +804,7 @@ class GatewayAuth:
             if service is None:
                 return Decision(403, message=f"no service at {host}")
             service_id = service.id
-            uid = self._cookie_user(session_value, host) if session_value else None
+            uid = self._cookie_user(session, session_value, host) if session_value else None
             user = session.get(User, uid) if uid else None
         if user is None and authorization[:7].lower() == "bearer ":
             # The API's own token check (hash, expiry, disabled users), not a copy of it.
@@ -820,13 +834,44 @@ class GatewayAuth:
         )
 
     def login_url(self, host: str, uri: str, scheme: str) -> str:
-        """The portal URL that signs a browser in and sends it back to ``host`` + ``uri``."""
-        query = urlencode({"host": host, "next": uri or "/", "scheme": scheme})
-        return f"{self.portal_url}/gateway/authorize?{query}"
+        """Where a browser goes to sign in: first its service's own ``/_ecliptic/start``,
+        which sets the state cookie on that host and sends it on to the portal."""
+        base = self._service_base(host, scheme)
+        return f"{base}/_ecliptic/start?{urlencode({'next': uri or '/'})}"
 
-    def authorize(self, user: User, host: str, next_uri: str, scheme: str) -> str:
-        """After sign-in: a single-use code for ``host``, as the URL that hands it over."""
+    def _service_base(self, host: str, scheme: str) -> str:
+        label = host.split(".", 1)[0]
+        base = self.front_url.format(label)
+        if scheme == "https" and base.startswith("http://"):
+            base = "https://" + base[len("http://") :]
+        return base
+
+    def begin(self, host: str, next_uri: str, scheme: str) -> tuple[str, str]:
+        """A browser starts signing in on ``host``: the state for its cookie there, and the
+        portal URL to go to (which carries the state back with the code)."""
+        state = secrets.token_urlsafe(24)
+        query = urlencode(
+            {"host": host, "next": safe_next(next_uri), "scheme": scheme, "state": state}
+        )
+        return state, f"{self.portal_url}/gateway/authorize?{query}"
+
+    def authorize(
+        self,
+        user: User,
+        host: str,
+        next_uri: str,
+        scheme: str,
+        *,
+        state: str,
+        portal_token_id: str | None,
+    ) -> str:
+        """After sign-in: a single-use code for ``host``, for the browser holding ``state``
+        there, as the URL that hands it over."""
         host = host.lower().rstrip(".")
+        if not state:
+            raise InvalidInput(
+                "sign-in must start at the service's own address: open the service again"
+            )
         code = secrets.token_urlsafe(24)
         with self.db.write() as session:
             service = _service_at(session, host, self.domain)
@@ -842,27 +887,44 @@ class GatewayAuth:
                     user_id=user.id,
                     host=host,
                     expires_at=utcnow() + CODE_TTL,
+                    portal_token_id=portal_token_id,
+                    state_hash=token_digest(state),
                 )
             )
             session.execute(delete(GatewayCode).where(GatewayCode.expires_at < utcnow()))
-        base = self.front_url.format(service.subdomain)
-        if scheme == "https" and base.startswith("http://"):
-            base = "https://" + base[len("http://") :]
+        base = self._service_base(f"{service.subdomain}.{self.domain}", scheme)
         query = urlencode({"code": code, "next": safe_next(next_uri)})
         return f"{base}/_ecliptic/callback?{query}"
 
-    def exchange(self, code: str, host: str) -> str:
-        """Redeem a sign-in code on ``host``: the session cookie value. Single use."""
+    def exchange(self, code: str, host: str, state: str) -> str:
+        """Redeem a sign-in code on ``host``, in the browser that started the sign-in there
+        (its state cookie): the session cookie value. Single use."""
         host = host.lower().rstrip(".")
+        now = utcnow()
         with self.db.write() as session:
             row = session.get(GatewayCode, token_digest(code))
             if row is None or row.host != host:
                 raise Forbidden("this sign-in link is not valid here: open the service again")
-            if row.used_at is not None or row.expires_at <= utcnow():
+            if row.used_at is not None or row.expires_at <= now:
                 raise Forbidden("this sign-in link was used or has expired: open the service again")
-            row.used_at = utcnow()
-            user_id = row.user_id
-        return self.session_cookie(user_id, host)
+            if not state or not hmac.compare_digest(row.state_hash or "", token_digest(state)):
+                raise Forbidden(
+                    "this sign-in was started in another browser (or its cookie is gone): "
+                    "open the service again in this one"
+                )
+            row.used_at = now
+            session_id = secrets.token_hex(16)
+            session.add(
+                GatewaySession(
+                    id=session_id,
+                    user_id=row.user_id,
+                    host=host,
+                    portal_token_id=row.portal_token_id,
+                    expires_at=now + self.session_ttl,
+                )
+            )
+            session.execute(delete(GatewaySession).where(GatewaySession.expires_at < now))
+        return self._cookie_value(session_id, host)
 
 
 def safe_next(uri: str) -> str:

@@ -484,6 +484,26 @@ class GatewayCode(Base):
     host: Mapped[str] = mapped_column(String(253))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    portal_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """The portal sign-in it came from: the service session it becomes ends with it."""
+    state_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Hash of the state cookie of the browser that started sign-in on the service's host:
+    only that browser can redeem the code (no sign-in CSRF)."""
+
+
+class GatewaySession(Base):
+    """A browser signed in to one service's subdomain: its cookie names this row (signed),
+    so signing out, of the service or of the portal, ends it at once."""
+
+    __tablename__ = "gateway_session"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    host: Mapped[str] = mapped_column(String(253))
+    portal_token_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_token.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class GatewayReplica(Base):

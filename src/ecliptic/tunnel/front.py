@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ecliptic.credentials import API_TOKEN_PREFIX, GATEWAY_COOKIE, PORTAL_COOKIE
+from ecliptic.credentials import API_TOKEN_PREFIX, GATEWAY_COOKIE, PORTAL_COOKIE, STATE_COOKIE
 from ecliptic.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -472,8 +472,13 @@ http {{
         "~^{GATEWAY_COOKIE}=[^;]*(?:;[ ]*)?(?<rest>.*)$" $rest;
         "~^(?<pre>.*?);[ ]*{GATEWAY_COOKIE}=[^;]*(?<post>.*)$" $pre$post;
     }}
-    map $ecl_cookie_no_gw $ecl_public_cookie {{
+    map $ecl_cookie_no_gw $ecl_cookie_no_state {{
         default $ecl_cookie_no_gw;
+        "~^{STATE_COOKIE}=[^;]*(?:;[ ]*)?(?<rest>.*)$" $rest;
+        "~^(?<pre>.*?);[ ]*{STATE_COOKIE}=[^;]*(?<post>.*)$" $pre$post;
+    }}
+    map $ecl_cookie_no_state $ecl_public_cookie {{
+        default $ecl_cookie_no_state;
         "~^{PORTAL_COOKIE}=[^;]*(?:;[ ]*)?(?<rest>.*)$" $rest;
         "~^(?<pre>.*?);[ ]*{PORTAL_COOKIE}=[^;]*(?<post>.*)$" $pre$post;
     }}

@@ -29,7 +29,7 @@ from ecliptic.api.deps import RuntimeDep
 from ecliptic.errors import EclipticError, Unauthenticated
 from ecliptic.runtime import Runtime
 from ecliptic.services import gateway
-from ecliptic.services.auth import authenticate, login, revoke_browser_token
+from ecliptic.services.auth import authenticate, login, revoke_browser_token, token_id
 from ecliptic.store.models import User
 
 router = APIRouter(include_in_schema=False)
@@ -92,6 +92,9 @@ def login_page(next: str = "/") -> HTMLResponse:
 @router.post("/login")
 async def login_submit(request: Request, rt: RuntimeDep) -> Response:
     """Check the password, set the portal's session cookie, go on to ``next``."""
+    refused = _cross_origin(request)
+    if refused is not None:
+        return refused
     form = parse_qs((await request.body()).decode(errors="replace"), max_num_fields=10)
     username = (form.get("username") or [""])[0]
     password = (form.get("password") or [""])[0]
@@ -119,40 +122,100 @@ async def login_submit(request: Request, rt: RuntimeDep) -> Response:
     return response
 
 
+def _cross_origin(request: Request) -> Response | None:
+    """A form posted from another site (sign-in or sign-out CSRF) is refused: its Origin
+    (or, without one, Sec-Fetch-Site) says where it came from."""
+    origin = request.headers.get("origin")
+    scheme = request.headers.get("x-forwarded-proto") or request.url.scheme
+    own = f"{scheme}://{request.headers.get('host', '')}"
+    if origin is not None and origin != "null" and origin.rstrip("/") == own:
+        return None
+    if origin is None and request.headers.get("sec-fetch-site", "same-origin") in (
+        "same-origin",
+        "none",
+    ):
+        return None
+    return message_page(
+        403, "Refused", "This form was sent from another site; open this page and send it here."
+    )
+
+
+def _logout_form(action: str, token: str, next_uri: str, label: str) -> str:
+    return (
+        f'<form method="post" action="{html.escape(action)}">'
+        f'<input type="hidden" name="csrf" value="{html.escape(token)}">'
+        f'<input type="hidden" name="next" value="{html.escape(next_uri)}">'
+        f'<button type="submit">{html.escape(label)}</button></form>'
+    )
+
+
 @router.get("/logout")
-def portal_logout(request: Request, rt: RuntimeDep, next: str = "/login") -> Response:
-    """Sign the browser out of the portal (its token is revoked), then go to ``next``."""
-    token = request.cookies.get(PORTAL_COOKIE)
+def portal_logout_page(request: Request, rt: RuntimeDep, next: str = "/login") -> Response:
+    """Asks before signing out: signing out is a POST with this page's token."""
+    token = request.cookies.get(PORTAL_COOKIE, "")
+    if not token:
+        return RedirectResponse(_after_logout(next), status_code=303)
+    form = _logout_form(
+        "/logout", _auth(rt).csrf_token("portal", token), gateway.safe_next(next), "Sign out"
+    )
+    return message_page(
+        200, "Sign out", "Sign out of Ecliptic, and of every service you opened with it?", form
+    )
+
+
+@router.post("/logout")
+async def portal_logout(request: Request, rt: RuntimeDep) -> Response:
+    """Sign the browser out of the portal: its token is revoked, and with it every service
+    session it opened."""
+    refused = _cross_origin(request)
+    if refused is not None:
+        return refused
+    form = parse_qs((await request.body()).decode(errors="replace"), max_num_fields=10)
+    token = request.cookies.get(PORTAL_COOKIE, "")
+    csrf = (form.get("csrf") or [""])[0]
+    if token and not _auth(rt).check_csrf("portal", token, csrf):
+        return message_page(403, "Refused", "This sign-out form is not from this page.")
     if token:
         revoke_browser_token(rt.db, token)
-    target = gateway.safe_next(next)
-    if not target.startswith("/login"):
-        target = "/login?" + urlencode({"next": target})
-    response = RedirectResponse(target, status_code=303)
+    response = RedirectResponse(_after_logout((form.get("next") or ["/login"])[0]), 303)
     response.delete_cookie(PORTAL_COOKIE)
     return response
 
 
+def _after_logout(next_uri: str) -> str:
+    target = gateway.safe_next(next_uri)
+    if not target.startswith("/login"):
+        target = "/login?" + urlencode({"next": target})
+    return target
+
+
 @router.get("/gateway/authorize")
 def authorize(
-    request: Request, rt: RuntimeDep, host: str, next: str = "/", scheme: str = "http"
+    request: Request,
+    rt: RuntimeDep,
+    host: str,
+    next: str = "/",
+    scheme: str = "http",
+    state: str = "",
 ) -> Response:
-    """Send a signed-in browser back to the service with a single-use code."""
+    """Send a signed-in browser back to the service with a single-use code, which only the
+    browser that started sign-in there (``state``) can redeem."""
+    again = "/gateway/authorize?" + urlencode(
+        {"host": host, "next": next, "scheme": scheme, "state": state}
+    )
     user = _portal_user(rt, request)
     if user is None:
-        back = "/gateway/authorize?" + urlencode({"host": host, "next": next, "scheme": scheme})
-        return RedirectResponse("/login?" + urlencode({"next": back}), status_code=303)
+        return RedirectResponse("/login?" + urlencode({"next": again}), status_code=303)
+    token = request.cookies.get(PORTAL_COOKIE, "")
     try:
-        target = _auth(rt).authorize(user, host, next, scheme)
-    except EclipticError as exc:
-        again = "/gateway/authorize?" + urlencode({"host": host, "next": next, "scheme": scheme})
-        link = html.escape("/logout?" + urlencode({"next": again}))
-        return message_page(
-            exc.status,
-            "You cannot open this service",
-            exc.message,
-            f'<p><a href="{link}">Sign in as someone else</a></p>',
+        target = _auth(rt).authorize(
+            user, host, next, scheme, state=state, portal_token_id=token_id(rt.db, token)
         )
+    except EclipticError as exc:
+        form = _logout_form(
+            "/logout", _auth(rt).csrf_token("portal", token), again, "Sign in as someone else"
+        )
+        return message_page(exc.status, "You cannot open this service", exc.message, form)
     return RedirectResponse(target, status_code=303)
 
 
@@ -194,6 +257,32 @@ def _service_host(request: Request, x_ecliptic_host: str) -> str:
     return (x_ecliptic_host or request.headers.get("host", "")).lower().rstrip(".")
 
 
+@router.get("/_ecliptic/start")
+def start(
+    request: Request,
+    rt: RuntimeDep,
+    next: str = "/",
+    x_ecliptic_host: Annotated[str, Header()] = "",
+    x_forwarded_proto: Annotated[str, Header()] = "",
+) -> Response:
+    """On the service's subdomain: remember this browser (a state cookie on this host only),
+    then go and sign in at the portal."""
+    host = _service_host(request, x_ecliptic_host)
+    scheme = x_forwarded_proto or request.url.scheme
+    state, url = _auth(rt).begin(host, next, scheme)
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(
+        credentials.STATE_COOKIE,
+        state,
+        max_age=int(gateway.CODE_TTL.total_seconds()) + 600,
+        httponly=True,
+        samesite="lax",
+        secure=scheme == "https",
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @router.get("/_ecliptic/callback")
 def callback(
     request: Request,
@@ -203,10 +292,12 @@ def callback(
     x_ecliptic_host: Annotated[str, Header()] = "",
     x_forwarded_proto: Annotated[str, Header()] = "",
 ) -> Response:
-    """On the service's subdomain: redeem the code, set the host-only session cookie."""
+    """On the service's subdomain: redeem the code (in the browser that started sign-in
+    here), set the host-only session cookie."""
     host = _service_host(request, x_ecliptic_host)
+    state = request.cookies.get(credentials.STATE_COOKIE, "")
     try:
-        value = _auth(rt).exchange(code, host)
+        value = _auth(rt).exchange(code, host, state)
     except EclipticError as exc:
         return message_page(exc.status, "Sign-in link not valid", exc.message)
     response = RedirectResponse(gateway.safe_next(next), status_code=303)
@@ -220,13 +311,38 @@ def callback(
         samesite="lax",
         secure=(x_forwarded_proto or request.url.scheme) == "https",
     )
+    response.delete_cookie(credentials.STATE_COOKIE)
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 @router.get("/_ecliptic/logout")
-def logout() -> Response:
-    """On the service's subdomain: forget the session cookie."""
+def logout_page(
+    request: Request, rt: RuntimeDep, x_ecliptic_host: Annotated[str, Header()] = ""
+) -> Response:
+    """On the service's subdomain: asks before signing out (a POST with this page's token)."""
+    value = request.cookies.get(gateway.COOKIE_NAME, "")
+    if not value:
+        return message_page(200, "Signed out", "You are not signed in to this service.")
+    token = _auth(rt).csrf_token("service", value)
+    form = _logout_form("/_ecliptic/logout", token, "/", "Sign out")
+    return message_page(200, "Sign out", "Sign out of this service?", form)
+
+
+@router.post("/_ecliptic/logout")
+async def logout(
+    request: Request, rt: RuntimeDep, x_ecliptic_host: Annotated[str, Header()] = ""
+) -> Response:
+    """On the service's subdomain: end this browser's session here, at once."""
+    refused = _cross_origin(request)
+    if refused is not None:
+        return refused
+    form = parse_qs((await request.body()).decode(errors="replace"), max_num_fields=10)
+    value = request.cookies.get(gateway.COOKIE_NAME, "")
+    if value and not _auth(rt).check_csrf("service", value, (form.get("csrf") or [""])[0]):
+        return message_page(403, "Refused", "This sign-out form is not from this page.")
+    if value:
+        _auth(rt).end_session(value, _service_host(request, x_ecliptic_host))
     response = message_page(200, "Signed out", "You are signed out of this service.")
     response.delete_cookie(gateway.COOKIE_NAME)
     return response
