@@ -56,6 +56,10 @@ class Preempting(EngineCore):
         if not on:
             del self._pre_on[h]
 
+    def preemptible(self, server_id: str) -> Preemptible | None:
+        """One preemptible server as recorded (its GPUs pinned), if any."""
+        return self._pre.get(server_id)
+
     def preemptibles(self) -> list[Preemptible]:
         """Every preemptible server recorded, by server id."""
         return [self._pre[k] for k in sorted(self._pre)]

@@ -150,7 +150,16 @@ def server_amount(srv: Server) -> Amount:
     if srv.kind == "baremetal":
         return Amount(whole_host=True)
     gpus = ((srv.gpu_model, srv.gpus),) if srv.gpu_model and srv.gpus else ()
-    return Amount(vcpus=srv.vcpus, memory_mb=srv.memory_mb, disk_gb=srv.disk_gb, gpus=gpus)
+    # The GPUs the engine chose for it when it was placed (kept, so a rebuilt engine holds
+    # the same GPUs, whatever order it loads servers in).
+    units = tuple((int(i), int(n)) for i, n in (srv.spec or {}).get("gpu_units", ()))
+    return Amount(
+        vcpus=srv.vcpus,
+        memory_mb=srv.memory_mb,
+        disk_gb=srv.disk_gb,
+        gpus=gpus,
+        gpu_units=units if gpus else (),
+    )
 
 
 def server_booking_id(server_id: str) -> str:

@@ -16,6 +16,7 @@ from ecliptic.phases import LeasePhase, PortPhase, ServerPhase
 from ecliptic.scheduler.engine import Engine
 from ecliptic.scheduler.model import (
     Allocation,
+    Amount,
     FlavorRequest,
     HostRequest,
     NoFit,
@@ -188,9 +189,13 @@ def create_server(
         amount = server_amount(srv)
         if preemptible:
             engine.add_preemptible(Preemptible(srv.id, host_name, amount, now))
+            held = engine.preemptible(srv.id)
+            _keep_gpus(srv, held.amount if held is not None else amount)
         elif not lease:
             holding = Placement(now, FOREVER, (Allocation("server", host_name, amount, 1),))
             engine.book(server_booking_id(srv.id), holding)
+            booked = engine.booking(server_booking_id(srv.id))
+            _keep_gpus(srv, booked.allocations[0].amount if booked is not None else amount)
             # Room that preemptible servers backfill (past their minimum lifetime) is
             # anyone's: they make way, and this server is built once they are gone.
             victims = preempt(
@@ -217,6 +222,12 @@ def create_server(
         session.flush()
         session.refresh(srv)
         return srv
+
+
+def _keep_gpus(srv: Server, held: Amount) -> None:
+    """Remember which GPUs the engine gave a server outside leases (see server_amount)."""
+    if held.gpu_units:
+        srv.spec = {**srv.spec, "gpu_units": [list(u) for u in held.gpu_units]}
 
 
 def _no_room(fl: Flavor, where: str = "") -> NoCapacity:
