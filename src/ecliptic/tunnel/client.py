@@ -59,6 +59,8 @@ BACKOFF_CAP_S = 1.5
 REFUSED_CAP_S = 15.0
 """Longest pause after the gateway refused the key or showed another host key: retrying
 every second would only load the gateway (a revoked key would never stop knocking)."""
+FRESH_KEY_S = 10.0
+"""After binding its key, a client retries a refusal quickly for this long."""
 STABLE_AFTER_S = 10.0
 """A connection up this long resets the backoff."""
 HEALTH_PERIOD_S = 5.0
@@ -397,6 +399,7 @@ class TunnelClient:
         self._reconnects = 0
         self._target_ok: bool | None = None
         self._last_error: str | None = None
+        self._associated_at = -FRESH_KEY_S
 
     # -- the state directory
 
@@ -443,6 +446,7 @@ class TunnelClient:
         saved = self._load()
         if saved is None:
             saved = self._associate()
+            self._associated_at = time.monotonic()
         else:
             if self.token is not None and token_hash(self.token) != saved.token_sha256:
                 raise StateError(
@@ -565,7 +569,10 @@ class TunnelClient:
                     return RunResult(stopped=False, reason=error)
                 if up_for >= STABLE_AFTER_S:
                     attempt = 0
-                refused = any(s in error for s in _REFUSED_BY_GATEWAY)
+                # A key just bound may reach the gateway's replicas a moment after the
+                # exchange: a refusal then is retried as quickly as a network error.
+                fresh = time.monotonic() - self._associated_at < FRESH_KEY_S
+                refused = any(s in error for s in _REFUSED_BY_GATEWAY) and not fresh
                 delay = backoff_delay(
                     attempt, self._rand(), REFUSED_CAP_S if refused else BACKOFF_CAP_S
                 )
@@ -641,6 +648,7 @@ class TunnelClient:
             if _ALLOCATED.match(line):
                 if not seen.up_at:
                     seen.up_at = time.monotonic()
+                    self._last_error = None  # up again: an old failure is not news
                     self._move(TunnelState.CONNECTED)
                     self._report(f"connected to {assoc.ssh.host}:{assoc.ssh.port} as {assoc.host}")
                 continue
