@@ -51,9 +51,26 @@ def rates_of(srv: Server) -> dict[str, Decimal]:
     return {rc: Decimal(r) for rc, r in (srv.spec.get("meter") or {}).items()}
 
 
-def _cost(srv: Server, rates: dict[str, Decimal], until: datetime) -> dict[str, Decimal]:
-    hours = duration_hours(_minute(srv.created_at), until)
-    return {rc: r * hours for rc, r in rates.items()}
+def _pay_until(
+    session: Session,
+    srv: Server,
+    rates: dict[str, Decimal],
+    window: tuple[datetime, datetime],
+    note: str,
+) -> None:
+    """Make what the server paid equal its use from its start to the window's end: the
+    difference is charged (from allocations covering the window) or refunded."""
+    hours = duration_hours(_minute(srv.created_at), window[1])
+    credits.settle(
+        session,
+        srv.tenancy_id,
+        None,
+        {rc: r * hours for rc, r in rates.items()},
+        window[0],
+        window[1],
+        note=note,
+        server_id=srv.id,
+    )
 
 
 def start(
@@ -65,15 +82,12 @@ def start(
         return
     until = _minute(now) + HOUR
     try:
-        credits.settle(
+        _pay_until(
             session,
-            srv.tenancy_id,
-            None,
-            _cost(srv, rates, until),
-            _minute(now),
-            until,
-            note=f"on-demand server '{srv.name}' ({srv.flavor.name}): first hour",
-            server_id=srv.id,
+            srv,
+            rates,
+            (_minute(now), until),
+            f"on-demand server '{srv.name}' ({srv.flavor.name}): first hour",
         )
     except credits.InsufficientCredits as exc:
         raise credits.InsufficientCredits(
@@ -92,15 +106,13 @@ def finish(session: Session, srv: Server, now: datetime) -> None:
         return
     end = min(srv.metered_until, _minute(now) + timedelta(minutes=1))
     end = max(end, _minute(srv.created_at))
-    credits.settle(
+    # Paid up to metered_until, used up to end: the difference comes back.
+    _pay_until(
         session,
-        srv.tenancy_id,
-        None,
-        _cost(srv, rates, end),
-        end,
-        srv.metered_until,
-        note=f"on-demand server '{srv.name}' deleted: unused time refunded",
-        server_id=srv.id,
+        srv,
+        rates,
+        (end, end),
+        f"on-demand server '{srv.name}' deleted: unused time refunded",
     )
     srv.metered_until = None
 
@@ -141,16 +153,13 @@ def _charge_hours(session: Session, queue: WorkQueue, srv: Server, now: datetime
         begin = srv.metered_until
         until = begin + HOUR
         try:
-            credits.settle(
+            _pay_until(
                 session,
-                srv.tenancy_id,
-                None,
-                _cost(srv, rates, until),
-                begin,
-                until,
-                note=f"on-demand server '{srv.name}' ({srv.flavor.name}): "
+                srv,
+                rates,
+                (begin, until),
+                f"on-demand server '{srv.name}' ({srv.flavor.name}): "
                 f"{begin:%Y-%m-%d %H:%M} to {until:%H:%M} UTC",
-                server_id=srv.id,
             )
         except credits.InsufficientCredits as exc:
             move(

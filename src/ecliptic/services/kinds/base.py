@@ -79,6 +79,14 @@ def slot_flavor(session: Session, name: str, loc: list[Any]) -> Flavor:
     return fl
 
 
+def refuse_bare_metal(fl: Flavor, reservation: str, unit: str) -> None:
+    """A bare-metal flavor needs a whole host: not a slot or a slice of one."""
+    if fl.kind == "baremetal":
+        raise InvalidInput(
+            f"reservation '{reservation}' holds {unit}s, not whole hosts: use a vm flavor"
+        )
+
+
 def place_in_slots(
     lease: Lease,
     reservation: str,
@@ -92,6 +100,7 @@ def place_in_slots(
     """The first host of a slot or slice reservation with a free ``unit`` for a server of
     flavor ``fl``; with ``booked_share``, also within the vCPUs and memory the units
     booked there."""
+    refuse_bare_metal(fl, reservation, unit)
     too_big = ""
     for a in sorted(allocs, key=lambda a: a.host):
         used = [r for r in inside if r[0] == a.host]

@@ -12,7 +12,12 @@ from ecliptic.errors import InvalidInput
 from ecliptic.scheduler.model import Allocation, FlavorRequest, Request
 from ecliptic.services.catalogue import find_flavor
 from ecliptic.services.inputs import FlavorReservationIn, ReservationIn
-from ecliptic.services.kinds.base import Inside, place_in_slots, slot_flavor
+from ecliptic.services.kinds.base import (
+    Inside,
+    place_in_slots,
+    refuse_bare_metal,
+    slot_flavor,
+)
 from ecliptic.store.models import Flavor, Lease, LeaseAllocation
 
 SIZE = ("vcpus", "memory_mb", "disk_gb", "gpu_model", "gpus")
@@ -78,10 +83,7 @@ class FlavorKind:
         inside: Inside,
     ) -> str:
         """A free slot, for a flavor no bigger than the slot."""
-        if fl.kind == "baremetal":
-            raise InvalidInput(
-                f"reservation '{reservation}' holds flavor slots, not whole hosts: use a vm flavor"
-            )
+        refuse_bare_metal(fl, reservation, "slot")
         vcpus, memory_mb, gpus = spec.get("vcpus"), spec.get("memory_mb"), spec.get("gpus")
         if spec.get("flavor"):
             ref = find_flavor(session, spec["flavor"])

@@ -11,7 +11,12 @@ from sqlalchemy.orm import Session
 from ecliptic.errors import InvalidInput
 from ecliptic.scheduler.model import Allocation, Request, SliceRequest
 from ecliptic.services.inputs import ReservationIn, SliceReservationIn
-from ecliptic.services.kinds.base import Inside, place_in_slots, slot_flavor
+from ecliptic.services.kinds.base import (
+    Inside,
+    place_in_slots,
+    refuse_bare_metal,
+    slot_flavor,
+)
 from ecliptic.store.models import Flavor, Lease, LeaseAllocation
 
 
@@ -65,10 +70,7 @@ class SliceKind:
         inside: Inside,
     ) -> str:
         """A free slice whose booked vCPUs and memory hold the flavor."""
-        if fl.kind == "baremetal":
-            raise InvalidInput(
-                f"reservation '{reservation}' holds GPU slices, not whole hosts: use a vm flavor"
-            )
+        refuse_bare_metal(fl, reservation, "slice")
         if fl.gpus:
             raise InvalidInput(
                 f"reservation '{reservation}' holds GPU slices, not whole GPUs: use "
