@@ -83,6 +83,11 @@ class Settings:
     """How long an association token stays valid."""
     gateway_session_ttl: timedelta = timedelta(hours=12)
     """How long a sign-in on a service's subdomain lasts."""
+    gateway_max_services: int = 100
+    """Services one tenancy may have (``ECLIPTIC_GATEWAY_MAX_SERVICES``): each one is a
+    route in every replica's front."""
+    gateway_max_keys: int = 20
+    """Keys bound to one service and not revoked (``ECLIPTIC_GATEWAY_MAX_KEYS``)."""
     portal_url: str | None = None
     """URL browsers sign in at; the API's own URL when None (set it for a standalone gateway)."""
     gateway_state_dir: Path | None = None
@@ -204,6 +209,8 @@ def _gateway_settings() -> dict[str, object]:
         "gateway_session_ttl": timedelta(
             minutes=int(env("ECLIPTIC_GATEWAY_SESSION_TTL_MINUTES", str(12 * 60)))
         ),
+        "gateway_max_services": bounded_setting("ECLIPTIC_GATEWAY_MAX_SERVICES", 100, 1, 100_000),
+        "gateway_max_keys": bounded_setting("ECLIPTIC_GATEWAY_MAX_KEYS", 20, 1, 10_000),
     }
     if env("ECLIPTIC_GATEWAY_TLS_PORT"):
         values["gateway_tls_port"] = int(env("ECLIPTIC_GATEWAY_TLS_PORT", ""))

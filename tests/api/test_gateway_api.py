@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -461,3 +462,26 @@ def test_only_the_owner_or_a_tenancy_admin_may_change_a_service(
     assert any(e.startswith("key SHA256:") and e.endswith("bound by a token") for e in events)
     assert "token issued by olga" in events
     assert events[-1] == "access +mallory by admin"
+
+
+def test_services_per_tenancy_and_keys_per_service_are_bounded(
+    runtime: Runtime, admin: Api, client: TestClient
+) -> None:
+    """Hole 8, in part: every service is a route in every replica's front and every key a
+    line in its endpoint; a tenancy cannot make them without end."""
+    runtime.settings = replace(runtime.settings, gateway_max_services=2, gateway_max_keys=2)
+    first = create(admin, name="a")
+    create(admin, name="b")
+    r = admin.post("/services", {"name": "c"})
+    assert r.status_code == 409 and "has 2 services, its limit" in r.json()["detail"]
+    assoc = "/api/v1/tunnels/associate"
+    tokens = [first["token"]["token"]]
+    tokens += [admin.post("/services/a/tokens", {}).json()["token"] for _ in range(2)]
+    for token in tokens[:2]:
+        assert client.post(assoc, json={"token": token, "public_key": new_key()}).is_success
+    r = client.post(assoc, json={"token": tokens[2], "public_key": new_key()})
+    assert r.status_code == 409 and "has 2 keys bound, its limit" in r.json()["detail"]
+    key_id = admin.get("/services/a").json()["keys"][0]["id"]
+    assert admin.delete(f"/services/a/keys/{key_id}").status_code == 204
+    again = admin.post("/services/a/tokens", {}).json()["token"]
+    assert client.post(assoc, json={"token": again, "public_key": new_key()}).is_success

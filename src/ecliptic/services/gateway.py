@@ -233,6 +233,7 @@ def create_service(
     config: ServiceConfig = ServiceConfig(),
     access: list[str] | None = None,
     token_ttl: timedelta,
+    max_services: int = 100,
 ) -> tuple[Service, IssuedTunnelToken]:
     """Reserve a subdomain for a new service and issue its first association token.
 
@@ -245,6 +246,15 @@ def create_service(
             select(Service.id).where(Service.tenancy_id == tenancy, Service.name == name)
         ):
             raise Conflict(f"a service named '{name}' exists in this tenancy: pick another name")
+        count = session.scalar(
+            select(func.count()).select_from(Service).where(Service.tenancy_id == tenancy)
+        )
+        if (count or 0) >= max_services:
+            raise Conflict(
+                f"tenancy '{caller.tenancy_name}' has {count} services, its limit: delete "
+                "one ('ecliptic service delete NAME'), or ask an administrator to raise "
+                "ECLIPTIC_GATEWAY_MAX_SERVICES"
+            )
         users = _users_by_name(session, access) if access is not None else []
         service = Service(
             tenancy_id=tenancy,
@@ -419,7 +429,12 @@ class Association:
 
 
 def associate(
-    db: Database, token: str, public_key: str, config: dict[str, object] | None = None
+    db: Database,
+    token: str,
+    public_key: str,
+    config: dict[str, object] | None = None,
+    *,
+    max_keys: int = 20,
 ) -> Association:
     """Exchange a single-use token: bind ``public_key`` to the token's service.
 
@@ -461,6 +476,17 @@ def associate(
             raise Conflict(
                 "this SSH key is already bound to a service or was revoked: generate a new key "
                 "for this client"
+            )
+        live_keys = session.scalar(
+            select(func.count())
+            .select_from(TunnelKey)
+            .where(TunnelKey.service_id == service.id, TunnelKey.revoked_at.is_(None))
+        )
+        if existing is None and (live_keys or 0) >= max_keys:
+            raise Conflict(
+                f"service '{service.name}' has {live_keys} keys bound, its limit: revoke one "
+                "('ecliptic service revoke-key'), or ask an administrator to raise "
+                "ECLIPTIC_GATEWAY_MAX_KEYS"
             )
         # A token binds a key and nothing else: the settings a client brings are taken
         # from the first client only (the service had no key yet); later ones must agree.

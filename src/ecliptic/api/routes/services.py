@@ -77,6 +77,7 @@ def create_service(body: ServiceCreate, caller: CallerDep, rt: RuntimeDep) -> Se
         config=config,
         access=list(body.access) if body.access is not None else None,
         token_ttl=_ttl(rt, body.token_ttl_minutes),
+        max_services=rt.settings.gateway_max_services,
     )
     detail = gateway.show_service(rt.db, caller, service.id)
     return _service_out(rt, service, detail, token)
@@ -149,7 +150,9 @@ def associate(body: AssociateRequest, request: Request, rt: RuntimeDep) -> Assoc
     an SSH public key to the token's service. First use wins; reuse is refused."""
     # Only what the client set changes the service; the rest stays as its owner made it.
     config = body.model_dump(include=set(gateway.CLIENT_SETTINGS), exclude_unset=True)
-    result = gateway.associate(rt.db, body.token, body.public_key, config)
+    result = gateway.associate(
+        rt.db, body.token, body.public_key, config, max_keys=rt.settings.gateway_max_keys
+    )
     s = rt.settings
     if s.gateway_ssh_public:
         host, _, port = s.gateway_ssh_public.rpartition(":")
