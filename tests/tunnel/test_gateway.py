@@ -13,6 +13,9 @@ from pathlib import Path
 
 import httpx
 
+from ecliptic.services import gateway as registry
+from ecliptic.store.db import Database
+from ecliptic.tunnel.front import PEER_TCP_HOST, PEER_TCP_PATH
 from tests.tunnel.conftest import Backend, Served, needs_gateway, serve_with_gateway
 from tests.tunnel.test_sshd import _all_pids, _proc_stat, in_sessions
 from tests.waiting import wait_until
@@ -300,3 +303,32 @@ def test_bound_keys_log_in_at_once_after_a_restart(
         client = second.ssh_r(key, backend.port)
         second.wait_for(svc["host"], lambda r: r.status_code == 200, timeout=10)
         assert client.poll() is None
+
+
+def test_a_lone_replica_has_no_peer_relay(
+    served: Served, backends: Callable[[str], Backend]
+) -> None:
+    """Hole 1: with the hop marker (a static HMAC of the gateway secret), anyone reached any
+    TCP service through the public front without signing in, even with no peers at all."""
+    node = backends("login")
+    svc = served.service("login", protocol="tcp")
+    served.ssh_r(served.bind(svc["token"]["token"]), node.port)
+    wait_until(
+        lambda: served.api.get(f"/services/{svc['name']}").json()["tunnels"], 15, "the tunnel"
+    )
+    store = Database(f"sqlite:///{served.tmp / 'data' / 'ecliptic.db'}")
+    try:
+        marker = registry.peer_secret(store)
+    finally:
+        store.dispose()
+    with socket.create_connection(("127.0.0.1", served.http_port), timeout=5) as s:
+        s.sendall(
+            (
+                f"GET {PEER_TCP_PATH} HTTP/1.1\r\nHost: {PEER_TCP_HOST}\r\n"
+                "Connection: Upgrade\r\nUpgrade: ecliptic-tcp\r\n"
+                f"X-Ecliptic-Peer: {marker}\r\nX-Ecliptic-Service: {svc['subdomain']}\r\n\r\n"
+            ).encode()
+        )
+        head = s.recv(4096).split(b"\r\n", 1)[0]
+    assert b" 404 " in head, head
+    assert not node.seen

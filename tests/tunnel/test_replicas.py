@@ -612,9 +612,10 @@ def test_websockets_and_event_streams_cross_the_hop(
     assert got.startswith(b"HTTP/1.1 200")
 
 
-def _upgrade(port: int, marker: str, service: str) -> bytes:
+def _upgrade(port: int, marker: str, service: str, source: str | None = None) -> bytes:
     """The request a peer's jump host sends a front for a TCP service; the answer's head."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    where = (source, 0) if source else None
+    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=where) as s:
         s.sendall(
             (
                 f"GET {PEER_TCP_PATH} HTTP/1.1\r\nHost: {PEER_TCP_HOST}\r\n"
@@ -651,4 +652,8 @@ def test_jump_host_reaches_a_tcp_service_whose_tunnel_is_on_a_peer(
     marker = registry.peer_secret(store)
     assert b" 503 " in _upgrade(replica.http_port, marker, "nosuchservice")
     assert b" 101 " in _upgrade(replica.http_port, marker, svc["subdomain"])
+    assert len(node.seen) == 1
+    # Hole 1: the marker is not enough from anywhere but a live peer's address.
+    head = _upgrade(replica.http_port, marker, svc["subdomain"], source="127.0.0.2")
+    assert b" 101 " not in head and (b" 403 " in head or b" 404 " in head), head
     assert len(node.seen) == 1

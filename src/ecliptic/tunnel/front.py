@@ -610,8 +610,13 @@ def render_routes(
     generation: int,
     http_port: int,
     tls_port: int | None,
+    *,
+    relay_from: Sequence[str] = (),
 ) -> str:
-    """routes.conf: one upstream and one server per route, and the status server."""
+    """routes.conf: one upstream and one server per route, and the status server.
+
+    ``relay_from``: addresses of the live peer replicas; only they may use the TCP relay
+    (none: there is no relay at all)."""
     lay = _Layout(cfg.state_dir)
     listens = _listens(cfg, http_port, tls_port, default=False)
     out = [
@@ -701,15 +706,19 @@ def render_routes(
             # someone who may not see it.
             out += [f"        root {lay.empty};", "        try_files /.no-tunnel =503;"]
         out += ["    }", "}"]
-    if cfg.peer_secret and cfg.tcp_relay_port:
-        # A peer's jump host, for a TCP service whose tunnel is here: with the hop marker
-        # only (the peer checked who may reach the service), upgraded to the raw stream by
-        # the gateway's relay, which checks the marker again.
+    if cfg.peer_secret and cfg.tcp_relay_port and relay_from:
+        # A peer's jump host, for a TCP service whose tunnel is here: from the live peer
+        # replicas' addresses only, with the hop marker (the peer checked who may reach the
+        # service), upgraded to the raw stream by the gateway's relay, which checks the
+        # marker again. Without peers there is no relay at all.
+        allowed = [f"        allow {ip};" for ip in sorted(set(relay_from))]
         out += [
             "server {",
             *listens,
             f"    server_name {PEER_TCP_HOST};",
             f"    location = {PEER_TCP_PATH} {{",
+            *allowed,
+            "        deny all;",
             "        if ($ecl_via_peer != 1) {",
             "            return 404;",
             "        }",
@@ -828,6 +837,7 @@ class Front:
         self._http_port: int | None = None
         self._tls_port: int | None = None
         self._routes: tuple[Route, ...] = ()
+        self._relay_from: tuple[str, ...] = ()
         self._applied = 0  # generation of the last table given to apply()
         self._written = 0  # generation written to routes.conf and signalled to nginx
         self._pending_since: float | None = None
@@ -906,11 +916,14 @@ class Front:
             finally:
                 self._proc = None
 
-    def apply(self, routes: Sequence[Route]) -> None:
-        """Make ``routes`` the routing table; nginx reloads shortly after (bursts coalesce).
-
-        Applying the table already applied changes nothing and costs no reload.
+    def apply(self, routes: Sequence[Route], *, relay_from: Sequence[str] = ()) -> None:
+        """Make ``routes`` the routing table, and ``relay_from`` (the live peer replicas'
+        addresses) the only clients of the TCP relay; nginx reloads shortly after (bursts
+        coalesce). Applying the table already applied changes nothing and costs no reload.
         """
+        relay = tuple(sorted(set(relay_from)))
+        for ip in relay:
+            ipaddress.ip_address(ip)  # nothing but an address goes into nginx's config
         table = tuple(sorted(routes, key=lambda r: r.host if isinstance(r, Route) else ""))
         for route in table:
             if not isinstance(route, Route):
@@ -926,9 +939,10 @@ class Front:
         if self.config.peer_secret is None and any(r.peers for r in table):
             raise InvalidFrontInput("routes name peers but the front has no peer_secret")
         with self._cond:
-            if table == self._routes:
+            if table == self._routes and relay == self._relay_from:
                 return
             self._routes = table
+            self._relay_from = relay
             self._applied += 1
             if self._pending_since is None:
                 self._pending_since = time.monotonic()
@@ -1033,10 +1047,9 @@ class Front:
         for path, text in render_main(cfg, http_port, tls_port, as_root=as_root).items():
             write_atomic(path, text, mode=0o600)
         with self._cond:
-            routes, generation = self._routes, self._applied
-        write_atomic(
-            lay.routes, render_routes(cfg, routes, generation, http_port, tls_port), mode=0o600
-        )
+            routes, generation, relay = self._routes, self._applied, self._relay_from
+        text = render_routes(cfg, routes, generation, http_port, tls_port, relay_from=relay)
+        write_atomic(lay.routes, text, mode=0o600)
         argv = [cfg.nginx_path, "-p", f"{lay.root}/", "-e", str(lay.error_log), "-c", str(lay.conf)]
         check = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
@@ -1193,7 +1206,11 @@ class Front:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             raise FrontError("nginx is not running")
-        text = render_routes(self.config, routes, generation, self.http_port, self._tls_port)
+        with self._cond:
+            relay = self._relay_from
+        text = render_routes(
+            self.config, routes, generation, self.http_port, self._tls_port, relay_from=relay
+        )
         write_atomic(self._lay.routes, text, mode=0o600)
         workers = _active_workers(proc.pid)
         with self._cond:

@@ -190,6 +190,22 @@ def peer_routes(
     return {service_id: tuple(sorted(peers)) for service_id, peers in held.items()}
 
 
+def peer_ips(
+    view: registry.PeerView, live: frozenset[str], me: str, my_address: str
+) -> tuple[str, ...]:
+    """The addresses of the other live replicas (sorted): the only clients of this
+    replica's TCP relay."""
+    ips = set()
+    for replica in view.replicas:
+        if replica.id == me or replica.id not in live:
+            continue
+        address = peer_address(replica.peer_address)
+        if address is None or address == my_address:
+            continue
+        ips.add(address.rpartition(":")[0].strip("[]"))
+    return tuple(sorted(ips))
+
+
 def plan_routes(
     services: Iterable[registry.RoutedService],
     local: Mapping[str, Sequence[int]],
@@ -280,6 +296,7 @@ class Gateway:
         self._version: tuple[object, ...] | None = None
         self._watch = ReplicaWatch(settings.gateway_peer_stale_s)
         self._peers: dict[str, tuple[str, ...]] = {}
+        self._relay_from: tuple[str, ...] = ()
         self._next_beat = 0.0
         self._next_prune = 0.0
         self._closing = False
@@ -491,7 +508,8 @@ class Gateway:
                 ports,
                 self._peers,
                 self.settings.gateway_domain,
-            )
+            ),
+            relay_from=self._relay_from,
         )
 
     # peers ---------------------------------------------------------------------------
@@ -506,8 +524,10 @@ class Gateway:
             self._recorded = None  # first beat, or pruned while silent: record tunnels again
         live = self._watch.live(view.replicas, wall=utcnow(), mono=time.monotonic())
         peers = peer_routes(view, live, self.gateway_id, self.peer_address)
-        if peers != self._peers:
+        relay_from = peer_ips(view, live, self.gateway_id, self.peer_address)
+        if peers != self._peers or relay_from != self._relay_from:
             self._peers = peers
+            self._relay_from = relay_from
             self._dirty = True
             self._render()
 
