@@ -944,8 +944,10 @@ def test_tls_terminates_with_the_operators_certificate(
         Route("priv.test.localhost", (a.port,), public=False),
         Route("https.test.localhost", (inner.port,), public=True, upstream_tls=True),
     )
-    status, _, body = env.get_tls("pub.test.localhost", "/t")
+    status, headers, body = env.get_tls("pub.test.localhost", "/t")
     assert status == 200
+    hsts = {k.lower(): v for k, v in headers.items()}.get("strict-transport-security")
+    assert hsts == "max-age=31536000"  # over TLS only (plain HTTP below has none)
     echo = json.loads(body)
     assert header_values(echo, "X-Forwarded-Proto") == ["https"]
     assert header_values(echo, "X-Forwarded-Port") == [str(env.front.tls_port)]
@@ -960,8 +962,12 @@ def test_tls_terminates_with_the_operators_certificate(
     status, _, body = env.get_tls("https.test.localhost")
     assert status == 200 and json.loads(body)["backend"] == "inner-tls"
     assert inner.sni[-1] == "https.test.localhost"
-    # Plain HTTP serves the same routes.
+    # Plain HTTP serves the same routes, without HSTS; error pages over TLS carry it.
     assert env.echo("pub.test.localhost")["backend"] == "a"
+    _, plain, _ = env.get("pub.test.localhost")
+    assert "strict-transport-security" not in {k.lower() for k in plain}
+    _, page, _ = env.get_tls("nosuch.test.localhost")
+    assert "strict-transport-security" in {k.lower() for k in page}
 
 
 # -- reloads --------------------------------------------------------------------------

@@ -482,6 +482,12 @@ http {{
         "~^{PORTAL_COOKIE}=[^;]*(?:;[ ]*)?(?<rest>.*)$" $rest;
         "~^(?<pre>.*?);[ ]*{PORTAL_COOKIE}=[^;]*(?<post>.*)$" $pre$post;
     }}
+    # With TLS, browsers are told to use it from now on (HSTS); never over plain HTTP.
+    map $https $ecl_hsts {{
+        on "max-age=31536000";
+        default "";
+    }}
+    add_header Strict-Transport-Security $ecl_hsts always;
     # Routes that forward to a peer set $ecl_hop: the marker goes with those requests only.
     map $ecl_hop $ecl_hop_marker {{
         default "";
@@ -543,6 +549,7 @@ http {{
             alias {lay.pages}/;
             ssi on;
             add_header Cache-Control "no-store" always;
+            add_header Strict-Transport-Security $ecl_hsts always;
         }}
         location / {{
             return 404;
@@ -565,6 +572,7 @@ location ^~ {pages}/ {{
     alias {lay.pages}/;
     ssi on;
     add_header Cache-Control "no-store" always;
+    add_header Strict-Transport-Security $ecl_hsts always;
 }}
 
 # Sign-in callback and sign-out, served by the auth app on every service host, with the
