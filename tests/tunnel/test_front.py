@@ -22,12 +22,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import Server as WsServer
 from websockets.sync.server import ServerConnection
@@ -35,6 +36,7 @@ from websockets.sync.server import serve as ws_serve
 
 from ecliptic.tunnel.front import Front, FrontConfig, FrontError, InvalidFrontInput, Route
 from tests.prerequisites import needs
+from tests.waiting import wait_until
 
 pytestmark = needs(
     os.geteuid() == 0 and Path("/usr/sbin/nginx").exists(),
@@ -1073,6 +1075,42 @@ def test_stop_ends_every_nginx_process_even_with_open_websockets(
     finally:
         front.stop()
     assert [p for p in family if alive(p)] == []
+
+
+def test_old_workers_let_upgraded_connections_go_after_a_bounded_time(
+    own_root: Path, ws_echo: int
+) -> None:
+    """Hole 8: flapping a tunnel while holding a WebSocket left an old nginx worker per
+    reload alive for 10 minutes. Old workers now close what they still hold after
+    ``worker_shutdown_s`` (60 s by default; 2 s here), and go."""
+    config = FrontConfig(state_dir=own_root / "s", http_port=0, stop_grace_s=0.5)
+    front = Front(replace(config, worker_shutdown_s=2))
+    try:
+        front.start()
+        front.apply([Route("ws.localhost", (ws_echo,), public=True)])
+        front.flush()
+        assert front.pid is not None
+        before = set(nginx_family(front.pid)) - {front.pid}
+        sock = socket.create_connection(("127.0.0.1", front.http_port), timeout=5)
+        with ws_connect(f"ws://ws.localhost:{front.http_port}/", sock=sock, proxy=None) as ws:
+            ws.send("x")
+            assert ws.recv(timeout=5) == "echo: x"
+            for i in range(3):  # flapping
+                front.apply(
+                    [
+                        Route("ws.localhost", (ws_echo,), public=True),
+                        Route(f"flap{i}.localhost", (), public=True),
+                    ]
+                )
+                front.flush()
+            ws.send("still")
+            assert ws.recv(timeout=5) == "echo: still"  # a reload does not cut it at once
+            wait_until(lambda: not [p for p in before if alive(p)], 10, "old workers to go")
+            with pytest.raises(ConnectionClosed):
+                ws.send("gone")
+                ws.recv(timeout=5)
+    finally:
+        front.stop()
 
 
 def test_restart_on_the_same_state_dir_replaces_a_leftover_master(own_root: Path) -> None:

@@ -76,6 +76,12 @@ DEFAULT_READ_TIMEOUT_S = 3600
 """Seconds a request may wait for its service unless its route says otherwise."""
 UPSTREAM_KEEPALIVE = 32
 """Idle upstream connections kept per worker and route (or group of peers)."""
+WORKER_SHUTDOWN_S = 60
+"""After a reload, how long the old workers keep the connections they still serve (open
+WebSockets, event streams) before closing them. Long enough that a reload does not cut a
+session mid-message, short enough that flapping tunnels cannot pile up old workers (8
+reloads with a WebSocket open kept 8 workers, 52 MiB, for 10 minutes): clients reconnect
+to the new workers, which apply the current routes and access."""
 PEER_HEADER = "X-Ecliptic-Peer"
 """Header carrying the hop marker between replicas."""
 PEER_TCP_HOST = "ecliptic-peer-tcp.invalid"
@@ -238,6 +244,8 @@ class FrontConfig:
     """The nginx binary."""
     stop_grace_s: float = STOP_GRACE_S
     """Seconds ``stop`` lets open requests finish before it forces nginx down."""
+    worker_shutdown_s: int = WORKER_SHUTDOWN_S
+    """Seconds old workers keep upgraded connections after a reload (see the constant)."""
     peer_secret: str | None = None
     """The hop marker replicas of this instance send each other (lowercase hex, 32-128
     digits): a request carrying it comes from a peer. None: no request is taken as coming
@@ -381,7 +389,7 @@ daemon off;
 master_process on;
 worker_processes auto;
 worker_rlimit_nofile 16384;
-worker_shutdown_timeout 10m;
+worker_shutdown_timeout {cfg.worker_shutdown_s}s;
 {user}pid {lay.pid};
 error_log {lay.error_log} notice;
 
