@@ -332,3 +332,20 @@ def test_a_lone_replica_has_no_peer_relay(
         head = s.recv(4096).split(b"\r\n", 1)[0]
     assert b" 404 " in head, head
     assert not node.seen
+
+
+def test_nginx_does_not_outlive_a_killed_serve(tmp_path: Path) -> None:
+    """Issue 12: after ``kill -9`` of ``ecliptic serve`` its nginx stayed behind, answering
+    502 until the next start."""
+    with serve_with_gateway(tmp_path) as s:
+        children = _descendants(s.proc.pid)
+        nginx = [pid for pid in children if (_proc_stat(pid) or ("",))[0] == "nginx"]
+        assert nginx, children
+        s.proc.kill()  # serve alone, not its process group
+        s.proc.wait(10)
+
+        def alive() -> list[int]:
+            return [p for p in nginx if (st := _proc_stat(p)) is not None and st[1] != "Z"]
+
+        wait_until(lambda: not alive(), 10, "nginx to end with serve")
+        assert _refuses(s.http_port)

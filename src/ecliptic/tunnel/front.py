@@ -37,6 +37,7 @@ import os
 import pwd
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -1071,6 +1072,11 @@ class Front:
         if check.returncode != 0:
             raise FrontError(f"nginx rejected {lay.conf}:\n{check.stderr.strip()}")
         with open(lay.stderr_log, "ab") as err:
+            # nginx ends with the process that started it, even one killed with SIGKILL
+            # (else it would answer 502s until the next start adopts it).
+            setpriv = shutil.which("setpriv")
+            if setpriv is not None:
+                argv = [setpriv, "--pdeathsig", "TERM", "--", *argv]
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
