@@ -309,9 +309,14 @@ class Replica:
         return proc
 
     def crash(self) -> None:
-        """SIGKILL the replica's own process: its nginx and tunnels stay, its heartbeat stops."""
+        """SIGKILL the replica's own process (its nginx ends with it; tunnels may linger)."""
         self.proc.kill()
         self.proc.wait(10)
+
+    def hang(self) -> None:
+        """SIGSTOP the replica's own process: its heartbeat stops, its nginx and tunnels
+        stay (a hung replica; ``crash`` ends it afterwards)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
 
 
 def _kill_leftovers(state: Path) -> None:
