@@ -99,8 +99,7 @@ def place_in_slots(
 ) -> str:
     """The first host of a slot or slice reservation with a free ``unit`` for a server of
     flavor ``fl``; with ``booked_share``, also within the vCPUs and memory the units
-    booked there."""
-    refuse_bare_metal(fl, reservation, unit)
+    booked there. Its callers refuse bare-metal flavors first (``refuse_bare_metal``)."""
     too_big = ""
     for a in sorted(allocs, key=lambda a: a.host):
         used = [r for r in inside if r[0] == a.host]
