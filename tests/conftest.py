@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.ports import free_port as _free_port
 from tests.prerequisites import (  # noqa: F401  (hooks: a missing prerequisite fails make test)
     pytest_make_collect_report,
     pytest_runtest_makereport,
@@ -30,12 +30,6 @@ os.environ.setdefault("ECLIPTIC_ADMIN_PASSWORD", "test-admin-password")
 # Cheap argon2 for the tests (and the serve processes they start, which inherit it): see
 # ecliptic.services.auth.FAST_HASH_ENV. Production never sets it.
 os.environ["ECLIPTIC_TEST_FAST_PASSWORD_HASH"] = "1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ThrowawayPostgres:

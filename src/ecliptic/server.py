@@ -50,8 +50,10 @@ GATEWAY_FIX = "make setup   (as root: installs nginx, Go and the 'tunnel' accoun
 """The one command that gives this machine what the gateway needs."""
 
 
-def _run_http(app: FastAPI, host: str, port: int) -> None:
-    """Serve ``app`` until SIGTERM or Ctrl-C; returns after a graceful shutdown."""
+def _run_http(app: FastAPI, host: str, port: int, sock: socket.socket | None = None) -> None:
+    """Serve ``app`` until SIGTERM or Ctrl-C; returns after a graceful shutdown.
+
+    ``sock``, when given, is an already bound listening socket to serve on instead."""
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
     )
@@ -60,7 +62,7 @@ def _run_http(app: FastAPI, host: str, port: int) -> None:
     signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     # uvicorn re-raises Ctrl-C after its graceful shutdown; we are stopping anyway.
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
 
 
 def _start_gateway(settings: Settings, runtime: Runtime) -> tuple[Gateway | None, str]:
@@ -169,12 +171,6 @@ def auth_app(settings: Settings, db: Database) -> FastAPI:
     return app
 
 
-def _free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve_gateway(settings: Settings) -> None:
     """``ecliptic gateway``: one replica in the foreground until interrupted.
 
@@ -193,7 +189,10 @@ def serve_gateway(settings: Settings) -> None:
         raise SystemExit("cannot start the tunnel gateway: " + "; ".join(missing))
     db = Database(settings.database_url)
     upgrade(db)
-    port = _free_loopback_port()
+    # Bound now and handed to the HTTP server, so no other process can take the port
+    # between choosing it and serving on it.
+    auth_sock = socket.create_server(("127.0.0.1", 0))
+    port = int(auth_sock.getsockname()[1])
     gateway = Gateway(settings, db, auth_upstream=f"127.0.0.1:{port}")
     try:
         gateway.start()
@@ -209,6 +208,7 @@ def serve_gateway(settings: Settings) -> None:
         flush=True,
     )
     try:
-        _run_http(auth_app(settings, db), "127.0.0.1", port)
+        _run_http(auth_app(settings, db), "127.0.0.1", port, sock=auth_sock)
     finally:
         gateway.stop()
+        auth_sock.close()

@@ -9,7 +9,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.ports import free_port
 from tests.prerequisites import needs
 
 PASSWORD = "gateway-test-password"
@@ -34,12 +34,6 @@ needs_gateway = needs(
     os.geteuid() == 0 and SSHD.exists() and NGINX.exists(),
     "root, sshd and nginx for the tunnel gateway (scripts/setup-system.sh installs them)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

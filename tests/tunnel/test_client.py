@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +41,7 @@ from ecliptic.tunnel.client import (
     parse_target,
     token_hash,
 )
+from tests.ports import free_port
 from tests.prerequisites import needs, require
 from tests.waiting import wait_until
 
@@ -68,12 +68,6 @@ def _why_not() -> str:
 
 
 needs_sshd = needs(not _why_not(), _why_not() or "ok")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:

@@ -35,6 +35,7 @@ from websockets.sync.server import ServerConnection
 from websockets.sync.server import serve as ws_serve
 
 from ecliptic.tunnel.front import Front, FrontConfig, FrontError, InvalidFrontInput, Route
+from tests.ports import free_port
 from tests.prerequisites import needs
 from tests.waiting import wait_until
 
@@ -45,12 +46,6 @@ pytestmark = needs(
 
 AUTH_CACHE_S = 1
 LOGIN_URL = "http://portal.localhost/gateway/authorize?host=x"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def alive(pid: int) -> bool:

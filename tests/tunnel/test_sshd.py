@@ -48,6 +48,7 @@ from ecliptic.tunnel.sshd import (
     fingerprint,
 )
 from ecliptic.tunnel.tunneld import TunneldEndpoint
+from tests.ports import free_port
 from tests.prerequisites import needs, require
 from tests.waiting import wait_until
 
@@ -113,13 +114,6 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(3)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def listening(port: int) -> bool:
