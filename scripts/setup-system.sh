@@ -21,8 +21,9 @@ declare -A need=(
   [ssh-keygen]=openssh-client
   [sshd]=openssh-server
   [nginx]=nginx
-  [go]=golang-go  # builds ecliptic-tunneld, the gateway's SSH endpoint
-  [patch]=patch  # applies tunneld/x-crypto-ssh-window.patch when building it
+  # scripts/build-tunneld.sh fetches golang.org/x/crypto's source with apt and unpacks it
+  [apt-get]=apt
+  [dpkg-deb]=dpkg
 )
 if [ "$purpose" = test ]; then
   need[pg_ctlcluster]=postgresql
@@ -45,8 +46,8 @@ done
 if [ "$purpose" = test ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
-if [ "$purpose" != venv ] && [ ! -d /usr/share/gocode/src/golang.org/x/crypto/ssh ]; then
-  missing+=(golang-golang-x-crypto-dev golang-golang-x-sys-dev)
+if [ "$purpose" != venv ] && [ ! -r /usr/share/keyrings/debian-archive-keyring.gpg ]; then
+  missing+=(debian-archive-keyring)  # checks that x/crypto's source package is Debian's
 fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)

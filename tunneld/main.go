@@ -25,6 +25,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -140,42 +141,12 @@ func main() {
 	if err != nil {
 		fatal("bad host key: %v", err)
 	}
+	if err := keyPolicy(signer.PublicKey()); err != nil {
+		fatal("host key refused: %v", err)
+	}
 	cfg.HostKey = ""
 
-	s := &server{
-		cfg:     cfg,
-		keys:    map[string]bool{},
-		conns:   map[string]*conn{},
-		pending: map[string]int{},
-		out:     bufio.NewWriter(os.Stdout),
-	}
-	s.setKeys(cfg.Keys)
-	s.sshCfg = &ssh.ServerConfig{
-		Config: ssh.Config{
-			// x/crypto reads random padding for every packet it sends: one getrandom(2)
-			// per packet unless the kernel's random bytes are fetched in bulk.
-			Rand:         &bulkRandom{r: bufio.NewReaderSize(rand.Reader, 4096)},
-			Ciphers:      []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com"},
-			KeyExchanges: []string{"curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256"},
-		},
-		MaxAuthTries:  6,
-		ServerVersion: "SSH-2.0-Ecliptic_tunneld",
-		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-			fp := ssh.FingerprintSHA256(key)
-			if meta.User() != s.cfg.User {
-				return nil, errors.New("unknown user")
-			}
-			s.mu.Lock()
-			ok := s.keys[fp]
-			s.mu.Unlock()
-			if !ok {
-				return nil, errors.New("unknown key")
-			}
-			// The permissions of the key whose signature verified become the connection's.
-			return &ssh.Permissions{Extensions: map[string]string{"fp": fp}}, nil
-		},
-	}
-	s.sshCfg.AddHostKey(signer)
+	s := newServer(cfg, signer, os.Stdout)
 
 	lf := os.NewFile(uintptr(cfg.ListenFD), "listener")
 	ln, err := net.FileListener(lf)
@@ -198,6 +169,88 @@ func main() {
 	for _, c := range all {
 		c.close(s, "endpoint stopping") // each down event is flushed as it is written
 	}
+}
+
+// Client key algorithms the endpoint accepts: Ed25519, ECDSA (and their FIDO security-key
+// forms) and RSA with SHA-2 signatures. No DSA, and no SHA-1 ("ssh-rsa") signatures. The
+// library refuses any other algorithm before it parses the key or checks a signature.
+var pubKeyAuthAlgorithms = []string{
+	ssh.KeyAlgoED25519, ssh.KeyAlgoSKED25519,
+	ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoSKECDSA256,
+	ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSASHA512,
+}
+
+// minRSABits is the smallest RSA modulus a client key may have.
+const minRSABits = 2048
+
+// maxAuthTries bounds the keys one connection may try before it is disconnected.
+const maxAuthTries = 6
+
+// keyPolicy says why a client key may not log in, or nil when its type and size are
+// acceptable (whether it is bound to a service is a separate check).
+func keyPolicy(key ssh.PublicKey) error {
+	switch key.Type() {
+	case ssh.KeyAlgoED25519, ssh.KeyAlgoSKED25519,
+		ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoSKECDSA256:
+		return nil
+	case ssh.KeyAlgoRSA:
+		ck, ok := key.(ssh.CryptoPublicKey)
+		if !ok {
+			return errors.New("unreadable RSA key")
+		}
+		rk, ok := ck.CryptoPublicKey().(*rsa.PublicKey)
+		if !ok {
+			return errors.New("unreadable RSA key")
+		}
+		if bits := rk.N.BitLen(); bits < minRSABits {
+			return fmt.Errorf("RSA key of %d bits: at least %d are needed", bits, minRSABits)
+		}
+		return nil
+	}
+	return fmt.Errorf("key type %s is not accepted (Ed25519, ECDSA or RSA >= %d bits)", key.Type(), minRSABits)
+}
+
+// newServer is the endpoint for cfg with host key signer, writing its events to out.
+func newServer(cfg config, signer ssh.Signer, out io.Writer) *server {
+	s := &server{
+		cfg:     cfg,
+		keys:    map[string]bool{},
+		conns:   map[string]*conn{},
+		pending: map[string]int{},
+		out:     bufio.NewWriter(out),
+	}
+	s.setKeys(cfg.Keys)
+	s.sshCfg = &ssh.ServerConfig{
+		Config: ssh.Config{
+			// x/crypto reads random padding for every packet it sends: one getrandom(2)
+			// per packet unless the kernel's random bytes are fetched in bulk.
+			Rand:         &bulkRandom{r: bufio.NewReaderSize(rand.Reader, 4096)},
+			Ciphers:      []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com"},
+			KeyExchanges: []string{"curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256"},
+		},
+		PublicKeyAuthAlgorithms: pubKeyAuthAlgorithms,
+		MaxAuthTries:            maxAuthTries,
+		ServerVersion:           "SSH-2.0-Ecliptic_tunneld",
+		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			if meta.User() != s.cfg.User {
+				return nil, errors.New("unknown user")
+			}
+			if err := keyPolicy(key); err != nil {
+				return nil, err
+			}
+			fp := ssh.FingerprintSHA256(key)
+			s.mu.Lock()
+			ok := s.keys[fp]
+			s.mu.Unlock()
+			if !ok {
+				return nil, errors.New("unknown key")
+			}
+			// The permissions of the key whose signature verified become the connection's.
+			return &ssh.Permissions{Extensions: map[string]string{"fp": fp}}, nil
+		},
+	}
+	s.sshCfg.AddHostKey(signer)
+	return s
 }
 
 func fatal(format string, args ...any) {
@@ -224,6 +277,10 @@ func (s *server) setKeys(lines []string) {
 		key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
 		if err != nil {
 			logf("skipping a key that does not parse: %v", err)
+			continue
+		}
+		if err := keyPolicy(key); err != nil {
+			logf("skipping key %s: %v", ssh.FingerprintSHA256(key), err)
 			continue
 		}
 		keys[ssh.FingerprintSHA256(key)] = true
@@ -617,7 +674,7 @@ func (c *conn) keepalive(s *server, wc *coalescer) {
 				continue
 			}
 			if missed++; missed >= s.cfg.KeepaliveCount {
-				c.close(s, fmt.Sprintf("no keepalive reply for %d s", int((time.Duration(missed+1)*interval).Seconds())))
+				c.close(s, fmt.Sprintf("no keepalive reply for %g s", (time.Duration(missed+1)*interval).Seconds()))
 				return
 			}
 		}

@@ -26,9 +26,8 @@ import (
 // the net.Conn interface, not *net.TCPConn, so no ReadFrom/WriteTo bypasses them.
 type rawConn struct {
 	net.Conn
-	tcp     *net.TCPConn
-	rc      syscall.RawConn
-	drained bool // the last read returned less than asked: the socket was empty
+	tcp *net.TCPConn
+	rc  syscall.RawConn
 }
 
 // newRawConn wraps a TCP connection; anything else is returned unchanged.
@@ -53,15 +52,12 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	}
 	var n int
 	var errno syscall.Errno
-	// After a short read the socket is empty until the poller says otherwise (its events
-	// are edge-triggered: data that came since then has set the descriptor ready), so
-	// wait first instead of spending a read(2) on EAGAIN: one syscall less per message.
-	wait := c.drained
+	// Always try the read first. Waiting in the poller first after a short read (to save
+	// the read(2) that answers EAGAIN) loses data: RawRead clears the descriptor's
+	// readiness before calling this function, so bytes that arrived since the last read
+	// leave no event to wait for, and a lockstep exchange (the SSH handshake) stalls until
+	// the peer sends again or the login grace ends.
 	err := c.rc.Read(func(fd uintptr) bool {
-		if wait {
-			wait = false
-			return false
-		}
 		for {
 			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 			switch e {
@@ -78,7 +74,6 @@ func (c *rawConn) Read(p []byte) (int, error) {
 			}
 		}
 	})
-	c.drained = err == nil && errno == 0 && n > 0 && n < len(p) // never after end-of-file
 	if err != nil {
 		return 0, c.opError("read", err)
 	}

@@ -462,9 +462,9 @@ def test_bound_key_brings_a_tunnel_up_that_carries_http_and_goes_down_with_the_c
 def test_window_is_given_back_in_halves_not_per_response(
     make_gateway: Callable[..., Gateway], keys: Keys, clients: Clients, backend: Backend
 ) -> None:
-    """Small responses cost the client no extra packet each: the endpoint adjusts a
-    channel's window once half of it is consumed, as sshd does (for tunneld this is
-    tunneld/x-crypto-ssh-window.patch; stock x/crypto adjusts after every read)."""
+    """Small responses cost the client no extra packet each: the endpoint gives a channel's
+    window back in batches, as sshd does (x/crypto since v0.17 defers the adjustment until
+    three packets' worth or half the window is consumed; v0.4 sent one after every read)."""
     gw = make_gateway([keys.public("alpha")])
     client = clients.start(ssh_argv(gw.port, [keys.private("alpha")], "-vv", *forward(backend)))
     up, _ = gw.wait("up")

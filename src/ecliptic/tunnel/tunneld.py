@@ -120,8 +120,8 @@ def check_prerequisites(user: str, *, tunneld_path: str | None = None) -> list[s
     if find_tunneld(tunneld_path) is None:
         where = tunneld_path or f"{Path(sys.executable).parent / TUNNELD} (or on PATH)"
         problems.append(
-            f"{where} is missing: build it with `make setup` (needs Debian's golang-go and "
-            "golang-golang-x-crypto-dev), or set ECLIPTIC_GATEWAY_SSH_SERVER=openssh"
+            f"{where} is missing: build it with `make setup` (installs the pinned Go "
+            "toolchain and builds tunneld/), or set ECLIPTIC_GATEWAY_SSH_SERVER=openssh"
         )
     if os.geteuid() == 0:
         try:
