@@ -618,6 +618,7 @@ def gateway(
         "ECLIPTIC_GATEWAY_HTTP_PORT": str(http_port),
         "ECLIPTIC_GATEWAY_SSH_PORT": str(ssh_port),
         "ECLIPTIC_GATEWAY_JUMP_PORT": str(jump_port),
+        "ECLIPTIC_GATEWAY_PEER_PORT": str(free_port()),
         "ECLIPTIC_GATEWAY_SSH_HOST": ssh_host,
         "ECLIPTIC_GATEWAY_STATE_DIR": str(state),
         "ECLIPTIC_LOG_LEVEL": "INFO",  # tunnels up and down, and why, in serve-<tag>.log

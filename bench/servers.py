@@ -64,6 +64,7 @@ def default_config() -> dict[str, str]:
         "ECLIPTIC_GATEWAY_HTTP_PORT": str(free_port()),
         "ECLIPTIC_GATEWAY_SSH_PORT": str(free_port()),
         "ECLIPTIC_GATEWAY_JUMP_PORT": str(free_port()),
+        "ECLIPTIC_GATEWAY_PEER_PORT": str(free_port()),
     }
 
 

@@ -93,6 +93,7 @@ def test_make_run_from_a_private_folder_serves_with_its_gateway(clone: Path) -> 
         ECLIPTIC_GATEWAY_SSH_HOST="127.0.0.1",
         ECLIPTIC_GATEWAY_SSH_PORT=str(ssh),
         ECLIPTIC_GATEWAY_JUMP_PORT=str(jump),
+        ECLIPTIC_GATEWAY_PEER_PORT=str(_free_port()),
     )
     log = clone / "make-run.log"
     with log.open("wb") as out:
@@ -175,6 +176,7 @@ def _ssh_port_taken(clone: Path, gateway: str) -> Iterator[tuple[int, dict[str, 
                 ECLIPTIC_GATEWAY_SSH_HOST="127.0.0.1",
                 ECLIPTIC_GATEWAY_SSH_PORT=str(busy.getsockname()[1]),
                 ECLIPTIC_GATEWAY_JUMP_PORT=str(_free_port()),
+                ECLIPTIC_GATEWAY_PEER_PORT=str(_free_port()),
             ),
         )
 

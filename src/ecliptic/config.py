@@ -79,6 +79,10 @@ class Settings:
     connection; about 1.8 MiB per idle tunnel)."""
     gateway_jump_port: int = 2223
     """Port of the SSH jump host for TCP services (``ssh -J user@gateway:PORT name``)."""
+    gateway_peer_port: int = 8482
+    """Port of the peer listener (``ECLIPTIC_GATEWAY_PEER_PORT``): the only place the
+    instance's other replicas reach this one, over mutual TLS with the instance's peer
+    certificate; 0 picks a free port (one machine only)."""
     gateway_token_ttl: timedelta = timedelta(hours=24)
     """How long an association token stays valid."""
     gateway_session_ttl: timedelta = timedelta(hours=12)
@@ -94,10 +98,10 @@ class Settings:
     """Root-owned folder for sshd's and nginx's generated files; ``/run/ecliptic/gw-<id>``
     when None."""
     gateway_peer_url: str | None = None
-    """``host:port`` where other replicas reach this replica's plain-HTTP front to forward
+    """``host:port`` where other replicas reach this replica's peer listener to forward
     requests for tunnels connected here; by default ``gateway_http_host`` (or, when that is
-    0.0.0.0/::, this machine's primary address) and the HTTP port. A host name is resolved
-    once at start."""
+    0.0.0.0/::, this machine's primary address) and ``gateway_peer_port``. A host name is
+    resolved once at start."""
     gateway_peer_stale_s: float = 5.0
     """A replica whose heartbeat (every second) has not moved for this long is taken as gone:
     its tunnels are no longer forwarded to."""
@@ -203,6 +207,7 @@ def _gateway_settings() -> dict[str, object]:
         "gateway_ssh_port": int(env("ECLIPTIC_GATEWAY_SSH_PORT", "2222")),
         "gateway_ssh_public": env("ECLIPTIC_GATEWAY_SSH_PUBLIC") or None,
         "gateway_jump_port": int(env("ECLIPTIC_GATEWAY_JUMP_PORT", "2223")),
+        "gateway_peer_port": int(env("ECLIPTIC_GATEWAY_PEER_PORT", "8482")),
         "gateway_token_ttl": timedelta(
             minutes=int(env("ECLIPTIC_GATEWAY_TOKEN_TTL_MINUTES", str(24 * 60)))
         ),
@@ -259,7 +264,7 @@ def parse_peer_url(value: str) -> tuple[str, int]:
     ``http://host:port``); the host keeps IPv6 brackets and is lowercase."""
     match = _PEER_URL.match(value.strip())
     if match is None or not 0 < int(match["port"]) < 65536:
-        raise ValueError("give host:port (or http://host:port), e.g. 10.0.0.5:8480")
+        raise ValueError("give host:port (or http://host:port), e.g. 10.0.0.5:8482")
     host = match["host"].lower()
     if host in ("0.0.0.0", "[::]"):
         raise ValueError("0.0.0.0 and :: are not addresses a peer can reach: give this machine's")

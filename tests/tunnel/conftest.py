@@ -9,6 +9,8 @@ import re
 import secrets
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -94,6 +96,8 @@ class Served:
     ssh_port: int
     jump_port: int
     tmp: Path
+    peer_port: int
+    state: Path
     clients: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def front(self, host: str, path: str = "/", **headers: str) -> httpx.Response:
@@ -166,7 +170,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def serve_with_gateway(tmp_path: Path, **extra_env: str) -> Iterator[Served]:
     """Run ``ecliptic serve`` with its gateway on free ports until the block ends; stop every
     ssh client it started, then serve (SIGINT), and remove the gateway's state dir."""
-    port, http_port, ssh_port, jump_port = (free_port() for _ in range(4))
+    port, http_port, ssh_port, jump_port, peer_port = (free_port() for _ in range(5))
     state = Path("/run") / f"ecl-gw-test-{secrets.token_hex(4)}"
     env = dict(os.environ)
     env.update(
@@ -180,6 +184,7 @@ def serve_with_gateway(tmp_path: Path, **extra_env: str) -> Iterator[Served]:
         ECLIPTIC_GATEWAY_SSH_PORT=str(ssh_port),
         ECLIPTIC_GATEWAY_SSH_HOST="127.0.0.1",
         ECLIPTIC_GATEWAY_JUMP_PORT=str(jump_port),
+        ECLIPTIC_GATEWAY_PEER_PORT=str(peer_port),
         ECLIPTIC_GATEWAY_STATE_DIR=str(state),
         ECLIPTIC_OWNERS_DIR=str(tmp_path / "owners"),
     )
@@ -212,7 +217,7 @@ def serve_with_gateway(tmp_path: Path, **extra_env: str) -> Iterator[Served]:
         api = httpx.Client(
             base_url=f"{url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
-        s = Served(proc, api, url, http_port, ssh_port, jump_port, tmp_path)
+        s = Served(proc, api, url, http_port, ssh_port, jump_port, tmp_path, peer_port, state)
         yield s
     finally:
         if s is not None:
@@ -280,6 +285,7 @@ class Replica:
     ssh_port: int
     state: Path
     log: Path
+    peer_port: int
     clients: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -348,7 +354,7 @@ def standalone_replica(served: Served, log_dir: Path, **extra_env: str) -> Itera
     """Run ``ecliptic gateway`` on ``served``'s database and free ports until the block ends;
     then stop its ssh clients and the replica (SIGTERM), end whatever a crashed one left
     behind, and remove its state dir."""
-    http_port, ssh_port, jump_port = (free_port() for _ in range(3))
+    http_port, ssh_port, jump_port, peer_port = (free_port() for _ in range(4))
     state = Path("/run") / f"ecl-gw-test-{secrets.token_hex(4)}"
     log_path = log_dir / f"replica-{state.name}.log"
     env = dict(os.environ)
@@ -360,6 +366,7 @@ def standalone_replica(served: Served, log_dir: Path, **extra_env: str) -> Itera
         ECLIPTIC_GATEWAY_SSH_PORT=str(ssh_port),
         ECLIPTIC_GATEWAY_SSH_HOST="127.0.0.1",
         ECLIPTIC_GATEWAY_JUMP_PORT=str(jump_port),
+        ECLIPTIC_GATEWAY_PEER_PORT=str(peer_port),
         ECLIPTIC_GATEWAY_STATE_DIR=str(state),
     )
     env.pop("ECLIPTIC_DATABASE_URL", None)  # served's SQLite file, unless extra_env says
@@ -378,7 +385,7 @@ def standalone_replica(served: Served, log_dir: Path, **extra_env: str) -> Itera
         while replica is None:
             found = re.search(r"Ecliptic gateway (\w+): services at", log_path.read_text())
             if found:
-                replica = Replica(proc, found[1], http_port, ssh_port, state, log_path)
+                replica = Replica(proc, found[1], http_port, ssh_port, state, log_path, peer_port)
             elif proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the replica did not start:\n" + log_path.read_text())
             else:
@@ -399,3 +406,39 @@ def standalone_replica(served: Served, log_dir: Path, **extra_env: str) -> Itera
         shutil.rmtree(state, ignore_errors=True)
         if os.environ.get("ECLIPTIC_TEST_SHOW_LOG"):
             print(log_path.read_text())
+
+
+def peer_request(
+    port: int,
+    head: str,
+    *,
+    state: Path | None,
+    source: str | None = None,
+    plain: bool = False,
+) -> bytes:
+    """Send ``head`` (an HTTP request head) to a peer listener on ``port`` and return the
+    answer's first line. With ``state`` (a replica's state dir), over TLS presenting the
+    instance's peer certificate as a replica would; without, over TLS with no certificate;
+    ``plain``: no TLS at all."""
+    where = (source, 0) if source else None
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=where)
+    try:
+        if plain:
+            conn: socket.socket = raw
+        else:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            if state is not None:
+                context.load_cert_chain(state / "peer.crt", state / "peer.key")
+            conn = context.wrap_socket(raw, server_hostname="ecliptic-peer.invalid")
+        conn.sendall(head.encode())
+        got = b""
+        while b"\r\n" not in got:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        return got.split(b"\r\n", 1)[0]
+    finally:
+        raw.close()

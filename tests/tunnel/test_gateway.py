@@ -13,10 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from ecliptic.services import gateway as registry
-from ecliptic.store.db import Database
 from ecliptic.tunnel.front import PEER_TCP_HOST, PEER_TCP_PATH
-from tests.tunnel.conftest import Backend, Served, needs_gateway, serve_with_gateway
+from tests.tunnel.conftest import Backend, Served, needs_gateway, peer_request, serve_with_gateway
 from tests.tunnel.test_sshd import _all_pids, _proc_stat, in_sessions
 from tests.waiting import wait_until
 
@@ -309,28 +307,29 @@ def test_a_lone_replica_has_no_peer_relay(
     served: Served, backends: Callable[[str], Backend]
 ) -> None:
     """Hole 1: with the hop marker (a static HMAC of the gateway secret), anyone reached any
-    TCP service through the public front without signing in, even with no peers at all."""
+    TCP service through the public front without signing in, even with no peers at all.
+    Now the public front has no relay, and peers meet only on the peer listener (mutual
+    TLS), where a lone replica has no relay either."""
     node = backends("login")
     svc = served.service("login", protocol="tcp")
     served.ssh_r(served.bind(svc["token"]["token"]), node.port)
     wait_until(
         lambda: served.api.get(f"/services/{svc['name']}").json()["tunnels"], 15, "the tunnel"
     )
-    store = Database(f"sqlite:///{served.tmp / 'data' / 'ecliptic.db'}")
-    try:
-        marker = registry.peer_secret(store)
-    finally:
-        store.dispose()
+    upgrade = (
+        f"GET {PEER_TCP_PATH} HTTP/1.1\r\nHost: {PEER_TCP_HOST}\r\n"
+        "Connection: Upgrade\r\nUpgrade: ecliptic-tcp\r\n"
+        f"X-Ecliptic-Peer: {'a' * 64}\r\nX-Ecliptic-Service: {svc['subdomain']}\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", served.http_port), timeout=5) as s:
-        s.sendall(
-            (
-                f"GET {PEER_TCP_PATH} HTTP/1.1\r\nHost: {PEER_TCP_HOST}\r\n"
-                "Connection: Upgrade\r\nUpgrade: ecliptic-tcp\r\n"
-                f"X-Ecliptic-Peer: {marker}\r\nX-Ecliptic-Service: {svc['subdomain']}\r\n\r\n"
-            ).encode()
-        )
+        s.sendall(upgrade.encode())
         head = s.recv(4096).split(b"\r\n", 1)[0]
     assert b" 404 " in head, head
+    # The peer listener: plain HTTP and TLS without the peer certificate get nowhere; with
+    # the certificate (a replica) there is still no relay while there are no peers.
+    assert b" 400 " in peer_request(served.peer_port, upgrade, state=None, plain=True)
+    assert b" 400 " in peer_request(served.peer_port, upgrade, state=None)
+    assert b" 404 " in peer_request(served.peer_port, upgrade, state=served.state)
     assert not node.seen
 
 

@@ -33,12 +33,13 @@ from ecliptic.cli.main import app
 from ecliptic.config import InvalidSetting, load_settings
 from ecliptic.services import gateway as registry
 from ecliptic.store.db import Database
-from ecliptic.store.models import GatewayReplica, TunnelEndpoint
+from ecliptic.store.models import GatewayReplica, Service, TunnelEndpoint, User
 from ecliptic.tunnel.front import (
     PEER_TCP_HOST,
     PEER_TCP_PATH,
     FrontConfig,
     InvalidFrontInput,
+    Ports,
     Route,
     render_routes,
 )
@@ -49,6 +50,7 @@ from tests.tunnel.conftest import (
     Replica,
     Served,
     needs_gateway,
+    peer_request,
     serve_with_gateway,
     standalone_replica,
     stop,
@@ -175,18 +177,24 @@ def test_routes_and_front_refuse_unsafe_peer_input(tmp_path: Path) -> None:
         Route("a.gw.test", (), public=True, peers=("[FD00:0::1]:80",))
     with pytest.raises(InvalidFrontInput, match="local tunnel"):
         Route("a.gw.test", (2000,), public=True, peers=("10.0.0.2:80",))
-    with pytest.raises(InvalidFrontInput, match="peer_secret"):
-        FrontConfig(state_dir=Path("/srv/x"), peer_secret="not hex")
-    # Without the instance's marker a front cannot forward: it could not refuse loops.
+    with pytest.raises(InvalidFrontInput, match="peer_cert"):
+        FrontConfig(state_dir=Path("/srv/x"), peer_port=8482)
+    # Without a peer listener a front cannot forward: peers would not take its requests.
     route = Route("a.gw.test", (), public=True, peers=("10.0.0.2:80",))
-    with pytest.raises(InvalidFrontInput, match="peer_secret"):
-        render_routes(FrontConfig(state_dir=Path("/srv/x")), [route], 1, 8480, None)
-    text = render_routes(
-        FrontConfig(state_dir=Path("/srv/x"), peer_secret="ab" * 32), [route], 1, 8480, None
+    with pytest.raises(InvalidFrontInput, match="peer listener"):
+        render_routes(FrontConfig(state_dir=Path("/srv/x")), [route], 1, Ports(8480))
+    cfg = FrontConfig(
+        state_dir=Path("/srv/x"),
+        peer_port=8482,
+        peer_cert=Path("/srv/x/peer.crt"),
+        peer_key=Path("/srv/x/peer.key"),
     )
-    # The loop guard comes before anything else in the forwarding location.
+    text = render_routes(cfg, [route], 1, Ports(8480, None, 8482, 9000, "ab" * 32))
+    # The loop guard comes before anything else in the forwarding location, and the hop
+    # to the peer is TLS that verifies the peer's certificate.
     location = text.split("location / {", 1)[1]
-    assert location.index("if ($ecl_via_peer)") < location.index("proxy_pass http://p_0")
+    assert location.index("if ($ecl_via_peer)") < location.index("proxy_pass https://p_0")
+    assert "proxy_ssl_verify on;" in location.split("proxy_pass https://p_0")[0]
 
 
 def test_peer_settings_are_checked_at_the_edge(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -313,9 +321,10 @@ def test_b_forwards_to_the_replica_holding_the_tunnel_and_follows_it(
     assert r.json()["backend"] == "alpha"
 
     # What the service hears of the client is what B saw, not what the client claims, and
-    # a marker the client made up is not taken as a peer's (B forwards, it does not refuse).
+    # a hop secret the client made up is not taken as a peer's (B forwards, it does not
+    # refuse).
     forged = {
-        "X-Ecliptic-Peer": "f" * 64,
+        "X-Ecliptic-Hop": "f" * 64,
         "X-Forwarded-For": "6.6.6.6",
         "X-Forwarded-Port": "1",
         "X-Forwarded-Host": "evil.example",
@@ -375,7 +384,6 @@ def test_signed_in_service_via_b_still_refuses_strangers(
     host = svc["host"]
     connect_on_a(served, replica, svc, backend.port)
     admin = served.api.headers["Authorization"]
-    bearer = {"Authorization": admin}
     served.wait_for(host, lambda r: r.status_code == 200, Authorization=admin)
     seen = lower(backend.seen[-1]["headers"])
     assert seen["x-remote-user"] == "admin"
@@ -387,11 +395,11 @@ def test_signed_in_service_via_b_still_refuses_strangers(
     assert r.status_code == 302
     assert "/_ecliptic/start?next=" in r.headers["location"]  # then on to the portal
     assert served.front(host).status_code == 401
-    # Claims of identity and a made-up hop marker change nothing.
+    # Claims of identity and a made-up hop secret change nothing.
     forged = {
         "X-Remote-User": "admin",
         "Cookie": "ecliptic_gw=forged.1.2.3",
-        "X-Ecliptic-Peer": "0" * 64,
+        "X-Ecliptic-Hop": "0" * 64,
     }
     assert served.front(host, **forged).status_code == 401
     assert replica.front(host, **forged).status_code == 401
@@ -404,12 +412,15 @@ def test_signed_in_service_via_b_still_refuses_strangers(
     assert served.front(host, Authorization=f"Bearer {eve}").status_code == 403
     assert replica.front(host, Authorization=f"Bearer {eve}").status_code == 403
 
-    # Even the genuine marker (had it leaked) only says "from a peer": A still asks who you
-    # are, and B, holding no tunnel, does not forward it again.
-    genuine = {"X-Ecliptic-Peer": registry.peer_secret(store), "X-Remote-User": "admin"}
-    assert replica.front(host, **genuine).status_code == 401
-    assert replica.front(host, Authorization=f"Bearer {eve}", **genuine).status_code == 403
-    assert served.front(host, **bearer, **genuine).status_code == 503
+    # Even a genuine peer (the instance's peer certificate, had it leaked) only says "from a
+    # peer": A still asks who you are, and B, holding no tunnel, does not forward it again.
+    def as_peer(to: Replica | Served, *lines: str) -> bytes:
+        head = "".join(f"{line}\r\n" for line in ("GET / HTTP/1.1", f"Host: {host}", *lines))
+        return peer_request(to.peer_port, head + "\r\n", state=replica.state)
+
+    assert b" 401 " in as_peer(replica, "X-Remote-User: admin")
+    assert b" 403 " in as_peer(replica, f"Authorization: Bearer {eve}")
+    assert b" 503 " in as_peer(served, f"Authorization: {admin}")
     assert len(backend.seen) == reached
 
 
@@ -427,7 +438,7 @@ def test_no_forwarding_loop_when_both_replicas_only_have_peer_routes(
 ) -> None:
     svc = served.service("hop-loop", public=True)
     host = svc["host"]
-    b_address = f"127.0.0.1:{served.http_port}"
+    b_address = f"127.0.0.1:{served.peer_port}"
     with store.read() as session:
         b_id = session.scalar(
             select(GatewayReplica.id).where(GatewayReplica.peer_address == b_address)
@@ -613,18 +624,26 @@ def test_websockets_and_event_streams_cross_the_hop(
     assert got.startswith(b"HTTP/1.1 200")
 
 
-def _upgrade(port: int, marker: str, service: str, source: str | None = None) -> bytes:
-    """The request a peer's jump host sends a front for a TCP service; the answer's head."""
-    where = (source, 0) if source else None
-    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=where) as s:
-        s.sendall(
-            (
-                f"GET {PEER_TCP_PATH} HTTP/1.1\r\nHost: {PEER_TCP_HOST}\r\n"
-                "Connection: Upgrade\r\nUpgrade: ecliptic-tcp\r\n"
-                f"X-Ecliptic-Peer: {marker}\r\nX-Ecliptic-Service: {service}\r\n\r\n"
-            ).encode()
-        )
-        return s.recv(4096).split(b"\r\n", 1)[0]
+def _upgrade(
+    port: int,
+    grant: str,
+    service: str,
+    *,
+    state: Path | None,
+    source: str | None = None,
+    plain: bool = False,
+) -> bytes:
+    """The request a peer's jump host sends a peer listener for a TCP service (over TLS
+    with the peer certificate from ``state``); the answer's head."""
+    return peer_request(
+        port,
+        f"GET {PEER_TCP_PATH} HTTP/1.1\r\nHost: {PEER_TCP_HOST}\r\n"
+        "Connection: Upgrade\r\nUpgrade: ecliptic-tcp\r\n"
+        f"X-Ecliptic-Grant: {grant}\r\nX-Ecliptic-Service: {service}\r\n\r\n",
+        state=state,
+        source=source,
+        plain=plain,
+    )
 
 
 @needs_gateway
@@ -647,14 +666,36 @@ def test_jump_host_reaches_a_tcp_service_whose_tunnel_is_on_a_peer(
     )
     assert out.stdout.split(b"\r\n")[0].endswith(b"200 OK") and b"login-node" in out.stdout
     assert len(node.seen) == 1
-    # Only a peer gets through A's relay: a made-up marker is a 404 at A's front, the real
-    # one for a service without a tunnel there a 503, and the service heard nothing more.
-    assert b" 404 " in _upgrade(replica.http_port, "f" * 64, svc["subdomain"])
-    marker = registry.peer_secret(store)
-    assert b" 503 " in _upgrade(replica.http_port, marker, "nosuchservice")
-    assert b" 101 " in _upgrade(replica.http_port, marker, svc["subdomain"])
+    # Hole 1, as an attacker would try it. The public front has no relay at all.
+    sub = svc["subdomain"]
+    assert served.api.post("/users", json={"name": "mallory", "password": "m" * 12}).is_success
+    with store.read() as session:
+        service_id = session.scalars(select(Service.id).where(Service.subdomain == sub)).one()
+        admin = session.scalars(select(User.id).where(User.name == "admin")).one()
+        mallory = session.scalars(select(User.id).where(User.name == "mallory")).one()
+    good = registry.mint_peer_grant(store, admin, service_id)
+    assert b" 404 " in _upgrade(replica.http_port, good, sub, state=None, plain=True)
+    # The peer listener: nothing without the instance's peer certificate, plain or TLS.
+    assert b" 400 " in _upgrade(replica.peer_port, good, sub, state=None, plain=True)
+    assert b" 400 " in _upgrade(replica.peer_port, good, sub, state=None)
+    # With it, only a grant that is genuine, unexpired, for this service and for a user who
+    # may reach it opens the stream.
+    mallory = next(
+        u["id"] for u in served.api.get("/users").json()["items"] if u["name"] == "mallory"
+    )
+    forged = good.rsplit(".", 1)[0] + ".AAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    for bad in (
+        "",
+        forged,
+        registry.mint_peer_grant(store, admin, service_id, now=time.time() - 60),  # expired
+        registry.mint_peer_grant(store, admin, "0" * 32),  # another service
+        registry.mint_peer_grant(store, mallory, service_id),  # not on the access list
+    ):
+        assert b" 403 " in _upgrade(replica.peer_port, bad, sub, state=replica.state), bad
+    assert b" 403 " in _upgrade(replica.peer_port, good, "nosuchservice", state=replica.state)
     assert len(node.seen) == 1
-    # Hole 1: the marker is not enough from anywhere but a live peer's address.
-    head = _upgrade(replica.http_port, marker, svc["subdomain"], source="127.0.0.2")
-    assert b" 101 " not in head and (b" 403 " in head or b" 404 " in head), head
+    assert b" 101 " in _upgrade(replica.peer_port, good, sub, state=replica.state)
+    # ... and only from a live peer's address.
+    head = _upgrade(replica.peer_port, good, sub, state=replica.state, source="127.0.0.2")
+    assert b" 403 " in head, head
     assert len(node.seen) == 1

@@ -129,14 +129,64 @@ def host_key(db: Database) -> tuple[str, str]:
     return pem, hostkeys.public_line(pem)
 
 
-def peer_secret(db: Database) -> str:
-    """The hop marker replicas put on the requests they forward to each other (64 hex).
+PEER_GRANT_TTL_S = 30
+"""Seconds a per-hop grant to a peer's TCP relay is valid (clocks of replicas must agree to
+within this)."""
 
-    Derived from the gateway secret, so every replica sharing the store agrees on it without
-    another secret to distribute; it never leaves the gateways (they strip it before any
-    service or auth app sees a request).
-    """
-    return hmac.new(gateway_secret(db), b"ecliptic-gateway-peer-hop/1", hashlib.sha256).hexdigest()
+
+def peer_identity(db: Database) -> tuple[str, str]:
+    """The certificate and private key (PEM) replicas present to each other on their peer
+    listeners, and the only certificate they accept there. Created on first use, shared by
+    every replica through the store; see ``hostkeys.new_peer_identity``."""
+    with db.read() as session:
+        row = session.get(Meta, "gateway_peer_identity")
+        if row is not None:
+            return hostkeys.split_identity(row.value)
+    cert, key = hostkeys.new_peer_identity()
+    with db.write() as session:
+        row = session.get(Meta, "gateway_peer_identity")
+        if row is None:
+            row = Meta(key="gateway_peer_identity", value=cert + key)
+            session.add(row)
+        value = row.value
+    return hostkeys.split_identity(value)
+
+
+def _grant_key(db: Database) -> bytes:
+    return hmac.new(gateway_secret(db), b"ecliptic-gateway-peer-grant/1", hashlib.sha256).digest()
+
+
+def mint_peer_grant(db: Database, user_id: str, service_id: str, now: float | None = None) -> str:
+    """A grant for one hop to a peer's TCP relay: ``user.service.expiry.mac``, valid
+    ``PEER_GRANT_TTL_S``. The receiving replica checks it and the user's access again."""
+    expires = int((time.time() if now is None else now) + PEER_GRANT_TTL_S)
+    payload = f"{user_id}.{service_id}.{expires}"
+    return f"{payload}.{_mac(_grant_key(db), payload)}"
+
+
+def check_peer_grant(
+    db: Database, grant: str, service_id: str, now: float | None = None
+) -> str | None:
+    """The user a grant names, if it is genuine, unexpired, for ``service_id``, and the user
+    (enabled) may still reach the service (public, or on its access list); else None."""
+    parts = grant.split(".")
+    if len(parts) != 4 or not parts[2].isdigit():
+        return None
+    user_id, granted_service, expires, mac = parts
+    payload = f"{user_id}.{granted_service}.{expires}"
+    if not hmac.compare_digest(mac, _mac(_grant_key(db), payload)):
+        return None
+    current = time.time() if now is None else now
+    if granted_service != service_id or not current <= int(expires) <= current + PEER_GRANT_TTL_S:
+        return None
+    with db.read() as session:
+        service = session.get(Service, service_id)
+        user = session.get(User, user_id)
+        if service is None or user is None or user.disabled:
+            return None
+        if not service.public and session.get(ServiceAccess, (service_id, user_id)) is None:
+            return None
+    return user_id
 
 
 def _mac(secret: bytes, payload: str) -> str:

@@ -16,14 +16,20 @@ answer anything: nginx control headers from them (``X-Accel-*``) are ignored. Pr
 ask Ecliptic's auth app on every request through ``auth_request``; its answers are cached for
 ``FrontConfig.auth_cache_s`` seconds, keyed by host and credentials.
 
-Peer replicas: a route without local tunnels may name other replicas' fronts (``Route.peers``)
-that hold one; the request goes there over plain HTTP with the instance's hop marker
-(``X-Ecliptic-Peer: FrontConfig.peer_secret``) and its credentials unchanged. The marker
-proves only that the request came from a replica: the receiving front then takes the client
-address, scheme, host and port from the ``X-Forwarded-*`` headers the sender set, and never
-forwards the request again (503 instead: no loops). It never skips authorisation: both
-fronts ask their auth app, and identity headers are always the receiver's own. Fronts strip
-the marker from everything they send to services and auth apps.
+Peer replicas: a route without local tunnels may name other replicas' peer listeners
+(``Route.peers``) that hold one. Replicas talk to each other only on the peer listener
+(``FrontConfig.peer_port``), never on the public front: TLS 1.3 in both directions with the
+instance's peer certificate (``peer_cert``: every replica presents it and accepts only it, so
+the traffic between replicas is encrypted and a client without the key cannot even finish the
+handshake). The peer listener passes a request on to this front's routes over a loopback
+listener with a secret made at each start (``X-Ecliptic-Hop``, never sent across the
+network); only a request that came that way is taken as a peer's: its client address, scheme,
+host and port come from the ``X-Forwarded-*`` headers the sending replica set, and it is never
+forwarded again (503 instead: no loops). It never skips authorisation: both fronts ask their
+auth app with the user's own credentials, and identity headers are always the receiver's own.
+A peer's jump host reaches a TCP service tunnelled here through the peer listener too, with a
+short-lived grant naming the user and the service that the gateway's relay checks against the
+service's access list (see ``gateway``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import select
 import shutil
 import signal
@@ -83,8 +90,13 @@ WebSockets, event streams) before closing them. Long enough that a reload does n
 session mid-message, short enough that flapping tunnels cannot pile up old workers (8
 reloads with a WebSocket open kept 8 workers, 52 MiB, for 10 minutes): clients reconnect
 to the new workers, which apply the current routes and access."""
-PEER_HEADER = "X-Ecliptic-Peer"
-"""Header carrying the hop marker between replicas."""
+PEER_TLS_NAME = "ecliptic-peer.invalid"
+"""The name in the instance's peer certificate: replicas verify each other by it."""
+HOP_HEADER = "X-Ecliptic-Hop"
+"""Header carrying the front's per-start secret from its peer listener to its routes, over
+loopback only."""
+GRANT_HEADER = "X-Ecliptic-Grant"
+"""Header carrying a peer's per-hop grant to the TCP relay."""
 PEER_TCP_HOST = "ecliptic-peer-tcp.invalid"
 """Host name a peer's jump host asks for to reach a TCP service whose tunnel is here."""
 PEER_TCP_PATH = "/_ecliptic_tcp"
@@ -100,7 +112,6 @@ _LABEL = r"(?!-)[a-z0-9-]{1,63}"
 _HOST = re.compile(rf"^{_LABEL}(\.{_LABEL})+$")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./@+,=:~-]+$")
 _HOST_PORT = re.compile(r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
-_PEER_SECRET = re.compile(r"^[0-9a-f]{32,128}$")
 _WORKER_TITLE = "nginx: worker process"
 _PAGES_URI = "/_ecliptic/pages"
 _HOST_PLACEHOLDER = "{{ host }}"
@@ -128,6 +139,9 @@ _STRIPPED_HEADERS = (
     "Remote-Email",
     "X-Ecliptic-Uri",
     "X-Ecliptic-Scheme",
+    HOP_HEADER,
+    GRANT_HEADER,
+    "X-Ecliptic-Peer",
     "X-Ecliptic-Accept",
 )
 _IGNORED_FROM_BACKENDS = (
@@ -164,9 +178,9 @@ class Route:
     """The service speaks HTTPS behind the tunnel: the front connects with TLS, sending the
     host as SNI and not verifying the service's certificate."""
     peers: tuple[str, ...] = ()
-    """``ip:port`` (``[ip]:port`` for IPv6) of other replicas' fronts holding a tunnel for
-    the service, used when there is none here (``ports`` empty): requests go there with the
-    hop marker. Needs ``FrontConfig.peer_secret``."""
+    """``ip:port`` (``[ip]:port`` for IPv6) of other replicas' peer listeners holding a
+    tunnel for the service, used when there is none here (``ports`` empty): requests go there
+    over mutual TLS. Needs ``FrontConfig.peer_port``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or len(self.host) > 253 or not _HOST.match(self.host):
@@ -247,16 +261,21 @@ class FrontConfig:
     """Seconds ``stop`` lets open requests finish before it forces nginx down."""
     worker_shutdown_s: int = WORKER_SHUTDOWN_S
     """Seconds old workers keep upgraded connections after a reload (see the constant)."""
-    peer_secret: str | None = None
-    """The hop marker replicas of this instance send each other (lowercase hex, 32-128
-    digits): a request carrying it comes from a peer. None: no request is taken as coming
-    from a peer, and routes may not name peers."""
+    peer_port: int | None = None
+    """Port of the peer listener on ``listen_host``: mutual TLS with ``peer_cert``, for the
+    instance's other replicas only (0 picks a free port). None: no peer listener, no request
+    is taken as coming from a peer, and routes may not name peers."""
+    peer_cert: Path | None = None
+    """PEM certificate of the instance's peer identity (the same on every replica): presented
+    to peers, and the only certificate accepted from them."""
+    peer_key: Path | None = None
+    """PEM private key of ``peer_cert``."""
     tcp_relay_port: int | None = None
-    """Loopback port of the gateway's relay to local TCP tunnels. With ``peer_secret``,
-    peers' jump hosts reach TCP services here (``PEER_TCP_HOST``, hop marker only)."""
+    """Loopback port of the gateway's relay to local TCP tunnels. With a peer listener and
+    peers, their jump hosts reach TCP services here through it (``PEER_TCP_PATH``)."""
 
     def __post_init__(self) -> None:
-        for name in ("state_dir", "tls_cert", "tls_key"):
+        for name in ("state_dir", "tls_cert", "tls_key", "peer_cert", "peer_key"):
             path = getattr(self, name)
             if path is not None and not (path.is_absolute() and _SAFE_PATH.match(str(path))):
                 raise InvalidFrontInput(
@@ -269,7 +288,7 @@ class FrontConfig:
             raise InvalidFrontInput(
                 f"listen_host {self.listen_host!r} is not an IP address"
             ) from None
-        for name in ("http_port", "tls_port"):
+        for name in ("http_port", "tls_port", "peer_port"):
             port = getattr(self, name)
             if port is not None and not 0 <= port < 65536:
                 raise InvalidFrontInput(f"{name} {port} is not 0-65535")
@@ -288,8 +307,22 @@ class FrontConfig:
                 raise InvalidFrontInput(f"{name} must be at least 1 second")
         if self.auth_cache_s < 0:
             raise InvalidFrontInput("auth_cache_s must not be negative")
-        if self.peer_secret is not None and not _PEER_SECRET.match(self.peer_secret):
-            raise InvalidFrontInput("peer_secret must be 32-128 lowercase hex digits")
+        if self.peer_port is not None and (self.peer_cert is None or self.peer_key is None):
+            raise InvalidFrontInput("peer_port needs peer_cert and peer_key")
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The ports one run of nginx listens on (picked ones included)."""
+
+    http: int
+    tls: int | None = None
+    peer: int | None = None
+    """The peer listener (mutual TLS), when there is one."""
+    hop: int | None = None
+    """Loopback port where the peer listener hands requests to the routes."""
+    hop_secret: str | None = None
+    """The secret that marks those requests (made at each start; never leaves the machine)."""
 
 
 class _Layout:
@@ -319,11 +352,13 @@ def _listen_addr(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _listens(cfg: FrontConfig, http_port: int, tls_port: int | None, default: bool) -> list[str]:
+def _listens(cfg: FrontConfig, ports: Ports, default: bool) -> list[str]:
     flag = " default_server" if default else ""
-    lines = [f"    listen {_listen_addr(cfg.listen_host, http_port)}{flag};"]
-    if tls_port is not None:
-        lines.append(f"    listen {_listen_addr(cfg.listen_host, tls_port)} ssl{flag};")
+    lines = [f"    listen {_listen_addr(cfg.listen_host, ports.http)}{flag};"]
+    if ports.tls is not None:
+        lines.append(f"    listen {_listen_addr(cfg.listen_host, ports.tls)} ssl{flag};")
+    if ports.hop is not None:
+        lines.append(f"    listen 127.0.0.1:{ports.hop}{flag};")
     return lines
 
 
@@ -343,9 +378,7 @@ def _error_pages(pages: str, *, peer_hop: bool) -> list[str]:
     ]
 
 
-def render_main(
-    cfg: FrontConfig, http_port: int, tls_port: int | None, *, as_root: bool
-) -> dict[Path, str]:
+def render_main(cfg: FrontConfig, ports: Ports, *, as_root: bool) -> dict[Path, str]:
     """nginx.conf and the snippet every route's server includes, by path.
 
     Everything routes share lives at the http level, where route servers and their
@@ -355,7 +388,7 @@ def render_main(
     tmp = lay.tmp
     user = f"user {WORKER_USER} {_worker_group()};\n" if as_root else ""
     tls = ""
-    if tls_port is not None:
+    if ports.tls is not None:
         tls = f"""
     ssl_certificate {cfg.tls_cert};
     ssl_certificate_key {cfg.tls_key};
@@ -377,11 +410,11 @@ def render_main(
             "ecl_cookie",
             "ecl_authorization",
             "ecl_login",
-            "ecl_hop",
         )
     )
-    marker = f"        {cfg.peer_secret} 1;\n" if cfg.peer_secret else ""
-    hop_marker = f"        1 {cfg.peer_secret};\n" if cfg.peer_secret else ""
+    via_peer = ""
+    if ports.hop is not None and ports.hop_secret is not None:
+        via_peer = f'        "{ports.hop}:{ports.hop_secret}" 1;\n'
     stripped = "".join(f'    proxy_set_header {name} "";\n' for name in _STRIPPED_HEADERS)
     pages = _PAGES_URI
     error_pages = "".join(f"    {line}\n" for line in _error_pages(pages, peer_hop=False))
@@ -411,7 +444,7 @@ http {{
     # Room for thousands of service names (the default search is slow and then gives up).
     server_names_hash_max_size 65536;
     server_names_hash_bucket_size 512;
-    # Room for the hop marker (up to 128 characters) as a map key.
+    # Room for the hop port and secret (70 characters) as a map key.
     map_hash_bucket_size 256;
 
     client_header_timeout {cfg.header_timeout_s}s;
@@ -446,13 +479,13 @@ http {{
         default {pages}/401.html;
         "~^https?://" $ecl_login;
     }}
-    # A request a peer replica forwarded carries the instance's hop marker. Only then are
-    # the client's address, scheme, host and port taken from the X-Forwarded-* headers the
-    # peer set (it set them itself, as below); anyone else's are ignored. The marker never
-    # skips auth_request.
-    map $http_x_ecliptic_peer $ecl_via_peer {{
+    # A request a peer replica forwarded arrives on the loopback hop port from the peer
+    # listener (mutual TLS), with this run's hop secret. Only then are the client's address,
+    # scheme, host and port taken from the X-Forwarded-* headers the peer set (it set them
+    # itself, as below); anyone else's are ignored. It never skips auth_request.
+    map "$server_port:$http_x_ecliptic_hop" $ecl_via_peer {{
         default "";
-{marker}    }}
+{via_peer}    }}
     map $ecl_via_peer $ecl_client {{
         1 $http_x_forwarded_for;
         default $remote_addr;
@@ -497,10 +530,6 @@ http {{
         default "";
     }}
     add_header Strict-Transport-Security $ecl_hsts always;
-    # Routes that forward to a peer set $ecl_hop: the marker goes with those requests only.
-    map $ecl_hop $ecl_hop_marker {{
-        default "";
-{hop_marker}    }}
 
     # Pages for the errors the front itself answers (a service's own errors pass unchanged).
 {error_pages}
@@ -532,7 +561,6 @@ http {{
     proxy_set_header X-Forwarded-Proto $ecl_scheme;
     proxy_set_header X-Forwarded-Host $ecl_hostport;
     proxy_set_header X-Forwarded-Port $ecl_fport;
-    proxy_set_header {PEER_HEADER} $ecl_hop_marker;
     proxy_set_header X-Remote-User $ecl_user;
     proxy_set_header X-Remote-Email $ecl_email;
     proxy_set_header Cookie $ecl_cookie;
@@ -548,7 +576,7 @@ http {{
 
     # Unknown hosts.
     server {{
-{chr(10).join("    " + line for line in _listens(cfg, http_port, tls_port, default=True))}
+{chr(10).join("    " + line for line in _listens(cfg, ports, default=True))}
         server_name _;
         # Declares the variables route servers set, so a table without private routes loads.
 {declare}        error_page 404 {pages}/404.html;
@@ -625,17 +653,17 @@ def render_routes(
     cfg: FrontConfig,
     routes: Sequence[Route],
     generation: int,
-    http_port: int,
-    tls_port: int | None,
+    ports: Ports,
     *,
     relay_from: Sequence[str] = (),
 ) -> str:
-    """routes.conf: one upstream and one server per route, and the status server.
+    """routes.conf: one upstream and one server per route, the peer listener and the status
+    server.
 
     ``relay_from``: addresses of the live peer replicas; only they may use the TCP relay
     (none: there is no relay at all)."""
     lay = _Layout(cfg.state_dir)
-    listens = _listens(cfg, http_port, tls_port, default=False)
+    listens = _listens(cfg, ports, default=False)
     out = [
         f"# Routing table {generation}, written by Ecliptic; edits are lost on the next change.",
     ]
@@ -643,9 +671,9 @@ def render_routes(
     groups: dict[tuple[str, ...], str] = {}
     for route in routes:
         if route.peers:  # never with ports (Route refuses both)
-            if cfg.peer_secret is None:
+            if ports.peer is None:
                 raise InvalidFrontInput(
-                    f"route {route.host} names peers but there is no peer_secret"
+                    f"route {route.host} names peers but the front has no peer listener"
                 )
             if route.peers not in groups:
                 groups[route.peers] = name = f"p_{len(groups)}"
@@ -715,49 +743,23 @@ def render_routes(
             scheme = "https" if route.upstream_tls else "http"
             out.append(f"        proxy_pass {scheme}://{name};")
         elif hop:
-            out.append("        set $ecl_hop 1;")
             out += [f"        {line}" for line in _error_pages(_PAGES_URI, peer_hop=True)]
-            out.append(f"        proxy_pass http://{groups[route.peers]};")
+            out += [f"        {line}" for line in _peer_client_tls(cfg)]
+            out.append(f"        proxy_pass https://{groups[route.peers]};")
         else:
             # try_files runs after auth_request: a private service's state is not shown to
             # someone who may not see it.
             out += [f"        root {lay.empty};", "        try_files /.no-tunnel =503;"]
         out += ["    }", "}"]
-    if cfg.peer_secret and cfg.tcp_relay_port and relay_from:
-        # A peer's jump host, for a TCP service whose tunnel is here: from the live peer
-        # replicas' addresses only, with the hop marker (the peer checked who may reach the
-        # service), upgraded to the raw stream by the gateway's relay, which checks the
-        # marker again. Without peers there is no relay at all.
-        allowed = [f"        allow {ip};" for ip in sorted(set(relay_from))]
-        out += [
-            "server {",
-            *listens,
-            f"    server_name {PEER_TCP_HOST};",
-            f"    location = {PEER_TCP_PATH} {{",
-            *allowed,
-            "        deny all;",
-            "        if ($ecl_via_peer != 1) {",
-            "            return 404;",
-            "        }",
-            f"        proxy_pass http://127.0.0.1:{cfg.tcp_relay_port};",
-            f"        proxy_set_header Host {PEER_TCP_HOST};",
-            "        proxy_set_header Upgrade $http_upgrade;",
-            '        proxy_set_header Connection "upgrade";',
-            f"        proxy_set_header {PEER_HEADER} $http_x_ecliptic_peer;",
-            f"        proxy_set_header {PEER_SERVICE_HEADER} $http_x_ecliptic_service;",
-            "    }",
-            "    location / {",
-            "        return 404;",
-            "    }",
-            "}",
-        ]
+    if ports.peer is not None and ports.hop is not None and ports.hop_secret is not None:
+        out += _peer_server(cfg, ports.peer, ports.hop, ports.hop_secret, relay_from)
     allow = ["127.0.0.0/8", "::1"]
     listen_ip = ipaddress.ip_address(cfg.listen_host)
     if not (listen_ip.is_unspecified or listen_ip.is_loopback):
         allow.append(cfg.listen_host)  # local probes to a public address come from it
     out += [
         "server {",
-        f"    listen {_listen_addr(cfg.listen_host, http_port)};",
+        f"    listen {_listen_addr(cfg.listen_host, ports.http)};",
         f"    server_name {CONTROL_HOST};",
         "    access_log off;",
         *[f"    allow {a};" for a in allow],
@@ -773,6 +775,72 @@ def render_routes(
         "",
     ]
     return "\n".join(out)
+
+
+def _peer_client_tls(cfg: FrontConfig) -> list[str]:
+    """How a route talks to peers' listeners: TLS 1.3, presenting the instance's peer
+    certificate and accepting only it from the other side."""
+    return [
+        f"proxy_ssl_certificate {cfg.peer_cert};",
+        f"proxy_ssl_certificate_key {cfg.peer_key};",
+        f"proxy_ssl_trusted_certificate {cfg.peer_cert};",
+        "proxy_ssl_verify on;",
+        "proxy_ssl_verify_depth 1;",
+        f"proxy_ssl_name {PEER_TLS_NAME};",
+        "proxy_ssl_server_name on;",
+        "proxy_ssl_protocols TLSv1.3;",
+        "proxy_ssl_session_reuse on;",
+    ]
+
+
+def _peer_server(
+    cfg: FrontConfig, peer: int, hop: int, hop_secret: str, relay_from: Sequence[str]
+) -> list[str]:
+    """The peer listener: mutual TLS with the instance's peer certificate, nothing else on
+    its port. Requests go on, unchanged, to this front's routes over the loopback hop port
+    with this run's hop secret; the TCP relay (``PEER_TCP_PATH``) exists only while there
+    are live peers, and only for their addresses."""
+    out = [
+        "server {",
+        f"    listen {_listen_addr(cfg.listen_host, peer)} ssl default_server;",
+        "    server_name _;",
+        f"    ssl_certificate {cfg.peer_cert};",
+        f"    ssl_certificate_key {cfg.peer_key};",
+        f"    ssl_client_certificate {cfg.peer_cert};",
+        "    ssl_verify_client on;",
+        "    ssl_verify_depth 1;",
+        "    ssl_protocols TLSv1.3;",
+        '    add_header Strict-Transport-Security "" always;',
+    ]
+    if cfg.tcp_relay_port and relay_from:
+        out += [
+            f"    location = {PEER_TCP_PATH} {{",
+            *[f"        allow {ip};" for ip in sorted(set(relay_from))],
+            "        deny all;",
+            f"        proxy_pass http://127.0.0.1:{cfg.tcp_relay_port};",
+            f"        proxy_set_header Host {PEER_TCP_HOST};",
+            "        proxy_set_header Upgrade $http_upgrade;",
+            '        proxy_set_header Connection "upgrade";',
+            f"        proxy_set_header {GRANT_HEADER} $http_x_ecliptic_grant;",
+            f"        proxy_set_header {PEER_SERVICE_HEADER} $http_x_ecliptic_service;",
+            "    }",
+        ]
+    out += [
+        "    location / {",
+        "        access_log off;  # the route it is handed to logs it",
+        f"        proxy_pass http://127.0.0.1:{hop};",
+        "        proxy_set_header Host $http_host;",
+        "        proxy_set_header Upgrade $http_upgrade;",
+        "        proxy_set_header Connection $ecl_connection;",
+        "        proxy_set_header X-Forwarded-For $http_x_forwarded_for;",
+        "        proxy_set_header X-Forwarded-Proto $http_x_forwarded_proto;",
+        "        proxy_set_header X-Forwarded-Host $http_x_forwarded_host;",
+        "        proxy_set_header X-Forwarded-Port $http_x_forwarded_port;",
+        f"        proxy_set_header {HOP_HEADER} {hop_secret};",
+        "    }",
+        "}",
+    ]
+    return out
 
 
 def render_pages() -> dict[str, str]:
@@ -851,8 +919,7 @@ class Front:
         self._cond = threading.Condition()
         self._lifecycle = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._http_port: int | None = None
-        self._tls_port: int | None = None
+        self._ports: Ports | None = None
         self._routes: tuple[Route, ...] = ()
         self._relay_from: tuple[str, ...] = ()
         self._applied = 0  # generation of the last table given to apply()
@@ -870,12 +937,17 @@ class Front:
     @property
     def http_port(self) -> int:
         """The plain-HTTP port nginx listens on (the picked one when configured as 0)."""
-        return self._http_port if self._http_port is not None else self.config.http_port
+        return self._ports.http if self._ports is not None else self.config.http_port
 
     @property
     def tls_port(self) -> int | None:
         """The TLS port nginx listens on, None without TLS."""
-        return self._tls_port if self._tls_port is not None else self.config.tls_port
+        return self._ports.tls if self._ports is not None else self.config.tls_port
+
+    @property
+    def peer_port(self) -> int | None:
+        """The peer listener's port (the picked one when configured as 0), None without."""
+        return self._ports.peer if self._ports is not None else self.config.peer_port
 
     @property
     def pid(self) -> int | None:
@@ -896,14 +968,18 @@ class Front:
             as_root = os.geteuid() == 0
             self._prepare_dirs(as_root)
             self._stop_stale_master()
-            attempts = 3 if cfg.http_port == 0 or cfg.tls_port == 0 else 1
+            picked = 0 in (cfg.http_port, cfg.tls_port, cfg.peer_port)
+            attempts = 3 if picked or cfg.peer_port is not None else 1
             for attempt in range(attempts):
-                http_port = cfg.http_port or _free_port(cfg.listen_host)
-                tls_port = cfg.tls_port
-                if tls_port == 0:
-                    tls_port = _free_port(cfg.listen_host)
+                ports = Ports(
+                    http=cfg.http_port or _free_port(cfg.listen_host),
+                    tls=_free_port(cfg.listen_host) if cfg.tls_port == 0 else cfg.tls_port,
+                    peer=_free_port(cfg.listen_host) if cfg.peer_port == 0 else cfg.peer_port,
+                    hop=_free_port("127.0.0.1") if cfg.peer_port is not None else None,
+                    hop_secret=secrets.token_hex(32) if cfg.peer_port is not None else None,
+                )
                 try:
-                    self._launch(http_port, tls_port, as_root)
+                    self._launch(ports, as_root)
                     break
                 except FrontError as exc:
                     if attempt + 1 == attempts or "Address already in use" not in str(exc):
@@ -953,8 +1029,8 @@ class Front:
             raise InvalidFrontInput(f"{CONTROL_HOST} is the front's own status host")
         if PEER_TCP_HOST in hosts:
             raise InvalidFrontInput(f"{PEER_TCP_HOST} is the front's own relay host")
-        if self.config.peer_secret is None and any(r.peers for r in table):
-            raise InvalidFrontInput("routes name peers but the front has no peer_secret")
+        if self.config.peer_port is None and any(r.peers for r in table):
+            raise InvalidFrontInput("routes name peers but the front has no peer listener")
         with self._cond:
             if table == self._routes and relay == self._relay_from:
                 return
@@ -1059,13 +1135,13 @@ class Front:
         finally:
             os.close(fd)
 
-    def _launch(self, http_port: int, tls_port: int | None, as_root: bool) -> None:
+    def _launch(self, ports: Ports, as_root: bool) -> None:
         cfg, lay = self.config, self._lay
-        for path, text in render_main(cfg, http_port, tls_port, as_root=as_root).items():
+        for path, text in render_main(cfg, ports, as_root=as_root).items():
             write_atomic(path, text, mode=0o600)
         with self._cond:
             routes, generation, relay = self._routes, self._applied, self._relay_from
-        text = render_routes(cfg, routes, generation, http_port, tls_port, relay_from=relay)
+        text = render_routes(cfg, routes, generation, ports, relay_from=relay)
         write_atomic(lay.routes, text, mode=0o600)
         argv = [cfg.nginx_path, "-p", f"{lay.root}/", "-e", str(lay.error_log), "-c", str(lay.conf)]
         check = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, timeout=30)
@@ -1085,7 +1161,7 @@ class Front:
                 start_new_session=True,  # Ctrl-C of the daemon is not a fast nginx shutdown
             )
         self._proc = proc
-        self._http_port, self._tls_port = http_port, tls_port
+        self._ports = ports
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if proc.poll() is not None:
@@ -1103,7 +1179,7 @@ class Front:
                 finally:
                     self._proc = None
                 raise FrontError(
-                    f"nginx did not answer on port {http_port} within {START_TIMEOUT_S:g} s; "
+                    f"nginx did not answer on port {ports.http} within {START_TIMEOUT_S:g} s; "
                     f"see {lay.error_log}:\n{_tail(lay.error_log)}"
                 )
             time.sleep(0.01)
@@ -1115,8 +1191,8 @@ class Front:
         log.info(
             "front: nginx %s serving http://%s (tls %s)",
             proc.pid,
-            _listen_addr(cfg.listen_host, http_port),
-            tls_port,
+            _listen_addr(cfg.listen_host, ports.http),
+            ports.tls,
         )
 
     def _shutdown(self, proc: subprocess.Popen[bytes]) -> None:
@@ -1230,9 +1306,10 @@ class Front:
             raise FrontError("nginx is not running")
         with self._cond:
             relay = self._relay_from
-        text = render_routes(
-            self.config, routes, generation, self.http_port, self._tls_port, relay_from=relay
-        )
+        ports = self._ports
+        if ports is None:
+            raise FrontError("nginx is not running")
+        text = render_routes(self.config, routes, generation, ports, relay_from=relay)
         write_atomic(self._lay.routes, text, mode=0o600)
         workers = _active_workers(proc.pid)
         with self._cond:

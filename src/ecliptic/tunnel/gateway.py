@@ -9,10 +9,10 @@ routing and puts it back when it answers again. What is connected is written to 
 so that ``GET /services/{ref}`` and administrators see it.
 
 Replicas sharing a store forward to each other. Every ``HEARTBEAT_S`` a replica records its
-heartbeat and the address its peers reach its front at (``GatewayReplica``), and reads which
-live peers hold a healthy tunnel for which service. A service without a healthy tunnel here
-is routed to those peers (local tunnels always win); the fronts mark the hop so that a
-forwarded request is never forwarded again (see ``front``). A peer whose heartbeat stopped
+heartbeat and the address of its peer listener (``GatewayReplica``), and reads which live
+peers hold a healthy tunnel for which service. A service without a healthy tunnel here is
+routed to those peers over mutual TLS (local tunnels always win), and a request that came
+from a peer is never forwarded again (see ``front``). A peer whose heartbeat stopped
 moving for ``gateway_peer_stale_s`` is no longer forwarded to; one that stops cleanly
 removes its rows at once.
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import ipaddress
 import logging
 import os
@@ -41,6 +40,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ecliptic.config import Settings, parse_peer_url
+from ecliptic.files import write_atomic
 from ecliptic.services import gateway as registry
 from ecliptic.services.sshkeys import user_for_key
 from ecliptic.store.db import Database
@@ -48,7 +48,7 @@ from ecliptic.store.models import ServiceAccess, TunnelEndpoint
 from ecliptic.store.types import new_id, utcnow
 from ecliptic.tunnel import sshd, tunneld
 from ecliptic.tunnel.front import (
-    PEER_HEADER,
+    GRANT_HEADER,
     PEER_SERVICE_HEADER,
     PEER_TCP_UPGRADE,
     Front,
@@ -56,7 +56,13 @@ from ecliptic.tunnel.front import (
     Route,
     peer_address,
 )
-from ecliptic.tunnel.jump import JumpHost, JumpPrincipal, JumpRefused, PeerHop
+from ecliptic.tunnel.jump import (
+    JumpHost,
+    JumpPrincipal,
+    JumpRefused,
+    PeerHop,
+    peer_client_context,
+)
 from ecliptic.tunnel.sshd import EndpointConfig, SshEndpoint, TunnelConn
 from ecliptic.tunnel.tunneld import TunneldEndpoint
 
@@ -76,8 +82,8 @@ class PeerAddressError(Exception):
     code = "peer_address_invalid"
 
 
-def own_peer_address(settings: Settings, http_port: int) -> str:
-    """``ip:port`` where peers reach this replica's plain-HTTP front.
+def own_peer_address(settings: Settings, peer_port: int) -> str:
+    """``ip:port`` where peers reach this replica's peer listener.
 
     ``gateway_peer_url`` when set (a host name is resolved now, once); else the front's
     listen address, or, when it listens on every address (0.0.0.0, ::), this machine's
@@ -118,7 +124,7 @@ def own_peer_address(settings: Settings, http_port: int) -> str:
             )
         else:
             host = primary
-    found = peer_address(f"[{host}]:{http_port}" if ":" in host else f"{host}:{http_port}")
+    found = peer_address(f"[{host}]:{peer_port}" if ":" in host else f"{host}:{peer_port}")
     assert found is not None
     return found
 
@@ -312,8 +318,11 @@ class Gateway:
         self.endpoint: SshEndpoint | TunneldEndpoint = endpoint_kind(
             endpoint_config, on_up=self._on_up, on_down=self._on_down
         )
-        # Peers' jump hosts reach this replica's TCP tunnels through the front and this relay.
-        self._peer_secret = registry.peer_secret(db)
+        # Peers' jump hosts reach this replica's TCP tunnels through the peer listener and
+        # this relay; replicas present and accept only the instance's peer certificate.
+        self._peer_cert = self.state_dir / "peer.crt"
+        self._peer_key = self.state_dir / "peer.key"
+        self._peer_tls: ssl.SSLContext | None = None
         self._relay_sock = socket.create_server(("127.0.0.1", 0))
         self._relay: asyncio.Server | None = None
         self.front = Front(
@@ -325,7 +334,9 @@ class Gateway:
                 tls_cert=settings.gateway_tls_cert,
                 tls_key=settings.gateway_tls_key,
                 auth_upstream=auth_upstream,
-                peer_secret=self._peer_secret,
+                peer_port=settings.gateway_peer_port,
+                peer_cert=self._peer_cert,
+                peer_key=self._peer_key,
                 tcp_relay_port=self._relay_sock.getsockname()[1],
             )
         )
@@ -396,11 +407,15 @@ class Gateway:
             d.mkdir(mode=0o755, exist_ok=True)
             os.chmod(d, 0o755)
         pem, _ = registry.host_key(self.db)
-        key = self.state_dir / "ssh_host_ed25519_key"
-        if not key.exists() or key.read_text() != pem:
-            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(pem)
+        cert, key = registry.peer_identity(self.db)
+        for path, text in (
+            (self.state_dir / "ssh_host_ed25519_key", pem),
+            (self._peer_cert, cert),
+            (self._peer_key, key),
+        ):
+            if not path.exists() or path.read_text() != text:
+                write_atomic(path, text, mode=0o600)
+        self._peer_tls = peer_client_context(self._peer_cert, self._peer_key)
 
     def _remove_state(self) -> None:
         """Remove the files this replica generated (sshd and nginx are stopped by now)."""
@@ -439,7 +454,7 @@ class Gateway:
                 try:
                     await self._sync()
                     self.peer_address = await asyncio.to_thread(
-                        own_peer_address, self.settings, self.front.http_port
+                        own_peer_address, self.settings, self.front.peer_port or 0
                     )
                     await self._beat()
                     self._ready.set_result(None)
@@ -703,7 +718,10 @@ class Gateway:
             return ports[int(time.monotonic() * 1000) % len(ports)]
         peers = self._peers.get(service.id, ())
         if peers:
-            return PeerHop(peers, service.subdomain, self._peer_secret)
+            grant = registry.mint_peer_grant(self.db, principal.user_id, service.id)
+            if self._peer_tls is None:
+                raise JumpRefused(f"'{host}': gateway error (no peer identity)")
+            return PeerHop(peers, service.subdomain, grant, self._peer_tls)
         raise JumpRefused(f"'{host}' has no tunnel connected right now; try again shortly")
 
     def _tcp_service(self, subdomain: str) -> registry.RoutedService | None:
@@ -726,8 +744,10 @@ class Gateway:
         ]
 
     async def _relay_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A peer's jump host, through the front, for a TCP service tunnelled here: check the
-        hop marker again, answer 101 and splice the stream to one of the service's tunnels."""
+        """A peer's jump host, through the peer listener (mutual TLS, live peers' addresses
+        only), for a TCP service tunnelled here: check its grant (genuine, unexpired, for
+        this service) and that the user it names may still reach the service, answer 101
+        and splice the stream to one of the service's tunnels."""
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -738,15 +758,20 @@ class Gateway:
                 name, sep, value = line.partition(":")
                 if sep:
                     fields[name.strip().lower()] = value.strip()
-            marker = fields.get(PEER_HEADER.lower(), "")
-            if not (self._peer_secret and hmac.compare_digest(marker, self._peer_secret)):
-                writer.write(_plain_response(403, "not a peer of this gateway"))
-                return
             if fields.get("upgrade", "").lower() != PEER_TCP_UPGRADE:
                 writer.write(_plain_response(400, f"expected Upgrade: {PEER_TCP_UPGRADE}"))
                 return
             label = fields.get(PEER_SERVICE_HEADER.lower(), "")
             service = self._tcp_service(label)
+            grant = fields.get(GRANT_HEADER.lower(), "")
+            user = (
+                await asyncio.to_thread(registry.check_peer_grant, self.db, grant, service.id)
+                if service is not None and grant
+                else None
+            )
+            if user is None:
+                writer.write(_plain_response(403, f"no valid grant for {label!r}"))
+                return
             ports = self._tcp_ports(service.id) if service else []
             upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
             for port in ports:

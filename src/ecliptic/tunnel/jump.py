@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,11 +29,12 @@ import asyncssh
 
 from ecliptic import hostkeys
 from ecliptic.tunnel.front import (
-    PEER_HEADER,
+    GRANT_HEADER,
     PEER_SERVICE_HEADER,
     PEER_TCP_HOST,
     PEER_TCP_PATH,
     PEER_TCP_UPGRADE,
+    PEER_TLS_NAME,
 )
 
 log = logging.getLogger(__name__)
@@ -78,8 +80,10 @@ class PeerHop:
     """``ip:port`` of the fronts of the live replicas holding a tunnel, tried in order."""
     service: str
     """The service's subdomain."""
-    marker: str
-    """The instance's hop marker (``X-Ecliptic-Peer``)."""
+    grant: str
+    """The per-hop grant naming the user and the service (``X-Ecliptic-Grant``)."""
+    tls: ssl.SSLContext
+    """Client context for peers' listeners: the instance's peer certificate both ways."""
 
 
 class JumpRefused(Exception):
@@ -452,22 +456,40 @@ class _JumpConnection(asyncssh.SSHServer):
         return cast(asyncssh.SSHTCPSession[bytes], forwarder)
 
 
+def peer_client_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """TLS 1.3 to a peer's listener: present the instance's peer certificate, and accept
+    only that certificate from the other side."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(cert)
+    context.check_hostname = True
+    return context
+
+
 async def open_peer_stream(
-    peer: str, service: str, marker: str, timeout: float = CONNECT_TIMEOUT_S
+    peer: str,
+    service: str,
+    grant: str,
+    tls: ssl.SSLContext,
+    timeout: float = CONNECT_TIMEOUT_S,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw stream to ``service`` through the front of the peer at ``ip:port``: an HTTP/1.1
-    upgrade with the hop marker, answered ``101`` by the peer's relay. Raises ``OSError``
-    (or ``TimeoutError``) when the peer does not take it."""
+    """A raw stream to ``service`` through the peer listener at ``ip:port``: an HTTP/1.1
+    upgrade over mutual TLS with the per-hop grant, answered ``101`` by the peer's relay.
+    Raises ``OSError`` (or ``TimeoutError``) when the peer does not take it."""
     host, _, port = peer.rpartition(":")
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host.strip("[]"), int(port)), timeout
+        asyncio.open_connection(
+            host.strip("[]"), int(port), ssl=tls, server_hostname=PEER_TLS_NAME
+        ),
+        timeout,
     )
     try:
         writer.write(
             (
                 f"GET {PEER_TCP_PATH} HTTP/1.1\r\nHost: {PEER_TCP_HOST}\r\n"
                 f"Connection: Upgrade\r\nUpgrade: {PEER_TCP_UPGRADE}\r\n"
-                f"{PEER_HEADER}: {marker}\r\n{PEER_SERVICE_HEADER}: {service}\r\n\r\n"
+                f"{GRANT_HEADER}: {grant}\r\n{PEER_SERVICE_HEADER}: {service}\r\n\r\n"
             ).encode()
         )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
@@ -483,7 +505,7 @@ async def open_peer_stream(
 async def _via_peer(user: str, where: str, hop: PeerHop) -> asyncssh.SSHTCPSession[bytes]:
     for peer in hop.peers:
         try:
-            reader, writer = await open_peer_stream(peer, hop.service, hop.marker)
+            reader, writer = await open_peer_stream(peer, hop.service, hop.grant, hop.tls)
         except (
             OSError,
             TimeoutError,
