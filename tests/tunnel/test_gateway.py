@@ -7,11 +7,18 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect as ws_connect
+from websockets.sync.server import ServerConnection
+from websockets.sync.server import serve as ws_serve
 
 from ecliptic.tunnel.front import PEER_TCP_HOST, PEER_TCP_PATH
 from tests.tunnel.conftest import Backend, Served, needs_gateway, peer_request, serve_with_gateway
@@ -348,3 +355,83 @@ def test_nginx_does_not_outlive_a_killed_serve(tmp_path: Path) -> None:
 
         wait_until(lambda: not alive(), 10, "nginx to end with serve")
         assert _refuses(s.http_port)
+
+
+@pytest.fixture
+def ws_echo() -> Iterator[int]:
+    """A WebSocket echo service on loopback; its port."""
+
+    def echo(conn: ServerConnection) -> None:
+        with contextlib.suppress(Exception):
+            for message in conn:
+                conn.send("echo: " + (message if isinstance(message, str) else message.decode()))
+
+    server = ws_serve(echo, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield int(server.socket.getsockname()[1])
+    finally:
+        server.shutdown()
+
+
+def test_access_change_ends_open_websockets(served: Served, ws_echo: int) -> None:
+    """Hole 4: removing a user from the access list left their open WebSocket working. Now
+    it ends within the revocation target (5 s); others' stay up, and so do public ones."""
+    private = served.service("ws-private")
+    public = served.service("ws-public", public=True)
+    served.ssh_r(served.bind(private["token"]["token"]), ws_echo)
+    served.ssh_r(served.bind(public["token"]["token"]), ws_echo)
+    admin = served.api.headers["Authorization"]
+    served.wait_for(private["host"], lambda r: r.status_code not in (502, 503), Authorization=admin)
+    served.wait_for(public["host"], lambda r: r.status_code not in (502, 503))
+    assert served.api.post("/users", json={"name": "bob", "password": "bob-password"}).is_success
+    bob = served.api.post(
+        "/auth/login", json={"username": "bob", "password": "bob-password"}
+    ).json()["secret"]
+    patched = served.api.patch(f"/services/{private['id']}", json={"access": ["admin", "bob"]})
+    assert patched.is_success, patched.text
+
+    def ws(svc: dict[str, object], token: str | None) -> Any:
+        sock = socket.create_connection(("127.0.0.1", served.http_port), timeout=5)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        url = f"ws://{svc['host']}:{served.http_port}/socket"
+        return ws_connect(url, sock=sock, proxy=None, additional_headers=headers)
+
+    def works(conn: Any) -> bool:
+        conn.send("ping")
+        return bool(conn.recv(timeout=5) == "echo: ping")
+
+    wait_until(
+        lambda: (
+            served.front(str(private["host"]), Authorization=f"Bearer {bob}").status_code
+            not in (403,)
+        ),
+        10,
+        "bob's access",
+    )
+    with (
+        ws(private, bob) as bobs,
+        ws(private, admin.split(" ", 1)[1]) as admins,
+        ws(public, None) as anyones,
+    ):
+        assert works(bobs) and works(admins) and works(anyones)
+        taken = time.monotonic()
+        assert served.api.patch(f"/services/{private['id']}", json={"access": ["admin"]}).is_success
+        with pytest.raises(ConnectionClosed):
+            while time.monotonic() - taken < 10:
+                works(bobs)
+                time.sleep(0.2)
+        took = time.monotonic() - taken
+        assert took <= 5, f"bob's WebSocket outlived his access by {took:.1f} s"
+        assert works(admins) and works(anyones)
+
+    # And bob cannot open a new one (once the front's 2 s auth cache has let go).
+    def refused() -> bool:
+        try:
+            with ws(private, bob):
+                pass
+        except InvalidStatus as exc:
+            return exc.response.status_code == 403
+        return False
+
+    wait_until(refused, 5, "bob refused a new WebSocket")

@@ -189,6 +189,43 @@ def check_peer_grant(
     return user_id
 
 
+def still_allowed(db: Database, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Of ``(service id, user name)`` pairs (an empty name: nobody signed in), those whose
+    service still exists and is public, or whose user is enabled and on its access list."""
+    if not pairs:
+        return set()
+    service_ids = {s for s, _ in pairs}
+    names = {u for _, u in pairs if u}
+    with db.read() as session:
+        public = dict(
+            session.execute(select(Service.id, Service.public).where(Service.id.in_(service_ids)))
+            .tuples()
+            .all()
+        )
+        users = dict(
+            session.execute(
+                select(User.name, User.id).where(User.name.in_(names), User.disabled.is_(False))
+            )
+            .tuples()
+            .all()
+        )
+        access = set(
+            session.execute(
+                select(ServiceAccess.service_id, ServiceAccess.user_id).where(
+                    ServiceAccess.service_id.in_(service_ids),
+                    ServiceAccess.user_id.in_(users.values()),
+                )
+            )
+            .tuples()
+            .all()
+        )
+    return {
+        (s, u)
+        for s, u in pairs
+        if s in public and (public[s] or (u in users and (s, users[u]) in access))
+    }
+
+
 def _mac(secret: bytes, payload: str) -> str:
     digest = hmac.new(secret, payload.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest[:20]).decode().rstrip("=")

@@ -270,6 +270,10 @@ class FrontConfig:
     to peers, and the only certificate accepted from them."""
     peer_key: Path | None = None
     """PEM private key of ``peer_cert``."""
+    upgrade_relay_port: int | None = None
+    """Loopback port of the gateway's relay for upgraded connections (WebSockets). With it,
+    an upgrade request to a local tunnel goes through the relay, which ends the connection
+    when the user's access to the service ends (nginx alone keeps it open)."""
     tcp_relay_port: int | None = None
     """Loopback port of the gateway's relay to local TCP tunnels. With a peer listener and
     peers, their jump hosts reach TCP services here through it (``PEER_TCP_PATH``)."""
@@ -741,6 +745,13 @@ def render_routes(
             ]
         if route.ports:
             scheme = "https" if route.upstream_tls else "http"
+            if cfg.upgrade_relay_port:
+                # After auth_request (access phase) either way; the relay picks the tunnel.
+                out += [
+                    "        if ($http_upgrade) {",
+                    f"            proxy_pass http://127.0.0.1:{cfg.upgrade_relay_port};",
+                    "        }",
+                ]
             out.append(f"        proxy_pass {scheme}://{name};")
         elif hop:
             out += [f"        {line}" for line in _error_pages(_PAGES_URI, peer_hop=True)]

@@ -70,6 +70,11 @@ log = logging.getLogger("ecliptic.gateway")
 
 HEARTBEAT_S = 1.0
 """How often a replica records that it is alive and reads which peers hold which tunnels."""
+UPGRADE_RECHECK_S = 1.0
+"""How often open upgraded connections (WebSockets) are checked against access: a user
+taken off a service's access list loses them within about this long (the target is 5 s)."""
+HEAD_LIMIT = 128 * 1024
+"""Longest request head the upgrade relay reads (nginx's own limit is 4 x 16 KiB)."""
 PRUNE_EVERY_S = 60.0
 """How often a replica looks for replicas that went silent long ago."""
 PRUNE_AFTER = timedelta(minutes=10)
@@ -325,6 +330,12 @@ class Gateway:
         self._peer_tls: ssl.SSLContext | None = None
         self._relay_sock = socket.create_server(("127.0.0.1", 0))
         self._relay: asyncio.Server | None = None
+        # Upgraded connections (WebSockets) to local tunnels pass through this relay, which
+        # ends them when the user's access ends (hole 4).
+        self._upgrade_sock = socket.create_server(("127.0.0.1", 0))
+        self._upgrade_relay: asyncio.Server | None = None
+        self._upgraded: dict[asyncio.StreamWriter, tuple[str, str, asyncio.StreamWriter]] = {}
+        self._next_upgrade_check = 0.0
         self.front = Front(
             FrontConfig(
                 state_dir=self.state_dir / "front",
@@ -338,6 +349,7 @@ class Gateway:
                 peer_cert=self._peer_cert,
                 peer_key=self._peer_key,
                 tcp_relay_port=self._relay_sock.getsockname()[1],
+                upgrade_relay_port=self._upgrade_sock.getsockname()[1],
             )
         )
         self.jump = JumpHost(
@@ -447,6 +459,9 @@ class Gateway:
         # whether or not the store changed since.
         await self._sync(force=True)
         self._relay = await asyncio.start_server(self._relay_peer, sock=self._relay_sock)
+        self._upgrade_relay = await asyncio.start_server(
+            self._relay_upgrade, sock=self._upgrade_sock, limit=HEAD_LIMIT
+        )
         try:
             await asyncio.to_thread(self.front.start)
             try:
@@ -466,6 +481,10 @@ class Gateway:
                 await asyncio.to_thread(self.front.stop)
         finally:
             self._relay.close()
+            self._upgrade_relay.close()
+            for client, (_, _, upstream) in list(self._upgraded.items()):
+                client.close()
+                upstream.close()
             await self.endpoint.stop()
 
     async def _serve(self) -> None:
@@ -481,6 +500,11 @@ class Gateway:
             except Exception:
                 log.exception("gateway: reading the store failed; retrying")
             self._probe_due()
+            if self._upgraded and time.monotonic() >= self._next_upgrade_check:
+                try:
+                    await self._recheck_upgraded()
+                except Exception:
+                    log.exception("gateway: re-checking upgraded connections failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.poll_s)
 
@@ -735,6 +759,76 @@ class Gateway:
             None,
         )
 
+    async def _relay_upgrade(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """An upgrade request (WebSocket) nginx let through to a service tunnelled here:
+        pass it to one of the service's tunnels and splice the two, remembering who it is
+        for, so that ``_recheck_upgraded`` can end it when that user's access ends."""
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        try:
+            got = await _read_head(reader)
+            if got is None:
+                return
+            head, fields = got
+            label = fields.get("host", "").split(".", 1)[0].lower()
+            service = next(
+                (
+                    s
+                    for s in self._state.view.services.values()
+                    if s.subdomain == label and s.protocol in ("http", "https")
+                ),
+                None,
+            )
+            ports = self._tcp_ports(service.id) if service is not None else []
+            context: ssl.SSLContext | None = None
+            if service is not None and service.protocol == "https":
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            sni = (fields.get("host", "").split(":")[0] or None) if context else None
+            for port in ports:
+                with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+                    upstream = await asyncio.wait_for(
+                        asyncio.open_connection(
+                            "127.0.0.1", port, ssl=context, server_hostname=sni
+                        ),
+                        5,
+                    )
+                    break
+            if service is None or upstream is None:
+                writer.write(_plain_response(503, "no tunnel here for this service"))
+                return
+            up_reader, up_writer = upstream
+            up_writer.write(head)
+            # nginx sets X-Remote-User itself (empty for public services, and never what
+            # the client sent).
+            self._upgraded[writer] = (service.id, fields.get("x-remote-user", ""), up_writer)
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            self._upgraded.pop(writer, None)
+            if upstream is not None:
+                upstream[1].close()
+            writer.close()
+
+    async def _recheck_upgraded(self) -> None:
+        """End the upgraded connections whose user may no longer reach their service (off
+        its access list, disabled, or the service gone or made private), within about
+        ``UPGRADE_RECHECK_S``."""
+        self._next_upgrade_check = time.monotonic() + UPGRADE_RECHECK_S
+        open_now = dict(self._upgraded)
+        pairs = {(service_id, user) for service_id, user, _ in open_now.values()}
+        allowed = await asyncio.to_thread(registry.still_allowed, self.db, pairs)
+        for client, (service_id, user, upstream) in open_now.items():
+            if (service_id, user) not in allowed:
+                log.info(
+                    "gateway: ending %s's upgraded connection to service %s: access ended",
+                    user or "an anonymous user",
+                    service_id,
+                )
+                client.close()
+                upstream.close()
+
     def _tcp_ports(self, service_id: str) -> list[int]:
         """Loopback ports of this replica's healthy tunnels of a service."""
         return [
@@ -749,15 +843,10 @@ class Gateway:
         this service) and that the user it names may still reach the service, answer 101
         and splice the stream to one of the service's tunnels."""
         try:
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            got = await _read_head(reader)
+            if got is None:
                 return
-            fields = {}
-            for line in head.decode("latin-1").split("\r\n")[1:]:
-                name, sep, value = line.partition(":")
-                if sep:
-                    fields[name.strip().lower()] = value.strip()
+            _, fields = got
             if fields.get("upgrade", "").lower() != PEER_TCP_UPGRADE:
                 writer.write(_plain_response(400, f"expected Upgrade: {PEER_TCP_UPGRADE}"))
                 return
@@ -792,6 +881,22 @@ class Gateway:
                 up_writer.close()
         finally:
             writer.close()
+
+
+async def _read_head(
+    reader: asyncio.StreamReader,
+) -> tuple[bytes, dict[str, str]] | None:
+    """An HTTP request head from nginx and its header fields (names lowercase), or None."""
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return None
+    fields = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    return head, fields
 
 
 def _plain_response(status: int, text: str) -> bytes:
