@@ -12,3 +12,12 @@ PORTAL_COOKIE = "ecliptic_session"
 STATE_COOKIE = "ecliptic_gw_state"
 """Set on a service's host when a browser starts signing in there: only that browser can
 redeem the sign-in code the portal hands back."""
+
+HOST_PREFIX = "__Host-"
+"""Over HTTPS, the gateway's cookies carry this prefix: browsers then accept them only with
+Secure, Path=/ and no Domain, so no sibling subdomain can plant or widen them."""
+
+
+def cookie_name(base: str, https: bool) -> str:
+    """The name of cookie ``base`` on a connection that is (or is not) HTTPS."""
+    return HOST_PREFIX + base if https else base

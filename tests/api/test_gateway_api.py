@@ -485,3 +485,40 @@ def test_services_per_tenancy_and_keys_per_service_are_bounded(
     assert admin.delete(f"/services/a/keys/{key_id}").status_code == 204
     again = admin.post("/services/a/tokens", {}).json()["token"]
     assert client.post(assoc, json={"token": again, "public_key": new_key()}).is_success
+
+
+def test_over_https_the_gateway_cookies_are_host_prefixed(admin: Api, client: TestClient) -> None:
+    """Issue 12: with TLS, the gateway's cookies are ``__Host-`` cookies (Secure, Path=/,
+    no Domain: a sibling subdomain cannot plant or widen them), and over HTTPS only those
+    count."""
+    svc = create(admin)
+    host = svc["host"]
+    https = {"X-Ecliptic-Host": host, "X-Forwarded-Proto": "https"}
+    r = client.get("/_ecliptic/start?next=/lab", headers=https, follow_redirects=False)
+    state = r.headers["set-cookie"]
+    assert state.startswith("__Host-ecliptic_gw_state=") and "Secure" in state
+    assert "Path=/" in state and "Domain" not in state
+    target = urlsplit(r.headers["location"])
+    client.post(
+        "/login", content="username=admin&password=test-admin-password&next=/x",
+        follow_redirects=False,
+    )  # fmt: skip
+    r = client.get(f"{target.path}?{target.query}", follow_redirects=False)
+    callback = urlsplit(r.headers["location"])
+    # (The test client speaks plain HTTP, so it would not send a Secure cookie back.)
+    cb = client.get(
+        f"{callback.path}?{callback.query}",
+        headers={**https, "Cookie": state.split(";")[0]},
+        follow_redirects=False,
+    )
+    assert cb.status_code == 303, cb.text
+    cookie = next(c for c in cb.headers.get_list("set-cookie") if "ecliptic_gw=" in c)
+    assert cookie.startswith("__Host-ecliptic_gw=") and "Secure" in cookie
+    assert "Path=/" in cookie and "Domain" not in cookie and "HttpOnly" in cookie
+    value = cookie.split(";")[0].split("=", 1)[1]
+    over_https = {"X-Ecliptic-Scheme": "https"}
+    r = auth(client, host, Cookie=f"__Host-ecliptic_gw={value}; theirs=1", **over_https)
+    assert r.status_code == 200 and r.headers["x-forward-cookie"] == "theirs=1"
+    # The same value without the prefix is not a session over HTTPS, and is not passed on.
+    r = auth(client, host, Cookie=f"ecliptic_gw={value}; theirs=1", **over_https)
+    assert r.status_code == 401

@@ -1156,3 +1156,59 @@ def test_state_dir_must_be_reachable_by_workers(tmp_path: Path) -> None:
     finally:
         front.stop()
     assert front.pid is None
+
+
+def test_with_tls_plain_http_is_redirected_and_cookies_are_host_prefixed(
+    own_root: Path, servers: Callable[..., Backend]
+) -> None:
+    """Issue 12: with TLS on, plain HTTP redirects to HTTPS (308, same host and path), and
+    Ecliptic's cookies, __Host- prefixed, are still taken out of what a public service
+    gets."""
+    cert, key = own_root / "cert.pem", own_root / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "2", "-subj", "/CN=*.localhost", "-keyout", str(key),
+         "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with pytest.raises(InvalidFrontInput, match="tls_port"):
+        FrontConfig(state_dir=own_root / "x", redirect_http=True)
+    front = Front(
+        FrontConfig(
+            state_dir=own_root / "s",
+            http_port=0,
+            tls_port=0,
+            tls_cert=cert,
+            tls_key=key,
+            redirect_http=True,
+            auth_upstream=f"127.0.0.1:{free_port()}",
+        )
+    )
+    backend = servers("pub")
+    try:
+        front.start()
+        front.apply([Route("pub.localhost", (backend.port,), public=True)])
+        front.flush()
+        conn = http.client.HTTPConnection("127.0.0.1", front.http_port, timeout=5)
+        conn.request("GET", "/lab/tree?x=1", headers={"Host": "pub.localhost"})
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        assert resp.status == 308
+        assert resp.getheader("Location") == f"https://pub.localhost:{front.tls_port}/lab/tree?x=1"
+        assert backend.requests == 0
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        conn = http.client.HTTPSConnection("127.0.0.1", front.tls_port, timeout=5, context=context)
+        cookies = (
+            "ecliptic_gw=decoy; __Host-ecliptic_gw=a.b.c; keep=1; __Host-ecliptic_session=ecl_x;"
+            " ecliptic_gw=d; ecliptic_gw_state=s"
+        )
+        conn.request("GET", "/", headers={"Host": "pub.localhost", "Cookie": cookies})
+        resp = conn.getresponse()
+        echo = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 200
+        assert header_values(echo, "Cookie") == ["keep=1"]
+    finally:
+        front.stop()

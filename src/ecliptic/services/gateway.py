@@ -28,7 +28,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ecliptic import hostkeys
-from ecliptic.credentials import API_TOKEN_PREFIX, GATEWAY_COOKIE, PORTAL_COOKIE, STATE_COOKIE
+from ecliptic.credentials import (
+    API_TOKEN_PREFIX,
+    GATEWAY_COOKIE,
+    PORTAL_COOKIE,
+    STATE_COOKIE,
+    cookie_name,
+)
 from ecliptic.errors import (
     Conflict,
     EclipticError,
@@ -903,9 +909,13 @@ class GatewayAuth:
         self, *, host: str, uri: str, scheme: str, cookie: str, authorization: str, browser: bool
     ) -> Decision:
         """May the bearer of these credentials reach the service at ``host``?"""
-        forward_cookie, session_value = strip_cookie(cookie)
-        forward_cookie, _ = strip_cookie(forward_cookie, PORTAL_COOKIE)
-        forward_cookie, _ = strip_cookie(forward_cookie, STATE_COOKIE)
+        # Over HTTPS only the __Host- cookie counts (browsers keep it host-only and Secure);
+        # every variant of Ecliptic's cookies is taken out of what the service gets.
+        https = scheme == "https"
+        forward_cookie, session_value = strip_cookie(cookie, cookie_name(COOKIE_NAME, https))
+        for name in (COOKIE_NAME, PORTAL_COOKIE, STATE_COOKIE):
+            for variant in (name, cookie_name(name, True)):
+                forward_cookie, _ = strip_cookie(forward_cookie, variant)
         # Ecliptic's own API tokens never reach a service, however the user signed in.
         bearer = authorization[:7].lower() == "bearer " and authorization[7:].strip()
         ecliptic_token = bool(bearer) and str(bearer).startswith(API_TOKEN_PREFIX)

@@ -270,6 +270,9 @@ class FrontConfig:
     to peers, and the only certificate accepted from them."""
     peer_key: Path | None = None
     """PEM private key of ``peer_cert``."""
+    redirect_http: bool = False
+    """With TLS: answer every request for a service on the plain-HTTP port with a permanent
+    redirect (308) to the same URL over HTTPS."""
     upgrade_relay_port: int | None = None
     """Loopback port of the gateway's relay for upgraded connections (WebSockets). With it,
     an upgrade request to a local tunnel goes through the relay, which ends the connection
@@ -311,6 +314,8 @@ class FrontConfig:
                 raise InvalidFrontInput(f"{name} must be at least 1 second")
         if self.auth_cache_s < 0:
             raise InvalidFrontInput("auth_cache_s must not be negative")
+        if self.redirect_http and self.tls_port is None:
+            raise InvalidFrontInput("redirect_http needs tls_port")
         if self.peer_port is not None and (self.peer_cert is None or self.peer_key is None):
             raise InvalidFrontInput("peer_port needs peer_cert and peer_key")
 
@@ -513,21 +518,7 @@ http {{
         default $http_authorization;
         "~*^bearer[ ]+{API_TOKEN_PREFIX}" "";
     }}
-    map $http_cookie $ecl_cookie_no_gw {{
-        default $http_cookie;
-        "~^{GATEWAY_COOKIE}=[^;]*(?:;[ ]*)?(?<rest>.*)$" $rest;
-        "~^(?<pre>.*?);[ ]*{GATEWAY_COOKIE}=[^;]*(?<post>.*)$" $pre$post;
-    }}
-    map $ecl_cookie_no_gw $ecl_cookie_no_state {{
-        default $ecl_cookie_no_gw;
-        "~^{STATE_COOKIE}=[^;]*(?:;[ ]*)?(?<rest>.*)$" $rest;
-        "~^(?<pre>.*?);[ ]*{STATE_COOKIE}=[^;]*(?<post>.*)$" $pre$post;
-    }}
-    map $ecl_cookie_no_state $ecl_public_cookie {{
-        default $ecl_cookie_no_state;
-        "~^{PORTAL_COOKIE}=[^;]*(?:;[ ]*)?(?<rest>.*)$" $rest;
-        "~^(?<pre>.*?);[ ]*{PORTAL_COOKIE}=[^;]*(?<post>.*)$" $pre$post;
-    }}
+{_cookie_strip_maps()}
     # With TLS, browsers are told to use it from now on (HSTS); never over plain HTTP.
     map $https $ecl_hsts {{
         on "max-age=31536000";
@@ -698,6 +689,14 @@ def render_routes(
             out += [f"    keepalive {UPSTREAM_KEEPALIVE};", "}"]
         hop = bool(route.peers)
         out += ["server {", *listens, f"    server_name {route.host};"]
+        if cfg.redirect_http and ports.tls is not None:
+            # Plain HTTP on the public port only: peers' requests come in on the hop port.
+            where = "" if ports.tls == 443 else f":{ports.tls}"
+            out += [
+                f"    if ($server_port = {ports.http}) {{",
+                f"        return 308 https://$host{where}$request_uri;",
+                "    }",
+            ]
         out += [f"    include {lay.route_snippet};", "    location / {"]
         if hop:
             # What a peer forwarded is never forwarded again: no loops between replicas.
@@ -786,6 +785,34 @@ def render_routes(
         "",
     ]
     return "\n".join(out)
+
+
+COOKIE_STRIP_ROUNDS = 3
+"""How many cookies of one name (with or without ``__Host-``) are taken out of a request: a
+browser sends both variants, and a service can set decoys of the same name on other paths,
+which browsers send first."""
+
+
+def _cookie_strip_maps() -> str:
+    """Maps that take Ecliptic's cookies out of ``$http_cookie``, into ``$ecl_public_cookie``
+    (nginx has no global replace: one map removes one cookie, so they are chained)."""
+    out, source = [], "$http_cookie"
+    stages = [
+        name
+        for name in (GATEWAY_COOKIE, STATE_COOKIE, PORTAL_COOKIE)
+        for _ in range(COOKIE_STRIP_ROUNDS)
+    ]
+    for index, name in enumerate(stages):
+        target = "$ecl_public_cookie" if index == len(stages) - 1 else f"$ecl_cookie_{index}"
+        out += [
+            f"    map {source} {target} {{",
+            f"        default {source};",
+            f'        "~^(?:__Host-)?{name}=[^;]*(?:;[ ]*)?(?<rest>.*)$" $rest;',
+            f'        "~^(?<pre>.*?);[ ]*(?:__Host-)?{name}=[^;]*(?<post>.*)$" $pre$post;',
+            "    }",
+        ]
+        source = target
+    return "\n".join(out) + "\n"
 
 
 def _peer_client_tls(cfg: FrontConfig) -> list[str]:

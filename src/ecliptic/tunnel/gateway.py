@@ -342,6 +342,7 @@ class Gateway:
                 listen_host=settings.gateway_http_host,
                 http_port=settings.gateway_http_port,
                 tls_port=settings.gateway_tls_port,
+                redirect_http=settings.gateway_tls_port is not None,
                 tls_cert=settings.gateway_tls_cert,
                 tls_key=settings.gateway_tls_key,
                 auth_upstream=auth_upstream,

@@ -34,6 +34,13 @@ from ecliptic.store.models import User
 
 router = APIRouter(include_in_schema=False)
 PORTAL_COOKIE = credentials.PORTAL_COOKIE
+
+
+def _portal_cookie(request: Request) -> str:
+    """The portal cookie's name on this connection (``__Host-`` prefixed over HTTPS)."""
+    return credentials.cookie_name(PORTAL_COOKIE, request.url.scheme == "https")
+
+
 _TEMPLATES = resources.files("ecliptic.api") / "templates"
 
 
@@ -69,7 +76,7 @@ def _auth(rt: Runtime) -> gateway.GatewayAuth:
 
 
 def _portal_user(rt: Runtime, request: Request) -> User | None:
-    token = request.cookies.get(PORTAL_COOKIE)
+    token = request.cookies.get(_portal_cookie(request))
     if not token:
         return None
     try:
@@ -112,7 +119,7 @@ async def login_submit(request: Request, rt: RuntimeDep) -> Response:
         )
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
-        PORTAL_COOKIE,
+        _portal_cookie(request),
         issued.secret,
         max_age=int(ttl.total_seconds()),
         httponly=True,
@@ -152,7 +159,7 @@ def _logout_form(action: str, token: str, next_uri: str, label: str) -> str:
 @router.get("/logout")
 def portal_logout_page(request: Request, rt: RuntimeDep, next: str = "/login") -> Response:
     """Asks before signing out: signing out is a POST with this page's token."""
-    token = request.cookies.get(PORTAL_COOKIE, "")
+    token = request.cookies.get(_portal_cookie(request), "")
     if not token:
         return RedirectResponse(_after_logout(next), status_code=303)
     form = _logout_form(
@@ -171,14 +178,16 @@ async def portal_logout(request: Request, rt: RuntimeDep) -> Response:
     if refused is not None:
         return refused
     form = parse_qs((await request.body()).decode(errors="replace"), max_num_fields=10)
-    token = request.cookies.get(PORTAL_COOKIE, "")
+    token = request.cookies.get(_portal_cookie(request), "")
     csrf = (form.get("csrf") or [""])[0]
     if token and not _auth(rt).check_csrf("portal", token, csrf):
         return message_page(403, "Refused", "This sign-out form is not from this page.")
     if token:
         revoke_browser_token(rt.db, token)
     response = RedirectResponse(_after_logout((form.get("next") or ["/login"])[0]), 303)
-    response.delete_cookie(PORTAL_COOKIE)
+    response.delete_cookie(
+        _portal_cookie(request), secure=request.url.scheme == "https", httponly=True
+    )
     return response
 
 
@@ -206,7 +215,7 @@ def authorize(
     user = _portal_user(rt, request)
     if user is None:
         return RedirectResponse("/login?" + urlencode({"next": again}), status_code=303)
-    token = request.cookies.get(PORTAL_COOKIE, "")
+    token = request.cookies.get(_portal_cookie(request), "")
     try:
         target = _auth(rt).authorize(
             user, host, next, scheme, state=state, portal_token_id=token_id(rt.db, token)
@@ -272,7 +281,7 @@ def start(
     state, url = _auth(rt).begin(host, next, scheme)
     response = RedirectResponse(url, status_code=303)
     response.set_cookie(
-        credentials.STATE_COOKIE,
+        credentials.cookie_name(credentials.STATE_COOKIE, scheme == "https"),
         state,
         max_age=int(gateway.CODE_TTL.total_seconds()) + 600,
         httponly=True,
@@ -295,7 +304,8 @@ def callback(
     """On the service's subdomain: redeem the code (in the browser that started sign-in
     here), set the host-only session cookie."""
     host = _service_host(request, x_ecliptic_host)
-    state = request.cookies.get(credentials.STATE_COOKIE, "")
+    https = (x_forwarded_proto or request.url.scheme) == "https"
+    state = request.cookies.get(credentials.cookie_name(credentials.STATE_COOKIE, https), "")
     try:
         value = _auth(rt).exchange(code, host, state)
     except EclipticError as exc:
@@ -304,24 +314,36 @@ def callback(
     ttl: timedelta = rt.settings.gateway_session_ttl
     # No Domain attribute: the cookie stays on this one subdomain.
     response.set_cookie(
-        gateway.COOKIE_NAME,
+        credentials.cookie_name(gateway.COOKIE_NAME, https),
         value,
         max_age=int(ttl.total_seconds()),
         httponly=True,
         samesite="lax",
-        secure=(x_forwarded_proto or request.url.scheme) == "https",
+        secure=https,
     )
-    response.delete_cookie(credentials.STATE_COOKIE)
+    response.delete_cookie(
+        credentials.cookie_name(credentials.STATE_COOKIE, https), secure=https, httponly=True
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
+def _session_cookie(request: Request, x_forwarded_proto: str) -> tuple[str, bool]:
+    """The gateway session cookie's name on this connection, and whether it is HTTPS."""
+    https = (x_forwarded_proto or request.url.scheme) == "https"
+    return credentials.cookie_name(gateway.COOKIE_NAME, https), https
+
+
 @router.get("/_ecliptic/logout")
 def logout_page(
-    request: Request, rt: RuntimeDep, x_ecliptic_host: Annotated[str, Header()] = ""
+    request: Request,
+    rt: RuntimeDep,
+    x_ecliptic_host: Annotated[str, Header()] = "",
+    x_forwarded_proto: Annotated[str, Header()] = "",
 ) -> Response:
     """On the service's subdomain: asks before signing out (a POST with this page's token)."""
-    value = request.cookies.get(gateway.COOKIE_NAME, "")
+    name, _ = _session_cookie(request, x_forwarded_proto)
+    value = request.cookies.get(name, "")
     if not value:
         return message_page(200, "Signed out", "You are not signed in to this service.")
     token = _auth(rt).csrf_token("service", value)
@@ -331,18 +353,22 @@ def logout_page(
 
 @router.post("/_ecliptic/logout")
 async def logout(
-    request: Request, rt: RuntimeDep, x_ecliptic_host: Annotated[str, Header()] = ""
+    request: Request,
+    rt: RuntimeDep,
+    x_ecliptic_host: Annotated[str, Header()] = "",
+    x_forwarded_proto: Annotated[str, Header()] = "",
 ) -> Response:
     """On the service's subdomain: end this browser's session here, at once."""
     refused = _cross_origin(request)
     if refused is not None:
         return refused
     form = parse_qs((await request.body()).decode(errors="replace"), max_num_fields=10)
-    value = request.cookies.get(gateway.COOKIE_NAME, "")
+    name, https = _session_cookie(request, x_forwarded_proto)
+    value = request.cookies.get(name, "")
     if value and not _auth(rt).check_csrf("service", value, (form.get("csrf") or [""])[0]):
         return message_page(403, "Refused", "This sign-out form is not from this page.")
     if value:
         _auth(rt).end_session(value, _service_host(request, x_ecliptic_host))
     response = message_page(200, "Signed out", "You are signed out of this service.")
-    response.delete_cookie(gateway.COOKIE_NAME)
+    response.delete_cookie(name, secure=https, httponly=True)
     return response
