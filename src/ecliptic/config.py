@@ -92,6 +92,9 @@ class Settings:
     route in every replica's front."""
     gateway_max_keys: int = 20
     """Keys bound to one service and not revoked (``ECLIPTIC_GATEWAY_MAX_KEYS``)."""
+    gateway_max_tunnels: int = 200
+    """Tunnels one tenancy may have connected at once, across replicas
+    (``ECLIPTIC_GATEWAY_MAX_TUNNELS``): each holds a connection, a listener and a route."""
     portal_url: str | None = None
     """URL browsers sign in at; the API's own URL when None (set it for a standalone gateway)."""
     gateway_state_dir: Path | None = None
@@ -216,6 +219,7 @@ def _gateway_settings() -> dict[str, object]:
         ),
         "gateway_max_services": bounded_setting("ECLIPTIC_GATEWAY_MAX_SERVICES", 100, 1, 100_000),
         "gateway_max_keys": bounded_setting("ECLIPTIC_GATEWAY_MAX_KEYS", 20, 1, 10_000),
+        "gateway_max_tunnels": bounded_setting("ECLIPTIC_GATEWAY_MAX_TUNNELS", 200, 1, 100_000),
     }
     if env("ECLIPTIC_GATEWAY_TLS_PORT"):
         values["gateway_tls_port"] = int(env("ECLIPTIC_GATEWAY_TLS_PORT", ""))

@@ -435,3 +435,27 @@ def test_access_change_ends_open_websockets(served: Served, ws_echo: int) -> Non
         return False
 
     wait_until(refused, 5, "bob refused a new WebSocket")
+
+
+def test_tunnels_per_tenancy_are_bounded(
+    tmp_path: Path, backends: Callable[[str], Backend]
+) -> None:
+    """Hole 8: a tenancy's tunnels are bounded (``ECLIPTIC_GATEWAY_MAX_TUNNELS``); one more
+    is cut at once, and the service's events say why."""
+    backend = backends("limited")
+    with serve_with_gateway(tmp_path, ECLIPTIC_GATEWAY_MAX_TUNNELS="2") as s:
+        svc = s.service("limited", public=True)
+        key = s.bind(svc["token"]["token"])
+        first, second = s.ssh_r(key, backend.port), s.ssh_r(key, backend.port)
+        wait_until(
+            lambda: len(s.api.get(f"/services/{svc['name']}").json()["tunnels"]) == 2,
+            15,
+            "two tunnels",
+        )
+        third = s.ssh_r(key, backend.port)
+        assert third.wait(15) == 255  # cut by the gateway
+        assert first.poll() is None and second.poll() is None
+        assert len(s.api.get(f"/services/{svc['name']}").json()["tunnels"]) == 2
+        events = [e["reason"] for e in s.api.get(f"/services/{svc['name']}/events").json()["items"]]
+        assert any("ECLIPTIC_GATEWAY_MAX_TUNNELS=2" in e for e in events), events
+        s.wait_for(svc["host"], lambda r: r.status_code == 200)

@@ -195,6 +195,28 @@ def check_peer_grant(
     return user_id
 
 
+def tunnels_elsewhere(db: Database, tenancy_id: str, gateway_id: str) -> int:
+    """Tunnels of a tenancy that replicas other than ``gateway_id`` report as connected."""
+    with db.read() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(TunnelEndpoint)
+                .join(Service, Service.id == TunnelEndpoint.service_id)
+                .where(Service.tenancy_id == tenancy_id, TunnelEndpoint.gateway_id != gateway_id)
+            )
+            or 0
+        )
+
+
+def tunnel_refused(db: Database, service_id: str, reason: str) -> None:
+    """Record on the service that a tunnel was refused, and why (``service events``)."""
+    with db.write() as session:
+        service = session.get(Service, service_id)
+        if service is not None:
+            audit(session, service, reason)
+
+
 def still_allowed(db: Database, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
     """Of ``(service id, user name)`` pairs (an empty name: nobody signed in), those whose
     service still exists and is public, or whose user is enabled and on its access list."""
@@ -645,6 +667,8 @@ class RoutedService:
     """Seconds between probes."""
     read_timeout_s: int
     """Longest wait for the service to send something."""
+    tenancy_id: str = ""
+    """The tenancy it belongs to."""
 
 
 @dataclass(frozen=True)
@@ -669,6 +693,7 @@ def gateway_view(db: Database) -> GatewayView:
                 s.liveness_path,
                 s.liveness_period_s,
                 s.read_timeout_s,
+                s.tenancy_id,
             )
             for s in session.scalars(select(Service))
         }

@@ -619,7 +619,7 @@ class Gateway:
             # Bound after our last read? Check the store before refusing.
             self._spawn(self._late_up(conn))
             return
-        self._add(conn, bound[0])
+        self._spawn(self._admit(conn, bound[0]))
 
     async def _late_up(self, conn: TunnelConn) -> None:
         await self._sync(force=True)
@@ -628,7 +628,36 @@ class Gateway:
             log.warning("gateway: %s logged in with an unbound key; cutting", conn.client)
             self.endpoint.kill(conn.id)
         else:
-            self._add(conn, bound[0])
+            await self._admit(conn, bound[0])
+
+    async def _admit(self, conn: TunnelConn, service_id: str) -> None:
+        """Route a new tunnel, unless its tenancy already has ``gateway_max_tunnels``
+        connected (here and on other replicas): then cut it and say why on the service."""
+        service = self._state.view.services.get(service_id)
+        if service is not None:
+            elsewhere = await asyncio.to_thread(
+                registry.tunnels_elsewhere, self.db, service.tenancy_id, self.gateway_id
+            )
+            services = self._state.view.services
+            here = sum(
+                1
+                for live in self._state.live.values()
+                if (other := services.get(live.service_id)) is not None
+                and other.tenancy_id == service.tenancy_id
+            )
+            limit = self.settings.gateway_max_tunnels
+            if here + elsewhere >= limit:
+                reason = (
+                    f"tunnel from {conn.client} refused: the tenancy has {here + elsewhere} "
+                    f"tunnels connected, its limit (ECLIPTIC_GATEWAY_MAX_TUNNELS={limit})"
+                )
+                log.warning("gateway: %s", reason)
+                self.endpoint.kill(conn.id)
+                await asyncio.to_thread(registry.tunnel_refused, self.db, service_id, reason)
+                return
+        if conn.id in self._state.live or all(c.id != conn.id for c in self.endpoint.connections()):
+            return  # went down while being checked
+        self._add(conn, service_id)
 
     def _add(self, conn: TunnelConn, service_id: str) -> None:
         self._state.live[conn.id] = _Live(conn, service_id)
