@@ -95,6 +95,9 @@ class Settings:
     gateway_max_tunnels: int = 200
     """Tunnels one tenancy may have connected at once, across replicas
     (``ECLIPTIC_GATEWAY_MAX_TUNNELS``): each holds a connection, a listener and a route."""
+    secret_key_file: Path | None = None
+    """The key that seals the instance's secrets in the store (``ECLIPTIC_SECRET_KEY_FILE``;
+    ``secret.key`` in ``data_dir`` when None). Every replica needs the same file."""
     portal_url: str | None = None
     """URL browsers sign in at; the API's own URL when None (set it for a standalone gateway)."""
     gateway_state_dir: Path | None = None
@@ -108,6 +111,11 @@ class Settings:
     gateway_peer_stale_s: float = 5.0
     """A replica whose heartbeat (every second) has not moved for this long is taken as gone:
     its tunnels are no longer forwarded to."""
+
+    @property
+    def secret_key_path(self) -> Path:
+        """Where the secret key file is."""
+        return self.secret_key_file or self.data_dir / "secret.key"
 
     @property
     def gateway_front_url(self) -> str:
@@ -139,9 +147,11 @@ def load_settings(**overrides: object) -> Settings:
     data_dir = Path(str(overrides.pop("data_dir", None) or _data_dir()))
     url = os.environ.get("ECLIPTIC_DATABASE_URL") or f"sqlite:///{data_dir / 'ecliptic.db'}"
     inv = os.environ.get("ECLIPTIC_INVENTORY")
+    key_file = os.environ.get("ECLIPTIC_SECRET_KEY_FILE")
     values: dict[str, object] = {
         "data_dir": data_dir,
         "database_url": url,
+        "secret_key_file": Path(key_file) if key_file else None,
         "host": os.environ.get("ECLIPTIC_HOST", "127.0.0.1"),
         "port": int(os.environ.get("ECLIPTIC_PORT", "8470")),
         "inventory_path": Path(inv) if inv else None,

@@ -22,6 +22,7 @@ from ecliptic.config import Settings
 from ecliptic.reconcile.adoption import adopt, resync
 from ecliptic.reconcile.base import Context
 from ecliptic.reconcile.worker import Workers
+from ecliptic.secretbox import SecretBox
 from ecliptic.services import credits, identity
 from ecliptic.services.booking import Booking, host_info
 from ecliptic.services.catalogue import seed_flavors, sync_inventory
@@ -102,7 +103,7 @@ class Runtime:
         self.settings = settings
         self.clock = clock or SystemClock()
         private_dir(Path(settings.data_dir))
-        self.db = Database(settings.database_url)
+        self.db = Database(settings.database_url, secrets=SecretBox.load(settings.secret_key_path))
         upgrade(self.db)
         self.instance_id = self._instance_id()
         self.queue = WorkQueue(self.db, self.clock)

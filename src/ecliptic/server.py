@@ -21,6 +21,8 @@ from ecliptic.api.app import create_app
 from ecliptic.api.routes import gateway_web
 from ecliptic.config import Settings
 from ecliptic.runtime import FirstAdmin, Runtime
+from ecliptic.secretbox import SecretBox
+from ecliptic.services import gateway as gateway_registry
 from ecliptic.store.db import Database
 from ecliptic.store.migrate import upgrade
 from ecliptic.tunnel.gateway import Gateway, prerequisites
@@ -187,7 +189,7 @@ def serve_gateway(settings: Settings) -> None:
     missing = prerequisites(settings)
     if missing:
         raise SystemExit("cannot start the tunnel gateway: " + "; ".join(missing))
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, secrets=SecretBox.load(settings.secret_key_path))
     upgrade(db)
     # Bound now and handed to the HTTP server, so no other process can take the port
     # between choosing it and serving on it.
@@ -212,3 +214,38 @@ def serve_gateway(settings: Settings) -> None:
     finally:
         gateway.stop()
         auth_sock.close()
+
+
+def rotate_secret_key(settings: Settings, *, retire_old: bool = False) -> None:
+    """``ecliptic rotate-secret-key``: a new current key in the key file, and every secret
+    in the store sealed again with it (or, with ``retire_old``, drop the older keys)."""
+    path = settings.secret_key_path
+    if not path.exists():
+        raise SystemExit(f"there is no secret key file at {path}: nothing to rotate")
+    box = SecretBox.load(path)
+    db = Database(settings.database_url, secrets=box)
+    try:
+        upgrade(db)
+        if retire_old:
+            stale = {
+                name: key_id
+                for name, key_id in gateway_registry.sealing_keys(db).items()
+                if key_id != box.current_id
+            }
+            if stale:
+                raise SystemExit(
+                    f"{', '.join(sorted(stale))} still sealed with an older key: run "
+                    "`ecliptic rotate-secret-key` first (without --retire-old)"
+                )
+            box.retire_old()
+            print(f"{path}: only key {box.current_id} kept.")
+            return
+        rotated = box.rotate()
+        count = gateway_registry.reseal_secrets(db, rotated)
+    finally:
+        db.dispose()
+    print(
+        f"{path}: new key {rotated.current_id} ({count} secrets sealed with it; the older "
+        f"key {box.current_id} is kept to open anything sealed before). Copy this file to "
+        "every replica and restart them; then run with --retire-old on each machine."
+    )

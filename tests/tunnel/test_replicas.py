@@ -31,6 +31,7 @@ from websockets.sync.server import serve as ws_serve
 
 from ecliptic.cli.main import app
 from ecliptic.config import InvalidSetting, load_settings
+from ecliptic.secretbox import SecretBox
 from ecliptic.services import gateway as registry
 from ecliptic.store.db import Database
 from ecliptic.store.models import GatewayReplica, Service, TunnelEndpoint, User
@@ -275,8 +276,8 @@ def replica(served: Served, tmp_path: Path, shared_db: str) -> Iterator[Replica]
 
 
 @pytest.fixture
-def store(shared_db: str) -> Iterator[Database]:
-    db = Database(shared_db)
+def store(served: Served, shared_db: str) -> Iterator[Database]:
+    db = Database(shared_db, secrets=SecretBox.load(served.tmp / "data" / "secret.key"))
     yield db
     db.dispose()
 

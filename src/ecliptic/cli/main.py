@@ -163,6 +163,30 @@ def gateway(
     run(_settings(data_dir=data_dir))
 
 
+@app.command("rotate-secret-key")
+def rotate_secret_key(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Data dir of the instance.", show_default=False),
+    ] = None,
+    retire_old: Annotated[
+        bool,
+        typer.Option(
+            "--retire-old",
+            help="Only drop the older keys from the key file (after every replica has the "
+            "rotated file).",
+        ),
+    ] = False,
+) -> None:
+    """Seal the instance's secrets in the store with a new key (ECLIPTIC_SECRET_KEY_FILE).
+
+    Run on one machine, then copy the key file to every replica and restart them; once all
+    run with it, run again with --retire-old (on each machine) to drop the old key."""
+    from ecliptic.server import rotate_secret_key as run
+
+    run(_settings(data_dir=data_dir), retire_old=retire_old)
+
+
 def _settings(**overrides: object) -> Settings:
     """The instance's settings; an unusable ECLIPTIC_* variable ends the command with exit
     code 1 and a message that names it, not a traceback."""

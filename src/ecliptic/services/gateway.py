@@ -18,6 +18,7 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -43,6 +44,7 @@ from ecliptic.errors import (
     NotFound,
     Unauthenticated,
 )
+from ecliptic.secretbox import PREFIX, SecretBox, SecretBoxError
 from ecliptic.services.auth import authenticate, token_digest
 from ecliptic.services.caller import Caller
 from ecliptic.services.sshkeys import parse_public_key
@@ -102,18 +104,75 @@ class TokenExpired(EclipticError):
 # --- secrets ------------------------------------------------------------------------------
 
 
+SEALED_SECRETS = ("gateway_secret", "gateway_host_key", "gateway_peer_identity")
+"""Rows of ``meta`` that hold the instance's secrets, sealed (see ``ecliptic.secretbox``)."""
+
+
+def _secret(db: Database, name: str, make: Callable[[], str]) -> str:
+    """The secret in row ``name`` of ``meta``, made with ``make`` on first use. Stored
+    sealed with the instance's secret key, which is not in the store; a plain value left by
+    an older version is sealed in place the first time it is read."""
+    box = db.secrets
+    if box is None:
+        raise RuntimeError(f"{name}: this Database was opened without the secret key")
+    with db.read() as session:
+        row = session.get(Meta, name)
+        stored = row.value if row is not None else None
+    if stored is not None and box.is_sealed(stored):
+        return box.open(name, stored)
+    with db.write() as session:
+        row = session.get(Meta, name)
+        if row is None:
+            plain = make()
+            session.add(Meta(key=name, value=box.seal(name, plain)))
+            return plain
+        if box.is_sealed(row.value):
+            return box.open(name, row.value)
+        plain = row.value
+        row.value = box.seal(name, plain)
+        return plain
+
+
+def reseal_secrets(db: Database, box: SecretBox) -> int:
+    """Seal every secret again with ``box``'s current key (after a key rotation); opens
+    them with whichever of ``db.secrets``' or ``box``'s keys sealed them. Returns how many."""
+    old = db.secrets
+    done = 0
+    with db.write() as session:
+        for name in SEALED_SECRETS:
+            row = session.get(Meta, name)
+            if row is None:
+                continue
+            if SecretBox.is_sealed(row.value):
+                try:
+                    plain = box.open(name, row.value)
+                except SecretBoxError:
+                    if old is None:
+                        raise
+                    plain = old.open(name, row.value)
+            else:
+                plain = row.value
+            row.value = box.seal(name, plain)
+            done += 1
+    return done
+
+
+def sealing_keys(db: Database) -> dict[str, str]:
+    """Which key id sealed each secret in the store ("" for one still plain)."""
+    with db.read() as session:
+        rows = {name: session.get(Meta, name) for name in SEALED_SECRETS}
+    return {
+        name: row.value.removeprefix(PREFIX).split(":", 1)[0]
+        if SecretBox.is_sealed(row.value)
+        else ""
+        for name, row in rows.items()
+        if row is not None
+    }
+
+
 def gateway_secret(db: Database) -> bytes:
     """The instance's HMAC key for tokens and cookies, created on first use."""
-    with db.read() as session:
-        row = session.get(Meta, "gateway_secret")
-        if row is not None:
-            return bytes.fromhex(row.value)
-    with db.write() as session:
-        row = session.get(Meta, "gateway_secret")
-        if row is None:
-            row = Meta(key="gateway_secret", value=secrets.token_hex(32))
-            session.add(row)
-        return bytes.fromhex(row.value)
+    return bytes.fromhex(_secret(db, "gateway_secret", lambda: secrets.token_hex(32)))
 
 
 def host_key(db: Database) -> tuple[str, str]:
@@ -121,17 +180,7 @@ def host_key(db: Database) -> tuple[str, str]:
 
     Created on first use. Clients pin the public line, so every replica must present it.
     """
-    with db.read() as session:
-        row = session.get(Meta, "gateway_host_key")
-        if row is not None:
-            return row.value, hostkeys.public_line(row.value)
-    pem = hostkeys.new_private_key()
-    with db.write() as session:
-        row = session.get(Meta, "gateway_host_key")
-        if row is None:
-            row = Meta(key="gateway_host_key", value=pem)
-            session.add(row)
-        pem = row.value
+    pem = _secret(db, "gateway_host_key", hostkeys.new_private_key)
     return pem, hostkeys.public_line(pem)
 
 
@@ -144,18 +193,12 @@ def peer_identity(db: Database) -> tuple[str, str]:
     """The certificate and private key (PEM) replicas present to each other on their peer
     listeners, and the only certificate they accept there. Created on first use, shared by
     every replica through the store; see ``hostkeys.new_peer_identity``."""
-    with db.read() as session:
-        row = session.get(Meta, "gateway_peer_identity")
-        if row is not None:
-            return hostkeys.split_identity(row.value)
-    cert, key = hostkeys.new_peer_identity()
-    with db.write() as session:
-        row = session.get(Meta, "gateway_peer_identity")
-        if row is None:
-            row = Meta(key="gateway_peer_identity", value=cert + key)
-            session.add(row)
-        value = row.value
-    return hostkeys.split_identity(value)
+
+    def make() -> str:
+        cert, key = hostkeys.new_peer_identity()
+        return cert + key
+
+    return hostkeys.split_identity(_secret(db, "gateway_peer_identity", make))
 
 
 def _grant_key(db: Database) -> bytes:

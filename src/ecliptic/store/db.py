@@ -8,11 +8,14 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from ecliptic.secretbox import SecretBox
 
 
 def private_file(path: Path) -> None:
@@ -40,8 +43,11 @@ class Database:
     ones that must be serialised (placement, address allocation) name an advisory lock.
     """
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, secrets: SecretBox | None = None) -> None:
         self.url = url
+        self.secrets = secrets
+        """What seals the instance's secrets kept in this store (None: they cannot be read
+        or made through this object)."""
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
