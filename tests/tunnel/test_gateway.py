@@ -459,3 +459,48 @@ def test_tunnels_per_tenancy_are_bounded(
         events = [e["reason"] for e in s.api.get(f"/services/{svc['name']}/events").json()["items"]]
         assert any("ECLIPTIC_GATEWAY_MAX_TUNNELS=2" in e for e in events), events
         s.wait_for(svc["host"], lambda r: r.status_code == 200)
+
+
+def test_service_health_is_what_the_front_answers(
+    tmp_path: Path, backends: Callable[[str], Backend]
+) -> None:
+    """Issue 12: ``service show`` kept saying "1 healthy of 1" while the front answered
+    503. Now a front that hangs makes the tunnels count as unhealthy until it answers
+    again, and a front that dies is started again."""
+    backend = backends("watched")
+    with serve_with_gateway(tmp_path) as s:
+        svc = s.service("watched", public=True)
+        s.ssh_r(s.bind(svc["token"]["token"]), backend.port)
+        s.wait_for(svc["host"], lambda r: r.status_code == 200)
+
+        def healthy() -> list[bool]:
+            return [t["healthy"] for t in s.api.get(f"/services/{svc['name']}").json()["tunnels"]]
+
+        wait_until(lambda: healthy() == [True], 10, "one healthy tunnel")
+
+        def nginx() -> list[int]:
+            return [p for p in _descendants(s.proc.pid) if (_proc_stat(p) or ("",))[0] == "nginx"]
+
+        hung = nginx()
+        assert hung
+        for pid in hung:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: healthy() == [False], 10, "the tunnel shown unhealthy")
+        finally:
+            for pid in hung:
+                os.kill(pid, signal.SIGCONT)
+        wait_until(lambda: healthy() == [True], 10, "healthy again")
+
+        for pid in nginx():
+            os.kill(pid, signal.SIGKILL)
+
+        def serves() -> bool:
+            try:
+                return s.front(svc["host"]).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(serves, 15, "the front started again")
+        assert set(nginx()).isdisjoint(hung)
+        wait_until(lambda: healthy() == [True], 10, "healthy after the restart")

@@ -529,6 +529,18 @@ def test_a_replica_that_stops_or_crashes_is_no_longer_forwarded_to(
         # A's nginx still answers: B stopped forwarding because the heartbeat went stale,
         # not because A refused connections.
         assert crashing.front(host).status_code in (200, 502)
+        # And `service show` no longer counts its tunnel as healthy once the heartbeat is
+        # SILENT_REPLICA old, whatever the replica last wrote.
+        wait_until(
+            "the hung replica's tunnel shown unhealthy",
+            lambda: (
+                not any(
+                    t["healthy"]
+                    for t in served.api.get(f"/services/{svc['name']}").json()["tunnels"]
+                )
+            ),
+            timeout=registry.SILENT_REPLICA.total_seconds() + 5,
+        )
         crashing.crash()
 
 

@@ -459,6 +459,11 @@ def list_services(db: Database, caller: Caller) -> list[Service]:
         return rows
 
 
+SILENT_REPLICA = timedelta(seconds=15)
+"""A replica whose heartbeat (every second) is older than this is shown as serving nothing:
+its tunnels count as unhealthy in ``show_service`` (generous, for clocks that disagree)."""
+
+
 @dataclass(frozen=True)
 class ServiceDetail:
     """A service with its access list, bound keys and live tunnels."""
@@ -492,15 +497,21 @@ def show_service(db: Database, caller: Caller, ref: str) -> ServiceDetail:
                 .order_by(TunnelKey.created_at)
             )
         )
-        tunnels = list(
-            session.scalars(
-                select(TunnelEndpoint)
-                .where(TunnelEndpoint.service_id == service.id)
-                .order_by(TunnelEndpoint.connected_at)
-            )
-        )
+        rows = session.execute(
+            select(TunnelEndpoint, GatewayReplica.heartbeat_at)
+            .outerjoin(GatewayReplica, GatewayReplica.id == TunnelEndpoint.gateway_id)
+            .where(TunnelEndpoint.service_id == service.id)
+            .order_by(TunnelEndpoint.connected_at)
+        ).all()
         session.expunge_all()
-        return ServiceDetail(service, names, keys, tunnels)
+    # A replica that stopped beating (killed, hung) serves nothing, whatever it last wrote.
+    silent_since = utcnow() - SILENT_REPLICA
+    tunnels = []
+    for tunnel, heartbeat in rows:
+        if heartbeat is None or heartbeat < silent_since:
+            tunnel.healthy = False
+        tunnels.append(tunnel)
+    return ServiceDetail(service, names, keys, tunnels)
 
 
 def service_events(db: Database, caller: Caller, ref: str) -> list[Event]:

@@ -1024,10 +1024,12 @@ class Front:
                         raise
                     log.info("front: picked port taken meanwhile, picking again")
             self._stopping = False
-            self._thread = threading.Thread(
-                target=self._reloader, name="ecliptic-front-reload", daemon=True
-            )
-            self._thread.start()
+            if self._thread is None or not self._thread.is_alive():
+                # (Started again after nginx died, the reloader of the first start goes on.)
+                self._thread = threading.Thread(
+                    target=self._reloader, name="ecliptic-front-reload", daemon=True
+                )
+                self._thread.start()
 
     def stop(self) -> None:
         """Stop nginx by PID: SIGQUIT (graceful), then SIGTERM, then SIGKILL; reap it."""
@@ -1264,6 +1266,10 @@ class Front:
                     _wait_pidfd(fd, 2.0)
             finally:
                 os.close(fd)
+
+    def answering(self) -> bool:
+        """Whether nginx runs and answers a request within a second (its status page)."""
+        return self.pid is not None and self._live_generation() is not None
 
     def _live_generation(self) -> int | None:
         """The routing-table number a freshly accepted connection is served with."""

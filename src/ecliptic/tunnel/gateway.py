@@ -53,6 +53,7 @@ from ecliptic.tunnel.front import (
     PEER_TCP_UPGRADE,
     Front,
     FrontConfig,
+    FrontError,
     Route,
     peer_address,
 )
@@ -336,6 +337,7 @@ class Gateway:
         self._upgrade_relay: asyncio.Server | None = None
         self._upgraded: dict[asyncio.StreamWriter, tuple[str, str, asyncio.StreamWriter]] = {}
         self._next_upgrade_check = 0.0
+        self._front_ok = True
         self.front = Front(
             FrontConfig(
                 state_dir=self.state_dir / "front",
@@ -496,6 +498,10 @@ class Gateway:
                     await self._beat()
                 except Exception:
                     log.exception("gateway: heartbeat failed; retrying")
+                try:
+                    await self._check_front()
+                except Exception:
+                    log.exception("gateway: checking the front failed; retrying")
             try:
                 await self._sync()
             except Exception:
@@ -587,8 +593,30 @@ class Gateway:
         except Exception:
             log.warning("gateway: could not remove this replica from the store", exc_info=True)
 
+    async def _check_front(self) -> None:
+        """Is the front answering? A front that is gone (nginx killed) is started again; one
+        that does not answer (hung) makes this replica's tunnels count as unhealthy in the
+        store, so ``service show`` says what the front really does and peers stop
+        forwarding here, until it answers again."""
+        ok = await asyncio.to_thread(self.front.answering)
+        if not ok and self.front.pid is None and not self._closing:
+            log.error("gateway: the front (nginx) is gone; starting it again")
+            try:
+                await asyncio.to_thread(self.front.start)
+                ok = await asyncio.to_thread(self.front.answering)
+            except FrontError as exc:
+                log.error("gateway: the front cannot start again: %s", exc)
+        if ok != self._front_ok:
+            self._front_ok = ok
+            log.log(
+                logging.INFO if ok else logging.ERROR,
+                "gateway: the front is %s",
+                "answering again" if ok else "not answering: tunnels here count as unhealthy",
+            )
+            await self._record()
+
     async def _record(self) -> None:
-        now = frozenset((k, v.healthy) for k, v in self._state.live.items())
+        now = frozenset((k, v.healthy and self._front_ok) for k, v in self._state.live.items())
         if now == self._recorded or self._closing:
             return
         self._recorded = now
@@ -600,7 +628,7 @@ class Gateway:
                 fingerprint=v.conn.fingerprint,
                 client=v.conn.client,
                 port=v.conn.port,
-                healthy=v.healthy,
+                healthy=v.healthy and self._front_ok,
                 connected_at=datetime.fromtimestamp(v.conn.connected_at, UTC),
             )
             for v in self._state.live.values()
