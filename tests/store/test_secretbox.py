@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from ecliptic.config import Settings, load_settings
 from ecliptic.secretbox import SecretBox, SecretBoxError
 from ecliptic.server import rotate_secret_key
 from ecliptic.services import gateway as registry
@@ -98,20 +99,28 @@ def test_secrets_are_sealed_in_the_store_and_old_plain_ones_are_sealed_when_read
         db.dispose()
 
 
-def test_rotating_the_key_reseals_everything_and_keeps_the_values(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from ecliptic.config import load_settings
-
+def _instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, SecretBox]:
+    """A data dir with a migrated database whose secrets exist, sealed; its settings."""
     data = tmp_path / "data"
     data.mkdir()
     url = migrated_sqlite(data / "ecliptic.db")
     monkeypatch.setenv("ECLIPTIC_DATABASE_URL", url)
     box = SecretBox.load(data / "secret.key")
     db = Database(url, secrets=box)
+    registry.gateway_secret(db)
+    registry.host_key(db)
+    db.dispose()
+    return load_settings(data_dir=data), box
+
+
+def test_rotating_the_key_reseals_everything_and_keeps_the_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, box = _instance(tmp_path, monkeypatch)
+    data, url = settings.data_dir, settings.database_url
+    db = Database(url, secrets=box)
     secret, pem = registry.gateway_secret(db), registry.host_key(db)[0]
     db.dispose()
-    settings = load_settings(data_dir=data)
 
     rotate_secret_key(settings)
     rotated = SecretBox.load(data / "secret.key")
@@ -134,17 +143,8 @@ def test_rotating_the_key_reseals_everything_and_keeps_the_values(
 def test_retiring_the_old_key_too_early_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ecliptic.config import load_settings
-
-    data = tmp_path / "data"
-    data.mkdir()
-    url = migrated_sqlite(data / "ecliptic.db")
-    monkeypatch.setenv("ECLIPTIC_DATABASE_URL", url)
-    old = SecretBox.load(data / "secret.key")
-    db = Database(url, secrets=old)
-    registry.gateway_secret(db)
-    db.dispose()
+    settings, old = _instance(tmp_path, monkeypatch)
     old.rotate()  # a new current key, but nothing sealed with it yet
     with pytest.raises(SystemExit, match="run `ecliptic rotate-secret-key` first"):
-        rotate_secret_key(load_settings(data_dir=data), retire_old=True)
-    assert len(SecretBox.load(data / "secret.key").keys) == 2
+        rotate_secret_key(settings, retire_old=True)
+    assert len(SecretBox.load(old.path).keys) == 2

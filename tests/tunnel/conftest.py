@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.server import ServerConnection
+from websockets.sync.server import serve as ws_serve
 
 from tests.ports import free_port
 from tests.prerequisites import needs
@@ -442,3 +444,20 @@ def peer_request(
         return got.split(b"\r\n", 1)[0]
     finally:
         raw.close()
+
+
+@pytest.fixture
+def ws_echo() -> Iterator[int]:
+    """A WebSocket echo service on loopback (``echo: <message>``); its port."""
+
+    def echo(conn: ServerConnection) -> None:
+        with contextlib.suppress(Exception):
+            for message in conn:
+                conn.send("echo: " + (message if isinstance(message, str) else message.decode()))
+
+    server = ws_serve(echo, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield int(server.socket.getsockname()[1])
+    finally:
+        server.shutdown()

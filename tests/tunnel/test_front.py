@@ -30,9 +30,6 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
-from websockets.sync.server import Server as WsServer
-from websockets.sync.server import ServerConnection
-from websockets.sync.server import serve as ws_serve
 
 from ecliptic.tunnel.front import Front, FrontConfig, FrontError, InvalidFrontInput, Route
 from tests.ports import free_port
@@ -368,6 +365,19 @@ def header_values(echo: dict[str, Any], name: str) -> list[str]:
     return [v for k, v in echo["headers"] if k.lower() == name.lower()]
 
 
+def self_signed(root: Path, domain: str) -> tuple[Path, Path]:
+    """A throwaway wildcard certificate for ``*.domain`` (and its key) under ``root``."""
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "2", "-subj", f"/CN=*.{domain}",
+         "-addext", f"subjectAltName=DNS:*.{domain},DNS:{domain}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
     # Workers run as nobody and must reach the state dir: pytest's tmp_path is under a 0700
@@ -377,14 +387,7 @@ def env() -> Iterator[Env]:
     auth = FakeAuth().start()
     front: Front | None = None
     try:
-        cert, key = root / "cert.pem", root / "key.pem"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-             "-nodes", "-days", "2", "-subj", "/CN=*.test.localhost",
-             "-addext", "subjectAltName=DNS:*.test.localhost,DNS:test.localhost",
-             "-keyout", str(key), "-out", str(cert)],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        cert, key = self_signed(root, "test.localhost")
         front = Front(
             FrontConfig(
                 state_dir=root / "state",
@@ -431,21 +434,6 @@ def servers() -> Iterator[Callable[..., Backend]]:
     for b in started:
         b.go.set()
         b.stop()
-
-
-@pytest.fixture
-def ws_echo() -> Iterator[int]:
-    def echo(conn: ServerConnection) -> None:
-        with contextlib.suppress(Exception):
-            for message in conn:
-                conn.send("echo: " + (message if isinstance(message, str) else message.decode()))
-
-    server: WsServer = ws_serve(echo, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield int(server.socket.getsockname()[1])
-    finally:
-        server.shutdown()
 
 
 # -- routing and pages ----------------------------------------------------------------
@@ -1164,13 +1152,7 @@ def test_with_tls_plain_http_is_redirected_and_cookies_are_host_prefixed(
     """Issue 12: with TLS on, plain HTTP redirects to HTTPS (308, same host and path), and
     Ecliptic's cookies, __Host- prefixed, are still taken out of what a public service
     gets."""
-    cert, key = own_root / "cert.pem", own_root / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-days", "2", "-subj", "/CN=*.localhost", "-keyout", str(key),
-         "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed(own_root, "localhost")
     with pytest.raises(InvalidFrontInput, match="tls_port"):
         FrontConfig(state_dir=own_root / "x", redirect_http=True)
     front = Front(

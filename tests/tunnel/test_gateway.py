@@ -7,9 +7,8 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,6 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
-from websockets.sync.server import ServerConnection
-from websockets.sync.server import serve as ws_serve
 
 from ecliptic.tunnel.front import PEER_TCP_HOST, PEER_TCP_PATH
 from tests.tunnel.conftest import Backend, Served, needs_gateway, peer_request, serve_with_gateway
@@ -355,23 +352,6 @@ def test_nginx_does_not_outlive_a_killed_serve(tmp_path: Path) -> None:
 
         wait_until(lambda: not alive(), 10, "nginx to end with serve")
         assert _refuses(s.http_port)
-
-
-@pytest.fixture
-def ws_echo() -> Iterator[int]:
-    """A WebSocket echo service on loopback; its port."""
-
-    def echo(conn: ServerConnection) -> None:
-        with contextlib.suppress(Exception):
-            for message in conn:
-                conn.send("echo: " + (message if isinstance(message, str) else message.decode()))
-
-    server = ws_serve(echo, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield int(server.socket.getsockname()[1])
-    finally:
-        server.shutdown()
 
 
 def test_access_change_ends_open_websockets(served: Served, ws_echo: int) -> None:

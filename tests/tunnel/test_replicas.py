@@ -9,7 +9,6 @@ which route wins) are tested on plain data.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import secrets
 import socket
@@ -26,8 +25,6 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 from websockets.sync.client import connect as ws_connect
-from websockets.sync.server import ServerConnection
-from websockets.sync.server import serve as ws_serve
 
 from ecliptic.cli.main import app
 from ecliptic.config import InvalidSetting, load_settings
@@ -584,21 +581,6 @@ def streams() -> Iterator[_Streams]:
         server.go.set()
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture
-def ws_echo() -> Iterator[int]:
-    def echo(conn: ServerConnection) -> None:
-        with contextlib.suppress(Exception):
-            for message in conn:
-                conn.send("echo: " + (message if isinstance(message, str) else message.decode()))
-
-    server = ws_serve(echo, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield int(server.socket.getsockname()[1])
-    finally:
-        server.shutdown()
 
 
 @needs_gateway
