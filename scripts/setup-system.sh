@@ -19,12 +19,14 @@ declare -A need=(
   [ps]=procps
   [ssh]=openssh-client
   [ssh-keygen]=openssh-client
-  [sshd]=openssh-server
   [nginx]=nginx
   # scripts/build-tunneld.sh fetches golang.org/x/crypto's source with apt and unpacks it
   [apt-get]=apt
   [dpkg-deb]=dpkg
 )
+if [ "$purpose" = test ] || [ "$purpose" = bench ]; then
+  need[sshd]=openssh-server  # the tests' stand-in SSH servers and the benchmark's anchor
+fi
 if [ "$purpose" = test ]; then
   need[pg_ctlcluster]=postgresql
   need[chromium]=chromium  # the browser tests drive it through Playwright
@@ -73,9 +75,9 @@ fi
 $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 }
 
-# The tunnel gateway's SSH endpoint runs as the account 'tunnel' (ecliptic-tunneld), or runs a
-# stock sshd per tunnel (ECLIPTIC_GATEWAY_SSH_SERVER=openssh), which needs a real account to log in as
-# ("tunnel@gateway") and its privilege-separation directory.
+# The tunnel gateway's SSH endpoint (ecliptic-tunneld) runs as the unprivileged account
+# 'tunnel'. The tests' and the benchmark's stock sshd log clients in as it too ("tunnel@...",
+# so the account must be unlocked) and need sshd's privilege-separation directory.
 ensure_tunnel_user() {
   local SUDO=""
   [ "$(id -u)" = 0 ] || SUDO=sudo

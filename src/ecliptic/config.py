@@ -73,10 +73,6 @@ class Settings:
     gateway_ssh_public: str | None = None
     """``host[:port]`` clients are told to connect to; by default the host they reached the
     API at, and ``gateway_ssh_port``."""
-    gateway_ssh_server: Literal["tunneld", "openssh"] = "tunneld"
-    """What terminates tunnel SSH connections: ``tunneld`` (one process for all tunnels, Go's
-    x/crypto/ssh; about 50 KiB per idle tunnel) or ``openssh`` (a stock ``sshd -i`` per
-    connection; about 1.8 MiB per idle tunnel)."""
     gateway_jump_port: int = 2223
     """Port of the SSH jump host for TCP services (``ssh -J user@gateway:PORT name``)."""
     gateway_peer_port: int = 8482
@@ -262,7 +258,19 @@ class _GatewayEnv(BaseModel):
 
     peer_url: Annotated[str, Field(max_length=300)] | None = None
     peer_stale_s: Annotated[float, Field(ge=2, le=600)] = 5.0
-    ssh_server: Literal["tunneld", "openssh"] = "tunneld"
+    ssh_server: Literal["tunneld"] | None = None
+    """Retired: tunneld is the only SSH endpoint. ``tunneld`` is accepted; anything else
+    (``openssh``) is refused with what to do."""
+
+    @field_validator("ssh_server", mode="before")
+    @classmethod
+    def _only_tunneld(cls, value: object) -> object:
+        if value not in (None, "tunneld"):
+            raise ValueError(
+                "the openssh endpoint was removed; tunneld is the SSH endpoint now (it needs "
+                "about 70 KiB per idle tunnel, against 1.8 MiB): unset this variable"
+            )
+        return value
 
     @field_validator("peer_url")
     @classmethod
@@ -303,5 +311,4 @@ def _checked_gateway_settings() -> dict[str, object]:
     return {
         "gateway_peer_url": parsed.peer_url,
         "gateway_peer_stale_s": parsed.peer_stale_s,
-        "gateway_ssh_server": parsed.ssh_server,
     }

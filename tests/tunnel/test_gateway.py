@@ -19,7 +19,7 @@ from websockets.sync.client import connect as ws_connect
 
 from ecliptic.tunnel.front import PEER_TCP_HOST, PEER_TCP_PATH
 from tests.tunnel.conftest import Backend, Served, needs_gateway, peer_request, serve_with_gateway
-from tests.tunnel.test_sshd import _all_pids, _proc_stat, in_sessions
+from tests.tunnel.test_endpoint import _all_pids, _proc_stat, in_sessions
 from tests.waiting import wait_until
 
 pytestmark = needs_gateway

@@ -212,11 +212,15 @@ def test_peer_settings_are_checked_at_the_edge(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(InvalidSetting, match="ECLIPTIC_GATEWAY_PEER_STALE_S"):
         load_settings(data_dir="/tmp/x")
     monkeypatch.delenv("ECLIPTIC_GATEWAY_PEER_STALE_S")
-    monkeypatch.setenv("ECLIPTIC_GATEWAY_SSH_SERVER", "dropbear")
-    with pytest.raises(InvalidSetting, match="ECLIPTIC_GATEWAY_SSH_SERVER='dropbear'.*tunneld"):
-        load_settings(data_dir="/tmp/x")
-    monkeypatch.setenv("ECLIPTIC_GATEWAY_SSH_SERVER", "openssh")
-    assert load_settings(data_dir="/tmp/x").gateway_ssh_server == "openssh"
+    # The openssh endpoint was retired: asking for it (or anything but tunneld) says so.
+    for retired in ("openssh", "dropbear"):
+        monkeypatch.setenv("ECLIPTIC_GATEWAY_SSH_SERVER", retired)
+        with pytest.raises(
+            InvalidSetting, match=f"ECLIPTIC_GATEWAY_SSH_SERVER='{retired}'.*removed.*unset"
+        ):
+            load_settings(data_dir="/tmp/x")
+    monkeypatch.setenv("ECLIPTIC_GATEWAY_SSH_SERVER", "tunneld")
+    load_settings(data_dir="/tmp/x")
 
 
 def test_serve_and_gateway_name_a_bad_setting_instead_of_a_traceback(tmp_path: Path) -> None:

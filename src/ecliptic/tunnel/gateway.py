@@ -46,7 +46,8 @@ from ecliptic.services.sshkeys import user_for_key
 from ecliptic.store.db import Database
 from ecliptic.store.models import ServiceAccess, TunnelEndpoint
 from ecliptic.store.types import new_id, utcnow
-from ecliptic.tunnel import sshd, tunneld
+from ecliptic.tunnel import tunneld
+from ecliptic.tunnel.endpoint import EndpointConfig, TunnelConn
 from ecliptic.tunnel.front import (
     GRANT_HEADER,
     PEER_SERVICE_HEADER,
@@ -64,7 +65,6 @@ from ecliptic.tunnel.jump import (
     PeerHop,
     peer_client_context,
 )
-from ecliptic.tunnel.sshd import EndpointConfig, SshEndpoint, TunnelConn
 from ecliptic.tunnel.tunneld import TunneldEndpoint
 
 log = logging.getLogger("ecliptic.gateway")
@@ -254,8 +254,7 @@ def default_state_dir(settings: Settings) -> Path:
 
 def prerequisites(settings: Settings) -> list[str]:
     """What is missing for a gateway to run here (empty: ready)."""
-    endpoint = tunneld if settings.gateway_ssh_server == "tunneld" else sshd
-    problems = endpoint.check_prerequisites("tunnel")
+    problems = tunneld.check_prerequisites("tunnel")
     if not os.path.exists("/usr/sbin/nginx"):
         problems.append("nginx is not installed (apt-get install nginx)")
     return problems
@@ -320,10 +319,7 @@ class Gateway:
             bind_host=settings.gateway_ssh_host,
             port=settings.gateway_ssh_port,
         )
-        endpoint_kind = TunneldEndpoint if settings.gateway_ssh_server == "tunneld" else SshEndpoint
-        self.endpoint: SshEndpoint | TunneldEndpoint = endpoint_kind(
-            endpoint_config, on_up=self._on_up, on_down=self._on_down
-        )
+        self.endpoint = TunneldEndpoint(endpoint_config, on_up=self._on_up, on_down=self._on_down)
         # Peers' jump hosts reach this replica's TCP tunnels through the peer listener and
         # this relay; replicas present and accept only the instance's peer certificate.
         self._peer_cert = self.state_dir / "peer.crt"

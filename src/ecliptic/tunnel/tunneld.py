@@ -1,11 +1,10 @@
 """The tunnel SSH endpoint in one process: ``ecliptic-tunneld``, supervised from here.
 
-``ecliptic-tunneld`` (``tunneld/main.go``, built by ``make`` with Debian's Go and
+``ecliptic-tunneld`` (the Go module in ``tunneld/``, built by ``make`` on upstream
 golang.org/x/crypto/ssh) terminates every tunnel connection in one unprivileged process: an
-idle tunnel costs it about 50 KiB, against about 1.8 MiB for a ``sshd -i`` per connection
-(``tunnel/sshd.py``, kept as ``ECLIPTIC_GATEWAY_SSH_SERVER=openssh``). Its contract is the
-same as that endpoint's: a stock ``ssh -N -R 0:localhost:PORT tunnel@gateway`` with a key the
-registrar bound is a tunnel; nothing else is served.
+idle tunnel costs it about 50 KiB. Its contract (``tunnel/endpoint.py``): a stock
+``ssh -N -R 0:localhost:PORT tunnel@gateway`` with a key the registrar bound is a tunnel;
+nothing else is served.
 
 This side owns everything privileged: it binds the listening socket (so the daemon needs no
 capability, and runs as the ``tunnel`` account), reads the host key and hands it over on
@@ -32,7 +31,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ecliptic.tunnel.sshd import (
+from ecliptic.tunnel.endpoint import (
     LOGIN_GRACE_S,
     EndpointConfig,
     EndpointError,
@@ -121,7 +120,7 @@ def check_prerequisites(user: str, *, tunneld_path: str | None = None) -> list[s
         where = tunneld_path or f"{Path(sys.executable).parent / TUNNELD} (or on PATH)"
         problems.append(
             f"{where} is missing: build it with `make setup` (installs the pinned Go "
-            "toolchain and builds tunneld/), or set ECLIPTIC_GATEWAY_SSH_SERVER=openssh"
+            "toolchain and builds tunneld/)"
         )
     if os.geteuid() == 0:
         try:
@@ -138,8 +137,8 @@ def check_prerequisites(user: str, *, tunneld_path: str | None = None) -> list[s
 
 
 class TunneldEndpoint:
-    """Runs ``ecliptic-tunneld`` and reports tunnels up and down; the same interface as
-    ``SshEndpoint``. Every method runs on the event loop thread that called ``start``."""
+    """Runs ``ecliptic-tunneld`` and reports tunnels up and down. Every method runs on the
+    event loop thread that called ``start``."""
 
     def __init__(
         self,
