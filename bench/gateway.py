@@ -622,6 +622,10 @@ def gateway(
         "ECLIPTIC_GATEWAY_SSH_HOST": ssh_host,
         "ECLIPTIC_GATEWAY_STATE_DIR": str(state),
         "ECLIPTIC_LOG_LEVEL": "INFO",  # tunnels up and down, and why, in serve-<tag>.log
+        # The benchmark's one tenancy holds thousands of idle tunnels and many services.
+        "ECLIPTIC_GATEWAY_MAX_SERVICES": "100000",
+        "ECLIPTIC_GATEWAY_MAX_KEYS": "10000",
+        "ECLIPTIC_GATEWAY_MAX_TUNNELS": "100000",
     }
     if public_host:
         env["ECLIPTIC_GATEWAY_SSH_PUBLIC"] = f"{public_host}:{ssh_port}"

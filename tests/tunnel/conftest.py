@@ -27,16 +27,16 @@ import pytest
 from websockets.sync.server import ServerConnection
 from websockets.sync.server import serve as ws_serve
 
+from ecliptic.tunnel import tunneld
 from tests.ports import free_port
 from tests.prerequisites import needs
 
 PASSWORD = "gateway-test-password"
-SSHD = Path("/usr/sbin/sshd")
 NGINX = Path("/usr/sbin/nginx")
 
 needs_gateway = needs(
-    os.geteuid() == 0 and SSHD.exists() and NGINX.exists(),
-    "root, sshd and nginx for the tunnel gateway (scripts/setup-system.sh installs them)",
+    os.geteuid() == 0 and NGINX.exists() and tunneld.find_tunneld() is not None,
+    "root, nginx and a built ecliptic-tunneld for the tunnel gateway (make setup)",
 )
 
 
