@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from ecliptic.runtime import Runtime
-from ecliptic.store.models import TunnelToken
+from ecliptic.store.models import ApiToken, GatewaySession, TunnelToken
 from ecliptic.store.types import utcnow
 from tests.api.conftest import Api, login
 
@@ -522,3 +522,17 @@ def test_over_https_the_gateway_cookies_are_host_prefixed(admin: Api, client: Te
     # The same value without the prefix is not a session over HTTPS, and is not passed on.
     r = auth(client, host, Cookie=f"ecliptic_gw={value}; theirs=1", **over_https)
     assert r.status_code == 401
+
+
+def test_a_service_session_ends_with_the_portal_sign_in_it_came_from(
+    runtime: Runtime, admin: Api, client: TestClient
+) -> None:
+    """Hole 6, the retest: a service session outlived the expiry of the portal sign-in that
+    opened it (up to the service session's 12 h)."""
+    svc, cookie = _signed_in_service(admin, client)
+    with runtime.db.read() as s:
+        session_row = s.scalars(select(GatewaySession)).one()
+        portal = s.get(ApiToken, session_row.portal_token_id)
+        assert portal is not None and portal.expires_at is not None
+        assert session_row.expires_at <= portal.expires_at
+    assert auth(client, svc["host"], Cookie=cookie).status_code == 200

@@ -162,6 +162,14 @@ class Backend:
                     code = int(self.path.rsplit("/", 1)[1])
                     self.send_json(code, {"backend": backend.name, "status": code})
                     return
+                if self.path == "/cookie":
+                    # A service trying to set cookies on its siblings and the parent domain.
+                    self.send_json(
+                        200,
+                        {"backend": backend.name},
+                        Set_Cookie="ecliptic_gw_state=planted; Domain=localhost; Path=/",
+                    )
+                    return
                 if self.path == "/accel":
                     # nginx would follow these from a trusted upstream; services are not.
                     self.send_json(
@@ -473,6 +481,11 @@ def test_routes_by_host_and_explains_failures_with_pages(
     # nginx control headers from a service are ignored (no internal redirects).
     status, _, body = env.get("app.localhost", "/accel")
     assert (status, json.loads(body)) == (200, {"backend": "a"})
+    # A service cannot set cookies for its siblings or the parent domain (planting a
+    # sign-in state or a session there): the Domain it names becomes its own host.
+    status, headers, _ = env.get("app.localhost", "/cookie")
+    cookie = {k.lower(): v for k, v in headers.items()}["set-cookie"]
+    assert status == 200 and "Domain=app.localhost" in cookie, cookie
 
 
 def test_host_in_pages_is_escaped(env: Env) -> None:
@@ -580,8 +593,10 @@ def test_ecliptic_credentials_never_reach_a_public_service(
         assert header_values(echo, "Authorization") == [], cookie
         assert header_values(echo, "Cookie") == [kept], (cookie, echo["headers"])
         assert "ecl_secret" not in json.dumps(echo) and "ecliptic_" not in json.dumps(echo)
-    echo = env.echo("pub.localhost", Authorization="bearer  ECL_x")  # any case
-    assert header_values(echo, "Authorization") == []
+    # Any case, and any whitespace the API itself accepts (a tab too: the attack's retest).
+    for value in ("bearer  ECL_x", "Bearer \tecl_x", "Bearer\tecl_x"):
+        echo = env.echo("pub.localhost", Authorization=value)
+        assert header_values(echo, "Authorization") == [], value
     echo = env.echo("pub.localhost", Authorization="Bearer theirs")  # the service's own
     assert header_values(echo, "Authorization") == ["Bearer theirs"]
 

@@ -50,6 +50,7 @@ from ecliptic.services.caller import Caller
 from ecliptic.services.sshkeys import parse_public_key
 from ecliptic.store.db import Database
 from ecliptic.store.models import (
+    ApiToken,
     Event,
     GatewayCode,
     GatewayReplica,
@@ -1116,13 +1117,18 @@ class GatewayAuth:
                 )
             row.used_at = now
             session_id = secrets.token_hex(16)
+            # A service session never outlives the portal sign-in it came from.
+            expires = now + self.session_ttl
+            portal = session.get(ApiToken, row.portal_token_id) if row.portal_token_id else None
+            if portal is not None and portal.expires_at is not None:
+                expires = min(expires, portal.expires_at)
             session.add(
                 GatewaySession(
                     id=session_id,
                     user_id=row.user_id,
                     host=host,
                     portal_token_id=row.portal_token_id,
-                    expires_at=now + self.session_ttl,
+                    expires_at=expires,
                 )
             )
             session.execute(delete(GatewaySession).where(GatewaySession.expires_at < now))

@@ -516,7 +516,7 @@ http {{
     # (the auth app does the same for signed-in ones).
     map $http_authorization $ecl_public_authorization {{
         default $http_authorization;
-        "~*^bearer[ ]+{API_TOKEN_PREFIX}" "";
+        "~*^bearer\\s+{API_TOKEN_PREFIX}" "";
     }}
 {_cookie_strip_maps()}
     # With TLS, browsers are told to use it from now on (HSTS); never over plain HTTP.
@@ -544,6 +544,9 @@ http {{
     proxy_next_upstream_tries 3;
     proxy_next_upstream_timeout 10s;
     proxy_ignore_headers {_IGNORED_FROM_BACKENDS};
+    # A service's cookies stay on its own host: a Domain attribute (say the base domain,
+    # to plant a sign-in state or session cookie on a sibling service) becomes the host.
+    proxy_cookie_domain ~.+ $host;
     # Services that speak HTTPS behind their tunnel: self-signed is fine, SNI is the host.
     proxy_ssl_verify off;
     proxy_ssl_server_name on;
