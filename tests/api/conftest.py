@@ -43,6 +43,9 @@ class Api:
     def put(self, path: str, json: Any = None) -> Any:
         return self.client.put(f"/api/v1{path}", json=json, headers=self.headers)
 
+    def patch(self, path: str, json: Any = None) -> Any:
+        return self.client.patch(f"/api/v1{path}", json=json, headers=self.headers)
+
     def delete(self, path: str) -> Any:
         return self.client.delete(f"/api/v1{path}", headers=self.headers)
 

@@ -536,3 +536,20 @@ def test_a_service_session_ends_with_the_portal_sign_in_it_came_from(
         assert portal is not None and portal.expires_at is not None
         assert session_row.expires_at <= portal.expires_at
     assert auth(client, svc["host"], Cookie=cookie).status_code == 200
+
+
+def test_access_lists_name_members_of_the_tenancy_only(admin: Api, client: TestClient) -> None:
+    """The attack's retest: an access list could name a user of another tenancy, and the
+    error told which user names exist on the whole instance."""
+    svc = create(admin)
+    make_user(admin, client, "bob")
+    assert admin.post("/tenancies", {"name": "other"}).is_success
+    assert admin.post("/users", {"name": "oscar", "password": "oscar-password"}).is_success
+    assert admin.put("/tenancies/other/members", {"user": "oscar", "role": "member"}).is_success
+    outsider = admin.patch(f"/services/{svc['id']}", {"access": ["admin", "oscar"]})
+    nobody = admin.patch(f"/services/{svc['id']}", {"access": ["admin", "nosuchuser"]})
+    assert outsider.status_code == nobody.status_code == 422
+    assert "oscar" in outsider.text and "nosuchuser" in nobody.text
+    assert outsider.text.replace("oscar", "X") == nobody.text.replace("nosuchuser", "X")
+    assert admin.patch(f"/services/{svc['id']}", {"access": ["admin", "bob"]}).is_success
+    assert admin.post("/services", {"name": "x2", "access": ["oscar"]}).status_code == 422

@@ -99,8 +99,11 @@ def test_signed_in_service_refuses_strangers_and_strips_credentials(
     assert "authorization" not in seen
     assert seen["cookie"] == "theirs=1"
 
-    # Granting and revoking access take effect within 5 s.
-    served.api.patch(f"/services/{svc['id']}", json={"access": ["admin", "eve"]})
+    # Granting and revoking access take effect within 5 s (access lists name members).
+    member = {"user": "eve", "role": "member"}
+    assert served.api.put("/tenancies/default/members", json=member).is_success
+    granted = served.api.patch(f"/services/{svc['id']}", json={"access": ["admin", "eve"]})
+    assert granted.is_success, granted.text
     served.wait_for(host, lambda r: r.status_code == 200, timeout=5, Authorization=f"Bearer {eve}")
     served.api.patch(f"/services/{svc['id']}", json={"access": ["admin"]})
     served.wait_for(host, lambda r: r.status_code == 403, timeout=5, Authorization=f"Bearer {eve}")
@@ -365,6 +368,8 @@ def test_access_change_ends_open_websockets(served: Served, ws_echo: int) -> Non
     served.wait_for(private["host"], lambda r: r.status_code not in (502, 503), Authorization=admin)
     served.wait_for(public["host"], lambda r: r.status_code not in (502, 503))
     assert served.api.post("/users", json={"name": "bob", "password": "bob-password"}).is_success
+    member = {"user": "bob", "role": "member"}
+    assert served.api.put("/tenancies/default/members", json=member).is_success
     bob = served.api.post(
         "/auth/login", json={"username": "bob", "password": "bob-password"}
     ).json()["secret"]

@@ -55,6 +55,7 @@ from ecliptic.store.models import (
     GatewayCode,
     GatewayReplica,
     GatewaySession,
+    Membership,
     Meta,
     Service,
     ServiceAccess,
@@ -349,11 +350,23 @@ def _issue_token(
     return IssuedTunnelToken(service.id, token, expires)
 
 
-def _users_by_name(session: Session, names: list[str]) -> list[User]:
-    users = list(session.scalars(select(User).where(User.name.in_(names))))
+def _users_by_name(session: Session, names: list[str], tenancy_id: str) -> list[User]:
+    """The members of the tenancy with these names. A name that is not a member is refused
+    with the same words whether or not such a user exists elsewhere (no enumeration of the
+    instance's users, no access lists reaching across tenancies)."""
+    users = list(
+        session.scalars(
+            select(User)
+            .join(Membership, Membership.user_id == User.id)
+            .where(User.name.in_(names), Membership.tenancy_id == tenancy_id)
+        )
+    )
     missing = sorted(set(names) - {u.name for u in users})
     if missing:
-        raise InvalidInput(f"no such user: {', '.join(missing)}")
+        raise InvalidInput(
+            f"not a member of this tenancy: {', '.join(missing)} (access lists name members "
+            "of the service's tenancy)"
+        )
     return users
 
 
@@ -414,7 +427,7 @@ def create_service(
                 "one ('ecliptic service delete NAME'), or ask an administrator to raise "
                 "ECLIPTIC_GATEWAY_MAX_SERVICES"
             )
-        users = _users_by_name(session, access) if access is not None else []
+        users = _users_by_name(session, access, tenancy) if access is not None else []
         service = Service(
             tenancy_id=tenancy,
             name=name,
@@ -550,7 +563,7 @@ def update_service(
                 f"made {'public' if public else 'private'} by {caller.user_name}",
             )
         if access is not None:
-            users = _users_by_name(session, access)
+            users = _users_by_name(session, access, service.tenancy_id)
             before = set(
                 session.scalars(
                     select(User.name)
