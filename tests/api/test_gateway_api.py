@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
@@ -276,6 +276,34 @@ def test_user_ssh_keys(admin: Api) -> None:
     assert admin.post("/users/me/ssh-keys", {"name": "again", "public_key": key}).status_code == 409
     assert [k["name"] for k in admin.get("/users/me/ssh-keys").json()["items"]] == ["laptop"]
     assert admin.delete("/users/me/ssh-keys/laptop").status_code == 204
+
+
+def _rsa_key(bits: int) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+
+
+def test_weak_rsa_keys_are_refused_where_they_are_given(admin: Api) -> None:
+    """The attack's retest: an RSA-1024 key was accepted at associate (using up the token
+    and a key slot) but could never log in. It is refused at once, saying what to use."""
+    svc = create(admin)
+    weak = _rsa_key(1024)
+    r = admin.client.post(
+        "/api/v1/tunnels/associate", json={"token": svc["token"]["token"], "public_key": weak}
+    )
+    assert r.status_code == 422 and "1024 bits" in r.text and "ed25519" in r.text, r.text
+    r = admin.post("/users/me/ssh-keys", {"name": "old", "public_key": weak})
+    assert r.status_code == 422
+    # The token was not used up: a good key binds with it.
+    r = admin.client.post(
+        "/api/v1/tunnels/associate",
+        json={"token": svc["token"]["token"], "public_key": _rsa_key(2048)},
+    )
+    assert r.status_code == 200, r.text
 
 
 def test_portal_sign_out_lets_another_user_sign_in(admin: Api, client: TestClient) -> None:

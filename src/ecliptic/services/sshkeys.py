@@ -27,6 +27,26 @@ KEY_TYPES = (
 )
 
 
+MIN_RSA_BITS = 2048
+"""The smallest RSA modulus the gateway takes (its SSH endpoint refuses smaller keys)."""
+MAX_RSA_BITS = 16384
+"""The largest (what OpenSSH generates at most, and the endpoint's library accepts)."""
+
+
+def _rsa_bits(blob: bytes, at: int) -> int:
+    """Bits of the modulus of an ``ssh-rsa`` blob whose exponent starts at ``at``."""
+    try:
+        (e_len,) = struct.unpack(">I", blob[at : at + 4])
+        at += 4 + e_len
+        (n_len,) = struct.unpack(">I", blob[at : at + 4])
+        modulus = blob[at + 4 : at + 4 + n_len]
+    except struct.error:
+        return 0
+    if len(modulus) != n_len:
+        return 0
+    return int.from_bytes(modulus, "big").bit_length()
+
+
 @dataclass(frozen=True)
 class PublicKey:
     """A parsed OpenSSH public key."""
@@ -71,6 +91,13 @@ def parse_public_key(text: str) -> PublicKey:
         raise InvalidInput(f"the key data is not valid base64 of an SSH key: {hint}") from None
     if inner != kind or len(blob) < 4 + length + 16:
         raise InvalidInput(f"the key data does not match its type '{kind}': {hint}")
+    if kind == "ssh-rsa":
+        bits = _rsa_bits(blob, 4 + length)
+        if not MIN_RSA_BITS <= bits <= MAX_RSA_BITS:
+            raise InvalidInput(
+                f"an RSA key of {bits} bits is refused: use {MIN_RSA_BITS} to {MAX_RSA_BITS} "
+                "bits, or better an Ed25519 key ('ssh-keygen -t ed25519')"
+            )
     comment = parts[2].strip() if len(parts) > 2 else ""
     if any(ord(c) < 32 for c in comment):
         raise InvalidInput("the key comment holds control characters")
