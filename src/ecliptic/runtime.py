@@ -7,6 +7,7 @@ import os
 import secrets
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -102,6 +103,10 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        self.after_key_bound: Callable[[], None] | None = None
+        """Called after the API bound a tunnel key: the in-process gateway brings its SSH
+        endpoint's keys up to date at once, so a client may connect as soon as it has the
+        answer (standalone replicas pick the key up at their next poll, within 0.2 s)."""
         private_dir(Path(settings.data_dir))
         self.db = Database(settings.database_url, secrets=SecretBox.load(settings.secret_key_path))
         upgrade(self.db)

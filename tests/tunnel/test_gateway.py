@@ -18,7 +18,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from ecliptic.tunnel.front import PEER_TCP_HOST, PEER_TCP_PATH
-from tests.tunnel.conftest import Backend, Served, needs_gateway, peer_request, serve_with_gateway
+from tests.tunnel.conftest import (
+    Backend,
+    Served,
+    needs_gateway,
+    peer_request,
+    serve_with_gateway,
+    ssh_reverse,
+)
 from tests.tunnel.test_endpoint import _all_pids, _proc_stat, in_sessions
 from tests.waiting import wait_until
 
@@ -489,3 +496,29 @@ def test_service_health_is_what_the_front_answers(
         wait_until(serves, 15, "the front started again")
         assert set(nginx()).isdisjoint(hung)
         wait_until(lambda: healthy() == [True], 10, "healthy after the restart")
+
+
+def test_a_key_logs_in_as_soon_as_it_is_bound(
+    served: Served, backends: Callable[[str], Backend]
+) -> None:
+    """Hole 11, the retest: associate, then at once a stock ``ssh -R`` (the docs' own
+    example) got "Permission denied" 6 times in 11: the key reached the SSH endpoint only
+    at the gateway's next poll. Now the answer comes after the endpoint has the key."""
+    backend = backends("prompt")
+    svc = served.service("prompt", public=True)
+    clients = []
+    for _ in range(6):
+        token = served.api.post(f"/services/{svc['name']}/tokens").json()["token"]
+        key, pub = served.keypair()
+        r = httpx.post(
+            f"{served.url}/api/v1/tunnels/associate", json={"token": token, "public_key": pub}
+        )
+        assert r.status_code == 200, r.text
+        clients.append(ssh_reverse(served.ssh_port, key, backend.port))  # no pause
+    served.clients.extend(clients)
+    wait_until(
+        lambda: len(served.api.get(f"/services/{svc['name']}").json()["tunnels"]) == 6,
+        10,
+        "six tunnels",
+    )
+    assert [c.poll() for c in clients] == [None] * 6

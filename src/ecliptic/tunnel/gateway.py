@@ -378,6 +378,18 @@ class Gateway:
             self.jump.port,
         )
 
+    def sync_now(self, timeout: float = 2.0) -> None:
+        """Bring the SSH endpoint's keys (and routes) up to date with the store now, from
+        any thread, instead of at the next poll; gives up quietly after ``timeout``."""
+        loop = self._loop
+        if loop is None or not loop.is_running() or not self._endpoint_up:
+            return
+        done = asyncio.run_coroutine_threadsafe(self._sync(force=True), loop)
+        try:
+            done.result(timeout)
+        except Exception:
+            log.warning("gateway: syncing keys on request failed; the next poll will")
+
     def stop(self) -> None:
         """Cut every tunnel, stop nginx and sshd, forget what this replica reported."""
         loop, stopping = self._loop, self._stopping

@@ -153,6 +153,8 @@ def associate(body: AssociateRequest, request: Request, rt: RuntimeDep) -> Assoc
     result = gateway.associate(
         rt.db, body.token, body.public_key, config, max_keys=rt.settings.gateway_max_keys
     )
+    if rt.after_key_bound is not None:
+        rt.after_key_bound()
     s = rt.settings
     if s.gateway_ssh_public:
         host, _, port = s.gateway_ssh_public.rpartition(":")
