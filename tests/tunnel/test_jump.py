@@ -6,6 +6,7 @@ Behind it: an echo service, and a real sshd standing in for a login node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import select
@@ -23,7 +24,12 @@ from typing import Any
 
 import pytest
 
-from ecliptic.tunnel.jump import JumpHost, JumpPrincipal, JumpRefused
+from ecliptic.tunnel.jump import (
+    MAX_UNAUTHENTICATED_PER_IP,
+    JumpHost,
+    JumpPrincipal,
+    JumpRefused,
+)
 from tests.prerequisites import require
 from tests.tunnel.test_client import MADE, Sshd, free_port, wait_for
 from tests.tunnel.test_client import nothing_leaks as nothing_leaks
@@ -540,3 +546,25 @@ def test_an_open_connection_cannot_open_new_channels_once_its_key_no_longer_sign
         if master.poll() is None:
             master.kill()
         master.wait()
+
+
+def test_unauthenticated_connections_per_address_are_capped(jump: Jump) -> None:
+    """The attack's retest: 300 raw connections from one address all got the jump host's
+    banner and were held for the 20 s login grace (tunneld caps them at 50)."""
+    held: list[socket.socket] = []
+    banners = 0
+    try:
+        for _ in range(MAX_UNAUTHENTICATED_PER_IP + 10):
+            s = socket.create_connection(("127.0.0.1", jump.host.port), timeout=5)
+            held.append(s)
+            s.settimeout(2)
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
+                banners += s.recv(64).startswith(b"SSH-2.0-")
+        assert banners == MAX_UNAUTHENTICATED_PER_IP
+    finally:
+        for s in held:
+            s.close()
+    # Once they are gone, the address may connect and sign in again.
+    wait_for("the held connections to settle", lambda: not jump.host._unauthenticated)
+    res = ssh(jump, "alice", "-W", "k3j9x2:22", stdin=b"hello\n")
+    assert res.returncode == 0 and res.stdout == b"echo:hello\n", err(res)

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ KEEPALIVE_COUNT_MAX = 3
 """Unanswered probes before a client is dropped."""
 LOGIN_TIMEOUT_S = 20
 """Seconds a client has to sign in."""
+MAX_UNAUTHENTICATED_PER_IP = 50
+"""Connections from one address not yet signed in; more are closed at once (as tunneld
+does), so one address cannot hold thousands open for the login grace."""
 CONNECT_TIMEOUT_S = 10
 """Seconds to wait for the tunnel's loopback port to accept a connection."""
 REVALIDATE_S = 5.0
@@ -122,6 +126,8 @@ class JumpHost:
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._connections: set[_JumpConnection] = set()
+        self._unauthenticated: dict[str, int] = {}
+        self._refused_logged = 0.0
 
     @property
     def port(self) -> int:
@@ -254,6 +260,26 @@ class JumpHost:
         else:
             self._connections.discard(conn)
 
+    def _admit(self, ip: str) -> bool:
+        """Count one more connection from ``ip`` not yet signed in, unless it already has
+        ``MAX_UNAUTHENTICATED_PER_IP``."""
+        held = self._unauthenticated.get(ip, 0)
+        if held >= MAX_UNAUTHENTICATED_PER_IP:
+            if time.monotonic() - self._refused_logged >= 10:
+                self._refused_logged = time.monotonic()
+                log.warning("jump: refusing connections from %s: too many not signed in", ip)
+            return False
+        self._unauthenticated[ip] = held + 1
+        return True
+
+    def _settled(self, ip: str) -> None:
+        """One connection from ``ip`` signed in or went away."""
+        held = self._unauthenticated.get(ip, 0)
+        if held <= 1:
+            self._unauthenticated.pop(ip, None)
+        else:
+            self._unauthenticated[ip] = held - 1
+
 
 def ensure_host_key(path: Path) -> asyncssh.SSHKey:
     """The ed25519 host key at ``path``, written there (mode 0600) first if missing."""
@@ -282,6 +308,7 @@ class _JumpConnection(asyncssh.SSHServer):
         self.opened: set[tuple[str, int]] = set()
         """Services this connection opened channels to: access to each is checked again."""
         self._closed = asyncio.Event()
+        self._pending_ip: str | None = None
 
     # -- life of the connection
 
@@ -291,11 +318,21 @@ class _JumpConnection(asyncssh.SSHServer):
             peer = conn.get_extra_info("peername") or ("?", 0)
             self._peer = f"{peer[0]}:{peer[1]}"
             self._host._track(self, True)
+            if not self._host._admit(str(peer[0])):
+                conn.abort()
+                return
+            self._pending_ip = str(peer[0])
         except Exception:
             log.exception("jump: bookkeeping of a new connection failed")
 
+    def _settle(self) -> None:
+        if self._pending_ip is not None:
+            self._host._settled(self._pending_ip)
+            self._pending_ip = None
+
     def connection_lost(self, exc: Exception | None) -> None:
         try:
+            self._settle()
             self._host._track(self, False)
             self._closed.set()
             if self._principal is not None:
@@ -364,6 +401,7 @@ class _JumpConnection(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         try:
+            self._settle()
             self._principal = self._last
             if self._principal is not None:
                 self.signed_in = (*self._last_key, self._principal.user_id)
