@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -1207,5 +1208,35 @@ def test_with_tls_plain_http_is_redirected_and_cookies_are_host_prefixed(
         conn.close()
         assert resp.status == 200
         assert header_values(echo, "Cookie") == ["keep=1"]
+    finally:
+        front.stop()
+
+
+def test_a_front_whose_master_was_killed_alone_starts_again(
+    own_root: Path, servers: Callable[..., Backend]
+) -> None:
+    """The attack's retest: killing the nginx master alone left its workers holding the
+    ports, and every start after it failed with "Address already in use"."""
+    backend = servers("after")
+    front = Front(
+        FrontConfig(state_dir=own_root / "s", http_port=0, auth_upstream=f"127.0.0.1:{free_port()}")
+    )
+    try:
+        front.start()
+        front.apply([Route("after.localhost", (backend.port,), public=True)])
+        front.flush()
+        master = front.pid
+        assert master is not None
+        workers = [p for p in nginx_family(master) if p != master]
+        assert workers
+        os.kill(master, signal.SIGKILL)
+        wait_until(lambda: front.pid is None, 5, "the master to be gone")
+        assert any(alive(p) for p in workers)  # the orphans still hold the port
+        front.start()
+        conn = http.client.HTTPConnection("127.0.0.1", front.http_port, timeout=5)
+        conn.request("GET", "/", headers={"Host": "after.localhost"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert not any(alive(p) for p in workers)
     finally:
         front.stop()

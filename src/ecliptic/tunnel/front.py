@@ -931,6 +931,22 @@ def _title(pid: int) -> str:
     return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
 
+def _start_tick(pid: int) -> str | None:
+    """When a process started (clock ticks since boot): with its pid, who it is."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _active_workers(master: int) -> set[int]:
     """Workers of ``master`` that accept connections (not shutting down after a reload)."""
     return {pid for pid in _children(master) if _title(pid) == _WORKER_TITLE}
@@ -969,6 +985,8 @@ class Front:
         self._last_reload = 0.0
         self._min_interval = RELOAD_MIN_INTERVAL_S
         self._stale_workers: set[int] = set()
+        self._ours: dict[int, str | None] = {}
+        """nginx processes of this front's master (pid -> start tick): see ``_remember``."""
         self._reload_error: str | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -1008,6 +1026,7 @@ class Front:
                 raise FrontError(f"nginx is not installed at {cfg.nginx_path}: set nginx_path")
             as_root = os.geteuid() == 0
             self._prepare_dirs(as_root)
+            self._end_orphans()
             self._stop_stale_master()
             picked = 0 in (cfg.http_port, cfg.tls_port, cfg.peer_port)
             attempts = 3 if picked or cfg.peer_port is not None else 1
@@ -1178,6 +1197,35 @@ class Front:
         finally:
             os.close(fd)
 
+    def _remember(self) -> None:
+        """Note the running master's processes (with their start times), so that workers it
+        leaves behind if it is killed can be ended; refreshed at start, after each reload
+        and whenever ``answering`` is asked."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        for pid in (proc.pid, *_children(proc.pid)):
+            self._ours.setdefault(pid, _start_tick(pid))
+
+    def _end_orphans(self) -> None:
+        """End nginx processes of this front whose master is gone (killed on its own, say):
+        they still hold the ports, so a new master could not bind them. Called only while
+        no master of this front runs: every process recorded by ``_remember`` that still
+        runs (same pid, same start time) is one of them."""
+        ours, self._ours = self._ours, {}
+        orphans = [
+            pid
+            for pid, tick in ours.items()
+            if tick is not None and _start_tick(pid) == tick and _running(pid)
+        ]
+        for pid in orphans:
+            log.warning("front: ending nginx process %s left by a master that is gone", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_running(p) for p in orphans):
+            time.sleep(0.01)
+
     def _launch(self, ports: Ports, as_root: bool) -> None:
         cfg, lay = self.config, self._lay
         for path, text in render_main(cfg, ports, as_root=as_root).items():
@@ -1226,6 +1274,7 @@ class Front:
                     f"see {lay.error_log}:\n{_tail(lay.error_log)}"
                 )
             time.sleep(0.01)
+        self._remember()
         with self._cond:
             self._written = generation
             self._last_reload = time.monotonic()
@@ -1272,7 +1321,9 @@ class Front:
 
     def answering(self) -> bool:
         """Whether nginx runs and answers a request within a second (its status page)."""
-        return self.pid is not None and self._live_generation() is not None
+        ok = self.pid is not None and self._live_generation() is not None
+        self._remember()
+        return ok
 
     def _live_generation(self) -> int | None:
         """The routing-table number a freshly accepted connection is served with."""
@@ -1324,6 +1375,7 @@ class Front:
             # Pace reloads by what they cost: a big table takes nginx a while to load, and a
             # master that does nothing but reload serves nobody.
             live = self._wait_live(generation)
+            self._remember()
             took = time.monotonic() - started
             with self._cond:
                 self._last_reload = time.monotonic()
