@@ -437,6 +437,31 @@ def test_client_settings_change_only_what_the_client_sent(admin: Api, client: Te
     assert shown["liveness_path"] == "/health" and shown["read_timeout_s"] == 120
 
 
+def test_what_the_first_client_sets_is_an_event_the_owner_sees(
+    admin: Api, client: TestClient
+) -> None:
+    """The attack's retest: the first client of a service turned it into a TCP service with
+    a day-long timeout, and the service's events said only that a key was bound."""
+    svc = create(admin, name="fresh")
+    body = {
+        "token": svc["token"]["token"],
+        "public_key": new_key(),
+        "protocol": "tcp",
+        "read_timeout_s": 86400,
+    }
+    assert client.post("/api/v1/tunnels/associate", json=body).status_code == 200
+    events = [e["reason"] for e in admin.get("/services/fresh/events").json()["items"]]
+    assert any(
+        "protocol 'tcp'" in e and "read_timeout_s 86400" in e and "first client" in e
+        for e in events
+    ), events
+    # A second client cannot change it, and is told why without a confusing "None".
+    token = admin.post("/services/fresh/tokens").json()["token"]
+    again = {"token": token, "public_key": new_key(), "liveness_path": "/x"}
+    r = client.post("/api/v1/tunnels/associate", json=again)
+    assert r.status_code == 409 and "liveness_path none" in r.text, r.text
+
+
 def test_only_the_owner_or_a_tenancy_admin_may_change_a_service(
     admin: Api, client: TestClient
 ) -> None:

@@ -674,18 +674,29 @@ def associate(
         # A token binds a key and nothing else: the settings a client brings are taken
         # from the first client only (the service had no key yet); later ones must agree.
         first = session.scalar(select(TunnelKey.id).where(TunnelKey.service_id == service.id))
+        changed = []
         for name, value in (config or {}).items():
             if name not in CLIENT_SETTINGS:
                 raise InvalidInput(f"a client may not set '{name}'")
-            if getattr(service, name) == value:
+            current = getattr(service, name)
+            if current == value:
                 continue
             if first is not None:
+                shown = "none" if current is None else repr(current)
                 raise Conflict(
-                    f"service '{service.name}' has {name} {getattr(service, name)!r}, set by "
-                    f"its first client; this client asks for {value!r}: a token only binds a "
+                    f"service '{service.name}' has {name} {shown} (set when it was made or by "
+                    f"its first client); this client asks for {value!r}: a token only binds a "
                     "key (make a new service for other settings)"
                 )
             setattr(service, name, value)
+            changed.append(f"{name} {value!r}")
+        if changed:
+            # What a client changes is the owner's to see (``service events``).
+            audit(
+                session,
+                service,
+                f"{', '.join(changed)} set by its first client (key {key.fingerprint})",
+            )
         bound = existing or TunnelKey(
             service_id=service.id, fingerprint=key.fingerprint, public_key=key.line
         )
