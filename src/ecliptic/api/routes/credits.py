@@ -43,7 +43,9 @@ def ledger(
     caller: CallerDep,
     rt: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
-    marker: Annotated[int | None, Query(ge=1, description="the 'next' of the last page")] = None,
+    marker: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="the 'next' of the last page")
+    ] = None,
 ) -> Page[LedgerOut]:
     """Every credit movement of your tenancy, newest first, a page at a time."""
     names = {b.allocation_id: b.name for b in credits.list_balances(rt.db, caller)}
