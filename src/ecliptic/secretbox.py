@@ -83,6 +83,11 @@ class SecretBox:
         """Whether ``value`` is a sealed secret (else a legacy plain one)."""
         return value.startswith(PREFIX)
 
+    @staticmethod
+    def key_id_of(sealed: str) -> str:
+        """The id of the key that sealed ``sealed``."""
+        return sealed.removeprefix(PREFIX).partition(":")[0]
+
     def seal(self, name: str, plain: str) -> str:
         """``plain`` sealed with the current key, for the row called ``name``."""
         nonce = os.urandom(12)
@@ -91,7 +96,8 @@ class SecretBox:
 
     def open(self, name: str, sealed: str) -> str:
         """The plain value of a sealed secret of the row called ``name``."""
-        key_id, _, payload = sealed.removeprefix(PREFIX).partition(":")
+        key_id = self.key_id_of(sealed)
+        payload = sealed.removeprefix(PREFIX).partition(":")[2]
         key = next((k for k in self.keys if _key_id(k) == key_id), None)
         if key is None:
             raise SecretBoxError(

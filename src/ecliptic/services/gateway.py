@@ -44,7 +44,7 @@ from ecliptic.errors import (
     NotFound,
     Unauthenticated,
 )
-from ecliptic.secretbox import PREFIX, SecretBox, SecretBoxError
+from ecliptic.secretbox import SecretBox, SecretBoxError
 from ecliptic.services.auth import authenticate, token_digest
 from ecliptic.services.caller import Caller
 from ecliptic.services.sshkeys import parse_public_key
@@ -164,9 +164,7 @@ def sealing_keys(db: Database) -> dict[str, str]:
     with db.read() as session:
         rows = {name: session.get(Meta, name) for name in SEALED_SECRETS}
     return {
-        name: row.value.removeprefix(PREFIX).split(":", 1)[0]
-        if SecretBox.is_sealed(row.value)
-        else ""
+        name: SecretBox.key_id_of(row.value) if SecretBox.is_sealed(row.value) else ""
         for name, row in rows.items()
         if row is not None
     }

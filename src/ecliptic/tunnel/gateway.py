@@ -853,15 +853,7 @@ class Gateway:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             sni = (fields.get("host", "").split(":")[0] or None) if context else None
-            for port in ports:
-                with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
-                    upstream = await asyncio.wait_for(
-                        asyncio.open_connection(
-                            "127.0.0.1", port, ssl=context, server_hostname=sni
-                        ),
-                        5,
-                    )
-                    break
+            upstream = await _open_tunnel(ports, context, sni)
             if service is None or upstream is None:
                 writer.write(_plain_response(503, "no tunnel here for this service"))
                 return
@@ -929,10 +921,7 @@ class Gateway:
                 return
             ports = self._tcp_ports(service.id) if service else []
             upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-            for port in ports:
-                with contextlib.suppress(OSError, TimeoutError):
-                    upstream = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
-                    break
+            upstream = await _open_tunnel(ports)
             if upstream is None:
                 writer.write(_plain_response(503, f"no tunnel here for {label!r}"))
                 return
@@ -947,6 +936,19 @@ class Gateway:
                 up_writer.close()
         finally:
             writer.close()
+
+
+async def _open_tunnel(
+    ports: list[int], context: ssl.SSLContext | None = None, sni: str | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A connection to the first of these tunnels' loopback ports that takes one (over TLS
+    with ``context`` for a service that speaks HTTPS), or None."""
+    for port in ports:
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            return await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=sni), 5
+            )
+    return None
 
 
 async def _read_head(
