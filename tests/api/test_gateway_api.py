@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from ecliptic.runtime import Runtime
+from ecliptic.services import gateway
 from ecliptic.store.models import ApiToken, GatewaySession, TunnelToken
 from ecliptic.store.types import utcnow
 from tests.api.conftest import Api, login
@@ -347,11 +348,21 @@ def _signed_in_service(
     return svc, cb.headers["set-cookie"].split(";")[0]
 
 
-def test_signing_out_ends_service_sessions_at_once(admin: Api, client: TestClient) -> None:
-    """Hole 6: the service cookie kept working for 12 h after signing out."""
+def test_signing_out_ends_service_sessions_at_once(
+    runtime: Runtime, admin: Api, client: TestClient
+) -> None:
+    """Hole 6: the service cookie kept working for 12 h after signing out. Also what the
+    gateway's relay asks every second about its long-lived connections (WebSockets, event
+    streams): the credential a connection came in with stops holding at sign-out."""
     svc, cookie = _signed_in_service(admin, client)
     host = svc["host"]
-    assert auth(client, host, Cookie=cookie).status_code == 200
+    allowed = auth(client, host, Cookie=cookie)
+    assert allowed.status_code == 200
+    credential = allowed.headers["x-ecliptic-credential"]
+    # It names the session; it is not the cookie (which carries a MAC only the gateway makes).
+    assert credential.startswith("session:") and cookie.split("=", 1)[1] not in credential
+    held = (svc["id"], "admin", credential)
+    assert gateway.still_allowed(runtime.db, {held}) == {held}
     # Signing out of the service: a GET only asks; the POST needs the page's token.
     page = client.get("/_ecliptic/logout", headers={"X-Ecliptic-Host": host, "Cookie": cookie})
     assert page.status_code == 200 and "<form" in page.text
@@ -372,10 +383,14 @@ def test_signing_out_ends_service_sessions_at_once(admin: Api, client: TestClien
     )  # fmt: skip
     assert out.status_code == 200
     assert auth(client, host, Cookie=cookie).status_code == 401  # the old cookie is dead
+    assert gateway.still_allowed(runtime.db, {held}) == set()
 
     # Signing out of the portal ends every service session it opened.
     svc2, cookie2 = _signed_in_service(admin, client, "second")
-    assert auth(client, svc2["host"], Cookie=cookie2).status_code == 200
+    allowed = auth(client, svc2["host"], Cookie=cookie2)
+    assert allowed.status_code == 200
+    held = (svc2["id"], "admin", allowed.headers["x-ecliptic-credential"])
+    assert gateway.still_allowed(runtime.db, {held}) == {held}
     page = client.get("/logout")
     csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
     out = client.post(
@@ -386,6 +401,7 @@ def test_signing_out_ends_service_sessions_at_once(admin: Api, client: TestClien
     )
     assert out.status_code == 303
     assert auth(client, svc2["host"], Cookie=cookie2).status_code == 401
+    assert gateway.still_allowed(runtime.db, {held}) == set()
 
 
 def test_sign_in_csrf_is_refused(admin: Api, client: TestClient) -> None:

@@ -7,8 +7,10 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -427,6 +429,152 @@ def test_access_change_ends_open_websockets(served: Served, ws_echo: int) -> Non
         return False
 
     wait_until(refused, 5, "bob refused a new WebSocket")
+
+
+class _Streaming(ThreadingHTTPServer):
+    """A service whose requests last as long as the client likes: ``GET /events`` sends an
+    event every 0.1 s; ``POST /upload`` takes a body of unknown length (chunked) and counts
+    the bytes that reached it (``received``)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.received = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                if self.path != "/events":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    for n in range(600):
+                        event = b"data: %d\n\n" % n
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                        self.wfile.flush()
+                        time.sleep(0.1)
+
+            def do_POST(self) -> None:
+                with contextlib.suppress(OSError, ValueError):
+                    while size := int(self.rfile.readline().strip() or b"0", 16):
+                        server.received += len(self.rfile.read(size + 2)) - 2
+                    self.rfile.readline()
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def _ended(sock: socket.socket, limit: float) -> float | None:
+    """Seconds until the gateway ended this connection (read returns nothing or fails),
+    reading what arrives meanwhile; None if it was still open after ``limit``."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - started < limit:
+        try:
+            if not sock.recv(65536):
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except OSError:
+            return time.monotonic() - started
+    return None
+
+
+def test_event_streams_and_streamed_uploads_end_with_access_and_credentials(
+    served: Served,
+) -> None:
+    """The retest of hole 4: event streams and uploads of unknown length outlived access
+    removal and sign-out (only WebSockets were re-checked). Now every long-lived request
+    goes through the gateway's relay with the credential that let it in: deleting that
+    token ends its streams alone, and removing the user from the access list ends the
+    rest, each within the revocation target (5 s)."""
+    backend = _Streaming()
+    threading.Thread(target=backend.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        svc = served.service("streams")
+        served.ssh_r(served.bind(svc["token"]["token"]), backend.server_address[1])
+        admin = served.api.headers["Authorization"]
+        served.wait_for(svc["host"], lambda r: r.status_code == 200, Authorization=admin)
+        assert served.api.post("/users", json={"name": "bob", "password": "bob-pass-1"}).is_success
+        member = {"user": "bob", "role": "member"}
+        assert served.api.put("/tenancies/default/members", json=member).is_success
+        assert served.api.patch(
+            f"/services/{svc['id']}", json={"access": ["admin", "bob"]}
+        ).is_success
+        login = {"username": "bob", "password": "bob-pass-1"}
+        kept, dropped = (served.api.post("/auth/login", json=login).json() for _ in range(2))
+
+        def stream(token: str) -> socket.socket:
+            sock = socket.create_connection(("127.0.0.1", served.http_port), timeout=5)
+            sock.sendall(
+                f"GET /events HTTP/1.1\r\nHost: {svc['host']}\r\n"
+                f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
+            )
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200"), "the stream did not start"
+            return sock
+
+        def upload(token: str) -> socket.socket:
+            sock = socket.create_connection(("127.0.0.1", served.http_port), timeout=5)
+            sock.sendall(
+                f"POST /upload HTTP/1.1\r\nHost: {svc['host']}\r\n"
+                f"Authorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+            )
+            return sock
+
+        wait_until(
+            lambda: (
+                served.front(svc["host"], Authorization=f"Bearer {kept['secret']}").status_code
+                == 200
+            ),
+            10,
+            "bob's access",
+        )
+        kept_stream, dropped_stream = stream(kept["secret"]), stream(dropped["secret"])
+        uploading = upload(kept["secret"])
+        stop_sending = threading.Event()
+
+        def send_chunks() -> None:
+            with contextlib.suppress(OSError):
+                while not stop_sending.wait(0.1):
+                    uploading.sendall(b"5\r\nhello\r\n")
+
+        sender = threading.Thread(target=send_chunks, daemon=True)
+        sender.start()
+        try:
+            wait_until(lambda: backend.received > 0, 5, "the upload to reach the service")
+            # Signing out ends what that sign-in opened, and nothing else.
+            bob = {"Authorization": f"Bearer {dropped['secret']}"}
+            assert served.api.delete(f"/tokens/{dropped['id']}", headers=bob).is_success
+            took = _ended(dropped_stream, 10)
+            assert took is not None and took <= 5, f"the stream outlived its token: {took}"
+            assert _ended(kept_stream, 1) is None, "another token's stream was ended"
+            # Off the access list: the other stream and the upload end too.
+            assert served.api.patch(f"/services/{svc['id']}", json={"access": ["admin"]}).is_success
+            took = _ended(kept_stream, 10)
+            assert took is not None and took <= 5, f"the stream outlived access: {took}"
+            received = backend.received
+            time.sleep(1.5)
+            assert backend.received == received, "the upload still reaches the service"
+        finally:
+            stop_sending.set()
+            for sock in (kept_stream, dropped_stream, uploading):
+                sock.close()
+    finally:
+        backend.shutdown()
+        backend.server_close()
 
 
 def test_tunnels_per_tenancy_are_bounded(

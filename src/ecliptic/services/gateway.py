@@ -260,13 +260,30 @@ def tunnel_refused(db: Database, service_id: str, reason: str) -> None:
             audit(session, service, reason)
 
 
-def still_allowed(db: Database, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Of ``(service id, user name)`` pairs (an empty name: nobody signed in), those whose
-    service still exists and is public, or whose user is enabled and on its access list."""
-    if not pairs:
+SESSION_CREDENTIAL = "session:"
+"""Prefix of a credential reference naming a service session (its id, not the cookie)."""
+TOKEN_CREDENTIAL = "token:"
+"""Prefix of a credential reference naming an API token (its hash, not the token)."""
+
+
+def still_allowed(db: Database, held: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """Of ``(service id, user name, credential)`` triples (an empty name: nobody signed in;
+    the credential as ``Decision.credential`` names it), those whose service still exists
+    and is public, or whose user is enabled and on its access list and whose credential
+    still holds (the service session not ended by a sign-out, the API token not deleted,
+    neither expired)."""
+    if not held:
         return set()
-    service_ids = {s for s, _ in pairs}
-    names = {u for _, u in pairs if u}
+    service_ids = {s for s, _, _ in held}
+    names = {u for _, u, _ in held if u}
+    credentials = {c for _, _, c in held}
+    session_ids = {
+        c[len(SESSION_CREDENTIAL) :] for c in credentials if c.startswith(SESSION_CREDENTIAL)
+    }
+    token_hashes = {
+        c[len(TOKEN_CREDENTIAL) :] for c in credentials if c.startswith(TOKEN_CREDENTIAL)
+    }
+    now = utcnow()
     with db.read() as session:
         public = dict(
             session.execute(select(Service.id, Service.public).where(Service.id.in_(service_ids)))
@@ -290,10 +307,26 @@ def still_allowed(db: Database, pairs: set[tuple[str, str]]) -> set[tuple[str, s
             .tuples()
             .all()
         )
+        live = {
+            SESSION_CREDENTIAL + i
+            for i in session.scalars(
+                select(GatewaySession.id).where(
+                    GatewaySession.id.in_(session_ids), GatewaySession.expires_at > now
+                )
+            )
+        } | {
+            TOKEN_CREDENTIAL + h
+            for h in session.scalars(
+                select(ApiToken.token_hash).where(
+                    ApiToken.token_hash.in_(token_hashes),
+                    (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now),
+                )
+            )
+        }
     return {
-        (s, u)
-        for s, u in pairs
-        if s in public and (public[s] or (u in users and (s, users[u]) in access))
+        (s, u, c)
+        for s, u, c in held
+        if s in public and (public[s] or (u in users and (s, users[u]) in access and c in live))
     }
 
 
@@ -941,6 +974,11 @@ class Decision:
     """The request's Authorization header unless it was an Ecliptic credential."""
     login_url: str = ""
     """Where a browser goes to sign in (401)."""
+    credential: str = ""
+    """Which credential let the request in (200): ``session:<id>`` or ``token:<hash>``,
+    never the credential itself. The gateway's relay keeps it with each long-lived
+    connection (WebSocket, event stream, streamed upload) and ends the connection when the
+    credential ends (sign-out, token deleted or expired)."""
     message: str = ""
     """Why not (401, 403)."""
 
@@ -1031,11 +1069,13 @@ class GatewayAuth:
             service_id = service.id
             uid = self._cookie_user(session, session_value, host) if session_value else None
             user = session.get(User, uid) if uid else None
+        credential = SESSION_CREDENTIAL + str(session_value).partition(".")[0] if user else ""
         if user is None and authorization[:7].lower() == "bearer ":
             # The API's own token check (hash, expiry, disabled users), not a copy of it.
             try:
                 user = authenticate(self.db, authorization[7:].strip())
                 forward_auth = ""
+                credential = TOKEN_CREDENTIAL + token_digest(authorization[7:].strip())
             except Unauthenticated:
                 user = None
         if user is None or user.disabled:
@@ -1056,6 +1096,7 @@ class GatewayAuth:
             email=user.email,
             forward_cookie=forward_cookie,
             forward_authorization=forward_auth,
+            credential=credential,
         )
 
     def login_url(self, host: str, uri: str, scheme: str) -> str:

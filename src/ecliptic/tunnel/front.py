@@ -103,6 +103,9 @@ PEER_TCP_PATH = "/_ecliptic_tcp"
 """Path of that request; it upgrades the connection to the service's raw TCP stream."""
 PEER_TCP_UPGRADE = "ecliptic-tcp"
 """``Upgrade`` token of that request."""
+CREDENTIAL_HEADER = "X-Ecliptic-Credential"
+"""Header from the auth app naming the credential that let a request in (a service
+session's id or an API token's hash); the front passes it to the gateway's relay only."""
 PEER_SERVICE_HEADER = "X-Ecliptic-Service"
 """Header naming the TCP service (its subdomain) in that request."""
 PAGES = ("401", "403", "404", "431", "500", "502", "503", "504")
@@ -274,9 +277,10 @@ class FrontConfig:
     """With TLS: answer every request for a service on the plain-HTTP port with a permanent
     redirect (308) to the same URL over HTTPS."""
     upgrade_relay_port: int | None = None
-    """Loopback port of the gateway's relay for upgraded connections (WebSockets). With it,
-    an upgrade request to a local tunnel goes through the relay, which ends the connection
-    when the user's access to the service ends (nginx alone keeps it open)."""
+    """Loopback port of the gateway's relay for long-lived requests (upgrades such as
+    WebSockets, event streams, request bodies of unknown length). With it, such a request
+    to a local tunnel goes through the relay, which ends the connection when the user's
+    access to the service or their sign-in ends (nginx alone keeps it open)."""
     tcp_relay_port: int | None = None
     """Loopback port of the gateway's relay to local TCP tunnels. With a peer listener and
     peers, their jump hosts reach TCP services here through it (``PEER_TCP_PATH``)."""
@@ -419,6 +423,7 @@ def render_main(cfg: FrontConfig, ports: Ports, *, as_root: bool) -> dict[Path, 
             "ecl_cookie",
             "ecl_authorization",
             "ecl_login",
+            "ecl_credential",
         )
     )
     via_peer = ""
@@ -471,6 +476,24 @@ http {{
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
 {cache}{tls}
+    # Requests that can last as long as the client likes go through the gateway's relay,
+    # which ends them when their user's access or sign-in ends: upgrades (WebSockets),
+    # event streams, and request bodies of unknown length (streamed uploads).
+    map $http_accept $ecl_event_stream {{
+        "~*text/event-stream" 1;
+        default "";
+    }}
+    map "$http_upgrade$http_transfer_encoding$ecl_event_stream" $ecl_relayed {{
+        "" "";
+        default 1;
+    }}
+    # The credential that let such a request in (see the relay), for the relay only. A map
+    # is evaluated when the header is built, after auth_request has set $ecl_credential
+    # (a "set" would run before it, in the rewrite phase).
+    map $ecl_relayed $ecl_relay_credential {{
+        1 $ecl_credential;
+        default "";
+    }}
     # No Connection header unless the client upgrades, so upstream keepalive works.
     map $http_upgrade $ecl_connection {{
         default upgrade;
@@ -564,6 +587,8 @@ http {{
     proxy_set_header Cookie $ecl_cookie;
     proxy_set_header Authorization $ecl_authorization;
     proxy_set_header X-Ecliptic-Host $host;
+    # Which credential let a relayed request in (see the relay); nobody else gets it.
+    proxy_set_header {CREDENTIAL_HEADER} $ecl_relay_credential;
 {stripped}
     upstream ecl_auth {{
         server {cfg.auth_upstream};
@@ -739,6 +764,7 @@ def render_routes(
                 "        auth_request_set $ecl_authorization"
                 " $upstream_http_x_forward_authorization;",
                 "        auth_request_set $ecl_login $upstream_http_x_ecliptic_login;",
+                "        auth_request_set $ecl_credential $upstream_http_x_ecliptic_credential;",
             ]
         if (route.ports or hop) and route.read_timeout_s != DEFAULT_READ_TIMEOUT_S:
             out += [
@@ -750,7 +776,7 @@ def render_routes(
             if cfg.upgrade_relay_port:
                 # After auth_request (access phase) either way; the relay picks the tunnel.
                 out += [
-                    "        if ($http_upgrade) {",
+                    "        if ($ecl_relayed) {",
                     f"            proxy_pass http://127.0.0.1:{cfg.upgrade_relay_port};",
                     "        }",
                 ]

@@ -49,6 +49,7 @@ from ecliptic.store.types import new_id, utcnow
 from ecliptic.tunnel import tunneld
 from ecliptic.tunnel.endpoint import EndpointConfig, TunnelConn
 from ecliptic.tunnel.front import (
+    CREDENTIAL_HEADER,
     GRANT_HEADER,
     PEER_SERVICE_HEADER,
     PEER_TCP_UPGRADE,
@@ -331,7 +332,9 @@ class Gateway:
         # ends them when the user's access ends (hole 4).
         self._upgrade_sock = socket.create_server(("127.0.0.1", 0))
         self._upgrade_relay: asyncio.Server | None = None
-        self._upgraded: dict[asyncio.StreamWriter, tuple[str, str, asyncio.StreamWriter]] = {}
+        self._upgraded: dict[
+            asyncio.StreamWriter, tuple[tuple[str, str, str], asyncio.StreamWriter]
+        ] = {}
         self._next_upgrade_check = 0.0
         self._front_ok = True
         self.front = Front(
@@ -493,7 +496,7 @@ class Gateway:
         finally:
             self._relay.close()
             self._upgrade_relay.close()
-            for client, (_, _, upstream) in list(self._upgraded.items()):
+            for client, (_, upstream) in list(self._upgraded.items()):
                 client.close()
                 upstream.close()
             await self.endpoint.stop()
@@ -828,9 +831,11 @@ class Gateway:
     async def _relay_upgrade(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """An upgrade request (WebSocket) nginx let through to a service tunnelled here:
-        pass it to one of the service's tunnels and splice the two, remembering who it is
-        for, so that ``_recheck_upgraded`` can end it when that user's access ends."""
+        """A long-lived request nginx let through to a service tunnelled here (an upgrade
+        such as a WebSocket, an event stream, a streamed upload): pass it to one of the
+        service's tunnels and splice the two, remembering who it is for and with which
+        credential, so that ``_recheck_upgraded`` can end it when that user's access or
+        sign-in ends."""
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
             got = await _read_head(reader)
@@ -859,9 +864,14 @@ class Gateway:
                 return
             up_reader, up_writer = upstream
             up_writer.write(head)
-            # nginx sets X-Remote-User itself (empty for public services, and never what
-            # the client sent).
-            self._upgraded[writer] = (service.id, fields.get("x-remote-user", ""), up_writer)
+            # nginx sets X-Remote-User and the credential itself (empty for public services,
+            # and never what the client sent).
+            held = (
+                service.id,
+                fields.get("x-remote-user", ""),
+                fields.get(CREDENTIAL_HEADER.lower(), ""),
+            )
+            self._upgraded[writer] = (held, up_writer)
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
             self._upgraded.pop(writer, None)
@@ -870,19 +880,19 @@ class Gateway:
             writer.close()
 
     async def _recheck_upgraded(self) -> None:
-        """End the upgraded connections whose user may no longer reach their service (off
-        its access list, disabled, or the service gone or made private), within about
-        ``UPGRADE_RECHECK_S``."""
+        """End the relayed connections whose user may no longer reach their service (off
+        its access list, disabled, signed out, the token deleted, or the service gone or
+        made private), within about ``UPGRADE_RECHECK_S``."""
         self._next_upgrade_check = time.monotonic() + UPGRADE_RECHECK_S
         open_now = dict(self._upgraded)
-        pairs = {(service_id, user) for service_id, user, _ in open_now.values()}
-        allowed = await asyncio.to_thread(registry.still_allowed, self.db, pairs)
-        for client, (service_id, user, upstream) in open_now.items():
-            if (service_id, user) not in allowed:
+        held = {h for h, _ in open_now.values()}
+        allowed = await asyncio.to_thread(registry.still_allowed, self.db, held)
+        for client, (h, upstream) in open_now.items():
+            if h not in allowed:
                 log.info(
-                    "gateway: ending %s's upgraded connection to service %s: access ended",
-                    user or "an anonymous user",
-                    service_id,
+                    "gateway: ending %s's relayed connection to service %s: access ended",
+                    h[1] or "an anonymous user",
+                    h[0],
                 )
                 client.close()
                 upstream.close()

@@ -255,6 +255,7 @@ def decide(
                 "X-Remote-Email": d.email,
                 "X-Forward-Cookie": d.forward_cookie,
                 "X-Forward-Authorization": d.forward_authorization,
+                "X-Ecliptic-Credential": d.credential,
             }
         )
     elif d.login_url:
