@@ -92,7 +92,23 @@ ensure_tunnel_user() {
   $SUDO mkdir -p /run/sshd
 }
 
+# The gateway's nginx workers run as 'ecliptic-web', an account of their own: they hold
+# the auth cache (whose keys are the requests' credentials), which no other process on the
+# host may read (not 'nobody', which other daemons share).
+ensure_web_user() {
+  local SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  if ! getent passwd ecliptic-web >/dev/null; then
+    echo "Creating system user 'ecliptic-web' for the gateway's nginx workers" >&2
+    $SUDO useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin ecliptic-web
+  fi
+}
+
 if [ ${#missing[@]} -gt 0 ]; then
   install_packages
 fi
-[ "$purpose" = venv ] || ensure_tunnel_user
+if [ "$purpose" != venv ]; then
+  ensure_tunnel_user
+  ensure_web_user
+fi

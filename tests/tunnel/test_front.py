@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -32,14 +33,23 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from ecliptic.tunnel.front import Front, FrontConfig, FrontError, InvalidFrontInput, Route
+from ecliptic.tunnel.front import (
+    WORKER_USER,
+    Front,
+    FrontConfig,
+    FrontError,
+    InvalidFrontInput,
+    Route,
+    worker_account_problem,
+)
 from tests.ports import free_port
 from tests.prerequisites import needs
 from tests.waiting import wait_until
 
 pytestmark = needs(
-    os.geteuid() == 0 and Path("/usr/sbin/nginx").exists(),
-    "root and nginx: the front runs nginx as root with workers as nobody (scripts/setup-system.sh)",
+    os.geteuid() == 0 and Path("/usr/sbin/nginx").exists() and worker_account_problem() is None,
+    "root, nginx and the ecliptic-web account: the front runs nginx as root with workers as "
+    "ecliptic-web (scripts/setup-system.sh)",
 )
 
 AUTH_CACHE_S = 1
@@ -389,7 +399,7 @@ def self_signed(root: Path, domain: str) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    # Workers run as nobody and must reach the state dir: pytest's tmp_path is under a 0700
+    # Workers run as ecliptic-web and must reach the state dir: pytest's tmp_path is under a 0700
     # directory, so the front gets a world-searchable folder of its own.
     root = Path(tempfile.mkdtemp(prefix="ecl-front-test-"))
     os.chmod(root, 0o755)
@@ -871,6 +881,34 @@ def test_refusals_sign_in_redirect_401_and_403_pages(
     env.auth.grants["s1"] = (200, "alice")
     assert env.get("privdown.localhost", Cookie="ecl=s1")[0] == 503
     assert a.requests == 0
+
+
+def test_the_auth_cache_is_readable_by_the_workers_account_alone(
+    env: Env, servers: Callable[..., Backend]
+) -> None:
+    """The attack's retest: the auth cache's files hold their raw keys (host, Cookie and
+    Authorization: API tokens, session cookies) and were owned by ``nobody``, so any process
+    running as ``nobody`` could read them. Workers now run as an account of their own."""
+    a = servers("a")
+    env.serve(Route("cached.localhost", (a.port,), public=False))
+    secret = "ecl_" + secrets.token_hex(16)
+    env.auth.grants[secret] = (200, "alice")
+    assert env.get("cached.localhost", Authorization=f"Bearer {secret}")[0] == 200
+    files = [p for p in (env.root / "state" / "auth-cache").rglob("*") if p.is_file()]
+    assert files and any(secret.encode() in p.read_bytes() for p in files)
+    workers = nginx_family(env.front.pid or 0)[1:]
+    assert workers
+    web = pwd.getpwnam(WORKER_USER)
+    assert WORKER_USER == "ecliptic-web" and web.pw_uid != 0
+    for pid in workers:
+        uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
+        assert set(uids) == {str(web.pw_uid)}, (pid, uids)
+    for account in ("nobody", "tunnel"):
+        for path in files:
+            read = subprocess.run(
+                ["runuser", "-u", account, "--", "cat", str(path)], capture_output=True
+            )
+            assert read.returncode != 0 and secret.encode() not in read.stdout, (account, path)
 
 
 def test_auth_answers_are_cached_briefly_and_401_never(

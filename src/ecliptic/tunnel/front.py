@@ -63,8 +63,11 @@ log = logging.getLogger(__name__)
 CONTROL_HOST = "ecliptic-control.invalid"
 """Host name of the front's own status server (loopback clients only): it answers
 ``/generation`` with the number of the routing table its workers serve."""
-WORKER_USER = "nobody"
-"""Account nginx workers run as (with its primary group) when Ecliptic runs as root."""
+WORKER_USER = "ecliptic-web"
+"""Account nginx workers run as (with its primary group) when Ecliptic is root. An account
+of their own (``scripts/setup-system.sh`` creates it): the workers write the auth cache,
+whose keys are requests' credentials, and no other process on the host may read it (as
+``nobody``, shared with other daemons, any of them could)."""
 RELOAD_COALESCE_S = 0.01
 """Wait this long after the first change of a burst before reloading, to batch the burst."""
 RELOAD_MIN_INTERVAL_S = 0.2
@@ -234,7 +237,7 @@ class FrontConfig:
 
     state_dir: Path
     """nginx.conf, generated routes, pid, logs, temp and cache dirs, error pages. Workers run
-    as ``nobody`` when Ecliptic is root, so every parent directory must be searchable by
+    as ``WORKER_USER`` when Ecliptic is root, so every parent directory must be searchable by
     others (not under a 0700 directory such as pytest's ``tmp_path``)."""
     listen_host: str = "127.0.0.1"
     """IP address both listeners bind."""
@@ -357,8 +360,26 @@ class _Layout:
 
 
 def _worker_group() -> str:
-    """Primary group of ``WORKER_USER`` (``nogroup`` on Debian, ``nobody`` elsewhere)."""
+    """Primary group of ``WORKER_USER``."""
     return grp.getgrgid(pwd.getpwnam(WORKER_USER).pw_gid).gr_name
+
+
+def worker_account_problem() -> str | None:
+    """Why nginx workers cannot run as ``WORKER_USER`` here (None: they can, or Ecliptic is
+    not root and workers run as its own user)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        account = pwd.getpwnam(WORKER_USER)
+    except KeyError:
+        return (
+            f"user {WORKER_USER!r} (the gateway's nginx workers) does not exist: run "
+            "scripts/setup-system.sh, or: useradd --system --user-group --no-create-home "
+            f"--shell /usr/sbin/nologin {WORKER_USER}"
+        )
+    if account.pw_uid == 0 or account.pw_gid == 0:
+        return f"user {WORKER_USER!r} is root or in root's group: it must be unprivileged"
+    return None
 
 
 def _listen_addr(host: str, port: int) -> str:
@@ -1051,6 +1072,8 @@ class Front:
             if not os.access(cfg.nginx_path, os.X_OK):
                 raise FrontError(f"nginx is not installed at {cfg.nginx_path}: set nginx_path")
             as_root = os.geteuid() == 0
+            if (problem := worker_account_problem()) is not None:
+                raise FrontError(problem)
             self._prepare_dirs(as_root)
             self._end_orphans()
             self._stop_stale_master()
@@ -1178,6 +1201,9 @@ class Front:
         for path, mode in ((lay.pages, 0o755), (lay.empty, 0o755), (lay.logs, 0o750)):
             path.mkdir(exist_ok=True)
             os.chmod(path, mode)
+        # The auth cache starts empty (its answers live seconds), so nothing another worker
+        # account wrote before (an install whose workers ran as nobody) is left in it.
+        shutil.rmtree(lay.auth_cache, ignore_errors=True)
         private = [lay.tmp, lay.auth_cache]
         private += [lay.tmp / n for n in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
         uid = pwd.getpwnam(WORKER_USER).pw_uid if as_root else -1

@@ -58,6 +58,7 @@ from ecliptic.tunnel.front import (
     FrontError,
     Route,
     peer_address,
+    worker_account_problem,
 )
 from ecliptic.tunnel.jump import (
     JumpHost,
@@ -258,6 +259,8 @@ def prerequisites(settings: Settings) -> list[str]:
     problems = tunneld.check_prerequisites("tunnel")
     if not os.path.exists("/usr/sbin/nginx"):
         problems.append("nginx is not installed (apt-get install nginx)")
+    if (worker := worker_account_problem()) is not None:
+        problems.append(worker)
     return problems
 
 
