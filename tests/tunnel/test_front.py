@@ -1150,6 +1150,53 @@ def test_old_workers_let_upgraded_connections_go_after_a_bounded_time(
         front.stop()
 
 
+def test_old_workers_are_bounded_in_number(own_root: Path, ws_echo: int) -> None:
+    """The retest of hole 8: opening a new WebSocket after each of many tunnel flaps kept an
+    old worker per reload (about 7 MiB each) for the whole shutdown timeout. Old workers are
+    now bounded in number: the oldest beyond ``max_old_workers`` end at once, and with
+    them their connections; the newest connection stays up."""
+    config = FrontConfig(state_dir=own_root / "s", http_port=0, stop_grace_s=0.5)
+    front = Front(replace(config, max_old_workers=2))
+    opened: list[Any] = []
+    stack = contextlib.ExitStack()
+    try:
+        front.start()
+        front.apply([Route("ws.localhost", (ws_echo,), public=True)])
+        front.flush()
+        assert front.pid is not None
+        master = front.pid
+
+        def old_workers() -> list[int]:
+            family = nginx_family(master)[1:]
+            return [p for p in family if "shutting down" in Path(f"/proc/{p}/cmdline").read_text()]
+
+        for i in range(6):  # flapping, with a fresh WebSocket on each generation's workers
+            sock = socket.create_connection(("127.0.0.1", front.http_port), timeout=5)
+            url = f"ws://ws.localhost:{front.http_port}/"
+            ws = stack.enter_context(ws_connect(url, sock=sock, proxy=None))
+            opened.append(ws)
+            ws.send("x")
+            assert ws.recv(timeout=5) == "echo: x"
+            front.apply(
+                [
+                    Route("ws.localhost", (ws_echo,), public=True),
+                    Route(f"flap{i}.localhost", (), public=True),
+                ]
+            )
+            front.flush()
+            wait_until(lambda: len(old_workers()) <= 2, 5, "old workers to be bounded")
+        # The first connections went with their workers; the last one still works.
+        with pytest.raises(ConnectionClosed):
+            opened[0].send("gone")
+            opened[0].recv(timeout=5)
+        opened[-1].send("still")
+        assert opened[-1].recv(timeout=5) == "echo: still"
+    finally:
+        with contextlib.suppress(Exception):
+            stack.close()
+        front.stop()
+
+
 def test_restart_on_the_same_state_dir_replaces_a_leftover_master(own_root: Path) -> None:
     config = FrontConfig(state_dir=own_root / "s", http_port=free_port(), stop_grace_s=0.5)
     crashed, fresh = Front(config), Front(config)

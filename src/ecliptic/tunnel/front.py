@@ -93,6 +93,12 @@ WebSockets, event streams) before closing them. Long enough that a reload does n
 session mid-message, short enough that flapping tunnels cannot pile up old workers (8
 reloads with a WebSocket open kept 8 workers, 52 MiB, for 10 minutes): clients reconnect
 to the new workers, which apply the current routes and access."""
+MAX_OLD_WORKERS = 8
+"""At most this many old workers (shutting down after a reload, still holding WebSockets
+or event streams) at a time: after a reload the oldest beyond it are ended at once. Someone
+who flaps a tunnel and opens a new WebSocket after each reload kept one old worker (about
+7 MiB) per reload alive for ``WORKER_SHUTDOWN_S``; now they cost at most this many. The
+connections of an ended worker close and their clients reconnect to the current workers."""
 PEER_TLS_NAME = "ecliptic-peer.invalid"
 """The name in the instance's peer certificate: replicas verify each other by it."""
 HOP_HEADER = "X-Ecliptic-Hop"
@@ -119,6 +125,7 @@ _HOST = re.compile(rf"^{_LABEL}(\.{_LABEL})+$")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./@+,=:~-]+$")
 _HOST_PORT = re.compile(r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
 _WORKER_TITLE = "nginx: worker process"
+_OLD_WORKER_TITLE = "nginx: worker process is shutting down"
 _PAGES_URI = "/_ecliptic/pages"
 _HOST_PLACEHOLDER = "{{ host }}"
 # SSI's echo escapes the value as HTML entities by default: the default server shows any Host.
@@ -267,6 +274,8 @@ class FrontConfig:
     """Seconds ``stop`` lets open requests finish before it forces nginx down."""
     worker_shutdown_s: int = WORKER_SHUTDOWN_S
     """Seconds old workers keep upgraded connections after a reload (see the constant)."""
+    max_old_workers: int = MAX_OLD_WORKERS
+    """Old workers kept at most after a reload (see the constant)."""
     peer_port: int | None = None
     """Port of the peer listener on ``listen_host``: mutual TLS with ``peer_cert``, for the
     instance's other replicas only (0 picks a free port). None: no peer listener, no request
@@ -1428,6 +1437,7 @@ class Front:
             # master that does nothing but reload serves nobody.
             live = self._wait_live(generation)
             self._remember()
+            self._bound_old_workers()
             took = time.monotonic() - started
             with self._cond:
                 self._last_reload = time.monotonic()
@@ -1440,6 +1450,43 @@ class Front:
                         took,
                         self._lay.error_log,
                     )
+
+    def _bound_old_workers(self) -> None:
+        """End the oldest old workers beyond ``max_old_workers``: after a reload has gone
+        live, every worker from before it is old, whether or not it has retitled itself
+        yet."""
+        proc = self._proc
+        if proc is None:
+            return
+        with self._cond:
+            stale = set(self._stale_workers)
+        old: list[tuple[int, int]] = []
+        for pid in _children(proc.pid):
+            title, started = _title(pid), _start_tick(pid)
+            if started is not None and (
+                title == _OLD_WORKER_TITLE or (title == _WORKER_TITLE and pid in stale)
+            ):
+                old.append((int(started), pid))
+        old.sort()
+        for tick, pid in old[: max(0, len(old) - self.config.max_old_workers)]:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue  # gone meanwhile
+            try:
+                # Through the pidfd, and only if it is still that worker: never a new
+                # process that took its pid.
+                if _start_tick(pid) == str(tick) and _title(pid).startswith(_WORKER_TITLE):
+                    signal.pidfd_send_signal(fd, signal.SIGTERM)
+                    log.info(
+                        "front: ended old worker %d (more than %d old workers)",
+                        pid,
+                        self.config.max_old_workers,
+                    )
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def _wait_live(self, generation: int) -> bool:
         """Wait until fresh connections are served ``generation`` (or stop, or time out)."""
