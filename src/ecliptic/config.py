@@ -91,6 +91,10 @@ class Settings:
     gateway_max_tunnels: int = 200
     """Tunnels one tenancy may have connected at once, across replicas
     (``ECLIPTIC_GATEWAY_MAX_TUNNELS``): each holds a connection, a listener and a route."""
+    gateway_max_tunnels_per_user: int = 50
+    """Tunnels the services of one owner may have connected at once, across replicas
+    (``ECLIPTIC_GATEWAY_MAX_TUNNELS_PER_USER``): one member cannot use up the tenancy's
+    ``gateway_max_tunnels`` alone."""
     secret_key_file: Path | None = None
     """The key that seals the instance's secrets in the store (``ECLIPTIC_SECRET_KEY_FILE``;
     ``secret.key`` in ``data_dir`` when None). Every replica needs the same file."""
@@ -226,6 +230,9 @@ def _gateway_settings() -> dict[str, object]:
         "gateway_max_services": bounded_setting("ECLIPTIC_GATEWAY_MAX_SERVICES", 100, 1, 100_000),
         "gateway_max_keys": bounded_setting("ECLIPTIC_GATEWAY_MAX_KEYS", 20, 1, 10_000),
         "gateway_max_tunnels": bounded_setting("ECLIPTIC_GATEWAY_MAX_TUNNELS", 200, 1, 100_000),
+        "gateway_max_tunnels_per_user": bounded_setting(
+            "ECLIPTIC_GATEWAY_MAX_TUNNELS_PER_USER", 50, 1, 100_000
+        ),
     }
     if env("ECLIPTIC_GATEWAY_TLS_PORT"):
         values["gateway_tls_port"] = int(env("ECLIPTIC_GATEWAY_TLS_PORT", ""))

@@ -577,27 +577,58 @@ def test_event_streams_and_streamed_uploads_end_with_access_and_credentials(
         backend.server_close()
 
 
-def test_tunnels_per_tenancy_are_bounded(
+def test_tunnels_per_tenancy_and_per_user_are_bounded(
     tmp_path: Path, backends: Callable[[str], Backend]
 ) -> None:
     """Hole 8: a tenancy's tunnels are bounded (``ECLIPTIC_GATEWAY_MAX_TUNNELS``); one more
-    is cut at once, and the service's events say why."""
+    is cut at once, and the service's events say why. The retest: one member could use up
+    the whole tenancy's allowance and nobody could tell who: the owner of services is
+    bounded too (``ECLIPTIC_GATEWAY_MAX_TUNNELS_PER_USER``) and a refusal names who holds
+    the tunnels."""
     backend = backends("limited")
-    with serve_with_gateway(tmp_path, ECLIPTIC_GATEWAY_MAX_TUNNELS="2") as s:
+    env = {"ECLIPTIC_GATEWAY_MAX_TUNNELS": "3", "ECLIPTIC_GATEWAY_MAX_TUNNELS_PER_USER": "2"}
+    with serve_with_gateway(tmp_path, **env) as s:
+
+        def tunnels(name: str, api: httpx.Client = s.api) -> int:
+            return len(api.get(f"/services/{name}").json()["tunnels"])
+
+        def events(name: str, api: httpx.Client = s.api) -> list[str]:
+            return [e["reason"] for e in api.get(f"/services/{name}/events").json()["items"]]
+
         svc = s.service("limited", public=True)
         key = s.bind(svc["token"]["token"])
         first, second = s.ssh_r(key, backend.port), s.ssh_r(key, backend.port)
-        wait_until(
-            lambda: len(s.api.get(f"/services/{svc['name']}").json()["tunnels"]) == 2,
-            15,
-            "two tunnels",
-        )
+        wait_until(lambda: tunnels("limited") == 2, 15, "two tunnels")
         third = s.ssh_r(key, backend.port)
-        assert third.wait(15) == 255  # cut by the gateway
+        assert third.wait(15) == 255  # cut by the gateway: admin's own allowance
         assert first.poll() is None and second.poll() is None
-        assert len(s.api.get(f"/services/{svc['name']}").json()["tunnels"]) == 2
-        events = [e["reason"] for e in s.api.get(f"/services/{svc['name']}/events").json()["items"]]
-        assert any("ECLIPTIC_GATEWAY_MAX_TUNNELS=2" in e for e in events), events
+        assert tunnels("limited") == 2
+        assert any(
+            "services of admin have 2" in e and "MAX_TUNNELS_PER_USER=2" in e
+            for e in events("limited")
+        ), events("limited")
+
+        # Another member still gets hers, up to the tenancy's limit, which names holders.
+        assert s.api.post("/users", json={"name": "bea", "password": "bea-pass-12"}).is_success
+        member = {"user": "bea", "role": "member"}
+        assert s.api.put("/tenancies/default/members", json=member).is_success
+        login = {"username": "bea", "password": "bea-pass-12"}
+        token = s.api.post("/auth/login", json=login).json()["secret"]
+        with httpx.Client(
+            base_url=str(s.api.base_url), headers={"Authorization": f"Bearer {token}"}
+        ) as bea:
+            mine = bea.post("/services", json={"name": "beas", "public": True})
+            assert mine.status_code == 201, mine.text
+            key = s.bind(mine.json()["token"]["token"])
+            s.ssh_r(key, backend.port)
+            wait_until(lambda: tunnels("beas", bea) == 1, 15, "bea's tunnel")
+            fourth = s.ssh_r(key, backend.port)
+            assert fourth.wait(15) == 255
+            assert any(
+                "tenancy has 3 tunnels connected (by owner: admin 2, bea 1)" in e
+                and "ECLIPTIC_GATEWAY_MAX_TUNNELS=3" in e
+                for e in events("beas", bea)
+            ), events("beas", bea)
         s.wait_for(svc["host"], lambda r: r.status_code == 200)
 
 

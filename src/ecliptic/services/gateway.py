@@ -238,18 +238,19 @@ def check_peer_grant(
     return user_id
 
 
-def tunnels_elsewhere(db: Database, tenancy_id: str, gateway_id: str) -> int:
-    """Tunnels of a tenancy that replicas other than ``gateway_id`` report as connected."""
+def tunnels_elsewhere(db: Database, tenancy_id: str, gateway_id: str) -> dict[str, int]:
+    """Tunnels of a tenancy that replicas other than ``gateway_id`` report as connected, by
+    the name of their service's owner (``""``: an owner who is gone)."""
     with db.read() as session:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(TunnelEndpoint)
-                .join(Service, Service.id == TunnelEndpoint.service_id)
-                .where(Service.tenancy_id == tenancy_id, TunnelEndpoint.gateway_id != gateway_id)
-            )
-            or 0
-        )
+        rows = session.execute(
+            select(User.name, func.count())
+            .select_from(TunnelEndpoint)
+            .join(Service, Service.id == TunnelEndpoint.service_id)
+            .outerjoin(User, User.id == Service.created_by)
+            .where(Service.tenancy_id == tenancy_id, TunnelEndpoint.gateway_id != gateway_id)
+            .group_by(User.name)
+        ).tuples()
+        return {name or "": int(count) for name, count in rows}
 
 
 def tunnel_refused(db: Database, service_id: str, reason: str) -> None:
@@ -779,6 +780,8 @@ class RoutedService:
     """Longest wait for the service to send something."""
     tenancy_id: str = ""
     """The tenancy it belongs to."""
+    owner: str = ""
+    """Name of the user who owns it (created it), ``""`` if gone."""
 
 
 @dataclass(frozen=True)
@@ -804,8 +807,11 @@ def gateway_view(db: Database) -> GatewayView:
                 s.liveness_period_s,
                 s.read_timeout_s,
                 s.tenancy_id,
+                owner or "",
             )
-            for s in session.scalars(select(Service))
+            for s, owner in session.execute(
+                select(Service, User.name).outerjoin(User, User.id == Service.created_by)
+            ).tuples()
         }
         keys = {
             k.fingerprint: (k.service_id, k.public_key)

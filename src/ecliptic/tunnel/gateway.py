@@ -674,25 +674,40 @@ class Gateway:
 
     async def _admit(self, conn: TunnelConn, service_id: str) -> None:
         """Route a new tunnel, unless its tenancy already has ``gateway_max_tunnels``
-        connected (here and on other replicas): then cut it and say why on the service."""
+        connected, or its service's owner ``gateway_max_tunnels_per_user`` (here and on
+        other replicas): then cut it and say why, and who holds the tunnels, on the
+        service's events."""
         service = self._state.view.services.get(service_id)
         if service is not None:
-            elsewhere = await asyncio.to_thread(
+            held = await asyncio.to_thread(
                 registry.tunnels_elsewhere, self.db, service.tenancy_id, self.gateway_id
             )
             services = self._state.view.services
-            here = sum(
-                1
-                for live in self._state.live.values()
-                if (other := services.get(live.service_id)) is not None
-                and other.tenancy_id == service.tenancy_id
+            for live in self._state.live.values():
+                other = services.get(live.service_id)
+                if other is not None and other.tenancy_id == service.tenancy_id:
+                    held[other.owner] = held.get(other.owner, 0) + 1
+            total, mine = sum(held.values()), held.get(service.owner, 0)
+            tenancy_limit = self.settings.gateway_max_tunnels
+            user_limit = self.settings.gateway_max_tunnels_per_user
+            holders = ", ".join(
+                f"{name or '(owner gone)'} {count}"
+                for name, count in sorted(held.items(), key=lambda item: (-item[1], item[0]))[:5]
             )
-            limit = self.settings.gateway_max_tunnels
-            if here + elsewhere >= limit:
+            reason = None
+            if total >= tenancy_limit:
                 reason = (
-                    f"tunnel from {conn.client} refused: the tenancy has {here + elsewhere} "
-                    f"tunnels connected, its limit (ECLIPTIC_GATEWAY_MAX_TUNNELS={limit})"
+                    f"tunnel from {conn.client} refused: the tenancy has {total} tunnels "
+                    f"connected (by owner: {holders}), its limit "
+                    f"(ECLIPTIC_GATEWAY_MAX_TUNNELS={tenancy_limit})"
                 )
+            elif mine >= user_limit:
+                reason = (
+                    f"tunnel from {conn.client} refused: the services of "
+                    f"{service.owner or 'this owner'} have {mine} tunnels connected, the limit "
+                    f"per user (ECLIPTIC_GATEWAY_MAX_TUNNELS_PER_USER={user_limit})"
+                )
+            if reason is not None:
                 log.warning("gateway: %s", reason)
                 self.endpoint.kill(conn.id)
                 await asyncio.to_thread(registry.tunnel_refused, self.db, service_id, reason)
