@@ -47,6 +47,19 @@ class Forbidden(EclipticError):
     title = "Forbidden"
 
 
+class TooManyAttempts(EclipticError):
+    """Too many failed attempts of something guessable (a password): wait and try again."""
+
+    code = "too_many_attempts"
+    status = 429
+    title = "Too many attempts"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        """Seconds until an attempt is taken again (the ``Retry-After`` header)."""
+
+
 class Unauthenticated(EclipticError):
     """No valid credentials."""
 

@@ -25,6 +25,7 @@ from ecliptic.reconcile.base import Context
 from ecliptic.reconcile.worker import Workers
 from ecliptic.secretbox import SecretBox
 from ecliptic.services import credits, identity
+from ecliptic.services.auth import LoginThrottle
 from ecliptic.services.booking import Booking, host_info
 from ecliptic.services.catalogue import seed_flavors, sync_inventory
 from ecliptic.services.pricing import MeterPolicy, host_type
@@ -107,6 +108,8 @@ class Runtime:
         """Called after the API bound a tunnel key: the in-process gateway brings its SSH
         endpoint's keys up to date at once, so a client may connect as soon as it has the
         answer (standalone replicas pick the key up at their next poll, within 0.2 s)."""
+        self.login_throttle = LoginThrottle()
+        """Failed sign-ins of this process (the API's and the portal's), see the class."""
         private_dir(Path(settings.data_dir))
         self.db = Database(settings.database_url, secrets=SecretBox.load(settings.secret_key_path))
         upgrade(self.db)

@@ -69,3 +69,29 @@ def test_admins_cannot_lock_everyone_out_and_members_cannot_do_it_at_all(
     assert eve.delete("/users/admin").status_code == 403
     r = admin.client.patch("/api/v1/users/eve", json={"disabled": "yes"}, headers=admin.headers)
     assert r.status_code == 422
+
+
+def test_password_guessing_is_throttled_on_both_sign_ins(client: TestClient, admin: Api) -> None:
+    """The attack's retest: no limit on sign-in attempts. After 5 failures for an account
+    from one address, the API answers 429 with Retry-After (the right password too), and so
+    does the portal's sign-in form; other accounts are unaffected."""
+    _user(admin, "victim")
+    wrong = {"username": "victim", "password": "guess"}
+    assert [client.post("/api/v1/auth/login", json=wrong).status_code for _ in range(5)] == [
+        401
+    ] * 5
+    right = {"username": "victim", "password": "victim-password"}
+    r = client.post("/api/v1/auth/login", json=right)
+    assert r.status_code == 429, r.text
+    assert r.json()["code"] == "too_many_attempts" and "try again in" in r.json()["detail"]
+    assert 250 <= int(r.headers["retry-after"]) <= 300
+    form = client.post(
+        "/login",
+        content="username=victim&password=victim-password&next=/",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert form.status_code == 429 and "try again in" in form.text and form.headers["retry-after"]
+    assert "ecliptic_session" not in form.cookies
+    _user(admin, "bystander")
+    assert login(client, "bystander", "bystander-password")

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from ecliptic.errors import Forbidden, NotFound, Unauthenticated
+from ecliptic.errors import Forbidden, NotFound, TooManyAttempts, Unauthenticated
 from ecliptic.services import auth, identity
 from ecliptic.store.models import ApiToken, User
 from tests.services.conftest import Env
@@ -84,3 +84,39 @@ def test_passwords_hash_with_argon2_defaults_unless_the_tests_ask(
     fast = extract_parameters(cheap.hash("x"))
     assert (fast.time_cost, fast.memory_cost) == (1, 8)
     assert shipped.verify(cheap.hash("pw"), "pw") and cheap.verify(shipped.hash("pw"), "pw")
+
+
+def test_failed_sign_ins_are_throttled_per_address_and_account(env: Env) -> None:
+    """The attack's retest: passwords could be guessed as fast as the API answered."""
+    now = [1000.0]
+    throttle = auth.LoginThrottle(per_pair=3, per_address=5, per_account=7, window_s=60,
+                                  clock=lambda: now[0])  # fmt: skip
+
+    def attempt(password: str, address: str = "198.51.100.1", user: str = "alice") -> str:
+        try:
+            auth.login(env.db, user, password, token_name="t", ttl=timedelta(hours=1),
+                       throttle=throttle, address=address)  # fmt: skip
+        except TooManyAttempts as exc:
+            return f"wait {exc.retry_after_s}"
+        except Unauthenticated:
+            return "wrong"
+        return "ok"
+
+    assert [attempt("guess") for _ in range(3)] == ["wrong"] * 3
+    # The right password is refused too, unchecked, until the oldest failure is 60 s old.
+    assert attempt("alice-password") == "wait 60"
+    now[0] += 30
+    assert attempt("guess") == "wait 30"
+    # Another address is counted apart (up to the account's limit).
+    assert attempt("alice-password", address="198.51.100.2") == "ok"
+    now[0] += 30
+    assert attempt("alice-password") == "ok"
+    # One address spraying many accounts is bounded too.
+    spray = [attempt("guess", address="203.0.113.9", user=f"u{i}") for i in range(6)]
+    assert spray == ["wrong"] * 5 + ["wait 60"]
+    # And one account guessed from many addresses.
+    many = [attempt("guess", address=f"192.0.2.{i}") for i in range(8)]
+    assert many[:7] == ["wrong"] * 7 and many[7].startswith("wait")
+    assert attempt("alice-password", address="192.0.2.200").startswith("wait")
+    now[0] += 61
+    assert attempt("alice-password", address="192.0.2.200") == "ok"

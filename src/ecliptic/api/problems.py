@@ -14,14 +14,20 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ecliptic.backends.base import BackendError
-from ecliptic.errors import EclipticError, InvalidInput
+from ecliptic.errors import EclipticError, InvalidInput, TooManyAttempts
 
 log = logging.getLogger("ecliptic.api")
 PROBLEM = "application/problem+json"
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: list[dict[str, Any]] | None = None,
+    *,
+    retry_after_s: int | None = None,
 ) -> JSONResponse:
     """A problem document response."""
     body: dict[str, Any] = {
@@ -33,7 +39,9 @@ def problem(
     }
     if errors:
         body["errors"] = errors
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -120,7 +128,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(EclipticError)
     async def _ecliptic(_: Request, exc: EclipticError) -> JSONResponse:
         errors = [{**e, "field": e.get("field") or _field(e.get("loc", ()))} for e in exc.errors]
-        return problem(exc.status, exc.code, exc.title, exc.message, errors)
+        retry = exc.retry_after_s if isinstance(exc, TooManyAttempts) else None
+        return problem(exc.status, exc.code, exc.title, exc.message, errors, retry_after_s=retry)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
-from dataclasses import dataclass
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
@@ -14,7 +19,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from ecliptic.credentials import API_TOKEN_PREFIX
-from ecliptic.errors import NotFound, Unauthenticated
+from ecliptic.errors import NotFound, TooManyAttempts, Unauthenticated
 from ecliptic.services.caller import Caller
 from ecliptic.store.db import Database
 from ecliptic.store.models import ApiToken, Membership, Tenancy, User
@@ -89,16 +94,97 @@ def issue_token(
     return IssuedToken(row.id, name, secret, expires)
 
 
+@dataclass
+class LoginThrottle:
+    """Failed sign-ins, counted in a sliding window: per address and account name, per
+    address, and per account name. Past a limit, sign-ins that it covers are refused
+    (``TooManyAttempts``, with when to try again) before the password is even looked at,
+    until the oldest failure it counted leaves the window. A success clears its address
+    and account's count. Online password guessing is bounded at ``per_pair`` tries per
+    window from one address and ``per_account`` for one account from everywhere (so a
+    third party can delay an account's sign-in only with that many failures per window),
+    and one address cannot spray many accounts (``per_address``).
+
+    Kept in memory, per process: each replica counts its own (a restart forgets)."""
+
+    per_pair: int = 5
+    per_address: int = 50
+    per_account: int = 100
+    window_s: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    max_keys: int = 100_000
+    """Bound on what is remembered: past it, expired entries are dropped, then the oldest."""
+    _failures: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _keys(self, address: str, account: str) -> list[tuple[tuple[str, str], int, str]]:
+        return [
+            (("pair", f"{address}|{account}"), self.per_pair, "for this account from your address"),
+            (("address", address), self.per_address, "from your address"),
+            (("account", account), self.per_account, "for this account"),
+        ]
+
+    def check(self, address: str, account: str) -> None:
+        """Refuse (``TooManyAttempts``) if a limit covering this attempt is reached."""
+        now = self.clock()
+        with self._lock:
+            for key, limit, where in self._keys(address, account):
+                times = self._failures.get(key)
+                if times is None:
+                    continue
+                while times and times[0] <= now - self.window_s:
+                    times.popleft()
+                if len(times) >= limit:
+                    wait = max(1, math.ceil(times[0] + self.window_s - now))
+                    raise TooManyAttempts(
+                        f"too many failed sign-ins {where}: try again in {wait} s",
+                        retry_after_s=wait,
+                    )
+
+    def failed(self, address: str, account: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._failures) >= self.max_keys:
+                self._forget(now)
+            for key, limit, _ in self._keys(address, account):
+                self._failures.setdefault(key, deque(maxlen=limit)).append(now)
+
+    def succeeded(self, address: str, account: str) -> None:
+        with self._lock:
+            self._failures.pop(("pair", f"{address}|{account}"), None)
+
+    def _forget(self, now: float) -> None:
+        for key in [k for k, t in self._failures.items() if not t or t[-1] <= now - self.window_s]:
+            del self._failures[key]
+        while len(self._failures) >= self.max_keys:
+            del self._failures[next(iter(self._failures))]
+
+
 def login(
-    db: Database, username: str, password: str, *, token_name: str, ttl: timedelta
+    db: Database,
+    username: str,
+    password: str,
+    *,
+    token_name: str,
+    ttl: timedelta,
+    throttle: LoginThrottle | None = None,
+    address: str = "",
 ) -> IssuedToken:
-    """Check a user's password and hand out a token."""
+    """Check a user's password and hand out a token. With ``throttle``, failed attempts
+    from ``address`` (the client's) are counted and, past its limits, refused unchecked."""
+    if throttle is not None:
+        throttle.check(address, username)
     with db.write() as session:
         user = session.scalar(select(User).where(User.name == username))
         ok = verify_password(user.password_hash if user else None, password)
         if user is None or not ok or user.disabled:
+            if throttle is not None:
+                throttle.failed(address, username)
             raise Unauthenticated("wrong user name or password")
-        return issue_token(session, user, token_name, ttl=ttl)
+        issued = issue_token(session, user, token_name, ttl=ttl)
+    if throttle is not None:
+        throttle.succeeded(address, username)
+    return issued
 
 
 def authenticate(db: Database, token: str) -> User:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
 from ecliptic.api.paging import PagingDep, paged
@@ -15,14 +15,17 @@ router = APIRouter(tags=["auth"])
 
 
 @router.post("/auth/login", response_model=TokenOut, status_code=201)
-def login(body: LoginRequest, rt: RuntimeDep) -> TokenOut:
-    """Exchange a user name and password for a bearer token (shown once)."""
+def login(body: LoginRequest, rt: RuntimeDep, request: Request) -> TokenOut:
+    """Exchange a user name and password for a bearer token (shown once). Failed attempts
+    are limited (429 with ``Retry-After``: 5 per address and account in 5 minutes)."""
     t = auth.login(
         rt.db,
         body.username,
         body.password,
         token_name=body.token_name,
         ttl=timedelta(hours=body.ttl_hours),
+        throttle=rt.login_throttle,
+        address=request.client.host if request.client else "",
     )
     return TokenOut(
         id=t.id, name=t.name, secret=t.secret, prefix=t.secret[:10], expires_at=t.expires_at

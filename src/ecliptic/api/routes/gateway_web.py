@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from ecliptic import credentials
 from ecliptic.api.deps import RuntimeDep
-from ecliptic.errors import EclipticError, Unauthenticated
+from ecliptic.errors import EclipticError, TooManyAttempts, Unauthenticated
 from ecliptic.runtime import Runtime
 from ecliptic.services import gateway
 from ecliptic.services.auth import authenticate, login, revoke_browser_token, token_id
@@ -108,15 +108,26 @@ async def login_submit(request: Request, rt: RuntimeDep) -> Response:
     target = gateway.safe_next((form.get("next") or ["/"])[0])
     ttl = rt.settings.gateway_session_ttl
     try:
-        issued = login(rt.db, username, password, token_name="browser sign-in", ttl=ttl)
+        issued = login(
+            rt.db,
+            username,
+            password,
+            token_name="browser sign-in",
+            ttl=ttl,
+            throttle=rt.login_throttle,
+            address=request.client.host if request.client else "",
+        )
     except EclipticError as exc:
-        return _page(
+        page = _page(
             "login.html",
-            401,
+            exc.status,
             purpose="Sign in to open the service you asked for.",
             next=html.escape(target),
             error=f'<p class="error">{html.escape(exc.message)}</p>',
         )
+        if isinstance(exc, TooManyAttempts):
+            page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         _portal_cookie(request),
