@@ -20,6 +20,7 @@ declare -A need=(
   [ssh]=openssh-client
   [ssh-keygen]=openssh-client
   [nginx]=nginx
+  [nft]=nftables  # fences tunnels' loopback listeners off from other local accounts
   # scripts/build-tunneld.sh fetches golang.org/x/crypto's source with apt and unpacks it
   [apt-get]=apt
   [dpkg-deb]=dpkg

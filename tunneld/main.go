@@ -53,6 +53,7 @@ type config struct {
 	MaxUnauthPerIP    int      `json:"max_unauthenticated_per_ip"`
 	Keys              []string `json:"keys"`
 	ListenFD          int      `json:"listen_fd"`
+	TunnelHost        string   `json:"tunnel_host"`
 }
 
 type command struct {
@@ -73,7 +74,8 @@ type event struct {
 	Why    string  `json:"why,omitempty"`
 }
 
-// Loopback names a client may ask to listen on; the endpoint always binds 127.0.0.1.
+// Loopback names a client may ask to listen on; the endpoint always binds the loopback
+// address the control plane chose (tunnel_host, 127.0.0.1 by default), on a port it picks.
 var loopbackNames = map[string]bool{"localhost": true, "127.0.0.1": true, "": true}
 
 type server struct {
@@ -145,6 +147,9 @@ func main() {
 		fatal("host key refused: %v", err)
 	}
 	cfg.HostKey = ""
+	if ip := net.ParseIP(cfg.TunnelHost); cfg.TunnelHost != "" && (ip == nil || ip.To4() == nil || !ip.IsLoopback()) {
+		fatal("tunnel_host %q is not an IPv4 loopback address", cfg.TunnelHost)
+	}
 
 	s := newServer(cfg, signer, os.Stdout)
 
@@ -212,6 +217,9 @@ func keyPolicy(key ssh.PublicKey) error {
 
 // newServer is the endpoint for cfg with host key signer, writing its events to out.
 func newServer(cfg config, signer ssh.Signer, out io.Writer) *server {
+	if cfg.TunnelHost == "" {
+		cfg.TunnelHost = "127.0.0.1"
+	}
 	s := &server{
 		cfg:     cfg,
 		keys:    map[string]bool{},
@@ -514,7 +522,7 @@ func (c *conn) request(s *server, req *ssh.Request) {
 			req.Reply(false, nil)
 			return
 		}
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		ln, err := net.Listen("tcp4", net.JoinHostPort(s.cfg.TunnelHost, "0"))
 		if err != nil {
 			logf("conn %s: cannot listen on loopback: %v", c.id, err)
 			req.Reply(false, nil)

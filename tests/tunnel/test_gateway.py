@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
+from ecliptic.tunnel.fence import TUNNEL_HOST
 from ecliptic.tunnel.front import PEER_TCP_HOST, PEER_TCP_PATH
 from tests.tunnel.conftest import (
     Backend,
@@ -429,6 +431,58 @@ def test_access_change_ends_open_websockets(served: Served, ws_echo: int) -> Non
         return False
 
     wait_until(refused, 5, "bob refused a new WebSocket")
+
+
+_RAW_GET = """
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nX-Remote-User: admin\\r\\n\\r\\n")
+        print(s.recv(200).split(b"\\r\\n")[0].decode() or "closed")
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
+
+def _raw_get(address: str, port: int, account: str) -> str:
+    """What a local process of ``account`` gets from a plain GET to ``address:port``."""
+    done = subprocess.run(
+        ["runuser", "-u", account, "--", "/usr/bin/python3", "-c", _RAW_GET, address, str(port)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    return (done.stdout + done.stderr).strip()
+
+
+def test_other_local_accounts_cannot_reach_tunnels_or_the_relay(
+    served: Served, backends: Callable[[str], Backend]
+) -> None:
+    """The attack's retest: any account on the gateway's host could connect to a tunnel's
+    loopback port (reaching a private service without signing in) or to the gateway's
+    relay (with an identity header of its choosing). They listen on a fenced loopback
+    address now: only the gateway (root) and nginx's workers get in."""
+    backend = backends("fenced")
+    svc = served.service("fenced")
+    served.ssh_r(served.bind(svc["token"]["token"]), backend.port)
+    admin = served.api.headers["Authorization"]
+    served.wait_for(svc["host"], lambda r: r.status_code == 200, Authorization=admin)
+    routes = (served.state / "front" / "routes.conf").read_text()
+    tunnels = re.findall(r"server (127\.[0-9.]+):([0-9]+) max_fails", routes)
+    relays = re.findall(r"if \(\$ecl_relayed\) \{\s+proxy_pass http://([0-9.]+):([0-9]+);", routes)
+    assert tunnels and relays, routes
+    seen = len(backend.seen)
+    for address, port in tunnels + relays:
+        assert address == TUNNEL_HOST
+        for account in ("nobody", "tunnel"):
+            got = _raw_get(address, int(port), account)
+            assert got in ("ConnectionRefusedError", "ConnectionResetError"), (account, port, got)
+    assert len(backend.seen) == seen, backend.seen[seen:]
+    # The gateway itself still gets in (it probes tunnels), and so do requests through
+    # nginx, signed in.
+    address, port = tunnels[0]
+    assert _raw_get(address, int(port), "root").startswith("HTTP/1.1 200")
+    assert served.front(svc["host"], Authorization=admin).status_code == 200
 
 
 class _Streaming(ThreadingHTTPServer):

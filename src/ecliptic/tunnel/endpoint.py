@@ -54,6 +54,9 @@ class EndpointConfig:
     """Private ed25519 host key; generated when missing."""
     bind_host: str = "127.0.0.1"
     """Address the endpoint listens on."""
+    tunnel_host: str = "127.0.0.1"
+    """Loopback address (IPv4) of the tunnels' listeners (the gateway gives
+    ``fence.TUNNEL_HOST``, which only it and nginx's workers may connect to)."""
     port: int = 2222
     """TCP port; 0 picks a free one (the real one is the endpoint's ``port`` after start)."""
     user: str = "tunnel"
@@ -84,7 +87,8 @@ class TunnelConn:
     client: str
     """``ip:port`` of the peer (``[ip]:port`` for IPv6)."""
     port: int
-    """Loopback port (127.0.0.1) the endpoint listens on for this tunnel."""
+    """Loopback port (on ``EndpointConfig.tunnel_host``) the endpoint listens on for this
+    tunnel."""
     connected_at: float
     """``time.time()`` when the TCP connection was accepted."""
 

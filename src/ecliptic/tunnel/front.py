@@ -293,11 +293,22 @@ class FrontConfig:
     WebSockets, event streams, request bodies of unknown length). With it, such a request
     to a local tunnel goes through the relay, which ends the connection when the user's
     access to the service or their sign-in ends (nginx alone keeps it open)."""
+    tunnel_host: str = "127.0.0.1"
+    """Loopback address of the routes' ports and of both relays (the gateway's fenced
+    address, ``fence.TUNNEL_HOST``)."""
     tcp_relay_port: int | None = None
     """Loopback port of the gateway's relay to local TCP tunnels. With a peer listener and
     peers, their jump hosts reach TCP services here through it (``PEER_TCP_PATH``)."""
 
     def __post_init__(self) -> None:
+        try:
+            tunnel_ip = ipaddress.ip_address(self.tunnel_host)
+        except ValueError:
+            tunnel_ip = None
+        if tunnel_ip is None or tunnel_ip.version != 4 or not tunnel_ip.is_loopback:
+            raise InvalidFrontInput(
+                f"tunnel_host {self.tunnel_host!r}: use an IPv4 loopback address"
+            )
         for name in ("state_dir", "tls_cert", "tls_key", "peer_cert", "peer_key"):
             path = getattr(self, name)
             if path is not None and not (path.is_absolute() and _SAFE_PATH.match(str(path))):
@@ -741,7 +752,8 @@ def render_routes(
         if route.ports:
             out.append(f"upstream {name} {{")
             out += [
-                f"    server 127.0.0.1:{port} max_fails=1 fail_timeout={UPSTREAM_FAIL_TIMEOUT_S}s;"
+                f"    server {cfg.tunnel_host}:{port} max_fails=1 "
+                f"fail_timeout={UPSTREAM_FAIL_TIMEOUT_S}s;"
                 for port in route.ports
             ]
             out += [f"    keepalive {UPSTREAM_KEEPALIVE};", "}"]
@@ -807,7 +819,7 @@ def render_routes(
                 # After auth_request (access phase) either way; the relay picks the tunnel.
                 out += [
                     "        if ($ecl_relayed) {",
-                    f"            proxy_pass http://127.0.0.1:{cfg.upgrade_relay_port};",
+                    f"            proxy_pass http://{cfg.tunnel_host}:{cfg.upgrade_relay_port};",
                     "        }",
                 ]
             out.append(f"        proxy_pass {scheme}://{name};")
@@ -914,7 +926,7 @@ def _peer_server(
             f"    location = {PEER_TCP_PATH} {{",
             *[f"        allow {ip};" for ip in sorted(set(relay_from))],
             "        deny all;",
-            f"        proxy_pass http://127.0.0.1:{cfg.tcp_relay_port};",
+            f"        proxy_pass http://{cfg.tunnel_host}:{cfg.tcp_relay_port};",
             f"        proxy_set_header Host {PEER_TCP_HOST};",
             "        proxy_set_header Upgrade $http_upgrade;",
             '        proxy_set_header Connection "upgrade";',

@@ -48,11 +48,14 @@ from ecliptic.store.models import ServiceAccess, TunnelEndpoint
 from ecliptic.store.types import new_id, utcnow
 from ecliptic.tunnel import tunneld
 from ecliptic.tunnel.endpoint import EndpointConfig, TunnelConn
+from ecliptic.tunnel.fence import TUNNEL_HOST, Fence, FenceError
+from ecliptic.tunnel.fence import prerequisite_problem as fence_problem
 from ecliptic.tunnel.front import (
     CREDENTIAL_HEADER,
     GRANT_HEADER,
     PEER_SERVICE_HEADER,
     PEER_TCP_UPGRADE,
+    WORKER_USER,
     Front,
     FrontConfig,
     FrontError,
@@ -261,6 +264,8 @@ def prerequisites(settings: Settings) -> list[str]:
         problems.append("nginx is not installed (apt-get install nginx)")
     if (worker := worker_account_problem()) is not None:
         problems.append(worker)
+    if (fence := fence_problem()) is not None:
+        problems.append(fence)
     return problems
 
 
@@ -322,6 +327,7 @@ class Gateway:
             host_key=self.state_dir / "ssh_host_ed25519_key",
             bind_host=settings.gateway_ssh_host,
             port=settings.gateway_ssh_port,
+            tunnel_host=TUNNEL_HOST,
         )
         self.endpoint = TunneldEndpoint(endpoint_config, on_up=self._on_up, on_down=self._on_down)
         # Peers' jump hosts reach this replica's TCP tunnels through the peer listener and
@@ -329,11 +335,14 @@ class Gateway:
         self._peer_cert = self.state_dir / "peer.crt"
         self._peer_key = self.state_dir / "peer.key"
         self._peer_tls: ssl.SSLContext | None = None
-        self._relay_sock = socket.create_server(("127.0.0.1", 0))
+        # Tunnels and both relays listen on TUNNEL_HOST, fenced off from other local
+        # accounts (only this process and nginx's workers get in).
+        self._fence = Fence(WORKER_USER)
+        self._relay_sock = socket.create_server((TUNNEL_HOST, 0))
         self._relay: asyncio.Server | None = None
         # Upgraded connections (WebSockets) to local tunnels pass through this relay, which
         # ends them when the user's access ends (hole 4).
-        self._upgrade_sock = socket.create_server(("127.0.0.1", 0))
+        self._upgrade_sock = socket.create_server((TUNNEL_HOST, 0))
         self._upgrade_relay: asyncio.Server | None = None
         self._upgraded: dict[
             asyncio.StreamWriter, tuple[tuple[str, str, str], asyncio.StreamWriter]
@@ -355,6 +364,7 @@ class Gateway:
                 peer_key=self._peer_key,
                 tcp_relay_port=self._relay_sock.getsockname()[1],
                 upgrade_relay_port=self._upgrade_sock.getsockname()[1],
+                tunnel_host=TUNNEL_HOST,
             )
         )
         self.jump = JumpHost(
@@ -363,6 +373,7 @@ class Gateway:
             host_key=self.state_dir / "ssh_host_ed25519_key",
             authenticate=self._jump_authenticate,
             resolve=self._jump_resolve,
+            target_host=TUNNEL_HOST,
         )
 
     # lifecycle -----------------------------------------------------------------------
@@ -370,6 +381,10 @@ class Gateway:
     def start(self, timeout: float = 30.0) -> None:
         """Start sshd endpoint, front and jump host; raise if any cannot start."""
         self._prepare_state_dir()
+        try:
+            self._fence.up()
+        except FenceError as exc:
+            raise FenceError(f"cannot fence tunnels off from other local accounts: {exc}") from exc
         self._thread = threading.Thread(target=self._run, name="ecliptic-gateway", daemon=True)
         self._thread.start()
         self._ready.result(timeout)
@@ -407,6 +422,7 @@ class Gateway:
             self._thread.join(30)
             if not self._thread.is_alive():
                 self._remove_state()
+        self._fence.down()
         try:
             registry.forget_replica(self.db, self.gateway_id)
         except Exception:  # the store may be gone at shutdown; peers see it go stale then
@@ -974,7 +990,7 @@ async def _open_tunnel(
     for port in ports:
         with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
             return await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=sni), 5
+                asyncio.open_connection(TUNNEL_HOST, port, ssl=context, server_hostname=sni), 5
             )
     return None
 
@@ -1030,7 +1046,7 @@ async def probe_http(
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=context, server_hostname=host if tls else None
+                TUNNEL_HOST, port, ssl=context, server_hostname=host if tls else None
             )
             writer.write(
                 f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ecliptic-gateway-liveness"

@@ -99,8 +99,8 @@ class JumpRefused(Exception):
 Authenticate = Callable[[str, str], JumpPrincipal | None]
 """``(ssh user name, "ssh-ed25519 AAAA..." key line)`` -> principal, or None to refuse."""
 Resolve = Callable[[JumpPrincipal, str, int], "int | PeerHop"]
-"""``(principal, host, port)`` -> loopback port to connect to, or the peers to go through;
-raises ``JumpRefused``."""
+"""``(principal, host, port)`` -> port on ``JumpHost``'s ``target_host`` to connect to, or
+the peers to go through; raises ``JumpRefused``."""
 
 
 class JumpHost:
@@ -115,8 +115,11 @@ class JumpHost:
         authenticate: Authenticate,
         resolve: Resolve,
         revalidate_s: float = REVALIDATE_S,
+        target_host: str = "127.0.0.1",
     ) -> None:
         self._revalidate_s = revalidate_s
+        self.target_host = target_host
+        """Loopback address of the ports ``resolve`` answers (the tunnels')."""
         self._sweeper: asyncio.Task[None] | None = None
         self._bind_host = bind_host
         self._port = port
@@ -477,17 +480,15 @@ class _JumpConnection(asyncssh.SSHServer):
             raise _refuse(f"{where}: gateway error", asyncssh.OPEN_CONNECT_FAILED)
         try:
             forwarder = await asyncio.wait_for(
-                conn.forward_connection("127.0.0.1", local_port), CONNECT_TIMEOUT_S
+                conn.forward_connection(self._host.target_host, local_port), CONNECT_TIMEOUT_S
             )
         except (asyncssh.ChannelOpenError, OSError, TimeoutError) as exc:
-            log.info(
-                "jump: %s -> %s (127.0.0.1:%d): %s", principal.username, where, local_port, exc
-            )
+            log.info("jump: %s -> %s (port %d): %s", principal.username, where, local_port, exc)
             raise _refuse(
                 f"{where} is not answering: its tunnel may be down", asyncssh.OPEN_CONNECT_FAILED
             ) from None
         except Exception:
-            log.exception("jump: connecting %s to 127.0.0.1:%d failed", where, local_port)
+            log.exception("jump: connecting %s to port %d failed", where, local_port)
             raise _refuse(f"{where}: gateway error", asyncssh.OPEN_CONNECT_FAILED) from None
         log.info("jump: %s opened %s", principal.username, where)
         # asyncssh's own splice (it also serves "-L"); it is a session in all but name

@@ -289,6 +289,7 @@ class TunneldEndpoint:
                 "max_unauthenticated_per_ip": c.max_unauthenticated_per_ip,
                 "keys": list(self._authorized.values()),
                 "listen_fd": fd,
+                "tunnel_host": c.tunnel_host,
             }
         )
         assert proc.stdout is not None and proc.stderr is not None
