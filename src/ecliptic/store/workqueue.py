@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ecliptic.clock import Clock, SystemClock
+from ecliptic.procs import pid_exists
 from ecliptic.store.db import Database
 from ecliptic.store.models import WorkItem
 
@@ -245,12 +246,4 @@ def _alive(identity: str) -> bool:
         pid = int(identity.split(":")[1])
     except (IndexError, ValueError):
         return True
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid == os.getpid() or pid_exists(pid)

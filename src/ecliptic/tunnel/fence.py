@@ -23,6 +23,8 @@ import re
 import shutil
 import subprocess
 
+from ecliptic.procs import pid_exists
+
 log = logging.getLogger(__name__)
 
 TUNNEL_HOST = "127.77.0.1"
@@ -74,16 +76,6 @@ def _nft(nft: str, *args: str, script: str | None = None) -> str:
     return done.stdout
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Fence:
     """The fence of one gateway process; ``up`` and ``down`` are idempotent."""
 
@@ -102,7 +94,7 @@ class Fence:
             raise FenceError(prerequisite_problem() or "nft is missing")
         for match in _TABLE.finditer(_nft(nft, "list", "tables", "inet")):
             name, pid = match.group(1), int(match.group(2))
-            if name != self.table and not _alive(pid):
+            if name != self.table and not pid_exists(pid):
                 log.info("fence: deleting %s, left by a gateway that is gone", name)
                 _nft(nft, "delete", "table", "inet", name)
         uids = [0, pwd.getpwnam(self.worker_user).pw_uid]
