@@ -626,6 +626,7 @@ def gateway(
         "ECLIPTIC_GATEWAY_MAX_SERVICES": "100000",
         "ECLIPTIC_GATEWAY_MAX_KEYS": "10000",
         "ECLIPTIC_GATEWAY_MAX_TUNNELS": "100000",
+        "ECLIPTIC_GATEWAY_MAX_TUNNELS_PER_USER": "100000",
     }
     if public_host:
         env["ECLIPTIC_GATEWAY_SSH_PUBLIC"] = f"{public_host}:{ssh_port}"
