@@ -249,7 +249,7 @@ def tunnels_elsewhere(db: Database, tenancy_id: str, gateway_id: str) -> dict[st
             .outerjoin(User, User.id == Service.created_by)
             .where(Service.tenancy_id == tenancy_id, TunnelEndpoint.gateway_id != gateway_id)
             .group_by(User.name)
-        ).tuples()
+        )
         return {name or "": int(count) for name, count in rows}
 
 
@@ -287,16 +287,14 @@ def still_allowed(db: Database, held: set[tuple[str, str, str]]) -> set[tuple[st
     now = utcnow()
     with db.read() as session:
         public = dict(
-            session.execute(select(Service.id, Service.public).where(Service.id.in_(service_ids)))
-            .tuples()
-            .all()
+            session.execute(
+                select(Service.id, Service.public).where(Service.id.in_(service_ids))
+            ).all()
         )
         users = dict(
             session.execute(
                 select(User.name, User.id).where(User.name.in_(names), User.disabled.is_(False))
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         access = set(
             session.execute(
@@ -304,9 +302,7 @@ def still_allowed(db: Database, held: set[tuple[str, str, str]]) -> set[tuple[st
                     ServiceAccess.service_id.in_(service_ids),
                     ServiceAccess.user_id.in_(users.values()),
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         live = {
             SESSION_CREDENTIAL + i
@@ -811,7 +807,7 @@ def gateway_view(db: Database) -> GatewayView:
             )
             for s, owner in session.execute(
                 select(Service, User.name).outerjoin(User, User.id == Service.created_by)
-            ).tuples()
+            )
         }
         keys = {
             k.fingerprint: (k.service_id, k.public_key)

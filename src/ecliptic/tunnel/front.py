@@ -519,12 +519,17 @@ http {{
 {cache}{tls}
     # Requests that can last as long as the client likes go through the gateway's relay,
     # which ends them when their user's access or sign-in ends: upgrades (WebSockets),
-    # event streams, and request bodies of unknown length (streamed uploads).
+    # event streams, and every request with a body (of unknown length, or of a declared
+    # one sent as slowly as the client likes: nginx bounds only the pause between reads).
     map $http_accept $ecl_event_stream {{
         "~*text/event-stream" 1;
         default "";
     }}
-    map "$http_upgrade$http_transfer_encoding$ecl_event_stream" $ecl_relayed {{
+    map $http_content_length $ecl_has_body {{
+        "~^0*$" "";
+        default 1;
+    }}
+    map "$http_upgrade$http_transfer_encoding$ecl_event_stream$ecl_has_body" $ecl_relayed {{
         "" "";
         default 1;
     }}

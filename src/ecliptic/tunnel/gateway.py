@@ -897,7 +897,7 @@ class Gateway:
                 writer.write(_plain_response(503, "no tunnel here for this service"))
                 return
             up_reader, up_writer = upstream
-            up_writer.write(head)
+            up_writer.write(_without_header(head, CREDENTIAL_HEADER))
             # nginx sets X-Remote-User and the credential itself (empty for public services,
             # and never what the client sent).
             held = (
@@ -1009,6 +1009,14 @@ async def _read_head(
         if sep:
             fields[name.strip().lower()] = value.strip()
     return head, fields
+
+
+def _without_header(head: bytes, name: str) -> bytes:
+    """A request head without the header field ``name`` (the relay's own, not the
+    service's business)."""
+    prefix = name.lower().encode() + b":"
+    lines = head.split(b"\r\n")
+    return b"\r\n".join(line for line in lines if not line.lower().startswith(prefix))
 
 
 def _plain_response(status: int, text: str) -> bytes:
