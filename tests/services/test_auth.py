@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -120,3 +121,28 @@ def test_failed_sign_ins_are_throttled_per_address_and_account(env: Env) -> None
     assert attempt("alice-password", address="192.0.2.200").startswith("wait")
     now[0] += 61
     assert attempt("alice-password", address="192.0.2.200") == "ok"
+
+
+def test_parallel_guesses_cannot_race_the_throttle(env: Env) -> None:
+    """The attack's retest: 60 parallel sign-ins had 44 passwords checked against a limit
+    of 5 (the count was checked before the password and raised after it)."""
+    throttle = auth.LoginThrottle(per_pair=5)
+    start = threading.Barrier(20)
+    outcomes: list[str] = []
+
+    def guess() -> None:
+        start.wait()
+        try:
+            auth.login(env.db, "alice", "guess", token_name="t", ttl=timedelta(hours=1),
+                       throttle=throttle, address="198.51.100.7")  # fmt: skip
+        except TooManyAttempts:
+            outcomes.append("throttled")
+        except Unauthenticated:
+            outcomes.append("checked")
+
+    threads = [threading.Thread(target=guess) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("checked") == 5 and outcomes.count("throttled") == 15, outcomes

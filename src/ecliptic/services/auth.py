@@ -99,11 +99,12 @@ class LoginThrottle:
     """Failed sign-ins, counted in a sliding window: per address and account name, per
     address, and per account name. Past a limit, sign-ins that it covers are refused
     (``TooManyAttempts``, with when to try again) before the password is even looked at,
-    until the oldest failure it counted leaves the window. A success clears its address
-    and account's count. Online password guessing is bounded at ``per_pair`` tries per
-    window from one address and ``per_account`` for one account from everywhere (so a
-    third party can delay an account's sign-in only with that many failures per window),
-    and one address cannot spray many accounts (``per_address``).
+    until the oldest failure it counted leaves the window. An attempt counts as a failure
+    from its start (parallel attempts cannot race the count); a success takes it back and
+    clears its address and account's count. Online password guessing is bounded at
+    ``per_pair`` tries per window from one address and ``per_account`` for one account from
+    everywhere (so a third party can delay an account's sign-in only with that many
+    failures per window), and one address cannot spray many accounts (``per_address``).
 
     Kept in memory, per process: each replica counts its own (a restart forgets)."""
 
@@ -124,8 +125,11 @@ class LoginThrottle:
             (("account", account), self.per_account, "for this account"),
         ]
 
-    def check(self, address: str, account: str) -> None:
-        """Refuse (``TooManyAttempts``) if a limit covering this attempt is reached."""
+    def attempt(self, address: str, account: str) -> float:
+        """Take one attempt: refuse it (``TooManyAttempts``) if a limit covering it is
+        reached, else count it as a failure at once, so parallel attempts cannot all pass
+        the check before any of them is counted; ``succeeded`` takes it back. Returns the
+        attempt's time, which ``succeeded`` needs."""
         now = self.clock()
         with self._lock:
             for key, limit, where in self._keys(address, account):
@@ -140,18 +144,21 @@ class LoginThrottle:
                         f"too many failed sign-ins {where}: try again in {wait} s",
                         retry_after_s=wait,
                     )
-
-    def failed(self, address: str, account: str) -> None:
-        now = self.clock()
-        with self._lock:
             if len(self._failures) >= self.max_keys:
                 self._forget(now)
             for key, limit, _ in self._keys(address, account):
                 self._failures.setdefault(key, deque(maxlen=limit)).append(now)
+        return now
 
-    def succeeded(self, address: str, account: str) -> None:
+    def succeeded(self, address: str, account: str, at: float) -> None:
+        """The attempt taken at ``at`` signed in: it was no failure, and the address's
+        earlier failures for this account are forgotten."""
         with self._lock:
             self._failures.pop(("pair", f"{address}|{account}"), None)
+            for key in (("address", address), ("account", account)):
+                times = self._failures.get(key)
+                if times is not None and at in times:
+                    times.remove(at)
 
     def _forget(self, now: float) -> None:
         for key in [k for k, t in self._failures.items() if not t or t[-1] <= now - self.window_s]:
@@ -172,18 +179,15 @@ def login(
 ) -> IssuedToken:
     """Check a user's password and hand out a token. With ``throttle``, failed attempts
     from ``address`` (the client's) are counted and, past its limits, refused unchecked."""
-    if throttle is not None:
-        throttle.check(address, username)
+    at = throttle.attempt(address, username) if throttle is not None else 0.0
     with db.write() as session:
         user = session.scalar(select(User).where(User.name == username))
         ok = verify_password(user.password_hash if user else None, password)
         if user is None or not ok or user.disabled:
-            if throttle is not None:
-                throttle.failed(address, username)
             raise Unauthenticated("wrong user name or password")
         issued = issue_token(session, user, token_name, ttl=ttl)
     if throttle is not None:
-        throttle.succeeded(address, username)
+        throttle.succeeded(address, username, at)
     return issued
 
 

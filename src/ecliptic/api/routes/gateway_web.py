@@ -22,6 +22,7 @@ from typing import Annotated
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Header, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from ecliptic import credentials
@@ -108,7 +109,10 @@ async def login_submit(request: Request, rt: RuntimeDep) -> Response:
     target = gateway.safe_next((form.get("next") or ["/"])[0])
     ttl = rt.settings.gateway_session_ttl
     try:
-        issued = login(
+        # argon2 and the store take milliseconds: off the event loop, which also answers
+        # every request of the gateway's auth checks.
+        issued = await run_in_threadpool(
+            login,
             rt.db,
             username,
             password,
@@ -194,7 +198,7 @@ async def portal_logout(request: Request, rt: RuntimeDep) -> Response:
     if token and not _auth(rt).check_csrf("portal", token, csrf):
         return message_page(403, "Refused", "This sign-out form is not from this page.")
     if token:
-        revoke_browser_token(rt.db, token)
+        await run_in_threadpool(revoke_browser_token, rt.db, token)
     response = RedirectResponse(_after_logout((form.get("next") or ["/login"])[0]), 303)
     response.delete_cookie(
         _portal_cookie(request), secure=request.url.scheme == "https", httponly=True
@@ -380,7 +384,9 @@ async def logout(
     if value and not _auth(rt).check_csrf("service", value, (form.get("csrf") or [""])[0]):
         return message_page(403, "Refused", "This sign-out form is not from this page.")
     if value:
-        _auth(rt).end_session(value, _service_host(request, x_ecliptic_host))
+        await run_in_threadpool(
+            _auth(rt).end_session, value, _service_host(request, x_ecliptic_host)
+        )
     response = message_page(200, "Signed out", "You are signed out of this service.")
     response.delete_cookie(name, secure=https, httponly=True)
     return response
