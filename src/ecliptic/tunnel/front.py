@@ -525,9 +525,10 @@ http {{
         "~*text/event-stream" 1;
         default "";
     }}
+    # (A regex never matches a header that is absent: only a length above 0 counts.)
     map $http_content_length $ecl_has_body {{
-        "~^0*$" "";
-        default 1;
+        "~^0*[1-9]" 1;
+        default "";
     }}
     map "$http_upgrade$http_transfer_encoding$ecl_event_stream$ecl_has_body" $ecl_relayed {{
         "" "";

@@ -25,6 +25,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -985,9 +986,10 @@ class Gateway:
 async def _open_tunnel(
     ports: list[int], context: ssl.SSLContext | None = None, sni: str | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-    """A connection to the first of these tunnels' loopback ports that takes one (over TLS
-    with ``context`` for a service that speaks HTTPS), or None."""
-    for port in ports:
+    """A connection to one of these tunnels' loopback ports that takes one, tried in a
+    random order so that several tunnels share the load (over TLS with ``context`` for a
+    service that speaks HTTPS), or None."""
+    for port in random.sample(ports, len(ports)):
         with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
             return await asyncio.wait_for(
                 asyncio.open_connection(TUNNEL_HOST, port, ssl=context, server_hostname=sni), 5
