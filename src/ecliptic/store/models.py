@@ -235,6 +235,10 @@ class Server(Reconciled, Base):
     flavor_id: Mapped[str] = mapped_column(ForeignKey("flavor.id"))
     host_id: Mapped[str | None] = mapped_column(ForeignKey("host.id"), nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(16), default="vm")
+    image: Mapped[str] = mapped_column(
+        String(63), default="base", server_default="base", index=True
+    )
+    """The image the server boots from (a name, as a Glance image's would be)."""
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mb: Mapped[int] = mapped_column(BigInteger)
     disk_gb: Mapped[int] = mapped_column(Integer, default=0)
