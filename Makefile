@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TUNNELD := $(BIN)/ecliptic-tunneld
+SANDBOX := $(BIN)/ecliptic-sandbox
 GO := $(BIN)/go
 # Everything that changes the gateway's SSH endpoint binary.
 TUNNELD_SRC := $(wildcard tunneld/*.go) tunneld/go.mod tunneld/go.sum tunneld/sources.env \
@@ -17,7 +18,7 @@ run: setup
 	$(BIN)/ecliptic serve
 
 setup: system
-	@$(MAKE) -s $(STAMP) $(GO) $(TUNNELD)
+	@$(MAKE) -s $(STAMP) $(GO) $(TUNNELD) $(SANDBOX)
 
 system:
 	@scripts/setup-system.sh run
@@ -31,6 +32,10 @@ $(GO): tunneld/toolchain.txt | $(STAMP)
 $(TUNNELD): $(TUNNELD_SRC) $(GO) | $(STAMP)
 	scripts/build-tunneld.sh $@
 
+# Local-cloud servers' init and entry point (C: namespaces, mounts, capabilities, seccomp).
+$(SANDBOX): sandbox/sandbox.c | $(STAMP)
+	cc -O2 -Wall -Wextra -Werror -o $@.tmp sandbox/sandbox.c && mv $@.tmp $@
+
 # A venv that a failed first try left without pip is made again, not trusted.
 $(STAMP): pyproject.toml requirements.lock
 	@scripts/setup-system.sh venv
@@ -42,7 +47,7 @@ $(STAMP): pyproject.toml requirements.lock
 # Under `make test` a test whose prerequisite is missing fails instead of skipping.
 test:
 	@scripts/setup-system.sh test
-	@$(MAKE) -s $(STAMP) $(GO)
+	@$(MAKE) -s $(STAMP) $(GO) $(SANDBOX)
 	scripts/build-tunneld.sh $(TUNNELD) check
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench

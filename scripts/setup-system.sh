@@ -21,6 +21,8 @@ declare -A need=(
   [ssh-keygen]=openssh-client
   [nginx]=nginx
   [nft]=nftables  # fences tunnels' loopback listeners off from other local accounts
+  [cc]=gcc  # builds ecliptic-sandbox, local-cloud servers' init (sandbox/sandbox.c)
+  [cp]=coreutils
   # scripts/build-tunneld.sh fetches golang.org/x/crypto's source with apt and unpacks it
   [apt-get]=apt
   [dpkg-deb]=dpkg
@@ -51,6 +53,9 @@ if [ "$purpose" = test ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&
 fi
 if [ "$purpose" != venv ] && [ ! -r /usr/share/keyrings/debian-archive-keyring.gpg ]; then
   missing+=(debian-archive-keyring)  # checks that x/crypto's source package is Debian's
+fi
+if [ "$purpose" != venv ] && [ ! -e /usr/include/linux/seccomp.h ]; then
+  missing+=(linux-libc-dev libc6-dev)  # the sandbox's headers
 fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)

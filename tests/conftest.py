@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,9 @@ os.environ.setdefault("ECLIPTIC_ADMIN_PASSWORD", "test-admin-password")
 # Cheap argon2 for the tests (and the serve processes they start, which inherit it): see
 # ecliptic.services.auth.FAST_HASH_ENV. Production never sets it.
 os.environ["ECLIPTIC_TEST_FAST_PASSWORD_HASH"] = "1"
+# One image folder for the session: the host layer and `base` are made once, not per test.
+IMAGE_DIR = Path(tempfile.mkdtemp(prefix="ecl-test-images-"))
+os.environ["ECLIPTIC_IMAGE_DIR"] = str(IMAGE_DIR)
 
 
 class ThrowawayPostgres:
@@ -187,15 +191,58 @@ def no_leaks() -> Iterator[None]:
     what the tests' owner records name, nor an ``ecl`` namespace or link that appeared during
     the session and that no instance records (its record removed, the resource left)."""
     before = _local_cloud()
+    mounts_before, inits_before = _mounts(), _sandbox_inits()
     yield
     leftovers = sorted(p.name for p in _OWNERS.iterdir()) if _OWNERS.exists() else []
     existing = _local_cloud()
     leaked = [n for n in leftovers if n in existing]
     recorded = {p.name for d in _owner_dirs() for p in d.iterdir()}
     unrecorded = sorted(existing - before - recorded)
+    mounts = sorted(_mounts() - mounts_before)
+    inits = sorted(_sandbox_inits() - inits_before)
+    for _ in range(30):  # one may still be on its way out (a pid namespace takes a moment)
+        if not inits:
+            break
+        time.sleep(0.1)
+        inits = sorted(_sandbox_inits() - inits_before)
     shutil.rmtree(_OWNERS, ignore_errors=True)
+    shutil.rmtree(IMAGE_DIR, ignore_errors=True)
     assert not leaked, f"tests leaked local-cloud resources: {leaked}"
     assert not unrecorded, f"tests left local-cloud resources no owner record names: {unrecorded}"
+    assert not mounts, f"tests left mounts on the host: {mounts}"
+    assert not inits, f"tests left servers' init processes running: {inits}"
+
+
+def _mounts() -> set[str]:
+    """Overlay mounts, and mounts under the tests' folders, in the host's mount table."""
+    tmp = tempfile.gettempdir()
+    out = set()
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        point, fstype = left.split()[4], right.split()[0]
+        if fstype == "overlay" or point.startswith(tmp) or "/ecl" in point:
+            out.add(f"{fstype} on {point}")
+    return out
+
+
+def _sandbox_inits() -> set[str]:
+    """Servers' init processes (``ecliptic-sandbox boot``, PID 1 of their own namespace)."""
+    out = set()
+    mine = os.stat("/proc/self/ns/pid").st_ino
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if Path(f"/proc/{entry}/comm").read_text().strip() != "init":
+                continue
+            if "\nState:\tZ" in Path(f"/proc/{entry}/status").read_text():
+                continue  # exited, not yet reaped by its parent
+            ns_pid = os.stat(f"/proc/{entry}/ns/pid").st_ino
+        except OSError:
+            continue
+        if ns_pid != mine:
+            out.add(f"pid {entry}")
+    return out
 
 
 def _local_cloud() -> set[str]:

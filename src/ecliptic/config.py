@@ -45,6 +45,12 @@ class Settings:
     deleted_server_retention: timedelta = timedelta(days=7)
     """How long a deleted server's record and events stay readable by its tenancy
     (``ECLIPTIC_DELETED_SERVER_RETENTION_HOURS``; ``server list --deleted``)."""
+    image_dir: Path | None = None
+    """Where the local cloud keeps built images (``ECLIPTIC_IMAGE_DIR``; ``data_dir/images``
+    when None). Instances on one machine may share it: a build is then made once."""
+    image_recipes: tuple[Path, ...] = ()
+    """Operators' folders of image recipes (``ECLIPTIC_IMAGE_RECIPES``, ``:``-separated),
+    besides the built-in ones; a recipe there overrides a built-in of the same name."""
     metered_classes: tuple[str, ...] = ("gpu:*", "host:*")
     """Resource classes whose on-demand use is charged by the hour from credits
     (``ECLIPTIC_METERED_CLASSES``, comma-separated patterns; empty: nothing is metered)."""
@@ -168,6 +174,12 @@ def load_settings(**overrides: object) -> Settings:
             hours=bounded_setting("ECLIPTIC_DELETED_SERVER_RETENTION_HOURS", 7 * 24, 0, 366 * 24)
         ),
         "metered_classes": _metered_classes(),
+        "image_dir": Path(os.environ["ECLIPTIC_IMAGE_DIR"])
+        if os.environ.get("ECLIPTIC_IMAGE_DIR")
+        else None,
+        "image_recipes": tuple(
+            Path(p) for p in os.environ.get("ECLIPTIC_IMAGE_RECIPES", "").split(":") if p.strip()
+        ),
         "meter_warn": timedelta(
             hours=bounded_setting("ECLIPTIC_METER_WARN_HOURS", 24, 0, 24 * 366)
         ),

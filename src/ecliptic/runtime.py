@@ -128,6 +128,7 @@ class Runtime:
         self.workers = Workers(self.ctx, settings.workers)
         self._stop = threading.Event()
         self._resync: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
 
     def _instance_id(self) -> str:
         with self.db.write() as session:
@@ -168,7 +169,25 @@ class Runtime:
                 target=self._resync_loop, daemon=True, name="ecliptic-resync"
             )
             self._resync.start()
+            self._watcher = threading.Thread(
+                target=self._watch_loop, daemon=True, name="ecliptic-down-servers"
+            )
+            self._watcher.start()
         return first
+
+    def _watch_loop(self) -> None:
+        """Servers whose processes died (their init killed) are repaired at once."""
+        while not self._stop.is_set():
+            try:
+                down = self.backend.down_servers(1.0)
+                if down:
+                    log.warning("server(s) down, restarting: %s", ", ".join(down))
+                    with self.db.write() as session:
+                        for sid in down:
+                            self.queue.enqueue(session, "server", sid)
+            except Exception:
+                log.exception("watching servers failed")
+                self._stop.wait(1.0)
 
     def _resync_loop(self) -> None:
         while not self._stop.wait(RESYNC_EVERY_S):

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from ecliptic.api import problems
 from ecliptic.api.app import create_app
 from ecliptic.api.routes import gateway_web
+from ecliptic.backends.base import BackendError
 from ecliptic.config import Settings
 from ecliptic.runtime import FirstAdmin, Runtime
 from ecliptic.secretbox import SecretBox
@@ -96,6 +97,21 @@ def _start_gateway(settings: Settings, runtime: Runtime) -> tuple[Gateway | None
     return gateway, ""
 
 
+def _first_image(runtime: Runtime, echo: bool) -> None:
+    """Servers boot from ``base``: build it now (once; later starts find it in the cache)
+    rather than in the first server's create."""
+
+    def say(message: str) -> None:
+        if "up to date" not in message:
+            print(f"  image {message}", file=sys.stderr, flush=True)
+
+    try:
+        runtime.backend.build_image("base", say if echo else None)
+    except BackendError as e:
+        runtime.stop()
+        raise SystemExit(f"ecliptic: cannot build the base image: {e}") from e
+
+
 def serve(settings: Settings, *, echo: bool = True) -> None:
     """Start the runtime and serve the API until interrupted (Ctrl-C stops cleanly)."""
     logging.basicConfig(
@@ -105,6 +121,7 @@ def serve(settings: Settings, *, echo: bool = True) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     runtime = Runtime(settings)
     runtime.booking.freeze_gc = True
+    _first_image(runtime, echo)
     first = runtime.start()
     app = create_app(runtime)
     # Everything loaded so far lives as long as the process: keep it out of the garbage

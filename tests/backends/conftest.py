@@ -53,6 +53,7 @@ class Lab:
             self.tmp / f"state-{iid}",
             owners_dir=self.owners_dir,
             stale_record_grace_s=0.0,
+            image_dir=Path(os.environ["ECLIPTIC_IMAGE_DIR"]),
             **kwargs,  # type: ignore[arg-type]
         )
         self.backends.append(b)

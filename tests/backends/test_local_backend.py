@@ -194,7 +194,13 @@ def test_cgroup_limits(lab: Lab) -> None:
     assert (cpu / "cpu.cfs_period_us").read_text().strip() == "100000"
     assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "200000"
     assert (mem / "memory.limit_in_bytes").read_text().strip() == str(300 * 1024 * 1024)
-    cg = b.run(s.id, ["cat", "/proc/self/cgroup"]).stdout.decode()
+    # Inside, the server's cgroups are its root (a cgroup namespace); seen from the host,
+    # its processes are in them.
+    inside = b.run(s.id, ["cat", "/proc/self/cgroup"]).stdout.decode()
+    assert "cpu:/\n" in inside and "memory:/\n" in inside, inside
+    init = b._init(s.id)
+    assert init is not None
+    cg = Path(f"/proc/{init.pid}/cgroup").read_text()
     assert f"cpu:/ecliptic/{ns}" in cg and f"memory:/ecliptic/{ns}" in cg
     # a flavor change is applied in place
     b.ensure_server(dataclasses.replace(s, vcpus=1))

@@ -11,6 +11,7 @@ import pytest
 from ecliptic.backends.base import (
     GpuRecord,
     HostRecord,
+    ImageInfo,
     NetworkSpec,
     NetworkStatus,
     ServerSpec,
@@ -97,3 +98,15 @@ class MemoryBackend:
 
     def server_exists(self, server_id: str) -> bool:
         return server_id in self.servers
+
+    def images(self) -> list[ImageInfo]:
+        return [ImageInfo("base", "1", "memory", "built")]
+
+    def build_image(self, name: str, progress: object = None) -> ImageInfo:
+        return self.images()[0]
+
+    def delete_image(self, name: str) -> list[str]:
+        return []
+
+    def down_servers(self, timeout: float) -> list[str]:
+        return []

@@ -10,6 +10,7 @@ twice, or after a crash half-way through the first call, converges on the same r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -108,6 +109,8 @@ class ServerSpec:
     """Memory granted by the flavor, in MiB."""
     ports: tuple[PortSpec, ...] = ()
     """Interfaces, in order."""
+    image: str = "base"
+    """Name of the image the server boots from (a Glance image's name on OpenStack)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ class ServerStatus:
     """True when the flavor's CPU and memory limits are enforced."""
     limits_note: str = ""
     """Why limits are not enforced, when they are not; empty otherwise."""
+    image: str = ""
+    """The image it booted from, with its version (``base@1``)."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,40 @@ class ObservedResource:
 
 
 @dataclass(frozen=True)
+class ImageInfo:
+    """An image servers can boot from."""
+
+    name: str
+    """Image name, what ``ServerSpec.image`` names."""
+    version: str
+    """Version of its recipe (or Glance's)."""
+    description: str
+    """What is in it."""
+    status: str
+    """``built``, ``not built``, ``building``, ``outdated`` or ``failed``."""
+    parent: str | None = None
+    """The image it is built on."""
+    hash: str = ""
+    """Identity of the build: recipe, parent and host package state."""
+    size_bytes: int = 0
+    """Size of its own layer."""
+    built_at: str | None = None
+    """When it was built (ISO 8601)."""
+    build_seconds: float | None = None
+    """How long its build took."""
+    detail: str = ""
+    """Why it failed (the log's last lines), or what ``outdated`` means."""
+    source: str = ""
+    """Where its recipe is."""
+
+
+class ImageError(BackendError):
+    """An image is unknown, cannot be built or deleted."""
+
+    code = "image_error"
+
+
+@dataclass(frozen=True)
 class ObservedState:
     """Everything the backend owns, as it really is now."""
 
@@ -330,6 +369,23 @@ class Backend(Protocol):
 
     def inventory(self) -> list[HostRecord]:
         """Hosts servers can be placed on."""
+        ...
+
+    def images(self) -> list[ImageInfo]:
+        """Images servers can boot from."""
+        ...
+
+    def build_image(self, name: str, progress: Callable[[str], None] | None = None) -> ImageInfo:
+        """Build image ``name`` (and what it is built on) unless it is up to date."""
+        ...
+
+    def delete_image(self, name: str) -> list[str]:
+        """Remove image ``name``'s built layers that no server uses; returns what went."""
+        ...
+
+    def down_servers(self, timeout: float) -> list[str]:
+        """Servers whose processes died (their init) since the last call; waits up to
+        ``timeout`` seconds for one."""
         ...
 
     def used_ranges(self) -> list[str]:

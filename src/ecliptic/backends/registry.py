@@ -19,6 +19,8 @@ def _local(settings: Settings, instance_id: str) -> Backend:
         state_dir=Path(settings.data_dir) / "local",
         owners_dir=settings.owners_dir,
         inventory_path=settings.inventory_path,
+        image_dir=settings.image_dir or Path(settings.data_dir) / "images",
+        image_recipes=settings.image_recipes,
     )
 
 

@@ -56,9 +56,12 @@ import json
 import logging
 import os
 import re
+import select
 import shlex
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -74,6 +77,8 @@ from ecliptic.backends.base import (
     BackendError,
     GcReport,
     HostRecord,
+    ImageError,
+    ImageInfo,
     InterfaceStatus,
     NetworkSpec,
     NetworkStatus,
@@ -87,7 +92,16 @@ from ecliptic.backends.base import (
     ServiceSpec,
     ServiceStatus,
 )
-from ecliptic.backends.local import cgroups, console, inventory, links, netns, processes
+from ecliptic.backends.local import (
+    cgroups,
+    console,
+    images,
+    inventory,
+    links,
+    netns,
+    processes,
+    sandbox,
+)
 from ecliptic.backends.local.names import (
     BRIDGE_PREFIX,
     DEFAULT_OWNERS_DIR,
@@ -179,16 +193,26 @@ class LocalBackend:
         cgroup_root: Path = cgroups.DEFAULT_ROOT,
         delete_grace_s: float = 0.5,
         stale_record_grace_s: float = 30.0,
+        image_dir: Path | None = None,
+        image_recipes: tuple[Path, ...] = (),
+        sandbox_binary: str | None = None,
     ) -> None:
         self.instance_id = instance_id
         self.state_dir = Path(state_dir)
+        self.image_store = images.ImageStore(
+            Path(image_dir) if image_dir else self.state_dir / "images",
+            recipe_dirs=image_recipes,
+            binary=self._sandbox_binary,
+        )
+        self._sandbox_path = sandbox_binary
+        self._inits: dict[str, tuple[sandbox.Init, int]] = {}
+        self._inits_lock = threading.Lock()
         self.owners = OwnerRegistry(Path(owners_dir), instance_id)
         self.cgroups = cgroups.CgroupManager(Path(cgroup_root))
         self.inventory_path = inventory_path
         self.delete_grace_s = delete_grace_s
         self.stale_record_grace_s = stale_record_grace_s
         self._locks = _KeyedLocks()
-        self._children = processes.ChildRegistry()
 
     # ------------------------------------------------------------------ helpers
 
@@ -207,6 +231,15 @@ class LocalBackend:
             yield ipr
         finally:
             ipr.close()
+
+    def _sandbox_binary(self) -> str:
+        found = sandbox.find_binary(self._sandbox_path)
+        if found is None:
+            raise _bad(
+                f"the sandbox helper {sandbox.BINARY} is missing (not beside"
+                f" {os.path.dirname(sys.executable)} nor on PATH): run `make setup`"
+            )
+        return found
 
     def _server_dir(self, server_id: str) -> Path:
         short_id(server_id)  # validates: hex and dashes only
@@ -370,13 +403,165 @@ class LocalBackend:
                     else:
                         console.append(log, f"limits NOT applied: {limits.note}")
                 interfaces = self._interfaces(nsr, spec)
+            image = self._ensure_sandbox(spec, ns, log)
         return ServerStatus(
             backend_ref=ns,
             host=spec.host,
             interfaces=interfaces,
             limits_applied=limits.applied,
             limits_note=limits.note,
+            image=image,
         )
+
+    # ------------------------------------------------------------------ sandboxes
+
+    def _init(self, server_id: str) -> sandbox.Init | None:
+        """The server's init if it runs (in the server's network namespace), else None."""
+        init = sandbox.read_init(self._server_dir(server_id) / "init.pid")
+        if not sandbox.alive(init):
+            return None
+        assert init is not None
+        ino = netns.inode(netns_name(server_id))
+        return init if ino is not None and processes.net_inode(init.pid) == ino else None
+
+    def _watch(self, server_id: str, init: sandbox.Init) -> None:
+        """Keep a pidfd on the init, so its death is noticed (``down_servers``)."""
+        with self._inits_lock:
+            old = self._inits.get(server_id)
+            if old is not None and old[0] == init:
+                return
+            try:
+                fd = os.pidfd_open(init.pid)
+            except OSError:
+                return
+            if not sandbox.alive(init):
+                os.close(fd)
+                return
+            if old is not None:
+                os.close(old[1])
+            self._inits[server_id] = (init, fd)
+
+    def _unwatch(self, server_id: str) -> None:
+        with self._inits_lock:
+            old = self._inits.pop(server_id, None)
+        if old is not None:
+            os.close(old[1])
+
+    def down_servers(self, timeout: float) -> list[str]:
+        """Servers whose init exited since it was last seen (kill -9, a crash)."""
+        with self._inits_lock:
+            watched = dict(self._inits)
+        if not watched:
+            time.sleep(timeout)
+            return []
+        poller = select.poll()
+        by_fd = {fd: sid for sid, (_, fd) in watched.items()}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        try:
+            ready = poller.poll(max(0.0, timeout) * 1000)
+        except OSError:
+            return []
+        down = []
+        for fd, _ in ready:
+            sid = by_fd[fd]
+            with self._inits_lock:
+                current = self._inits.get(sid)
+                if current is not None and current[1] == fd:
+                    del self._inits[sid]
+                    os.close(fd)
+                    down.append(sid)
+        for sid in down:
+            console.append(self._console(sid), "init exited: the server is down")
+        return sorted(down)
+
+    def _image_layers(self, spec: ServerSpec, sdir: Path, log: Path) -> tuple[str, list[Path]]:
+        """The layers the server boots from: those it booted from before (its disk was made
+        on them), else its image's current build (built now if it is not yet)."""
+        record = sdir / "sandbox.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            data = json.loads(record.read_text())
+            lower = [Path(p) for p in data["lower"]]
+            if all(p.is_dir() for p in lower):
+                return str(data["label"]), lower
+        try:
+            if self.image_store.record(spec.image).status != "built":
+                console.append(log, f"image {spec.image} is not built yet: building it")
+            digest, lower = self.image_store.ensure(
+                spec.image, progress=lambda m: console.append(log, m)
+            )
+        except images.ImageError as e:
+            raise ImageError(str(e), retryable=False) from e
+        recipe = self.image_store.recipe(spec.image)
+        label = f"{spec.image}@{recipe.version}"
+        write_atomic(
+            record,
+            json.dumps(
+                {
+                    "image": spec.image,
+                    "hash": digest,
+                    "label": label,
+                    "lower": [str(p) for p in lower],
+                },
+                sort_keys=True,
+            ),
+        )
+        return label, lower
+
+    def _first_files(self, spec: ServerSpec, upper: Path) -> None:
+        """The server's own /etc/hostname and /etc/hosts, written into its disk once."""
+        etc = upper / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        if not (etc / "hostname").exists():
+            write_atomic(etc / "hostname", f"{spec.name}\n")
+        if not (etc / "hosts").exists():
+            lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+            short = spec.name.split(".")[0]
+            for port in sorted(spec.ports, key=lambda p: p.index):
+                for addr in port.addresses:
+                    ip = addr.split("/")[0]
+                    lines.append(f"{ip}\t{spec.name}" + (f" {short}" if short != spec.name else ""))
+                    break
+            write_atomic(etc / "hosts", "\n".join(lines) + "\n")
+
+    def _ensure_sandbox(self, spec: ServerSpec, ns: str, log: Path) -> str:
+        """Boot the server's init unless it runs; returns the image it booted from."""
+        sdir = self._server_dir(spec.id)
+        label, lower = self._image_layers(spec, sdir, log)
+        init = self._init(spec.id)
+        if init is not None:
+            self._watch(spec.id, init)
+            return label
+        stale = sandbox.read_init(sdir / "init.pid")
+        if stale is not None:
+            console.append(log, f"init (pid {stale.pid}) is gone: booting again")
+        disk = sdir / "disk"
+        self._first_files(spec, disk / "upper")
+        faults.point("local.server.before_boot")
+        started = time.monotonic()
+        try:
+            init = sandbox.boot(
+                self._sandbox_binary(),
+                hostname=spec.name,
+                lower=lower,
+                upper=disk / "upper",
+                work=disk / "work",
+                root=sdir / "root",
+                console=log,
+                net=netns.path(ns),
+                cgroup_procs=self.cgroups.procs_files(ns),
+                grace_s=max(1.0, self.delete_grace_s),
+            )
+        except sandbox.SandboxError as e:
+            raise BackendError(f"server {spec.id}: cannot boot: {e}") from e
+        sandbox.record_init(sdir / "init.pid", init)
+        self._watch(spec.id, init)
+        console.append(
+            log,
+            f"booted from image {label} in {(time.monotonic() - started) * 1000:.0f} ms"
+            f" (init pid {init.pid})",
+        )
+        return label
 
     def _ensure_port(
         self, root: Any, nsr: Any, nsfd: int, spec: ServerSpec, port: PortSpec, log: Path
@@ -471,9 +656,9 @@ class LocalBackend:
         return tuple(out)
 
     def server_exists(self, server_id: str) -> bool:
-        """True when the server's namespace exists and is ours."""
+        """True when the server's namespace exists, is ours, and its init runs."""
         ns = netns_name(server_id)
-        return netns.exists(ns) and self.owners.is_mine(ns)
+        return netns.exists(ns) and self.owners.is_mine(ns) and self._init(server_id) is not None
 
     def _kill_server_processes(self, ns: str, ino: int | None, grace: float) -> list[int]:
         """Stop every process in the server's namespace or cgroups; returns the pids signalled."""
@@ -492,7 +677,6 @@ class LocalBackend:
             if not pids:
                 break
             killed += processes.terminate(pids, verify=ours, grace=grace, kill_wait=grace)
-            self._children.reap(pids)
         return killed
 
     @_backend_errors
@@ -530,9 +714,9 @@ class LocalBackend:
                     raise BackendError(
                         f"server {server_id}: cannot remove cgroups: {'; '.join(failures)}"
                     )
+            self._unwatch(server_id)
             shutil.rmtree(self._server_dir(server_id), ignore_errors=True)
             self.owners.release(ns)
-            self._children.reap()
 
     # ------------------------------------------------------------------ processes
 
@@ -550,15 +734,28 @@ class LocalBackend:
         if not argv:
             raise _bad("run: empty command")
         ns, _ = self._owned_ns(server_id)
+        init = self._running_init(server_id)
         hostname = self._hostname(server_id)
-        cmd = processes.launcher_argv(netns.path(ns), hostname, self.cgroups.procs_files(ns), argv)
+        cmd = sandbox.enter_argv(
+            self._sandbox_binary(), init, argv, cgroup_procs=self.cgroups.procs_files(ns)
+        )
         kills = self.cgroups.oom_kills(ns)
         result = processes.run_command(
             cmd, env=processes.clean_env(hostname, env or {}), timeout=timeout, stdin=stdin, cwd="/"
         )
+        if result.exit_code == sandbox.ENTER_FAILED and not self._init(server_id):
+            raise BackendError(f"server {server_id} is down (its init exited); it is restarted")
         if result.exit_code < 0 and not result.timed_out and self.cgroups.oom_kills(ns) > kills:
             result = replace(result, oom_killed=True)
         return result
+
+    def _running_init(self, server_id: str) -> sandbox.Init:
+        init = self._init(server_id)
+        if init is None:
+            raise BackendError(
+                f"server {server_id} is down (its init is not running); it is being restarted"
+            )
+        return init
 
     def _pidfile(self, server_id: str, name: str) -> Path:
         if not _SERVICE_RE.match(name):
@@ -574,38 +771,45 @@ class LocalBackend:
         ns = netns_name(server_id)
         with self._locks(ns):
             ns, ino = self._owned_ns(server_id)
-            self._children.reap()
             pid = processes.live_pid(pidfile, ino)
             if pid is not None:
                 return ServiceStatus(name=svc.name, pid=pid, running=True)
+            init = self._running_init(server_id)
             hostname = self._hostname(server_id)
             pidfile.parent.mkdir(parents=True, exist_ok=True)
             log = self._console(server_id)
-            cmd = processes.launcher_argv(
-                netns.path(ns), hostname, self.cgroups.procs_files(ns), svc.argv
+            cmd = sandbox.enter_argv(
+                self._sandbox_binary(),
+                init,
+                svc.argv,
+                cgroup_procs=self.cgroups.procs_files(ns),
+                cwd=svc.cwd or "/",
+                detach=True,
+                output=log,
             )
             console.append(log, f"service {svc.name} starting: {shlex.join(svc.argv)}")
             try:
-                proc = processes.spawn_detached(
+                proc = subprocess.run(
                     cmd,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
                     env=processes.clean_env(hostname, svc.env),
-                    cwd=svc.cwd or str(self._server_dir(server_id)),
-                    log_path=log,
+                    cwd="/",
+                    timeout=SERVICE_START_WAIT_S * 5,
+                    close_fds=True,
                 )
-            except OSError as e:
+                pid = int(proc.stdout.split()[0]) if proc.returncode == 0 else None
+            except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as e:
                 raise _bad(f"service {svc.name}: cannot start: {e}") from e
-            self._children.add(proc)
-            processes.write_pidfile(pidfile, proc.pid)
-            # The launcher enters the namespace a few ms after the fork; wait for it.
-            deadline = time.monotonic() + SERVICE_START_WAIT_S
-            while time.monotonic() < deadline and proc.poll() is None:
-                if processes.net_inode(proc.pid) == ino:
-                    break
-                time.sleep(0.002)
-            running = proc.poll() is None and processes.net_inode(proc.pid) == ino
+            if pid is None:
+                why = proc.stderr.decode(errors="replace").strip()
+                console.append(log, f"service {svc.name} did not start: {why}")
+                raise _bad(f"service {svc.name}: cannot start: {why}")
+            processes.write_pidfile(pidfile, pid)
+            running = processes.net_inode(pid) == ino
             if not running:
-                console.append(log, f"service {svc.name} exited at once (status {proc.returncode})")
-            return ServiceStatus(name=svc.name, pid=proc.pid if running else None, running=running)
+                console.append(log, f"service {svc.name} exited at once")
+            return ServiceStatus(name=svc.name, pid=pid if running else None, running=running)
 
     @_backend_errors
     def stop_service(self, server_id: str, name: str) -> None:
@@ -621,7 +825,6 @@ class LocalBackend:
                     verify=lambda p: processes.net_inode(p) == ino,
                     grace=SERVICE_STOP_GRACE_S,
                 )
-                self._children.reap([pid])
                 console.append(self._console(server_id), f"service {name} stopped (pid {pid})")
             with contextlib.suppress(FileNotFoundError):
                 pidfile.unlink()
@@ -631,7 +834,6 @@ class LocalBackend:
         """Services of a server with their observed state."""
         sdir = self._server_dir(server_id) / "services"
         ino = netns.inode(netns_name(server_id))
-        self._children.reap()
         out = []
         try:
             files = sorted(sdir.glob("*.pid"))
@@ -674,6 +876,69 @@ class LocalBackend:
     def inventory(self) -> list[HostRecord]:
         """Hosts from the inventory YAML."""
         return inventory.load(self.inventory_path)
+
+    # ------------------------------------------------------------------ images
+
+    @staticmethod
+    def _info(r: images.ImageRecord) -> ImageInfo:
+        return ImageInfo(
+            name=r.name,
+            version=r.version,
+            description=r.description,
+            status=r.status,
+            parent=r.parent,
+            hash=r.hash,
+            size_bytes=r.size_bytes,
+            built_at=r.built_at,
+            build_seconds=r.build_seconds,
+            detail=r.detail,
+            source=r.recipe_path,
+        )
+
+    def images(self) -> list[ImageInfo]:
+        """Every image with a recipe, built or not."""
+        try:
+            return [self._info(r) for r in self.image_store.records()]
+        except images.ImageError as e:
+            raise ImageError(str(e), retryable=False) from e
+
+    def image(self, name: str) -> ImageInfo:
+        """One image."""
+        try:
+            return self._info(self.image_store.record(name))
+        except images.ImageError as e:
+            raise ImageError(str(e), retryable=False) from e
+
+    def image_log(self, name: str) -> str:
+        """The log of the image's current, last failed or last build."""
+        try:
+            path = self.image_store.log_path(name)
+        except images.ImageError as e:
+            raise ImageError(str(e), retryable=False) from e
+        return console.tail(path, 1 << 20) if path else ""
+
+    def build_image(self, name: str, progress: Callable[[str], None] | None = None) -> ImageInfo:
+        """Build ``name`` and its parents unless up to date (a cache hit costs milliseconds)."""
+        try:
+            self.image_store.ensure(name, progress)
+            return self._info(self.image_store.record(name))
+        except images.ImageError as e:
+            raise ImageError(str(e), retryable=False) from e
+
+    def _layers_in_use(self) -> set[str]:
+        used: set[str] = set()
+        for f in (self.state_dir / "servers").glob("*/sandbox.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                used.update(str(p) for p in json.loads(f.read_text())["lower"])
+        return used
+
+    def delete_image(self, name: str) -> list[str]:
+        """Remove the built layers of ``name`` that no server of this instance boots from."""
+        try:
+            self.image_store.recipe(name)
+            return self.image_store.delete(name, in_use=self._layers_in_use())
+        except images.ImageError as e:
+            raise ImageError(str(e), retryable=False) from e
 
     # ------------------------------------------------------------------ observe / gc
 

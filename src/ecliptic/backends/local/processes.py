@@ -1,4 +1,4 @@
-"""Processes inside servers: the nsenter/unshare launcher, ``run``, services, pid checks, kill.
+"""Processes inside servers: ``run``, pid checks, kill.
 
 Processes are stopped only by PID, through pidfds: a pidfd is opened first and the process'
 identity (network namespace inode, cgroup) checked afterwards, so a recycled PID can never be
@@ -11,11 +11,8 @@ import contextlib
 import os
 import select
 import selectors
-import shlex
-import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,35 +23,6 @@ from ecliptic.files import write_atomic
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_LIMIT = 1 << 20
 TIMEOUT_EXIT_CODE = 124
-LAUNCH_FAILED = 125
-"""Exit status when the launcher cannot join the server's cgroups or set its hostname."""
-NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
-UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
-
-
-def launcher_argv(
-    ns_path: Path, hostname: str, cgroup_procs: Sequence[Path], argv: Sequence[str]
-) -> list[str]:
-    """``nsenter --net=... -- unshare --uts -- /bin/sh -c '<join cgroups>; hostname; exec'``."""
-    join = "".join(
-        f"echo $$ > {shlex.quote(str(p))} || {{ echo 'ecliptic: cannot join cgroup "
-        f"{p.parent}' >&2; exit {LAUNCH_FAILED}; }}; "
-        for p in cgroup_procs
-    )
-    script = f'{join}hostname "$0" || exit {LAUNCH_FAILED}; exec "$@"'
-    return [
-        NSENTER,
-        f"--net={ns_path}",
-        "--",
-        UNSHARE,
-        "--uts",
-        "--",
-        "/bin/sh",
-        "-c",
-        script,
-        hostname,
-        *argv,
-    ]
 
 
 def clean_env(
@@ -160,26 +128,6 @@ def run_command(
         duration_s=time.monotonic() - start,
         timed_out=timed_out,
     )
-
-
-def spawn_detached(
-    argv: Sequence[str], *, env: Mapping[str, str], cwd: str, log_path: Path
-) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in a new session, stdin /dev/null, stdout+stderr appended to ``log_path``."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        return subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            env=dict(env),
-            cwd=cwd,
-            start_new_session=True,
-            close_fds=True,
-        )
-    finally:
-        os.close(fd)
 
 
 def net_inode(pid: int) -> int | None:
@@ -292,29 +240,6 @@ def terminate(
     finally:
         for fd in fds.values():
             os.close(fd)
-
-
-class ChildRegistry:
-    """Service processes this Python process started: reaped so they do not linger as zombies."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
-
-    def add(self, proc: subprocess.Popen[bytes]) -> None:
-        """Remember a child."""
-        with self._lock:
-            self._children[proc.pid] = proc
-
-    def reap(self, pids: Iterable[int] | None = None) -> None:
-        """Collect exit statuses of finished children (of ``pids``, or all)."""
-        with self._lock:
-            targets = (
-                list(self._children) if pids is None else [p for p in pids if p in self._children]
-            )
-            for pid in targets:
-                if self._children[pid].poll() is not None:
-                    del self._children[pid]
 
 
 def read_pidfile(path: Path) -> tuple[int, int | None] | None:
