@@ -3,12 +3,14 @@
  *
  *   ecliptic-sandbox boot [--net NSPATH] --hostname H --lower DIRS --upper DIR --work DIR
  *                         --root DIR --console FILE [--cgroup PROCS]... [--grace SECONDS]
+ *                         [--ro-bind SRC --at DST]...
  *       Joins the cgroups (PROCS files) and the network namespace, makes new PID, mount,
  *       UTS, IPC and cgroup namespaces, and forks the server's init (PID 1 inside): it
  *       mounts the root (overlayfs: LOWER dirs, UPPER, WORK) on ROOT, /proc, a read-only
  *       /sys, a minimal /dev, /dev/pts, /dev/shm, /run and /tmp, pivots into it, drops
  *       capabilities and installs the seccomp filter, then reaps orphans and forwards
- *       SIGTERM until the server stops. Prints the init's PID once it is ready.
+ *       SIGTERM until the server stops. Prints the init's PID once it is ready. Each
+ *       --ro-bind makes host folder SRC visible, read-only, at DST inside.
  *
  *   ecliptic-sandbox enter --pid PID --start TICKS [--cgroup PROCS]... [--cwd DIR]
  *                          [--output FILE] [--detach] -- ARGV...
@@ -51,6 +53,7 @@
 #include <unistd.h>
 
 #define MAX_CGROUPS 8
+#define MAX_BINDS 8
 #define EXIT_SETUP 125
 
 static const char *prog = "ecliptic-sandbox";
@@ -271,7 +274,19 @@ struct boot_opts {
     char *cgroups[MAX_CGROUPS];
     int ncgroups;
     int grace;
+    char *bind_src[MAX_BINDS], *bind_dst[MAX_BINDS];
+    int nbinds;
 };
+
+static void mkdirs(char *path) {
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        xmkdir(path, 0755);
+        *p = '/';
+    }
+    xmkdir(path, 0755);
+}
 
 static void build_root(const struct boot_opts *o) {
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) die("making / private");
@@ -293,6 +308,13 @@ static void build_root(const struct boot_opts *o) {
     xmount("sysfs", p, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     free(p);
     make_dev(o->root);
+    for (int i = 0; i < o->nbinds; i++) {
+        p = under(o->root, o->bind_dst[i] + 1);
+        mkdirs(p);
+        xmount(o->bind_src[i], p, NULL, MS_BIND | MS_REC, NULL);
+        xmount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
+        free(p);
+    }
     p = under(o->root, "run");
     xmount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=65536k");
     free(p);
@@ -421,7 +443,8 @@ static int cmd_boot(int argc, char **argv) {
         {"lower", required_argument, 0, 'l'},   {"upper", required_argument, 0, 'u'},
         {"work", required_argument, 0, 'w'},    {"root", required_argument, 0, 'r'},
         {"console", required_argument, 0, 'c'}, {"cgroup", required_argument, 0, 'g'},
-        {"grace", required_argument, 0, 't'},   {0, 0, 0, 0}};
+        {"grace", required_argument, 0, 't'},   {"ro-bind", required_argument, 0, 'b'},
+        {"at", required_argument, 0, 'a'},      {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -433,6 +456,17 @@ static int cmd_boot(int argc, char **argv) {
         case 'r': o.root = strdup(optarg); break;
         case 'c': o.console = strdup(optarg); break;
         case 't': o.grace = atoi(optarg); break;
+        case 'b':
+            if (o.nbinds == MAX_BINDS) die("too many --ro-bind");
+            o.bind_src[o.nbinds] = strdup(optarg);
+            o.bind_dst[o.nbinds] = NULL;
+            o.nbinds++;
+            break;
+        case 'a':
+            if (!o.nbinds || o.bind_dst[o.nbinds - 1] || optarg[0] != '/')
+                die("--at DST (absolute) follows each --ro-bind SRC");
+            o.bind_dst[o.nbinds - 1] = strdup(optarg);
+            break;
         case 'g':
             if (o.ncgroups == MAX_CGROUPS) die("too many --cgroup");
             o.cgroups[o.ncgroups++] = optarg;
@@ -443,6 +477,8 @@ static int cmd_boot(int argc, char **argv) {
     errno = 0;
     if (!o.hostname || !o.lower || !o.upper || !o.work || !o.root || !o.console)
         die("boot needs --hostname, --lower, --upper, --work, --root and --console");
+    for (int i = 0; i < o.nbinds; i++)
+        if (!o.bind_dst[i]) die("--ro-bind %s needs --at DST", o.bind_src[i]);
     int console_fd = open(o.console, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (console_fd < 0) die("opening %s", o.console);
     join_cgroups(o.cgroups, o.ncgroups);

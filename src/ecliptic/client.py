@@ -56,6 +56,8 @@ from ecliptic.api.schemas import (
     GcResult,
     HostOut,
     HostReservationIn,
+    ImageLog,
+    ImageOut,
     LeaseCreate,
     LeaseOut,
     LeaseUpdate,
@@ -496,6 +498,7 @@ class Client:
         self.subnets = _Subnets(self)
         self.ports = _Ports(self)
         self.servers = _Servers(self)
+        self.images = _Images(self)
         self.leases = _Leases(self)
         self.availability = _Availability(self)
         self.credits = _Credits(self)
@@ -906,6 +909,34 @@ class _Ports(_Group):
         self._c.request("DELETE", f"/ports/{_q(ref)}")
 
 
+class _Images(_Group):
+    """Images servers boot from."""
+
+    def list(self) -> builtins.list[ImageOut]:
+        """Every image, built or not."""
+        out: list[ImageOut] = self._c._call(list[ImageOut], "GET", "/images")
+        return out
+
+    def get(self, name: str) -> ImageOut:
+        """One image."""
+        out: ImageOut = self._c._call(ImageOut, "GET", f"/images/{_q(name)}")
+        return out
+
+    def build(self, name: str) -> ImageOut:
+        """Start building an image (administrators); it is ``built`` when done."""
+        out: ImageOut = self._c._call(ImageOut, "POST", f"/images/{_q(name)}/build")
+        return out
+
+    def log(self, name: str) -> str:
+        """The log of its build in progress, its last failed build, or its build."""
+        out: ImageLog = self._c._call(ImageLog, "GET", f"/images/{_q(name)}/log")
+        return out.log
+
+    def delete(self, name: str) -> None:
+        """Remove an image's built layers (administrators); refused while servers use it."""
+        self._c.request("DELETE", f"/images/{_q(name)}")
+
+
 class _Servers(_Group):
     """Servers of your tenancy."""
 
@@ -960,8 +991,10 @@ class _Servers(_Group):
         lease: str | None = None,
         reservation: str | None = None,
         preemptible: bool = False,
+        image: str | None = None,
     ) -> ServerOut:
-        """Create a server (on the tenancy's ``default`` network unless ``networks`` say).
+        """Create a server (on the tenancy's ``default`` network unless ``networks`` say),
+        booting from ``image`` (``base`` unless given).
 
         On demand by default; inside a lease with ``lease`` (and ``reservation``, when the
         lease has several), or ``preemptible``: on room nobody reserved, stopped when a
@@ -976,6 +1009,7 @@ class _Servers(_Group):
             lease=lease,
             reservation=reservation,
             preemptible=preemptible or None,
+            image=image,
         )
         out: ServerOut = self._c._call(ServerOut, "POST", "/servers", json=body)
         return out

@@ -28,6 +28,7 @@ from ecliptic.services import credits, identity
 from ecliptic.services.auth import LoginThrottle
 from ecliptic.services.booking import Booking, host_info
 from ecliptic.services.catalogue import seed_flavors, sync_inventory
+from ecliptic.services.images import ImageBuilds
 from ecliptic.services.pricing import MeterPolicy, host_type
 from ecliptic.store.db import Database
 from ecliptic.store.migrate import upgrade
@@ -125,6 +126,7 @@ class Runtime:
             meter=MeterPolicy(settings.metered_classes, settings.meter_warn),
         )
         self.ctx = Context(self.db, self.backend, self.queue, self.booking)
+        self.image_builds = ImageBuilds(self.backend)
         self.workers = Workers(self.ctx, settings.workers)
         self._stop = threading.Event()
         self._resync: threading.Thread | None = None

@@ -108,5 +108,8 @@ class MemoryBackend:
     def delete_image(self, name: str) -> list[str]:
         return []
 
+    def image_log(self, name: str) -> str:
+        return ""
+
     def down_servers(self, timeout: float) -> list[str]:
         return []

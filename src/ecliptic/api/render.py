@@ -36,6 +36,7 @@ def server_out(s: Server) -> schemas.ServerOut:
         memory_mb=s.memory_mb,
         gpu_model=s.gpu_model,
         gpus=s.gpus,
+        image=s.image,
         lease_id=s.lease_id,
         reservation=s.reservation,
         preemptible=s.preemptible,

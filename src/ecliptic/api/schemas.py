@@ -342,6 +342,8 @@ class ServerCreate(Strict):
     lease: Ref | None = None
     reservation: Name | None = None
     preemptible: StrictBool = False
+    image: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")] = "base"
+    """The image it boots from (``ecliptic image list``)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ServerCreate:
@@ -363,6 +365,7 @@ class ServerOut(Out):
     memory_mb: int
     gpu_model: str | None
     gpus: int
+    image: str = "base"
     lease_id: str | None = None
     reservation: str | None = None
     preemptible: bool = False
@@ -375,6 +378,31 @@ class ServerOut(Out):
     status: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+
+
+class ImageOut(Out):
+    """An image servers boot from."""
+
+    name: str
+    version: str
+    description: str
+    status: str
+    """``built``, ``not built``, ``building``, ``outdated`` (rebuilt on next use) or
+    ``failed`` (``detail`` has the end of its log)."""
+    parent: str | None = None
+    hash: str = ""
+    size_bytes: int = 0
+    built_at: str | None = None
+    build_seconds: float | None = None
+    detail: str = ""
+    source: str = ""
+
+
+class ImageLog(Out):
+    """A build log."""
+
+    name: str
+    log: str
 
 
 class Page(BaseModel, Generic[T]):

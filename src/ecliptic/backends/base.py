@@ -379,6 +379,10 @@ class Backend(Protocol):
         """Build image ``name`` (and what it is built on) unless it is up to date."""
         ...
 
+    def image_log(self, name: str) -> str:
+        """The log of the image's build in progress, last failed build, or build."""
+        ...
+
     def delete_image(self, name: str) -> list[str]:
         """Remove image ``name``'s built layers that no server uses; returns what went."""
         ...

@@ -20,6 +20,7 @@ from ecliptic.cli import (
     catalogue,
     credits,
     identity,
+    images,
     leases,
     local,
     networks,
@@ -44,6 +45,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(servers.app, name="server", no_args_is_help=True)
+app.add_typer(images.app, name="image", no_args_is_help=True)
 app.add_typer(leases.app, name="lease", no_args_is_help=True)
 app.add_typer(credits.app, name="credits", no_args_is_help=True)
 app.add_typer(quota.app, name="quota", no_args_is_help=True)

@@ -70,6 +70,7 @@ def show_server(srv: ServerOut) -> None:
             ("phase", srv.phase),
             ("reason", srv.phase_reason),
             ("flavor", f"{srv.flavor} ({srv.kind})"),
+            ("image", srv.status.get("image") or srv.image),
             ("host", srv.host),
             ("vcpus", srv.vcpus),
             ("memory", output.mib(srv.memory_mb)),
@@ -191,6 +192,15 @@ def create(
             "lease needs that room.",
         ),
     ] = False,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image",
+            metavar="NAME",
+            help="The image it boots from (default: base; see 'ecliptic image list').",
+            show_default=False,
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it is ACTIVE.")] = False,
     timeout: Timeout = 300,
 ) -> None:
@@ -212,6 +222,7 @@ def create(
         lease=lease,
         reservation=reservation,
         preemptible=preemptible,
+        image=image,
     )
     if wait:
         srv = wait_active(c, srv.name, timeout)

@@ -44,6 +44,7 @@ def server_spec(srv: Server) -> ServerSpec:
         vcpus=srv.vcpus,
         memory_mb=srv.memory_mb,
         ports=ports,
+        image=srv.image,
     )
 
 
@@ -100,6 +101,7 @@ def reconcile_server(ctx: Context, server_id: str) -> Outcome:
             "host": status.host,
             "limits_applied": status.limits_applied,
             "limits_note": status.limits_note,
+            "image": status.image,
             "interfaces": [asdict(i) for i in status.interfaces],
         }
         row.observed_generation = generation

@@ -116,8 +116,12 @@ def create_server(
     lease: str | None = None,
     reservation: str | None = None,
     preemptible: bool = False,
+    image: str = "base",
 ) -> Server:
-    """Place a server (on demand, preemptible, or inside a lease), allocate its ports, queue it."""
+    """Place a server (on demand, preemptible, or inside a lease), allocate its ports, queue it.
+
+    ``image`` is checked by the caller against the backend's images (``images.check_image``).
+    """
     tenancy_id = caller.require_tenancy()
     with booking.transaction(IPAM_LOCK) as (session, engine):
         try:
@@ -153,6 +157,7 @@ def create_server(
             disk_gb=fl.disk_gb,
             gpu_model=fl.gpu_model,
             gpus=fl.gpus,
+            image=image,
             preemptible=preemptible,
             phase=ServerPhase.PENDING,
             phase_reason="waiting for a worker",
@@ -507,6 +512,7 @@ _ROW_COLUMNS = (
     Server.memory_mb,
     Server.gpu_model,
     Server.gpus,
+    Server.image,
     Server.lease_id,
     Server.reservation,
     Server.preemptible,

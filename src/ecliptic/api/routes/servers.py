@@ -21,7 +21,7 @@ from ecliptic.api.schemas import (
     ServerOut,
 )
 from ecliptic.phases import ServerPhase
-from ecliptic.services import servers
+from ecliptic.services import images, servers
 
 router = APIRouter(tags=["servers"])
 _SERVER_PAGE: TypeAdapter[Page[ServerOut]] = TypeAdapter(Page[ServerOut])
@@ -69,6 +69,7 @@ def deleted_servers(
 def create_server(body: ServerCreate, caller: CallerDep, rt: RuntimeDep) -> ServerOut:
     """Create a server; it is placed now and built in the background (watch its phase)."""
     nics = [servers.NicRequest(n.network, n.port, n.vnic_type) for n in body.networks]
+    images.check_image(rt.backend, body.image)
     srv = servers.create_server(
         rt.booking,
         rt.queue,
@@ -80,6 +81,7 @@ def create_server(body: ServerCreate, caller: CallerDep, rt: RuntimeDep) -> Serv
         lease=body.lease,
         reservation=body.reservation,
         preemptible=body.preemptible,
+        image=body.image,
     )
     return server_out(srv)
 

@@ -207,6 +207,7 @@ class LocalBackend:
         self._sandbox_path = sandbox_binary
         self._inits: dict[str, tuple[sandbox.Init, int]] = {}
         self._inits_lock = threading.Lock()
+        self._agent_binds: list[tuple[Path, str]] | None = None
         self.owners = OwnerRegistry(Path(owners_dir), instance_id)
         self.cgroups = cgroups.CgroupManager(Path(cgroup_root))
         self.inventory_path = inventory_path
@@ -240,6 +241,11 @@ class LocalBackend:
                 f" {os.path.dirname(sys.executable)} nor on PATH): run `make setup`"
             )
         return found
+
+    def _agent(self) -> list[tuple[Path, str]]:
+        if self._agent_binds is None:
+            self._agent_binds = sandbox.agent_binds(self.state_dir / "agent")
+        return self._agent_binds
 
     def _server_dir(self, server_id: str) -> Path:
         short_id(server_id)  # validates: hex and dashes only
@@ -551,6 +557,7 @@ class LocalBackend:
                 net=netns.path(ns),
                 cgroup_procs=self.cgroups.procs_files(ns),
                 grace_s=max(1.0, self.delete_grace_s),
+                ro_binds=self._agent(),
             )
         except sandbox.SandboxError as e:
             raise BackendError(f"server {spec.id}: cannot boot: {e}") from e
@@ -688,6 +695,7 @@ class LocalBackend:
             self._check_not_foreign([ns], {ns: ns_present})
             ours = self.owners.is_mine(ns)
             log = self._console(server_id)
+            self._unwatch(server_id)  # its init's exit is expected now, not a failure
             if ours:
                 console.append(log, f"deleting server {server_id}")
                 ino = netns.inode(ns)
@@ -714,7 +722,6 @@ class LocalBackend:
                     raise BackendError(
                         f"server {server_id}: cannot remove cgroups: {'; '.join(failures)}"
                     )
-            self._unwatch(server_id)
             shutil.rmtree(self._server_dir(server_id), ignore_errors=True)
             self.owners.release(ns)
 

@@ -23,6 +23,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,7 @@ def boot(
     net: Path | None = None,
     cgroup_procs: Iterable[Path] = (),
     grace_s: float = 10.0,
+    ro_binds: Sequence[tuple[Path, str]] = (),
 ) -> Init:
     """Start a sandbox's init; returns it once the root is mounted and capabilities dropped."""
     for d in (upper, work, root):
@@ -120,6 +122,8 @@ def boot(
         argv += ["--net", str(net)]
     for p in cgroup_procs:
         argv += ["--cgroup", str(p)]
+    for src, dst in ro_binds:
+        argv += ["--ro-bind", str(src), "--at", dst]
     try:
         proc = subprocess.run(
             argv,
@@ -166,6 +170,42 @@ def enter_argv(
     if output is not None:
         out += ["--output", str(output)]
     return [*out, "--", *argv]
+
+
+# ---------------------------------------------------------------------- the agent
+
+AGENT_DIR = "/opt/ecliptic"
+"""Where a server finds Ecliptic's own client (read-only): ``/opt/ecliptic/bin/ecliptic``."""
+
+
+def agent_binds(state: Path) -> list[tuple[Path, str]]:
+    """Read-only mounts that give every server Ecliptic's client (``ecliptic tunnel connect``
+    and the rest), as cloud images carry their cloud's agent: the Python it runs on (unless
+    it is the system's, which servers see anyway), its packages and a launcher."""
+    base = Path(sys.base_prefix).resolve()
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    pkg = Path(__file__).resolve().parents[2]  # the ``ecliptic`` package
+    exe = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    binds: list[tuple[Path, str]] = []
+    if base in (Path("/usr"), Path("/")):
+        python = f"/usr/bin/{exe}"
+    else:
+        binds.append((base, f"{AGENT_DIR}/python"))
+        python = f"{AGENT_DIR}/python/bin/{exe}"
+    binds.append((site, f"{AGENT_DIR}/site-packages"))
+    binds.append((pkg, f"{AGENT_DIR}/lib/ecliptic"))
+    launcher = state / "bin" / "ecliptic"
+    text = (
+        "#!/bin/sh\n# Ecliptic's client, as every server has it (read-only, from the host).\n"
+        f"PYTHONPATH={AGENT_DIR}/lib:{AGENT_DIR}/site-packages PYTHONNOUSERSITE=1 "
+        f'exec {python} -m ecliptic.cli.main "$@"\n'
+    )
+    if not launcher.exists() or launcher.read_text() != text:
+        launcher.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(launcher, text)
+        launcher.chmod(0o755)
+    binds.append((launcher.parent, f"{AGENT_DIR}/bin"))
+    return binds
 
 
 # ---------------------------------------------------------------------- the host view
