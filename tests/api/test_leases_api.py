@@ -5,12 +5,11 @@ Time is a manual clock the test moves: lease events fire when it says so, not by
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -121,15 +120,16 @@ def test_servers_live_inside_their_lease_and_go_with_it(
 
 
 SAVER = """
-import pathlib, signal, sys, time
-out = pathlib.Path(sys.argv[1])
+import signal, sys, time
+def say(what):
+    print("saver:", what, flush=True)  # its output is the server's console log
 def term(*_):
-    out.write_text(out.read_text() + "term\\n")
+    say("term")
     time.sleep(1.0)  # saving its work takes a second, well inside the grace
-    out.write_text(out.read_text() + "saved\\n")
+    say("saved")
     sys.exit(0)
 signal.signal(signal.SIGTERM, term)
-out.write_text("started\\n")
+say("started")
 while True:
     time.sleep(0.05)
 """
@@ -159,15 +159,25 @@ def test_preemptibles_survive_their_minimum_lifetime_then_make_way(
         made.append(n)
     assert len(made) >= 2
     where: dict[str, str] = {}
+    consoles: dict[str, IO[bytes]] = {}
+
+    def said(n: str) -> list[str]:
+        """What the saver of ``n`` printed (its console log stays readable through the
+        file opened here after the server and its folder are gone)."""
+        consoles[n].seek(0)
+        lines = consoles[n].read().decode().splitlines()
+        return [ln.split()[1] for ln in lines if ln.startswith("saver: ")]
+
     for n in made:
         srv = api.wait(n)
         where[n] = srv["host"]
-        # A real process in each server that saves its work when told to stop.
-        rt.backend.start_service(
-            srv["id"], ServiceSpec("saver", (sys.executable, "-c", SAVER, str(tmp_path / n)))
+        consoles[n] = open(  # noqa: SIM115 (closed below)
+            rt.settings.data_dir / "local" / "servers" / srv["id"] / "console.log", "rb"
         )
+        # A real process in each server that saves its work when told to stop.
+        rt.backend.start_service(srv["id"], ServiceSpec("saver", ("python3", "-c", SAVER)))
     for n in made:
-        wait_for(f"{n} started", lambda n=n: (tmp_path / n).exists())
+        wait_for(f"{n} started", lambda n=n: said(n) == ["started"])
     victims = sorted(n for n in made if where[n] == "cpu-a")
     assert victims
     body = {
@@ -189,7 +199,7 @@ def test_preemptibles_survive_their_minimum_lifetime_then_make_way(
         if n in victims:
             assert api.get(f"/servers/{n}").status_code == 404
             # SIGTERM first, then the grace to finish: the work was saved before deletion.
-            assert (tmp_path / n).read_text().split() == ["started", "term", "saved"]
+            assert said(n) == ["started", "term", "saved"]
             # The owner still reads why it went (its tombstone keeps its events).
             r = api.get(f"/servers/{n}/events")
             assert r.status_code == 200, r.text
@@ -198,7 +208,9 @@ def test_preemptibles_survive_their_minimum_lifetime_then_make_way(
             assert last["reason"].startswith("preempted: lease 'cpu' starts on host cpu-a")
         else:  # servers on other hosts were left alone
             assert api.get(f"/servers/{n}").json()["phase"] == "ACTIVE"
-            assert (tmp_path / n).read_text().split() == ["started"]
+            assert said(n) == ["started"]
+    for f in consoles.values():
+        f.close()
     gone = api.get("/deleted-servers").json()["items"]
     assert sorted(g["name"] for g in gone) == victims
     assert all(g["reason"].startswith("preempted: lease 'cpu'") and g["preemptible"] for g in gone)

@@ -148,7 +148,7 @@ def test_server_create_wait_exec_and_delete(admin_cli: Cli) -> None:
     assert res.exit_code == 3 and json.loads(res.stdout)["exit_code"] == 3
     # More memory than the flavor's 512 MiB: the kernel kills it, and the user is told why.
     hog = "b = bytearray(768 * 1024 * 1024); print(len(b))"
-    res = admin_cli("server", "exec", "cli-one", "--", sys.executable, "-c", hog)
+    res = admin_cli("server", "exec", "cli-one", "--", "python3", "-c", hog)
     assert res.exit_code == 137, res.output
     assert "killed: out of memory (flavor limit 512 MiB)" in res.stderr
     res = admin_cli("server", "exec", "cli-one", "--", "sh", "-c", "kill -9 $$")
@@ -347,13 +347,15 @@ def test_local_gc_removes_orphans_only_and_says_what(admin_cli: Cli, cloud: Clou
                 os.utime(rec, (old, old))
         res = admin_cli("local", "status")
         assert res.exit_code == 0, res.output
-        assert "1 orphan(s): remove them with 'ecliptic local gc'" in res.stderr
+        # The orphan server, and its init process.
+        assert "2 orphan(s): remove them with 'ecliptic local gc'" in res.stderr
         row = next(line for line in res.stdout.splitlines() if orphan_ns in line)
         assert "ORPHAN" in row and orphan_id[:8] in row
         res = admin_cli("-o", "json", "local", "gc")
         assert res.exit_code == 0, res.output
         removed = json.loads(res.stdout)["removed"]
-        assert {(r["kind"], r["name"]) for r in removed} == {("server", orphan_ns)}, removed
+        kinds = sorted((r["kind"], r["name"].split("/")[0]) for r in removed)
+        assert kinds == [("process", "init"), ("server", orphan_ns)], removed
         assert all(r["object_id"] == orphan_id for r in removed if r["kind"] == "server")
         assert orphan_ns not in _netns()
         # What is known stays, and works.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
 from ecliptic.backends.local.names import veth_name
@@ -29,6 +27,8 @@ from tests.tunnel.conftest import Served, needs_gateway, serve_with_gateway
 
 pytestmark = needs_gateway
 
+AGENT = "/opt/ecliptic/bin/ecliptic"
+"""Ecliptic's client as every server has it (read-only, from the host)."""
 SERVICE_PORT = 8888
 OUTAGE_S = 5.0
 """Shortest cut of the server's network."""
@@ -64,36 +64,33 @@ class Cloud:
             assert time.monotonic() < deadline, f"{name} never became ACTIVE: {body}"
             time.sleep(0.1)
 
-    def exec(self, server: str, *argv: str, timeout: float = 20) -> dict[str, Any]:
+    def exec(
+        self, server: str, *argv: str, timeout: float = 20, stdin: str | None = None
+    ) -> dict[str, Any]:
         """``server exec``: run a command in the server and wait for it."""
-        r = self.api.post(f"/servers/{server}/exec", json={"argv": list(argv), "timeout": timeout})
+        body: dict[str, Any] = {"argv": list(argv), "timeout": timeout}
+        if stdin is not None:
+            body["stdin"] = stdin
+        r = self.api.post(f"/servers/{server}/exec", json=body)
         assert r.status_code == 200, r.text
         return dict(r.json())
 
-    def start_inside(self, server: str, argv: list[str], log: Path) -> int:
-        """Start ``argv`` in the server, detached, output to ``log``; returns its pid."""
-        script = f'setsid "$@" >{shlex.quote(str(log))} 2>&1 </dev/null & echo $!'
+    def start_inside(self, server: str, argv: list[str], log: str) -> int:
+        """Start ``argv`` in the server, detached, output to ``log`` (a path in the server);
+        returns its pid (in the server's PID namespace)."""
+        script = f'setsid "$@" >{shlex.quote(log)} 2>&1 </dev/null & echo $!'
         res = self.exec(server, "sh", "-c", script, "sh", *argv)
         assert res["exit_code"] == 0, res
         pid = int(res["stdout"].strip())
-        self.inside.append((pid, argv[0]))
+        self.inside.append((server, pid))
         return pid
 
     def stop_inside(self) -> None:
-        """SIGTERM, then SIGKILL, each process started in a server (if it is still the one)."""
-        for pid, marker in reversed(self.inside):
-            try:
-                proc = psutil.Process(pid)
-                if marker not in proc.cmdline():
-                    continue
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except psutil.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            except psutil.NoSuchProcess:
-                continue
+        """SIGTERM each process started in a server (they go with their server anyway)."""
+        for server, pid in reversed(self.inside):
+            self.api.post(
+                f"/servers/{server}/exec", json={"argv": ["kill", str(pid)], "timeout": 5}
+            )
         self.inside.clear()
 
     def delete_everything(self, timeout: float = 60) -> None:
@@ -197,14 +194,15 @@ def test_service_in_a_server_by_name_refused_to_strangers_and_back_after_the_net
     api_inside = f"http://{gateway_ip}:{served.url.rsplit(':', 1)[1]}"
 
     # A tiny HTTP service in the server, listening on all of the server's addresses.
-    root = tmp_path / "www"
-    root.mkdir()
-    (root / "hello-from-svc.txt").write_text("hello\n")
+    made = cloud.exec(
+        "svc", "sh", "-c", "mkdir -p /srv/www && echo hello > /srv/www/hello-from-svc.txt"
+    )
+    assert made["exit_code"] == 0, made
     cloud.start_inside(
         "svc",
-        [sys.executable, "-m", "http.server", str(SERVICE_PORT), "--bind", "0.0.0.0",
-         "--directory", str(root)],
-        tmp_path / "http.log",
+        ["python3", "-m", "http.server", str(SERVICE_PORT), "--bind", "0.0.0.0",
+         "--directory", "/srv/www"],
+        "/tmp/http.log",
     )  # fmt: skip
     deadline = time.monotonic() + 15
     while True:
@@ -221,34 +219,55 @@ def test_service_in_a_server_by_name_refused_to_strangers_and_back_after_the_net
     # 1. A stock `ssh -N -R`, run in the server, serves a public service.
     public = served.service("files", public=True)
     key = served.bind(public["token"]["token"])
+    copied = cloud.exec("svc", "sh", "-c", "umask 077; cat > /root/tunnel-key",
+                        stdin=Path(key).read_text())  # fmt: skip
+    assert copied["exit_code"] == 0, copied
     cloud.start_inside(
         "svc",
         ["ssh", "-N", "-R", f"0:127.0.0.1:{SERVICE_PORT}", "-p", str(served.ssh_port),
-         "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-i", "/root/tunnel-key", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null",
          "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes",
          f"tunnel@{gateway_ip}"],
-        tmp_path / "ssh-r.log",
+        "/tmp/ssh-r.log",
     )  # fmt: skip
-    listing = served.wait_for(public["host"], lambda r: r.status_code == 200)
+    try:
+        listing = served.wait_for(public["host"], lambda r: r.status_code == 200)
+    except AssertionError as e:
+        raise AssertionError(
+            f"{e}\nin the server: {cloud.exec('svc', 'sh', '-c', 'tail /tmp/*.log')}"
+        ) from None
     assert "Directory listing for /" in listing.text and "hello-from-svc.txt" in listing.text
     assert served.front(public["host"], "/hello-from-svc.txt").text == "hello\n"
     tunnels = served.api.get(f"/services/{public['name']}").json()["tunnels"]
     assert len(tunnels) == 1 and tunnels[0]["client"].startswith(srv["addresses"]["default"][0])
 
-    # 2. `ecliptic tunnel connect`, run in the server, serves a signed-in service.
+    # 2. `ecliptic tunnel connect` (the client every server has), run in the server, serves a
+    # signed-in service.
     private = served.service("lab")
-    state_dir = tmp_path / "tunnel-state"
+    state_dir = "/root/tunnel-state"
     cloud.start_inside(
         "svc",
-        [sys.executable, "-m", "ecliptic.cli.main", "tunnel", "connect",
+        [AGENT, "tunnel", "connect",
          "--token", private["token"]["token"], "--to", f"http://127.0.0.1:{SERVICE_PORT}",
-         "--api", api_inside, "--state-dir", str(state_dir)],
-        tmp_path / "connect.log",
+         "--api", api_inside, "--state-dir", state_dir],
+        "/tmp/connect.log",
     )  # fmt: skip
+
+    def tunnel_status() -> dict[str, Any]:
+        out = cloud.exec("svc", "cat", f"{state_dir}/status.json")
+        assert out["exit_code"] == 0, out
+        return dict(json.loads(out["stdout"]))
+
     bearer = {"Authorization": served.api.headers["Authorization"]}
-    r = served.wait_for(private["host"], lambda r: r.status_code == 200, timeout=30, **bearer)
+    try:
+        r = served.wait_for(private["host"], lambda r: r.status_code == 200, timeout=30, **bearer)
+    except AssertionError as e:
+        raise AssertionError(
+            f"{e}\nin the server: {cloud.exec('svc', 'sh', '-c', 'tail /tmp/*.log')}"
+        ) from None
     assert "hello-from-svc.txt" in r.text
-    status = json.loads((state_dir / "status.json").read_text())
+    status = tunnel_status()
     assert status["state"] == "connected" and status["subdomain"] == private["subdomain"]
 
     assert served.front(private["host"]).status_code == 401
@@ -268,7 +287,6 @@ def test_service_in_a_server_by_name_refused_to_strangers_and_back_after_the_net
         ["ip", "-j", "link"], capture_output=True, text=True, check=True).stdout)}  # fmt: skip
     assert link in names, f"no host link {link} for port {port['id']}"
     front = f"http://127.0.0.1:{served.http_port}/"
-    status_file = state_dir / "status.json"
     lost: dict[str, Any] | None = None
     _link(link, "down")
     try:
@@ -277,7 +295,7 @@ def test_service_in_a_server_by_name_refused_to_strangers_and_back_after_the_net
         assert _status(front, public["host"], {}, timeout=1.5) != 200
         assert _status(front, private["host"], bearer, timeout=1.5) != 200
         while time.monotonic() - cut < OUTAGE_MAX_S:
-            now = json.loads(status_file.read_text())
+            now = tunnel_status()
             if now["state"] != "connected":
                 lost = lost or now
                 if time.monotonic() - cut >= OUTAGE_S:
@@ -301,8 +319,7 @@ def test_service_in_a_server_by_name_refused_to_strangers_and_back_after_the_net
     for t in pollers:
         t.join()
     shown = cloud.exec(
-        "svc", sys.executable, "-m", "ecliptic.cli.main", "--output", "json",
-        "tunnel", "status", "--state-dir", str(state_dir),
+        "svc", AGENT, "--output", "json", "tunnel", "status", "--state-dir", state_dir,
     )  # fmt: skip
     assert shown["exit_code"] == 0, shown
     status = json.loads(shown["stdout"])

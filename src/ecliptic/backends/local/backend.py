@@ -667,8 +667,15 @@ class LocalBackend:
         ns = netns_name(server_id)
         return netns.exists(ns) and self.owners.is_mine(ns) and self._init(server_id) is not None
 
-    def _kill_server_processes(self, ns: str, ino: int | None, grace: float) -> list[int]:
-        """Stop every process in the server's namespace or cgroups; returns the pids signalled."""
+    def _kill_server_processes(
+        self, ns: str, ino: int | None, grace: float, init: sandbox.Init | None = None
+    ) -> list[int]:
+        """Stop every process in the server's namespace or cgroups; returns the pids signalled.
+
+        Its processes get SIGTERM and ``grace`` seconds, once each; its init is left to the
+        end (its own SIGTERM handling would signal them a second time and cut the grace to
+        its own), then its exit takes whatever is left of the server with it.
+        """
 
         def ours(pid: int) -> bool:
             return (ino is not None and processes.net_inode(pid) == ino) or self.cgroups.contains(
@@ -681,9 +688,18 @@ class LocalBackend:
             if ino is not None:
                 pids.update(processes.pids_by_netns([ino])[ino])
             pids.discard(os.getpid())
+            if init is not None:
+                pids.discard(init.pid)
             if not pids:
                 break
             killed += processes.terminate(pids, verify=ours, grace=grace, kill_wait=grace)
+        if init is not None and sandbox.alive(init):
+            killed += processes.terminate(
+                [init.pid],
+                verify=lambda p: processes.start_time(p) == init.start,
+                grace=grace,
+                kill_wait=grace,
+            )
         return killed
 
     @_backend_errors
@@ -700,7 +716,9 @@ class LocalBackend:
                 console.append(log, f"deleting server {server_id}")
                 ino = netns.inode(ns)
                 grace = self.delete_grace_s if grace_s is None else grace_s
-                self._kill_server_processes(ns, ino, grace)
+                self._kill_server_processes(
+                    ns, ino, grace, sandbox.read_init(self._server_dir(server_id) / "init.pid")
+                )
                 faults.point("local.server.delete.after_kill")
                 if ino is not None:
                     with self._ns(ns) as nsr:

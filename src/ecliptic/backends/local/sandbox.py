@@ -187,18 +187,20 @@ def agent_binds(state: Path) -> list[tuple[Path, str]]:
     pkg = Path(__file__).resolve().parents[2]  # the ``ecliptic`` package
     exe = f"python{sys.version_info.major}.{sys.version_info.minor}"
     binds: list[tuple[Path, str]] = []
+    env = f"PYTHONPATH={AGENT_DIR}/lib:{AGENT_DIR}/site-packages PYTHONNOUSERSITE=1"
     if base in (Path("/usr"), Path("/")):
         python = f"/usr/bin/{exe}"
     else:
         binds.append((base, f"{AGENT_DIR}/python"))
         python = f"{AGENT_DIR}/python/bin/{exe}"
+        # Its libpython is found by a run path of the host's, not there in a server.
+        env += f" LD_LIBRARY_PATH={AGENT_DIR}/python/lib"
     binds.append((site, f"{AGENT_DIR}/site-packages"))
     binds.append((pkg, f"{AGENT_DIR}/lib/ecliptic"))
     launcher = state / "bin" / "ecliptic"
     text = (
         "#!/bin/sh\n# Ecliptic's client, as every server has it (read-only, from the host).\n"
-        f"PYTHONPATH={AGENT_DIR}/lib:{AGENT_DIR}/site-packages PYTHONNOUSERSITE=1 "
-        f'exec {python} -m ecliptic.cli.main "$@"\n'
+        f'{env} exec {python} -m ecliptic.cli.main "$@"\n'
     )
     if not launcher.exists() or launcher.read_text() != text:
         launcher.parent.mkdir(parents=True, exist_ok=True)
