@@ -1,6 +1,13 @@
-"""Server lifecycle speed: create to ACTIVE, delete, 100 at once, listing, idle memory.
+"""Server lifecycle speed: create to ACTIVE, delete, 600 at once, listing, idle memory,
+and a cached image build.
 
-    python -m bench.servers [--json] [--samples 30] [--total 100] [--runs 3]
+    python -m bench.servers [--json] [--samples 30] [--total 600] [--runs 3]
+
+Servers are sandboxes booted from the ``base`` image (built once, before the timing).
+``server_idle_kib`` is what the machine's available memory dropped by per idle server while
+``--total`` of them came up (``MemAvailable``, less the growth of ``ecliptic serve`` itself):
+the namespaces, mounts, cgroups, interfaces and the server's init. ``image_cached_build_s``
+is ``POST /images/base/build`` on a built image (a cache hit), as a client sees it.
 
 Runs a real ``ecliptic serve`` in the default ``make run`` configuration (SQLite, local
 cloud, 2 workers, the tunnel gateway on; only its ports are moved to free ones) on a
@@ -21,6 +28,7 @@ import statistics
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import psutil
@@ -52,9 +60,19 @@ def wait_gone(http: httpx.Client, name: str, timeout: float = 60) -> None:
 
 
 def create(http: httpx.Client, name: str) -> None:
-    """Ask for one m1.tiny server."""
-    r = http.post("/servers", json={"name": name, "flavor": "m1.tiny"})
+    """Ask for one m1.tiny server on the bench's network."""
+    r = http.post(
+        "/servers", json={"name": name, "flavor": "m1.tiny", "networks": [{"network": "bench"}]}
+    )
     r.raise_for_status()
+
+
+def mem_available_kib() -> int:
+    """``MemAvailable`` of /proc/meminfo."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 def default_config() -> dict[str, str]:
@@ -65,6 +83,10 @@ def default_config() -> dict[str, str]:
         "ECLIPTIC_GATEWAY_SSH_PORT": str(free_port()),
         "ECLIPTIC_GATEWAY_JUMP_PORT": str(free_port()),
         "ECLIPTIC_GATEWAY_PEER_PORT": str(free_port()),
+        # Room for --total servers in one tenancy.
+        "ECLIPTIC_QUOTA_SERVERS": "5000",
+        "ECLIPTIC_QUOTA_VCPUS": "100000",
+        "ECLIPTIC_QUOTA_MEMORY_MB": "100000000",
     }
 
 
@@ -72,10 +94,21 @@ def run(samples: int, total: int) -> dict[str, float]:
     """One run of every measurement on a fresh instance; returns the figures."""
     with serve(extra_env=default_config()) as s:
         time.sleep(2)
-        rss = psutil.Process(s.proc.pid).memory_info().rss / 2**20
-        # Warm-up: first server also creates the default network.
+        serve_proc = psutil.Process(s.proc.pid)
+        rss = serve_proc.memory_info().rss / 2**20
+        # A network with room for every server (a /24 holds 253).
+        s.http.post(
+            "/networks", json={"name": "bench", "cidr": "198.19.192.0/21"}
+        ).raise_for_status()
         create(s.http, "warm")
         wait_phase(s.http, "warm", "ACTIVE")
+        cached = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            r = s.http.post("/images/base/build")
+            r.raise_for_status()
+            assert r.json()["status"] == "built", r.text
+            cached.append(time.perf_counter() - t0)
         creates = []
         for i in range(samples):
             t0 = time.perf_counter()
@@ -83,11 +116,16 @@ def run(samples: int, total: int) -> dict[str, float]:
             wait_phase(s.http, f"c{i}", "ACTIVE")
             creates.append((time.perf_counter() - t0) * 1000)
         rest = [f"b{i}" for i in range(total - samples - 1)]
+        time.sleep(1)
+        avail_before, rss_before = mem_available_kib(), serve_proc.memory_info().rss // 1024
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: create(s.http, n), rest))
         for n in rest:
-            wait_phase(s.http, n, "ACTIVE", timeout=120)
+            wait_phase(s.http, n, "ACTIVE", timeout=600)
         up = _count_active(s)
+        time.sleep(2)
+        grown = serve_proc.memory_info().rss // 1024 - rss_before
+        idle_kib = (avail_before - mem_available_kib() - grown) / max(1, len(rest))
         lists = []
         for _ in range(300):
             t0 = time.perf_counter()
@@ -103,7 +141,7 @@ def run(samples: int, total: int) -> dict[str, float]:
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: s.http.delete(f"/servers/{n}"), [*rest, "warm"]))
         for n in [*rest, "warm"]:
-            wait_gone(s.http, n, timeout=120)
+            wait_gone(s.http, n, timeout=600)
         for net in s.http.get("/networks").json()["items"]:
             s.http.delete(f"/networks/{net['id']}").raise_for_status()
         deadline = time.monotonic() + 30
@@ -118,6 +156,8 @@ def run(samples: int, total: int) -> dict[str, float]:
         "list_p50_ms": round(percentile(lists, 50), 2),
         "list_p99_ms": round(percentile(lists, 99), 2),
         "serve_idle_rss_mb": round(rss, 1),
+        "server_idle_kib": round(idle_kib),
+        "image_cached_build_s": round(statistics.median(cached), 4),
     }
 
 
@@ -164,7 +204,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     p.add_argument("--samples", type=int, default=30, help="timed creates and deletes")
-    p.add_argument("--total", type=int, default=100, help="servers up at once")
+    p.add_argument("--total", type=int, default=600, help="servers up at once")
     p.add_argument("--runs", type=int, default=3, help="repetitions, each on a new instance")
     a = p.parse_args()
     figures = repeated(a.runs, a.samples, a.total)
