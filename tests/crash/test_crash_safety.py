@@ -187,6 +187,7 @@ def _check_all_active(inst: Instance, names: set[str], maybe: set[str] | None = 
     [
         "local.server.after_netns",
         "local.server.after_ports",
+        "local.server.before_boot",
         "reconcile.server.after_backend",
         "local.network.after_bridge",
     ],
@@ -281,3 +282,57 @@ def test_sigkill_at_random_moments(instance: Instance) -> None:
         instance.proc.wait()
     instance.start()
     _check_all_active(instance, names)
+
+
+def _inits(data_dir: Path) -> dict[str, int]:
+    """Server id -> pid of its init, for the inits alive now."""
+    out = {}
+    for f in (data_dir / "local" / "servers").glob("*/init.pid"):
+        pid, start = (int(x) for x in f.read_text().split())
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rfind(")") + 2 :].split()[19]) == start:
+            out[f.parent.name] = pid
+    return out
+
+
+def test_sigkill_of_serve_and_of_inits_in_a_twenty_server_create(instance: Instance) -> None:
+    """Mid-way through 20 creates, kill -9 two servers' inits and ``ecliptic serve``: on
+    restart every server is ACTIVE with a running init, and after deletion nothing is left
+    (namespaces, links, owner records, inits; mounts never reach the host's table)."""
+    instance.start()
+    names = {f"t{i:02d}" for i in range(20)}
+    for n in sorted(names):
+        assert (
+            instance.call("POST", "/servers", {"name": n, "flavor": "m1.tiny"}).status_code == 202
+        )
+    instance.wait_for(lambda: len(_inits(instance.data_dir)) >= 4, "a few servers booted")
+    killed = list(_inits(instance.data_dir).values())[:2]
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    assert instance.proc is not None
+    instance.proc.kill()
+    instance.proc.wait()
+    iid = instance.instance_id()
+    instance.start()
+    _check_all_active(instance, names)
+    inits = _inits(instance.data_dir)
+    assert {s["id"] for s in instance.servers()} == set(inits)
+    assert not set(killed) & set(inits.values())
+    for n in names:
+        instance.call("DELETE", f"/servers/{n}")
+    instance.wait_for(lambda: instance.servers() == [], "servers gone", 60)
+    for net in instance.call("GET", "/networks").json()["items"]:
+        instance.call("DELETE", f"/networks/{net['name']}")
+    instance.wait_for(
+        lambda: instance.call("GET", "/networks").json()["items"] == [], "networks gone"
+    )
+    assert existing(owned_resources(iid)) == [] and owned_resources(iid) == []
+    assert _inits(instance.data_dir) == {}
+    for pid in inits.values():
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+        )
