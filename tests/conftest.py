@@ -214,13 +214,14 @@ def no_leaks() -> Iterator[None]:
 
 
 def _mounts() -> set[str]:
-    """Overlay mounts, and mounts under the tests' folders, in the host's mount table."""
-    tmp = tempfile.gettempdir()
+    """Overlay mounts, and mounts under this session's image folder, in the host's mount
+    table (servers' mounts live in their own mount namespaces; the network namespaces'
+    own mounts in /run/netns are checked with the namespaces)."""
     out = set()
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         left, _, right = line.partition(" - ")
         point, fstype = left.split()[4], right.split()[0]
-        if fstype == "overlay" or point.startswith(tmp) or "/ecl" in point:
+        if fstype == "overlay" or point.startswith(str(IMAGE_DIR)):
             out.add(f"{fstype} on {point}")
     return out
 

@@ -499,3 +499,22 @@ def test_flavors_say_where_they_run_and_admins_choose(admin_cli: Cli) -> None:
     assert json.loads(res.stdout)["reservation_only"] is True
     for name in ("g1.shared", "g1.resv"):
         assert admin_cli("flavor", "delete", name).exit_code == 0
+
+
+def test_images_from_the_cli(admin_cli: Cli) -> None:
+    res = admin_cli("image", "list")
+    assert res.exit_code == 0 and "base" in res.stdout and "slurm" in res.stdout, res.output
+    res = admin_cli("server", "create", "cli-img", "--flavor", "m1.tiny", "--image", "nope")
+    assert res.exit_code == 1 and "no image called 'nope'" in res.stderr, res.output
+    assert "ecliptic image list" in res.stderr
+    res = admin_cli("server", "create", "cli-img", "--flavor", "m1.tiny", "--wait")
+    assert res.exit_code == 0 and "base@1" in res.stdout, res.output
+    res = admin_cli("image", "build", "base")  # built: a cache hit answers at once
+    assert res.exit_code == 0 and "built" in res.stdout, res.output
+    res = admin_cli("-o", "json", "image", "show", "base")
+    assert res.exit_code == 0 and json.loads(res.stdout)["status"] == "built"
+    res = admin_cli("image", "log", "base")
+    assert res.exit_code == 0 and "$ apt-get install" in res.stdout, res.output
+    res = admin_cli("image", "delete", "base")
+    assert res.exit_code == 4 and "cli-img" in res.stderr, res.output
+    assert admin_cli("server", "delete", "cli-img", "--wait").exit_code == 0
