@@ -914,7 +914,7 @@ class _Images(_Group):
 
     def list(self) -> builtins.list[ImageOut]:
         """Every image, built or not."""
-        out: list[ImageOut] = self._c._call(list[ImageOut], "GET", "/images")
+        out: builtins.list[ImageOut] = self._c._all(ImageOut, "/images")
         return out
 
     def get(self, name: str) -> ImageOut:

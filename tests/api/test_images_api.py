@@ -47,7 +47,10 @@ def _user(client: TestClient, admin: Api, name: str) -> Api:
 def test_images_build_boot_and_refuse_deletion_in_use(
     with_recipes: Runtime, client: TestClient, admin: Api
 ) -> None:
-    names = {i["name"]: i for i in admin.get("/images").json()}
+    names = {i["name"]: i for i in admin.get("/images").json()["items"]}
+    assert [i["name"] for i in admin.get("/images", params={"name": "tin"}).json()["items"]] == [
+        "tiny"
+    ]
     assert {"base", "slurm", "jupyter", "dask", "perf", "tiny"} <= set(names)
     assert names["tiny"]["status"] == "not built" and names["tiny"]["parent"] == "base"
     # An image that does not exist is refused with the list of those that do.

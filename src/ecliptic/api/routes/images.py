@@ -7,7 +7,8 @@ from dataclasses import asdict
 from fastapi import APIRouter, Response
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
-from ecliptic.api.schemas import ImageLog, ImageOut
+from ecliptic.api.paging import NameFilter, PagingDep, matches, paged
+from ecliptic.api.schemas import ImageLog, ImageOut, Page
 from ecliptic.backends.base import ImageInfo
 from ecliptic.services import images
 
@@ -18,10 +19,14 @@ def _out(info: ImageInfo) -> ImageOut:
     return ImageOut(**asdict(info))
 
 
-@router.get("/images", response_model=list[ImageOut])
-def list_images(caller: CallerDep, rt: RuntimeDep) -> list[ImageOut]:
-    """Every image, built or not (a server's first boot builds its image if needed)."""
-    return [_out(i) for i in images.list_images(rt.backend, rt.image_builds)]
+@router.get("/images", response_model=Page[ImageOut])
+def list_images(
+    caller: CallerDep, rt: RuntimeDep, page: PagingDep, name: NameFilter = None
+) -> Page[ImageOut]:
+    """Every image, built or not, by name (``name``: only those whose name contains it).
+    A server's first boot builds its image if needed."""
+    rows = [i for i in images.list_images(rt.backend, rt.image_builds) if matches(i.name, name)]
+    return paged(rows, page, lambda i: i.name, _out)
 
 
 @router.get("/images/{name}", response_model=ImageOut)
