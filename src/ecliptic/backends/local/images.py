@@ -168,22 +168,31 @@ class ImageStore:
         self._guard = threading.Lock()
         self._building: set[str] = set()
         self._dpkg: tuple[float, int, str] | None = None
+        self._recipes: (
+            tuple[tuple[tuple[str, int, int], ...], dict[str, tuple[Recipe, Path]]] | None
+        )
+        self._recipes = None
 
     # ------------------------------------------------------------------ recipes
 
     def recipes(self) -> dict[str, tuple[Recipe, Path]]:
-        """Every recipe by name: built-ins, then the operator's folders (which override)."""
-        out: dict[str, tuple[Recipe, Path]] = {}
+        """Every recipe by name: built-ins, then the operator's folders (which override).
+        Read again only when a recipe file changes, appears or goes."""
         builtin = resources.files("ecliptic") / "data" / "images"
         paths = [Path(str(builtin / n)) for n in sorted(p.name for p in builtin.iterdir())]
         for d in self.recipe_dirs:
             if d.is_dir():
                 paths += sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml"))
+        paths = [p for p in paths if p.suffix in (".yaml", ".yml")]
+        key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+        cached = self._recipes
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        out: dict[str, tuple[Recipe, Path]] = {}
         for p in paths:
-            if p.suffix not in (".yaml", ".yml"):
-                continue
             r = load_recipe(p)
             out[r.name] = (r, p)
+        self._recipes = (key, out)
         return out
 
     def recipe(self, name: str) -> Recipe:
