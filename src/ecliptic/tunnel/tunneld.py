@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ecliptic.procs import find_program
 from ecliptic.tunnel.endpoint import (
     LOGIN_GRACE_S,
     EndpointConfig,
@@ -67,12 +68,7 @@ def _daemon_env() -> dict[str, str]:
 
 def find_tunneld(path: str | None = None) -> str | None:
     """The daemon to run: ``path`` when given, else the venv's, else one on PATH."""
-    if path:
-        return path if os.access(path, os.X_OK) else None
-    beside = Path(sys.executable).parent / TUNNELD
-    if os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which(TUNNELD)
+    return find_program(TUNNELD, path)
 
 
 STAGE_DIR = Path("/run/ecliptic/bin")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ecliptic.backends.local import processes
 from ecliptic.files import write_atomic
+from ecliptic.procs import find_program
 
 BINARY = "ecliptic-sandbox"
 """The helper's file name: next to the venv's Python, or on PATH."""
@@ -52,12 +53,7 @@ class Init:
 
 def find_binary(path: str | None = None) -> str | None:
     """The helper to run: ``path``, else the venv's, else one on PATH."""
-    if path:
-        return path if os.access(path, os.X_OK) else None
-    beside = Path(sys.executable).parent / BINARY
-    if os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which(BINARY)
+    return find_program(BINARY, path)
 
 
 def read_init(path: Path) -> Init | None:
