@@ -169,8 +169,8 @@ def repeated(runs: int, samples: int, total: int) -> dict[str, object]:
     spread: dict[str, list[float]] = {}
     for key in results[0]:
         values = sorted(r[key] for r in results)
-        figures[key] = round(statistics.median(values), 2)
-        spread[key] = [values[0], round(statistics.median(values), 2), values[-1]]
+        figures[key] = round(statistics.median(values), 4)
+        spread[key] = [values[0], round(statistics.median(values), 4), values[-1]]
     figures["runs"] = runs
     figures["spread"] = spread
     figures["load"] = {

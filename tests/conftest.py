@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from ecliptic.backends.local import firewall
 from tests.ports import free_port as _free_port
 from tests.prerequisites import (  # noqa: F401  (hooks: a missing prerequisite fails make test)
     pytest_make_collect_report,
@@ -192,6 +195,7 @@ def no_leaks() -> Iterator[None]:
     the session and that no instance records (its record removed, the resource left)."""
     before = _local_cloud()
     mounts_before, inits_before = _mounts(), _sandbox_inits()
+    tables_before = set(firewall.tables())
     yield
     leftovers = sorted(p.name for p in _OWNERS.iterdir()) if _OWNERS.exists() else []
     existing = _local_cloud()
@@ -205,12 +209,27 @@ def no_leaks() -> Iterator[None]:
             break
         time.sleep(0.1)
         inits = sorted(_sandbox_inits() - inits_before)
+    tables = sorted(set(firewall.tables()) - tables_before - _running_instances_tables())
     shutil.rmtree(_OWNERS, ignore_errors=True)
     shutil.rmtree(IMAGE_DIR, ignore_errors=True)
     assert not leaked, f"tests leaked local-cloud resources: {leaked}"
     assert not unrecorded, f"tests left local-cloud resources no owner record names: {unrecorded}"
     assert not mounts, f"tests left mounts on the host: {mounts}"
     assert not inits, f"tests left servers' init processes running: {inits}"
+    assert not tables, f"tests left nftables tables of the local cloud: {tables}"
+
+
+def _running_instances_tables() -> set[str]:
+    """Firewall tables of instances that still own bridges (another session's, a dev
+    server's): each instance keeps its table while it has networks."""
+    out = set()
+    for d in _owner_dirs():
+        for rec in d.iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                instance = json.loads(rec.read_text()).get("instance")
+                if rec.name.startswith("eclb-") and instance:
+                    out.add(firewall.table_name(instance))
+    return out
 
 
 def _mounts() -> set[str]:

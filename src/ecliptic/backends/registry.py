@@ -21,6 +21,8 @@ def _local(settings: Settings, instance_id: str) -> Backend:
         inventory_path=settings.inventory_path,
         image_dir=settings.image_dir or Path(settings.data_dir) / "images",
         image_recipes=settings.image_recipes,
+        # What servers may reach on the host: the API and the gateway's SSH endpoint.
+        host_ports=(settings.port, settings.gateway_ssh_port),
     )
 
 

@@ -20,16 +20,14 @@ import logging
 import os
 import pwd
 import re
-import shutil
-import subprocess
 
+from ecliptic.nft import NftError, nft, nft_path
 from ecliptic.procs import pid_exists
 
 log = logging.getLogger(__name__)
 
 TUNNEL_HOST = "127.77.0.1"
 """The loopback address tunnels and the gateway's relays listen on."""
-NFT = "/usr/sbin/nft"
 _TABLE_PREFIX = "ecl_gw_"
 _TABLE = re.compile(r"^table inet (ecl_gw_([0-9]+)_[0-9]+)$", re.M)
 _count = itertools.count(1)
@@ -37,13 +35,6 @@ _count = itertools.count(1)
 
 class FenceError(RuntimeError):
     """The fence could not be put up (nft failed)."""
-
-
-def nft_path() -> str | None:
-    """The nft program, or None."""
-    if os.access(NFT, os.X_OK):
-        return NFT
-    return shutil.which("nft")
 
 
 def prerequisite_problem() -> str | None:
@@ -67,13 +58,11 @@ def _ruleset(table: str, uids: list[int]) -> str:
     )
 
 
-def _nft(nft: str, *args: str, script: str | None = None) -> str:
-    done = subprocess.run(
-        [nft, *args], input=script, capture_output=True, text=True, timeout=10, check=False
-    )
-    if done.returncode != 0:
-        raise FenceError(f"nft {' '.join(args)} failed: {done.stderr.strip() or done.stdout}")
-    return done.stdout
+def _nft(_path: str, *args: str, script: str | None = None) -> str:
+    try:
+        return nft(*args, script=script)
+    except NftError as exc:
+        raise FenceError(str(exc)) from exc
 
 
 class Fence:

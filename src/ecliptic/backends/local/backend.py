@@ -95,6 +95,7 @@ from ecliptic.backends.base import (
 from ecliptic.backends.local import (
     cgroups,
     console,
+    firewall,
     images,
     inventory,
     links,
@@ -120,6 +121,7 @@ from ecliptic.backends.local.names import (
     short_id,
 )
 from ecliptic.files import write_atomic
+from ecliptic.nft import NftError
 
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -196,6 +198,7 @@ class LocalBackend:
         image_dir: Path | None = None,
         image_recipes: tuple[Path, ...] = (),
         sandbox_binary: str | None = None,
+        host_ports: tuple[int, ...] = (),
     ) -> None:
         self.instance_id = instance_id
         self.state_dir = Path(state_dir)
@@ -208,6 +211,10 @@ class LocalBackend:
         self._inits: dict[str, tuple[sandbox.Init, int]] = {}
         self._inits_lock = threading.Lock()
         self._agent_binds: list[tuple[Path, str]] | None = None
+        self.host_ports = host_ports
+        """TCP ports of the host servers may reach (the API, the gateway's SSH endpoint)."""
+        self._firewall_lock = threading.Lock()
+        self._firewall_applied: tuple[tuple[str, ...], tuple[int, ...]] | None = None
         self.owners = OwnerRegistry(Path(owners_dir), instance_id)
         self.cgroups = cgroups.CgroupManager(Path(cgroup_root))
         self.inventory_path = inventory_path
@@ -313,7 +320,28 @@ class LocalBackend:
             links.sync_addresses(root, msg["index"], wanted)
             if self.owners.is_mine(pf_name(spec.id)):
                 self._ensure_pf(root, spec.id, msg["index"], spec.mtu)
+        self._sync_firewall()
         return NetworkStatus(backend_ref=br, ready=True)
+
+    def _sync_firewall(self, *, force: bool = False) -> None:
+        """The instance's nftables table, for the bridges it owns now (see ``firewall``)."""
+        with self._firewall_lock:
+            bridges = tuple(
+                sorted(
+                    name
+                    for name, rec in self.owners.mine((BRIDGE_PREFIX,)).items()
+                    if rec.kind == "network"
+                )
+            )
+            wanted = (bridges, tuple(sorted(self.host_ports)))
+            if not force and wanted == self._firewall_applied:
+                return
+            try:
+                firewall.apply(self.instance_id, bridges, self.host_ports)
+            except NftError as e:
+                self._firewall_applied = None
+                raise BackendError(f"local backend: the network boundary failed: {e}") from e
+            self._firewall_applied = wanted
 
     def _ensure_pf(self, root: Any, network_id: str, bridge_index: int, mtu: int) -> int:
         pf, peer = pf_name(network_id), pf_peer_name(network_id)
@@ -339,6 +367,7 @@ class LocalBackend:
                     links.delete(root, name)
             for name in (pf, peer, br):
                 self.owners.release(name)
+        self._sync_firewall()
 
     # ------------------------------------------------------------------ servers
 
@@ -1102,6 +1131,7 @@ class LocalBackend:
             ]
         removed += self._gc_ports_and_stale(known_servers)
         removed += self._gc_state_dirs(known_servers)
+        self._sync_firewall(force=True)
         return GcReport(removed=tuple(removed))
 
     def _gc_ports_and_stale(self, known_servers: set[str]) -> list[ObservedResource]:

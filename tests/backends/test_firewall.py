@@ -1,0 +1,113 @@
+"""The network boundary (an nftables table per instance), tried from inside servers."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from ecliptic.backends.local import LocalBackend, firewall, netns
+from ecliptic.backends.local.names import netns_name
+from tests.backends.conftest import Lab
+from tests.ports import free_port
+
+CONNECT = (
+    "import socket, sys\n"
+    "s = socket.socket(); s.settimeout(2)\n"
+    "try:\n"
+    "    s.connect((sys.argv[1], int(sys.argv[2]))); print(s.recv(16).decode())\n"
+    "except OSError as e:\n"
+    "    print('refused', type(e).__name__)\n"
+)
+
+
+@contextlib.contextmanager
+def listener(port: int) -> Iterator[None]:
+    """A TCP service of the host on all addresses that says ``hello``."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", port))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(b"hello")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+
+
+def connect(b: LocalBackend, sid: str, host: str, port: int) -> str:
+    out = b.run(sid, ["python3", "-c", CONNECT, host, str(port)], timeout=10)
+    return out.stdout.decode().strip()
+
+
+def ping(b: LocalBackend, sid: str, ip: str) -> bool:
+    return b.run(sid, ["ping", "-c1", "-W1", ip], timeout=10).exit_code == 0
+
+
+def test_servers_reach_only_the_host_ports_they_need(lab: Lab) -> None:
+    allowed, other = free_port(), free_port()
+    b = lab.backend(host_ports=(allowed,))
+    net = lab.network(b)
+    s = lab.server(net, "fw1", 10)
+    b.ensure_server(s)
+    gw = net.subnets[0].gateway_ip
+    assert firewall.table_name(b.instance_id) in firewall.tables()
+    with listener(allowed), listener(other):
+        assert connect(b, s.id, gw, allowed) == "hello"
+        # The same host, a service listening on all addresses: not for servers.
+        assert connect(b, s.id, gw, other).startswith("refused")
+    assert ping(b, s.id, gw)
+    # The table goes with the instance's last network.
+    b.delete_server(s.id)
+    b.delete_network(net.id)
+    assert firewall.table_name(b.instance_id) not in firewall.tables()
+
+
+def test_networks_never_reach_each_other_even_with_forwarding_on(lab: Lab) -> None:
+    b = lab.backend()
+    n1, n2 = lab.network(b), lab.network(b)
+    s1, s2 = lab.server(n1, "left", 10), lab.server(n2, "right", 10)
+    b.ensure_server(s1)
+    b.ensure_server(s2)
+    ip1 = s1.ports[0].addresses[0].split("/")[0]
+    ip2 = s2.ports[0].addresses[0].split("/")[0]
+    # Routes a server cannot add itself (no CAP_NET_ADMIN inside), added here as root:
+    # each server's traffic for the other network goes to its own gateway address.
+    for spec, other, gw in ((s1, n2, n1), (s2, n1, n2)):
+        with contextlib.closing(netns.iproute(netns_name(spec.id))) as ipr:
+            ipr.route("add", dst=other.subnets[0].cidr, gateway=gw.subnets[0].gateway_ip)
+    forward = Path("/proc/sys/net/ipv4/ip_forward")
+    before = forward.read_text().strip()
+    forward.write_text("1\n")
+    try:
+        assert not ping(b, s1.id, ip2) and not ping(b, s2.id, ip1)
+        assert connect(b, s1.id, ip2, 22).startswith("refused")
+        # The control: without the instance's table, the host routes between them.
+        firewall.apply(b.instance_id, [], [])
+        assert ping(b, s1.id, ip2), "the test's routes do not work: it would prove nothing"
+        b._sync_firewall(force=True)
+        assert not ping(b, s1.id, ip2)
+    finally:
+        forward.write_text(before + "\n")
+        b._sync_firewall(force=True)
+    # Within one network, servers reach each other as before.
+    s3 = lab.server(n1, "left2", 11)
+    b.ensure_server(s3)
+    assert ping(b, s3.id, ip1)
