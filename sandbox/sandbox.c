@@ -354,8 +354,21 @@ static void hide_command_line(void) {
     }
 }
 
+static void disable_ipv6(void) {
+    /* IPv4 only: security groups and port security filter IPv4 (and ARP). */
+    static const char *knobs[] = {"/proc/sys/net/ipv6/conf/all/disable_ipv6",
+                                  "/proc/sys/net/ipv6/conf/default/disable_ipv6"};
+    for (size_t i = 0; i < sizeof knobs / sizeof knobs[0]; i++) {
+        int fd = open(knobs[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0) continue; /* no IPv6 in this kernel */
+        if (write(fd, "1", 1) != 1) die("writing %s", knobs[i]);
+        close(fd);
+    }
+}
+
 static int init_main(const struct boot_opts *o, int ready_fd, int console_fd) {
     prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    if (o->net) disable_ipv6();
     if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP) != 0)
         die("unshare");
     if (sethostname(o->hostname, strlen(o->hostname)) != 0) die("sethostname");

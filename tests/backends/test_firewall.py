@@ -5,9 +5,18 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ecliptic.backends.base import (
+    FirewallPortSpec,
+    FirewallSpec,
+    SecurityGroupRuleSpec,
+    SecurityGroupSpec,
+    ServerSpec,
+    ServiceSpec,
+)
 from ecliptic.backends.local import LocalBackend, firewall, netns
 from ecliptic.backends.local.names import netns_name
 from tests.backends.conftest import Lab
@@ -111,3 +120,98 @@ def test_networks_never_reach_each_other_even_with_forwarding_on(lab: Lab) -> No
     s3 = lab.server(n1, "left2", 11)
     b.ensure_server(s3)
     assert ping(b, s3.id, ip1)
+
+
+LISTEN = (
+    "import socket, sys\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(16)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.sendall(b'hi'); c.close()\n"
+)
+
+
+UDP_LISTEN = (
+    "import socket\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 7070))\n"
+    "while True:\n"
+    "    data, peer = s.recvfrom(100); print('udp', data.decode(), peer, flush=True)\n"
+)
+
+
+def _sg(gid: str, *rules: SecurityGroupRuleSpec) -> SecurityGroupSpec:
+    return SecurityGroupSpec(gid, rules)
+
+
+def _ports(*pairs: tuple[ServerSpec, tuple[str, ...]]) -> tuple[FirewallPortSpec, ...]:
+    return tuple(
+        FirewallPortSpec(
+            id=s.ports[0].id,
+            network_id=s.ports[0].network_id,
+            addresses=(s.ports[0].addresses[0].split("/")[0],),
+            groups=groups,
+            mac=s.ports[0].mac,
+        )
+        for s, groups in pairs
+    )
+
+
+def test_security_groups_are_walls_between_ports(lab: Lab) -> None:
+    b = lab.backend()
+    net = lab.network(b)
+    s1, s2, web, lone = (lab.server(net, n, 10 + i) for i, n in enumerate(
+        ("one", "two", "web", "lone")))  # fmt: skip
+    for s in (s1, s2, web, lone):
+        b.ensure_server(s)
+    ip = {s.name: s.ports[0].addresses[0].split("/")[0] for s in (s1, s2, web, lone)}
+    for s in (s2, web, lone):
+        for port in (8080, 9090):
+            b.start_service(s.id, ServiceSpec(f"l{port}", ("python3", "-c", LISTEN, str(port))))
+    default = _sg(
+        "d" * 32,
+        SecurityGroupRuleSpec("ingress", remote_group_id="d" * 32),
+        SecurityGroupRuleSpec("egress"),
+    )
+    webg = _sg(
+        "e" * 32,
+        SecurityGroupRuleSpec("ingress", "tcp", 8080, 8080, remote_cidr="0.0.0.0/0"),
+        SecurityGroupRuleSpec("egress"),
+    )
+    mute = _sg("f" * 32, SecurityGroupRuleSpec("ingress", remote_group_id="d" * 32))
+    ports = _ports((s1, ("d" * 32,)), (s2, ("d" * 32,)), (web, ("e" * 32,)), (lone, ("f" * 32,)))
+    b.apply_firewall(FirewallSpec(ports, (default, webg, mute)))
+    time.sleep(0.5)  # the listeners
+    # Members of one group reach each other; others do not get in.
+    assert ping(b, s1.id, ip["two"]) and connect(b, s1.id, ip["two"], 9090) == "hi"
+    assert not ping(b, web.id, ip["two"])
+    assert connect(b, web.id, ip["two"], 8080).startswith("refused")
+    # A rule opens exactly its port, to anyone.
+    assert connect(b, s1.id, ip["web"], 8080) == "hi"
+    assert connect(b, s1.id, ip["web"], 9090).startswith("refused")
+    assert not ping(b, s1.id, ip["web"])
+    # No egress rule: lone sends nothing, but answers what its ingress lets in (stateful).
+    assert ping(b, s1.id, ip["lone"]) and connect(b, s1.id, ip["lone"], 9090) == "hi"
+    assert not ping(b, lone.id, ip["one"])
+    # A rule change applies to running servers at once.
+    started = time.monotonic()
+    opened = _sg("e" * 32, *webg.rules, SecurityGroupRuleSpec("ingress", "tcp", 9090, 9095))
+    b.apply_firewall(FirewallSpec(ports, (default, opened, mute)))
+    assert time.monotonic() - started < 1.0
+    assert connect(b, s1.id, ip["web"], 9090) == "hi"
+    b.apply_firewall(FirewallSpec(ports, (default, webg, mute)))
+    assert connect(b, s1.id, ip["web"], 9090).startswith("refused")
+    # Port security: web taking one's address (as root on its namespace) gets nowhere.
+    with contextlib.closing(netns.iproute(netns_name(web.id))) as ipr:
+        idx = ipr.link_lookup(ifname="eth0")[0]
+        ipr.addr("add", index=idx, address=ip["one"], prefixlen=32)
+    b.start_service(s2.id, ServiceSpec("udp", ("python3", "-c", UDP_LISTEN)))
+    time.sleep(0.3)
+    send = "import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    send += "s.bind((sys.argv[1], 0)); s.sendto(sys.argv[3].encode(), (sys.argv[2], 7070))\n"
+    assert b.run(web.id, ["python3", "-c", send, ip["one"], ip["two"], "spoofed!"]).exit_code == 0
+    assert b.run(s1.id, ["python3", "-c", send, ip["one"], ip["two"], "genuine!"]).exit_code == 0
+    deadline = time.monotonic() + 3
+    while "genuine!" not in b.console_log(s2.id):
+        assert time.monotonic() < deadline, b.console_log(s2.id)
+        time.sleep(0.05)
+    assert "spoofed!" not in b.console_log(s2.id)

@@ -113,3 +113,6 @@ class MemoryBackend:
 
     def down_servers(self, timeout: float) -> list[str]:
         return []
+
+    def apply_firewall(self, spec: object) -> None:
+        self.firewall = spec

@@ -254,6 +254,62 @@ class ObservedResource:
 
 
 @dataclass(frozen=True)
+class SecurityGroupRuleSpec:
+    """One rule of a security group (stateful: replies to allowed traffic come back)."""
+
+    direction: Literal["ingress", "egress"]
+    """``ingress``: traffic the group's ports let in; ``egress``: traffic they send."""
+    protocol: Literal["any", "tcp", "udp", "icmp"] = "any"
+    """IPv4 protocol the rule is for."""
+    port_min: int | None = None
+    """First TCP/UDP port (destination port), or None for every port."""
+    port_max: int | None = None
+    """Last TCP/UDP port."""
+    remote_cidr: str | None = None
+    """Peer addresses (source for ingress, destination for egress), or None..."""
+    remote_group_id: str | None = None
+    """...or the members of this group (their addresses)."""
+
+
+@dataclass(frozen=True)
+class SecurityGroupSpec:
+    """A security group: its rules."""
+
+    id: str
+    """Group id."""
+    rules: tuple[SecurityGroupRuleSpec, ...] = ()
+    """What its ports let in and out; nothing else passes."""
+
+
+@dataclass(frozen=True)
+class FirewallPortSpec:
+    """A port and the groups that apply to it."""
+
+    id: str
+    """Port id."""
+    network_id: str
+    """Its network."""
+    addresses: tuple[str, ...]
+    """Its fixed IPv4 addresses (no prefix length)."""
+    groups: tuple[str, ...]
+    """Ids of its security groups (empty: no filtering, as a port with security off)."""
+    mac: str = ""
+    """Its MAC address: the only one it may send from."""
+    vnic_type: VnicType = "normal"
+    """``direct`` ports (SR-IOV) get no security groups, as in Neutron."""
+
+
+@dataclass(frozen=True)
+class FirewallSpec:
+    """Every port's security groups, for the whole instance."""
+
+    ports: tuple[FirewallPortSpec, ...] = ()
+    """Every plugged port."""
+    groups: tuple[SecurityGroupSpec, ...] = ()
+    """Every group a port or a rule names."""
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     """An image servers can boot from."""
 
@@ -385,6 +441,10 @@ class Backend(Protocol):
 
     def delete_image(self, name: str) -> list[str]:
         """Remove image ``name``'s built layers that no server uses; returns what went."""
+        ...
+
+    def apply_firewall(self, spec: FirewallSpec) -> None:
+        """Make every port's security groups what ``spec`` says (the whole instance's)."""
         ...
 
     def down_servers(self, timeout: float) -> list[str]:

@@ -221,6 +221,47 @@ class Port(Reconciled, Base):
     subnet: Mapped[Subnet] = relationship(lazy="joined")
 
 
+class SecurityGroup(Timestamped, Base):
+    """A tenancy's named set of firewall rules for ports (Neutron's security group).
+
+    Ports name their groups in ``port.spec["security_groups"]`` (group ids)."""
+
+    __tablename__ = "security_group"
+    __table_args__ = (UniqueConstraint("tenancy_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenancy_id: Mapped[str] = mapped_column(
+        ForeignKey("tenancy.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    description: Mapped[str] = mapped_column(Text, default="")
+    rules: Mapped[list[SecurityGroupRule]] = relationship(
+        lazy="selectin",
+        order_by="SecurityGroupRule.created_at",
+        foreign_keys="SecurityGroupRule.group_id",
+        cascade="all, delete-orphan",
+    )
+
+
+class SecurityGroupRule(Base):
+    """One rule: traffic a group's ports let in (``ingress``) or out (``egress``)."""
+
+    __tablename__ = "security_group_rule"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_group.id", ondelete="CASCADE"), index=True
+    )
+    direction: Mapped[str] = mapped_column(String(8))
+    protocol: Mapped[str] = mapped_column(String(8), default="any")
+    port_min: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    port_max: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    remote_cidr: Mapped[str | None] = mapped_column(String(43), nullable=True)
+    remote_group_id: Mapped[str | None] = mapped_column(
+        ForeignKey("security_group.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Server(Reconciled, Base):
     """A server (VM or bare-metal) of a tenancy, placed on a host."""
 

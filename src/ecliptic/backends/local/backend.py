@@ -75,6 +75,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ecliptic import faults
 from ecliptic.backends.base import (
     BackendError,
+    FirewallSpec,
     GcReport,
     HostRecord,
     ImageError,
@@ -214,7 +215,8 @@ class LocalBackend:
         self.host_ports = host_ports
         """TCP ports of the host servers may reach (the API, the gateway's SSH endpoint)."""
         self._firewall_lock = threading.Lock()
-        self._firewall_applied: tuple[tuple[str, ...], tuple[int, ...]] | None = None
+        self._firewall_applied: tuple[tuple[str, ...], tuple[int, ...], FirewallSpec] | None = None
+        self._security = FirewallSpec()
         self.owners = OwnerRegistry(Path(owners_dir), instance_id)
         self.cgroups = cgroups.CgroupManager(Path(cgroup_root))
         self.inventory_path = inventory_path
@@ -323,6 +325,13 @@ class LocalBackend:
         self._sync_firewall()
         return NetworkStatus(backend_ref=br, ready=True)
 
+    @_backend_errors
+    def apply_firewall(self, spec: FirewallSpec) -> None:
+        """Every port's security groups (and port security), applied in one transaction."""
+        with self._firewall_lock:
+            self._security = spec
+        self._sync_firewall()
+
     def _sync_firewall(self, *, force: bool = False) -> None:
         """The instance's nftables table, for the bridges it owns now (see ``firewall``)."""
         with self._firewall_lock:
@@ -333,11 +342,11 @@ class LocalBackend:
                     if rec.kind == "network"
                 )
             )
-            wanted = (bridges, tuple(sorted(self.host_ports)))
+            wanted = (bridges, tuple(sorted(self.host_ports)), self._security)
             if not force and wanted == self._firewall_applied:
                 return
             try:
-                firewall.apply(self.instance_id, bridges, self.host_ports)
+                firewall.apply(self.instance_id, bridges, self.host_ports, self._security)
             except NftError as e:
                 self._firewall_applied = None
                 raise BackendError(f"local backend: the network boundary failed: {e}") from e

@@ -135,6 +135,12 @@ def ensure_bridge(root: Any, name: str, *, mac: str, mtu: int) -> tuple[Any, boo
         created = True
     assert msg is not None
     _set(root, msg, address=mac, mtu=mtu, state="up")
+    # Frames bridged between its ports pass the inet hooks (with conntrack), where the
+    # instance's security groups are: per bridge, whatever the host's global setting.
+    info = msg.get_attr("IFLA_LINKINFO")
+    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    if data is None or data.get_attr("IFLA_BR_NF_CALL_IPTABLES") != 1:
+        root.link("set", index=msg["index"], kind="bridge", br_nf_call_iptables=1)
     return msg, created
 
 
