@@ -72,9 +72,14 @@ from ecliptic.api.schemas import (
     PortOut,
     QuotaOut,
     QuotaSet,
+    SecurityGroupCreate,
+    SecurityGroupOut,
+    SecurityGroupRuleCreate,
+    SecurityGroupRuleOut,
     ServerCreate,
     ServerNic,
     ServerOut,
+    ServerSecurityGroups,
     ServiceCreate,
     ServiceOut,
     ServiceUpdate,
@@ -499,6 +504,7 @@ class Client:
         self.ports = _Ports(self)
         self.servers = _Servers(self)
         self.images = _Images(self)
+        self.security_groups = _SecurityGroups(self)
         self.leases = _Leases(self)
         self.availability = _Availability(self)
         self.credits = _Credits(self)
@@ -909,6 +915,55 @@ class _Ports(_Group):
         self._c.request("DELETE", f"/ports/{_q(ref)}")
 
 
+class _SecurityGroups(_Group):
+    """Security groups of your tenancy."""
+
+    def list(self) -> builtins.list[SecurityGroupOut]:
+        """Every group, ``default`` included."""
+        out: builtins.list[SecurityGroupOut] = self._c._all(SecurityGroupOut, "/security-groups")
+        return out
+
+    def get(self, ref: str) -> SecurityGroupOut:
+        """One group by name or id."""
+        out: SecurityGroupOut = self._c._call(
+            SecurityGroupOut, "GET", f"/security-groups/{_q(ref)}"
+        )
+        return out
+
+    def create(self, name: str, description: str = "") -> SecurityGroupOut:
+        """A new group (no rules: nothing in or out)."""
+        body = _body(SecurityGroupCreate, name=name, description=description or None)
+        out: SecurityGroupOut = self._c._call(
+            SecurityGroupOut, "POST", "/security-groups", json=body
+        )
+        return out
+
+    def delete(self, ref: str) -> None:
+        """Delete a group no port uses."""
+        self._c.request("DELETE", f"/security-groups/{_q(ref)}")
+
+    def add_rule(self, ref: str, **fields: Any) -> SecurityGroupRuleOut:
+        """Add a rule (``direction``, ``protocol``, ``port_min``, ``port_max``,
+        ``remote_cidr`` or ``remote_group``, ``description``)."""
+        body = _body(SecurityGroupRuleCreate, **fields)
+        out: SecurityGroupRuleOut = self._c._call(
+            SecurityGroupRuleOut, "POST", f"/security-groups/{_q(ref)}/rules", json=body
+        )
+        return out
+
+    def delete_rule(self, ref: str, rule_id: str) -> None:
+        """Remove one rule."""
+        self._c.request("DELETE", f"/security-groups/{_q(ref)}/rules/{_q(rule_id)}")
+
+    def set_for_server(self, server: str, names: builtins.list[str]) -> builtins.list[str]:
+        """Replace the groups of every port of a server."""
+        body = _body(ServerSecurityGroups, security_groups=names)
+        out: ServerSecurityGroups = self._c._call(
+            ServerSecurityGroups, "PUT", f"/servers/{_q(server)}/security-groups", json=body
+        )
+        return list(out.security_groups)
+
+
 class _Images(_Group):
     """Images servers boot from."""
 
@@ -992,6 +1047,7 @@ class _Servers(_Group):
         reservation: str | None = None,
         preemptible: bool = False,
         image: str | None = None,
+        security_groups: builtins.list[str] | None = None,
     ) -> ServerOut:
         """Create a server (on the tenancy's ``default`` network unless ``networks`` say),
         booting from ``image`` (``base`` unless given).
@@ -1010,6 +1066,7 @@ class _Servers(_Group):
             reservation=reservation,
             preemptible=preemptible or None,
             image=image,
+            security_groups=security_groups or None,
         )
         out: ServerOut = self._c._call(ServerOut, "POST", "/servers", json=body)
         return out

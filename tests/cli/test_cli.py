@@ -518,3 +518,30 @@ def test_images_from_the_cli(admin_cli: Cli) -> None:
     res = admin_cli("image", "delete", "base")
     assert res.exit_code == 4 and "cli-img" in res.stderr, res.output
     assert admin_cli("server", "delete", "cli-img", "--wait").exit_code == 0
+
+
+def test_security_groups_from_the_cli(admin_cli: Cli) -> None:
+    res = admin_cli("security-group", "create", "cli-web", "--description", "web servers")
+    assert res.exit_code == 0 and "no rules" in res.output, res.output
+    res = admin_cli("security-group", "rule-create", "cli-web", "--protocol", "tcp",
+                    "--port", "8000-8100", "--remote-cidr", "198.18.0.0/15")  # fmt: skip
+    assert res.exit_code == 0 and "ingress tcp 8000-8100 198.18.0.0/15" in res.stdout, res.output
+    rule = res.stdout.split()[1].rstrip(":")
+    res = admin_cli("security-group", "rule-create", "cli-web", "--port", "80")
+    assert res.exit_code == 1 and "tcp or udp" in res.stderr, res.output
+    res = admin_cli("security-group", "rule-create", "cli-web", "--port", "eighty")
+    assert res.exit_code == 2 and "a range" in res.output
+    res = admin_cli("security-group", "show", "cli-web")
+    assert res.exit_code == 0 and rule in res.stdout and "8000-8100" in res.stdout
+    res = admin_cli("server", "create", "cli-sg", "--flavor", "m1.tiny",
+                    "--security-group", "cli-web", "--wait")  # fmt: skip
+    assert res.exit_code == 0 and "cli-web" in res.stdout, res.output
+    res = admin_cli("security-group", "delete", "cli-web")
+    assert res.exit_code == 4 and "cli-sg" in res.stderr, res.output
+    res = admin_cli("server", "set-security-groups", "cli-sg", "--security-group", "default")
+    assert res.exit_code == 0 and "default" in res.stdout, res.output
+    assert admin_cli("security-group", "rule-delete", "cli-web", rule).exit_code == 0
+    assert admin_cli("security-group", "delete", "cli-web").exit_code == 0
+    res = admin_cli("-o", "json", "security-group", "list")
+    assert [g["name"] for g in json.loads(res.stdout)] == ["default"]
+    assert admin_cli("server", "delete", "cli-sg", "--wait").exit_code == 0

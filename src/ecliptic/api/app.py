@@ -20,6 +20,7 @@ from ecliptic.api.routes import (
     leases,
     networks,
     quotas,
+    security_groups,
     servers,
     services,
 )
@@ -45,6 +46,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         catalogue,
         networks,
         servers,
+        security_groups,
         images,
         leases,
         credits,

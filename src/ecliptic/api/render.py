@@ -37,6 +37,7 @@ def server_out(s: Server) -> schemas.ServerOut:
         gpu_model=s.gpu_model,
         gpus=s.gpus,
         image=s.image,
+        security_groups=list(s.spec.get("security_groups", [])),
         lease_id=s.lease_id,
         reservation=s.reservation,
         preemptible=s.preemptible,
@@ -57,7 +58,8 @@ def server_row_body(row: dict[str, Any]) -> dict[str, Any]:
     addresses: dict[str, list[str]] = {}
     for p in row["ports"]:
         addresses.setdefault(p["network"], []).append(p["ip_address"])
-    return {**row, "addresses": addresses}
+    groups = list((row.get("spec") or {}).get("security_groups", []))
+    return {**row, "addresses": addresses, "security_groups": groups}
 
 
 def host_out(h: Host, usage: HostUsage) -> schemas.HostOut:

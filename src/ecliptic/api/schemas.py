@@ -344,6 +344,8 @@ class ServerCreate(Strict):
     preemptible: StrictBool = False
     image: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")] = "base"
     """The image it boots from (``ecliptic image list``)."""
+    security_groups: Annotated[list[Name], Field(min_length=1, max_length=16)] | None = None
+    """Security groups of its ports (``default`` when not given)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ServerCreate:
@@ -366,6 +368,7 @@ class ServerOut(Out):
     gpu_model: str | None
     gpus: int
     image: str = "base"
+    security_groups: list[str] = []
     lease_id: str | None = None
     reservation: str | None = None
     preemptible: bool = False
@@ -378,6 +381,57 @@ class ServerOut(Out):
     status: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+
+
+class SecurityGroupCreate(Strict):
+    """Create a security group (it lets nothing in or out until it has rules)."""
+
+    name: Name
+    description: Annotated[str, Field(max_length=500)] = ""
+
+
+class SecurityGroupRuleCreate(Strict):
+    """A rule: what a group's ports let in (``ingress``) or send (``egress``)."""
+
+    direction: Literal["ingress", "egress"]
+    protocol: Literal["any", "tcp", "udp", "icmp"] = "any"
+    port_min: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """First destination port (tcp, udp); alone: that one port."""
+    port_max: Annotated[int, Field(ge=1, le=65535)] | None = None
+    remote_cidr: Annotated[str, Field(max_length=43)] | None = None
+    """Peer addresses (source of ingress, destination of egress); default everywhere."""
+    remote_group: Ref | None = None
+    """Or: the members of this group of the tenancy (name or id)."""
+    description: Annotated[str, Field(max_length=500)] = ""
+
+
+class SecurityGroupRuleOut(Out):
+    """A rule of a security group."""
+
+    id: str
+    direction: str
+    protocol: str
+    port_min: int | None
+    port_max: int | None
+    remote_cidr: str | None
+    remote_group: str | None
+    description: str
+
+
+class SecurityGroupOut(Out):
+    """A security group and its rules."""
+
+    id: str
+    name: str
+    description: str
+    rules: list[SecurityGroupRuleOut]
+    created_at: datetime
+
+
+class ServerSecurityGroups(Strict):
+    """The security groups of a server's ports."""
+
+    security_groups: Annotated[list[Name], Field(min_length=1, max_length=16)]
 
 
 class ImageOut(Out):

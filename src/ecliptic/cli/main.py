@@ -25,6 +25,7 @@ from ecliptic.cli import (
     local,
     networks,
     quota,
+    security_groups,
     servers,
     services,
 )
@@ -46,6 +47,7 @@ app = typer.Typer(
 )
 app.add_typer(servers.app, name="server", no_args_is_help=True)
 app.add_typer(images.app, name="image", no_args_is_help=True)
+app.add_typer(security_groups.app, name="security-group", no_args_is_help=True)
 app.add_typer(leases.app, name="lease", no_args_is_help=True)
 app.add_typer(credits.app, name="credits", no_args_is_help=True)
 app.add_typer(quota.app, name="quota", no_args_is_help=True)

@@ -71,6 +71,7 @@ def show_server(srv: ServerOut) -> None:
             ("reason", srv.phase_reason),
             ("flavor", f"{srv.flavor} ({srv.kind})"),
             ("image", srv.status.get("image") or srv.image),
+            ("security groups", ", ".join(srv.security_groups)),
             ("host", srv.host),
             ("vcpus", srv.vcpus),
             ("memory", output.mib(srv.memory_mb)),
@@ -201,6 +202,15 @@ def create(
             show_default=False,
         ),
     ] = None,
+    security_group: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--security-group",
+            metavar="NAME",
+            help="A security group of its ports (repeat for several; default: default).",
+            show_default=False,
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it is ACTIVE.")] = False,
     timeout: Timeout = 300,
 ) -> None:
@@ -223,6 +233,7 @@ def create(
         reservation=reservation,
         preemptible=preemptible,
         image=image,
+        security_groups=security_group,
     )
     if wait:
         srv = wait_active(c, srv.name, timeout)
@@ -491,3 +502,17 @@ def exec_(
         limit = output.mib(res.memory_limit_mb) if res.memory_limit_mb else "its flavor's"
         sys.stderr.write(f"killed: out of memory (flavor limit {limit})\n")
     raise typer.Exit(exec_exit_code(res.exit_code))
+
+
+@command(app, "set-security-groups")
+def set_security_groups(
+    name: Name,
+    security_group: Annotated[
+        list[str],
+        typer.Option("--security-group", metavar="NAME", help="A group (repeat for several)."),
+    ],
+) -> None:
+    """Replace the security groups of every port of a server (applied within a second)."""
+    names = client().security_groups.set_for_server(name, security_group)
+    emit({"server": name, "security_groups": names},
+         lambda: output.say(f"server {name}: security groups {', '.join(names)}"))  # fmt: skip

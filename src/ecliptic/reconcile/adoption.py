@@ -10,6 +10,7 @@ from sqlalchemy import select
 from ecliptic.backends.base import GcReport, ObservedState
 from ecliptic.phases import LeasePhase
 from ecliptic.reconcile.base import Context
+from ecliptic.services import security_groups
 from ecliptic.services.metering import METER_OBJECT
 from ecliptic.services.servers import purge_tombstones
 from ecliptic.store.models import Lease, Network, Server
@@ -58,6 +59,7 @@ def resync(ctx: Context) -> None:
         for lid in session.scalars(select(Lease.id).where(Lease.phase != LeasePhase.ENDED)):
             ctx.queue.enqueue(session, "lease", lid)
         ctx.queue.enqueue(session, "meter", METER_OBJECT)
+        security_groups.changed(session, ctx.queue)
         purge_tombstones(session, ctx.booking.clock.now() - ctx.booking.deleted_server_retention)
 
 

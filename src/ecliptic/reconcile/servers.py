@@ -12,7 +12,7 @@ from ecliptic.backends.base import BackendError, PortSpec, ServerSpec
 from ecliptic.phases import PortPhase, ServerPhase
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.reconcile.networks import network_spec
-from ecliptic.services import credits, metering
+from ecliptic.services import credits, metering, security_groups
 from ecliptic.services.booking import server_booking_id
 from ecliptic.store.models import DeletedServer, Network, Server
 from ecliptic.store.transitions import move, note, removed
@@ -176,6 +176,7 @@ def _delete(ctx: Context, srv: Server) -> Outcome:
             kind = str(row.spec.get("preempted_for", "lease"))
             ctx.queue.enqueue(session, kind, str(row.spec["preempted_by"]))
         metering.finish(session, row, ctx.booking.clock.now())
+        security_groups.changed(session, ctx.queue)  # its ports' rules go
         session.delete(row)
         engine.release(server_booking_id(server_id))
         engine.remove_preemptible(server_id)

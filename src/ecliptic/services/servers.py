@@ -25,6 +25,7 @@ from ecliptic.scheduler.model import (
     Request,
 )
 from ecliptic.services import metering, quotas
+from ecliptic.services import security_groups as sg
 from ecliptic.services.booking import (
     FOREVER,
     Booking,
@@ -117,6 +118,7 @@ def create_server(
     reservation: str | None = None,
     preemptible: bool = False,
     image: str = "base",
+    security_groups: list[str] | None = None,
 ) -> Server:
     """Place a server (on demand, preemptible, or inside a lease), allocate its ports, queue it.
 
@@ -221,6 +223,12 @@ def create_server(
                     session, "meter", metering.METER_OBJECT, delay=metering.HOUR.total_seconds()
                 )
         _attach_nics(session, queue, srv, nics or [NicRequest()], used_elsewhere)
+        groups = sg.resolve(session, tenancy_id, security_groups)
+        session.flush()
+        session.refresh(srv)
+        sg.give_ports(session, srv.ports, groups)
+        srv.spec = {**srv.spec, "security_groups": [g.name for g in groups]}
+        sg.changed(session, queue)
         what = "preemptible, " if preemptible else (f"in lease '{lease}', " if lease else "")
         created(session, srv, f"created {what}on host {host_name}")
         queue.enqueue(session, "server", srv.id)
@@ -513,6 +521,7 @@ _ROW_COLUMNS = (
     Server.gpu_model,
     Server.gpus,
     Server.image,
+    Server.spec,
     Server.lease_id,
     Server.reservation,
     Server.preemptible,

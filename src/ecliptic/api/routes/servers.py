@@ -82,6 +82,7 @@ def create_server(body: ServerCreate, caller: CallerDep, rt: RuntimeDep) -> Serv
         reservation=body.reservation,
         preemptible=body.preemptible,
         image=body.image,
+        security_groups=list(body.security_groups) if body.security_groups else None,
     )
     return server_out(srv)
 
