@@ -89,6 +89,9 @@ def reconcile_server(ctx: Context, server_id: str) -> Outcome:
     faults.point("reconcile.server.before_backend")
     for net in nets:
         ctx.backend.ensure_network(net)
+    # Its ports' security groups are in place before its interfaces exist (fail closed).
+    with ctx.db.read() as session:
+        ctx.backend.apply_firewall(security_groups.firewall_spec(session))
     status = ctx.backend.ensure_server(spec)
     faults.point("reconcile.server.after_backend")
     with ctx.db.write() as session:
