@@ -220,10 +220,23 @@ class ImageStore:
         """The host's package state, as the key of its host layer."""
         return self._host_state()[:16]
 
+    def hosts_dir(self) -> Path:
+        """Where host layers are made: beside the images when they share ``/usr``'s
+        filesystem (the layer is then hard links), else in ``/var/lib/ecliptic`` if that
+        does; only when neither does is ``/usr`` copied."""
+        usr = os.stat("/usr").st_dev
+        for candidate in (self.image_dir / "hosts", Path("/var/lib/ecliptic/host-layers")):
+            probe = candidate
+            while not probe.exists():
+                probe = probe.parent
+            if os.stat(probe).st_dev == usr:
+                return candidate
+        return self.image_dir / "hosts"
+
     def host_layer(self) -> Path:
         """The host layer of the host's current package state (made on first need)."""
         with self._exclusive("host"):
-            return sandbox.host_layer(self.image_dir / "hosts", self.host_key())
+            return sandbox.host_layer(self.hosts_dir(), self.host_key())
 
     def hash_of(self, name: str, _seen: tuple[str, ...] = ()) -> str:
         """The hash a build of ``name``'s current recipe has."""
@@ -329,7 +342,10 @@ class ImageStore:
         if isinstance(parent, str) and isinstance(phash, str):
             out += self.layers_of(parent, phash)
         else:
-            out.append(self.image_dir / "hosts" / f"host-{meta.get('host_key')}")
+            where = meta.get("host_layer")
+            out.append(
+                Path(str(where)) if where else self.hosts_dir() / f"host-{meta.get('host_key')}"
+            )
         return out
 
     def in_use_hashes(self, name: str, used: set[str]) -> list[str]:
@@ -427,6 +443,7 @@ class ImageStore:
                 "parent": recipe.parent,
                 "parent_hash": parent_hash,
                 "host_key": host_key,
+                "host_layer": str(lowers[-1]),
                 "recipe": recipe.model_dump(mode="json"),
                 "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "build_seconds": round(seconds, 3),
