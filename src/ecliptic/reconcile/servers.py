@@ -179,7 +179,7 @@ def _delete(ctx: Context, srv: Server) -> Outcome:
             kind = str(row.spec.get("preempted_for", "lease"))
             ctx.queue.enqueue(session, kind, str(row.spec["preempted_by"]))
         metering.finish(session, row, ctx.booking.clock.now())
-        security_groups.changed(session, ctx.queue)  # its ports' rules go
+        security_groups.changed(session, ctx.queue, delay=1.0)  # its ports' rules go
         session.delete(row)
         engine.release(server_booking_id(server_id))
         engine.remove_preemptible(server_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,12 +33,13 @@ DEFAULT = "default"
 FIREWALL = "firewall"
 """Reconciler kind of the instance's firewall, and its one object id (``all``)."""
 FIREWALL_OBJECT = "all"
-PROTOCOLS = ("any", "tcp", "udp", "icmp")
 
 
-def changed(session: Session, queue: WorkQueue) -> None:
-    """Queue the firewall for a look (in the caller's transaction)."""
-    queue.enqueue(session, FIREWALL, FIREWALL_OBJECT)
+def changed(session: Session, queue: WorkQueue, *, delay: float = 0.0) -> None:
+    """Queue the firewall for a look (in the caller's transaction). Changes that need not
+    be at once (a deleted server's rules) wait ``delay`` seconds and coalesce: a rebuild of
+    600 ports' rules costs ~80 ms."""
+    queue.enqueue(session, FIREWALL, FIREWALL_OBJECT, delay=delay)
 
 
 def ensure_default(session: Session, tenancy_id: str) -> SecurityGroup:
@@ -267,34 +268,51 @@ def set_server_groups(
         return [g.name for g in groups]
 
 
+_PROTOCOL: dict[str, Literal["any", "tcp", "udp", "icmp"]] = {
+    "any": "any",
+    "tcp": "tcp",
+    "udp": "udp",
+    "icmp": "icmp",
+}
+
+
+def _protocol(value: str) -> Literal["any", "tcp", "udp", "icmp"]:
+    return _PROTOCOL.get(value, "any")
+
+
 def firewall_spec(session: Session) -> FirewallSpec:
     """Every plugged port with its groups, and those groups, for the backend."""
-    ports = session.scalars(select(Port).where(Port.server_id.is_not(None))).all()
+    # Columns, not ORM objects: this runs for every server built, with every port.
+    rows = session.execute(
+        select(
+            Port.id, Port.network_id, Port.ip_address, Port.mac, Port.vnic_type, Port.spec
+        ).where(Port.server_id.is_not(None))
+    ).all()
     used: set[str] = set()
     out = []
-    for p in ports:
-        groups = tuple((p.spec or {}).get("security_groups", ()))
+    for pid, network_id, ip, mac, vnic, spec in rows:
+        groups = tuple((spec or {}).get("security_groups", ()))
         used.update(groups)
         out.append(
             FirewallPortSpec(
-                id=p.id,
-                network_id=p.network_id,
-                addresses=(p.ip_address,),
+                id=pid,
+                network_id=network_id,
+                addresses=(ip,),
                 groups=groups,
-                mac=p.mac,
-                vnic_type="direct" if p.vnic_type == "direct" else "normal",
+                mac=mac,
+                vnic_type="direct" if vnic == "direct" else "normal",
             )
         )
-    rows = session.scalars(select(SecurityGroup).where(SecurityGroup.id.in_(used))).all()
+    rows_g = session.scalars(select(SecurityGroup).where(SecurityGroup.id.in_(used))).all()
     specs = []
-    for g in sorted(rows, key=lambda g: g.id):
+    for g in sorted(rows_g, key=lambda g: g.id):
         specs.append(
             SecurityGroupSpec(
                 g.id,
                 tuple(
                     SecurityGroupRuleSpec(
                         direction="egress" if r.direction == "egress" else "ingress",
-                        protocol=r.protocol if r.protocol in PROTOCOLS else "any",  # type: ignore[arg-type]
+                        protocol=_protocol(r.protocol),
                         port_min=r.port_min,
                         port_max=r.port_max,
                         remote_cidr=r.remote_cidr,

@@ -228,7 +228,8 @@ def create_server(
         session.refresh(srv)
         sg.give_ports(session, srv.ports, groups)
         srv.spec = {**srv.spec, "security_groups": [g.name for g in groups]}
-        sg.changed(session, queue)
+        # Its reconcile applies them before its interfaces exist; this is the safety net.
+        sg.changed(session, queue, delay=1.0)
         what = "preemptible, " if preemptible else (f"in lease '{lease}', " if lease else "")
         created(session, srv, f"created {what}on host {host_name}")
         queue.enqueue(session, "server", srv.id)
