@@ -20,6 +20,7 @@ import pytest
 from ecliptic.backends.base import BackendError, ImageError, ServerSpec, ServiceSpec
 from ecliptic.backends.local import LocalBackend, sandbox
 from ecliptic.backends.local.images import ImageStore, load_recipe
+from ecliptic.backends.local.names import netns_name
 from tests.backends.conftest import Lab
 
 
@@ -328,3 +329,17 @@ def test_host_layer_shows_the_system_and_hides_the_rest(tmp_path: Path) -> None:
         assert list((layer / hidden).iterdir()) == [], hidden
     assert not (layer / "work").exists() and not (layer / "var/lib/postgresql").exists()
     shutil.rmtree(tmp_path / "images")
+
+
+def test_a_fork_bomb_stays_in_its_server(lab: Lab) -> None:
+    b = lab.backend()
+    net = lab.network(b)
+    s = lab.server(net, "bomb", 30)
+    b.ensure_server(s)
+    # More processes than its flavor allows (1 vCPU: 1024): the kernel refuses the rest.
+    script = "i=0; while [ $i -lt 1100 ]; do sleep 30 & i=$((i+1)); done 2>&1 | head -1; echo done"
+    _, out = sh(b, s.id, script, timeout=60)
+    assert "fork" in out.lower() or "resource" in out.lower(), out
+    pids = Path(f"/sys/fs/cgroup/pids/ecliptic/{netns_name(s.id)}/pids.current").read_text()
+    assert int(pids) <= 1024
+    b.delete_server(s.id)

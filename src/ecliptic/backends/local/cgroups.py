@@ -1,4 +1,6 @@
-"""Flavor limits as cgroup v1 groups: ``<root>/{cpu,memory}/ecliptic/<server netns name>``."""
+"""Flavor limits as cgroup v1 groups: ``<root>/{cpu,memory,pids}/ecliptic/<server netns
+name>``: CPU quota and memory of the flavor, and a bound on processes (a fork bomb in a
+server exhausts its own, not the host's)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
-CONTROLLERS = ("cpu", "memory")
+CONTROLLERS = ("cpu", "memory", "pids")
+PIDS_PER_VCPU = 1024
+"""Processes (and threads) a server may have, per vCPU of its flavor."""
 PARENT = "ecliptic"
 CFS_PERIOD_US = 100_000
 
@@ -50,6 +54,7 @@ class CgroupManager:
                 ("cpu.cfs_quota_us", str(vcpus * CFS_PERIOD_US)),
             ],
             "memory": [("memory.limit_in_bytes", str(memory_mb * 1024 * 1024))],
+            "pids": [("pids.max", str(max(1, vcpus) * PIDS_PER_VCPU))],
         }
         problems: list[str] = []
         changed = False
