@@ -120,7 +120,8 @@ static const int denied[] = {
     SYS_swapon, SYS_swapoff, SYS_reboot, SYS_acct, SYS_settimeofday, SYS_clock_settime,
     SYS_clock_adjtime, SYS_adjtimex, SYS_open_by_handle_at, SYS_name_to_handle_at,
     SYS_syslog, SYS_quotactl, SYS_lookup_dcookie, SYS_fsopen, SYS_fsmount, SYS_fsconfig,
-    SYS_fspick, SYS_open_tree, SYS_move_mount, SYS_mount_setattr,
+    SYS_fspick, SYS_open_tree, SYS_move_mount, SYS_mount_setattr, SYS_io_uring_setup,
+    SYS_io_uring_enter, SYS_io_uring_register,
 };
 #define NS_FLAGS (CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | \
                   CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP)
@@ -224,7 +225,8 @@ static void mask_path(const char *path) {
 
 static void make_dev(const char *root) {
     char *dev = under(root, "dev");
-    xmount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k,nr_inodes=64");
+    xmount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV,
+           "mode=755,size=64k,nr_inodes=64");
     static const char *nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
     for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
         char *src = under("/dev", nodes[i]), *dst = under(dev, nodes[i]);
@@ -293,7 +295,7 @@ static void build_root(const struct boot_opts *o) {
     char *opts;
     if (asprintf(&opts, "lowerdir=%s,upperdir=%s,workdir=%s", o->lower, o->upper, o->work) < 0)
         die("out of memory");
-    xmount("overlay", o->root, "overlay", MS_NOSUID, opts);
+    xmount("overlay", o->root, "overlay", MS_NODEV, opts);
     free(opts);
     static const char *dirs[] = {"proc", "sys", "dev", "run", "tmp"};
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
@@ -331,7 +333,9 @@ static void build_root(const struct boot_opts *o) {
     }
     static const char *masked[] = {"proc/kcore", "proc/keys", "proc/timer_list",
                                    "proc/sched_debug", "proc/acpi", "proc/scsi",
-                                   "sys/firmware", "proc/kallsyms", "proc/kmsg"};
+                                   "sys/firmware", "proc/kallsyms", "proc/kmsg",
+                                   "proc/kpageflags", "proc/kpagecount", "proc/kpagecgroup",
+                                   "proc/slabinfo", "proc/vmallocinfo"};
     for (size_t i = 0; i < sizeof masked / sizeof masked[0]; i++) {
         p = under(o->root, masked[i]);
         mask_path(p);
@@ -390,6 +394,9 @@ static int init_main(const struct boot_opts *o, int ready_fd, int console_fd) {
     if (sfd < 0) die("signalfd");
     install_seccomp();
     drop_caps();
+    /* Not dumpable: the server's processes cannot ptrace it nor reopen its descriptors
+     * (the console log, a host file) through /proc/1/fd. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (dup2(console_fd, 1) < 0 || dup2(console_fd, 2) < 0) die("console");
     close(console_fd);
     console = 1;

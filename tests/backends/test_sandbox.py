@@ -136,6 +136,11 @@ ESCAPES = {
     "set the clock": ("date -s '2001-01-01'; echo rc=$?", "rc=1"),
     "read the kernel's memory": ("head -c 16 /proc/kcore | wc -c", "0"),
     "write the init's binary": ("echo x > /proc/1/exe; echo rc=$?", "rc="),
+    "reopen the init's console (a host file)": (
+        "python3 -c \"import os; os.open('/proc/1/fd/1', os.O_RDWR)\" 2>&1 | tail -1",
+        "PermissionError",
+    ),
+    "read the host's page state": ("head -c 8 /proc/kpageflags | wc -c", "0"),
     "find the host's data": (
         "find /work /home /root /srv /var/lib/postgresql /var/log -mindepth 1 2>/dev/null | wc -l",
         "0",
@@ -154,7 +159,8 @@ SYSCALLS = textwrap.dedent(
              "keyctl": (250, 0, 0), "setns": (308, 3, 0), "unshare": (272, 0x10000000),
              "pivot_root": (155, b"/", b"/"), "kexec_load": (246, 0, 0, 0, 0),
              "open_by_handle_at": (304, 0, 0, 0), "bpf": (321, 0, 0, 0),
-             "clone_newuser": (56, 0x10000000 | 17, 0, 0, 0, 0)}
+             "clone_newuser": (56, 0x10000000 | 17, 0, 0, 0, 0),
+             "io_uring_setup": (425, 1, 0)}
     for name, (nr, *args) in calls.items():
         r = libc.syscall(nr, *args)
         print(name, r, errno.errorcode.get(ctypes.get_errno(), ctypes.get_errno()))
@@ -178,7 +184,7 @@ def test_escapes_fail(lab: Lab) -> None:
     for line in out.strip().splitlines():
         _name, ret, err = line.split()
         assert ret == "-1" and err in ("EPERM", "EACCES", "ENOSYS"), out
-    assert len(out.strip().splitlines()) == 10, out
+    assert len(out.strip().splitlines()) == 11, out
     # Processes: neither the host's nor beta's can be seen or signalled.
     beta_init = b._init(c.id)
     assert beta_init is not None
@@ -343,3 +349,40 @@ def test_a_fork_bomb_stays_in_its_server(lab: Lab) -> None:
     pids = Path(f"/sys/fs/cgroup/pids/ecliptic/{netns_name(s.id)}/pids.current").read_text()
     assert int(pids) <= 1024
     b.delete_server(s.id)
+
+
+def test_a_tenant_symlink_is_never_followed_by_the_host(lab: Lab, tmp_path: Path) -> None:
+    """A server whose /etc (or any path the host writes on a boot) is a symlink to a host
+    folder, rebooted: the host writes nothing there."""
+    target = tmp_path / "host-folder"
+    target.mkdir()
+    b = lab.backend()
+    net = lab.network(b)
+    s = lab.server(net, "sly", 40)
+    b.ensure_server(s)
+    _, out = sh(b, s.id, f"cp -a /etc /etc.bak && rm -rf /etc && ln -s {target} /etc; echo ok")
+    assert out.strip().endswith("ok"), out
+    init = b._init(s.id)
+    assert init is not None
+    os.kill(init.pid, signal.SIGKILL)
+    assert s.id in b.down_servers(5.0)
+    b.ensure_server(s)  # boots again
+    assert sh(b, s.id, "readlink /etc")[1].strip() == str(target)
+    assert list(target.iterdir()) == []
+
+
+def test_a_recipe_cannot_make_the_build_delete_host_files(lab: Lab, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    (victim / "log").mkdir(parents=True)
+    (victim / "log" / "keep").write_text("host data\n")
+    (victim / "lib/apt/lists").mkdir(parents=True)
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "sly.yaml").write_text(
+        f"name: sly\nversion: '1'\ncommands:\n  - rm -rf /var /usr/sbin && "
+        f"ln -s {victim} /var && ln -s {victim} /usr/sbin\n"
+    )
+    b = lab.backend(image_recipes=(recipes,))
+    assert b.build_image("sly").status == "built"
+    assert (victim / "log" / "keep").read_text() == "host data\n"
+    assert (victim / "lib/apt/lists").is_dir()

@@ -545,3 +545,11 @@ def test_security_groups_from_the_cli(admin_cli: Cli) -> None:
     res = admin_cli("-o", "json", "security-group", "list")
     assert [g["name"] for g in json.loads(res.stdout)] == ["default"]
     assert admin_cli("server", "delete", "cli-sg", "--wait").exit_code == 0
+
+
+def test_console_logs_cannot_drive_the_readers_terminal() -> None:
+    from ecliptic.cli.servers import _printable
+
+    assert _printable("ok\tline\n\x1b]0;pwned\x07\x1b[2J\x9b") == (
+        "ok\tline\n\\x1b]0;pwned\\x07\\x1b[2J\\x9b"
+    )

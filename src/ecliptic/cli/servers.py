@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Annotated
 
@@ -58,6 +59,15 @@ def wait_active(c: Client, ref: str, timeout: float) -> ServerOut:
             timeout=timeout,
             on_change=lambda s: update(f"server {s.name}: {s.phase} ({s.phase_reason})"),
         )
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
+
+
+def _printable(text: str) -> str:
+    """A server's console log as safe terminal text: its processes write it, so escape
+    sequences (which could retitle or rewrite the reader's terminal) are shown, not run."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def show_server(srv: ServerOut) -> None:
@@ -365,7 +375,8 @@ def log(
     doc = c.servers.log(name, tail_bytes=tail)
 
     def human() -> None:
-        sys.stdout.write(doc.log if not doc.log or doc.log.endswith("\n") else doc.log + "\n")
+        text = _printable(doc.log)
+        sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
         sys.stdout.flush()
 
     if not follow:
@@ -373,7 +384,7 @@ def log(
         return
     if current().json:
         raise typer.BadParameter("--follow prints text as it comes: leave out --output json")
-    sys.stdout.write(doc.log)
+    sys.stdout.write(_printable(doc.log))
     sys.stdout.flush()
     _follow(c, name, doc.next, interval)
 
@@ -394,7 +405,7 @@ def _follow(c: Client, name: str, after: int, interval: float) -> None:
                 return
             raise
         if doc.log:
-            sys.stdout.write(doc.log)
+            sys.stdout.write(_printable(doc.log))
             sys.stdout.flush()
         after = doc.next
 

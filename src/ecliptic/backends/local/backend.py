@@ -580,7 +580,11 @@ class LocalBackend:
         if stale is not None:
             console.append(log, f"init (pid {stale.pid}) is gone: booting again")
         disk = sdir / "disk"
-        self._first_files(spec, disk / "upper")
+        if not (disk / "upper").exists():
+            # Only into a disk made here, now: once the server has run, its files are its
+            # own (a tenant's /etc may be a symlink to anywhere on the host).
+            (disk / "upper").mkdir(parents=True)
+            self._first_files(spec, disk / "upper")
         faults.point("local.server.before_boot")
         started = time.monotonic()
         try:

@@ -27,6 +27,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -430,7 +431,7 @@ class ImageStore:
                     self._step(init, argv, stdin, log, title)
             finally:
                 self._stop(init)
-            blocker.unlink()
+            _remove_under(layer, "usr/sbin/policy-rc.d")
             _prune(layer)
             shutil.rmtree(tmp / "work", ignore_errors=True)
             shutil.rmtree(tmp / "root", ignore_errors=True)
@@ -576,15 +577,52 @@ _PRUNE = (
 )
 
 
+def _open_dir_under(layer: Path, parts: list[str]) -> int | None:
+    """An fd on ``layer/<parts>``, reached without following a symlink; None if it is not
+    there or a component is a link (what a build left in its layer is the recipe's, and a
+    link there may point at the host: ``/var -> /``)."""
+    fd = os.open(layer, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    for part in parts:
+        try:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nxt
+    return fd
+
+
+def _remove_under(layer: Path, rel: str) -> None:
+    """Remove ``layer/rel`` (a file or a tree), never following a symlink on the way."""
+    parts = [p for p in rel.split("/") if p]
+    fd = _open_dir_under(layer, parts[:-1])
+    if fd is None:
+        return
+    try:
+        try:
+            st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(parts[-1], dir_fd=fd)
+        else:
+            os.unlink(parts[-1], dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def _prune(layer: Path) -> None:
     """Drop from a built layer what a build leaves behind and no server needs."""
     for rel in _PRUNE:
-        p = layer / rel
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-    for p in (layer / "var/lib/dpkg").glob("*-old"):
-        with contextlib.suppress(OSError):
-            p.unlink()
+        _remove_under(layer, rel)
+    fd = _open_dir_under(layer, ["var", "lib", "dpkg"])
+    if fd is None:
+        return
+    try:
+        for name in os.listdir(fd):
+            if name.endswith("-old") and not os.path.islink(f"/proc/self/fd/{fd}/{name}"):
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
