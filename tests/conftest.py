@@ -246,7 +246,10 @@ def _mounts() -> set[str]:
 
 
 def _sandbox_inits() -> set[str]:
-    """Servers' init processes (``ecliptic-sandbox boot``, PID 1 of their own namespace)."""
+    """Servers' init processes (``ecliptic-sandbox boot``, PID 1 of their own namespace)
+    that this session may have made: those of servers another session or a running
+    ``ecliptic serve`` records are theirs."""
+    theirs = {p.name for d in _owner_dirs() if d != _OWNERS for p in d.iterdir()}
     out = set()
     mine = os.stat("/proc/self/ns/pid").st_ino
     for entry in os.listdir("/proc"):
@@ -258,10 +261,14 @@ def _sandbox_inits() -> set[str]:
             if "\nState:\tZ" in Path(f"/proc/{entry}/status").read_text():
                 continue  # exited, not yet reaped by its parent
             ns_pid = os.stat(f"/proc/{entry}/ns/pid").st_ino
+            cgroups = Path(f"/proc/{entry}/cgroup").read_text()
         except OSError:
             continue
-        if ns_pid != mine:
-            out.add(f"pid {entry}")
+        server = next(
+            (ln.rsplit("/", 1)[-1] for ln in cgroups.splitlines() if "/ecliptic/ecl-" in ln), ""
+        )
+        if ns_pid != mine and server not in theirs:
+            out.add(f"pid {entry} ({server or 'no server cgroup'})")
     return out
 
 
