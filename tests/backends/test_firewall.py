@@ -70,6 +70,18 @@ def ping(b: LocalBackend, sid: str, ip: str) -> bool:
     return b.run(sid, ["ping", "-c1", "-W1", ip], timeout=10).exit_code == 0
 
 
+def _sg(gid: str, *rules: SecurityGroupRuleSpec) -> SecurityGroupSpec:
+    return SecurityGroupSpec(gid, rules)
+
+
+DEFAULT = _sg(
+    "d" * 32,
+    SecurityGroupRuleSpec("ingress", remote_group_id="d" * 32),
+    SecurityGroupRuleSpec("egress"),
+)
+"""Like a tenancy's ``default`` group: in from its members, everything out."""
+
+
 def test_servers_reach_only_the_host_ports_they_need(lab: Lab) -> None:
     allowed, other = free_port(), free_port()
     b = lab.backend(host_ports=(allowed,))
@@ -116,9 +128,11 @@ def test_networks_never_reach_each_other_even_with_forwarding_on(lab: Lab) -> No
     finally:
         forward.write_text(before + "\n")
         b._sync_firewall(force=True)
-    # Within one network, servers reach each other as before.
+    # Within one network, servers their groups let in reach each other.
     s3 = lab.server(n1, "left2", 11)
     b.ensure_server(s3)
+    assert not ping(b, s3.id, ip1)  # no port is in the firewall's spec yet: closed
+    b.apply_firewall(FirewallSpec(_ports((s1, ("d" * 32,)), (s3, ("d" * 32,))), (DEFAULT,)))
     assert ping(b, s3.id, ip1)
 
 
@@ -139,8 +153,6 @@ UDP_LISTEN = (
 )
 
 
-def _sg(gid: str, *rules: SecurityGroupRuleSpec) -> SecurityGroupSpec:
-    return SecurityGroupSpec(gid, rules)
 
 
 def _ports(*pairs: tuple[ServerSpec, tuple[str, ...]]) -> tuple[FirewallPortSpec, ...]:
@@ -167,11 +179,7 @@ def test_security_groups_are_walls_between_ports(lab: Lab) -> None:
     for s in (s2, web, lone):
         for port in (8080, 9090):
             b.start_service(s.id, ServiceSpec(f"l{port}", ("python3", "-c", LISTEN, str(port))))
-    default = _sg(
-        "d" * 32,
-        SecurityGroupRuleSpec("ingress", remote_group_id="d" * 32),
-        SecurityGroupRuleSpec("egress"),
-    )
+    default = DEFAULT
     webg = _sg(
         "e" * 32,
         SecurityGroupRuleSpec("ingress", "tcp", 8080, 8080, remote_cidr="0.0.0.0/0"),
