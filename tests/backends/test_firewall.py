@@ -311,3 +311,42 @@ def test_remote_group_cidr_and_egress_rules(lab: Lab) -> None:
     b.apply_firewall(FirewallSpec(_ports((a, (ga,)), (c, (gc, ga)), (web, (gw,))), groups))
     assert time.monotonic() - started < 1.0
     assert connect(b, c.id, _ip(web), 8080) == "hi"
+
+
+RAW_LISTEN = (
+    "import socket\n"
+    "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88B5))\n"
+    "s.bind(('eth0', 0))\n"
+    "while True:\n"
+    "    print('raw', s.recv(1500)[14:30], flush=True)\n"
+)
+RAW_SEND = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0))\n"
+    "mac = lambda m: bytes.fromhex(m.replace(':', ''))\n"
+    "s.send(mac(sys.argv[1]) + mac(sys.argv[2]) + b'\\x88\\xb5' + sys.argv[3].encode().ljust(46))\n"
+)
+
+
+def test_frames_other_than_ipv4_and_arp_do_not_pass_around_the_walls(lab: Lab) -> None:
+    """Frames the inet hooks never see (another ethertype, VLAN tags, IPv6) would cross the
+    bridge without meeting the groups: a normal port may send IPv4 and ARP, nothing else."""
+    b = lab.backend()
+    net = lab.network(b)
+    one, two = lab.server(net, "one", 50), lab.server(net, "two", 51)
+    for s in (one, two):
+        b.ensure_server(s)
+    mute = _sg("c" * 32)  # nothing in, nothing out
+    b.apply_firewall(FirewallSpec(_ports((one, ("c" * 32,)), (two, ("c" * 32,))), (mute,)))
+    b.start_service(two.id, ServiceSpec("raw", ("python3", "-c", RAW_LISTEN)))
+    time.sleep(0.3)
+    macs = [two.ports[0].mac, one.ports[0].mac]
+    assert b.run(one.id, ["python3", "-c", RAW_SEND, *macs, "walled-off!"]).exit_code == 0
+    # The control: with the instance's tables gone, the same frame arrives.
+    firewall.apply(b.instance_id, [], [])
+    assert b.run(one.id, ["python3", "-c", RAW_SEND, *macs, "no-tables!"]).exit_code == 0
+    deadline = time.monotonic() + 3
+    while "no-tables!" not in b.console_log(two.id):
+        assert time.monotonic() < deadline, b.console_log(two.id)
+        time.sleep(0.05)
+    assert "walled-off!" not in b.console_log(two.id)
