@@ -94,10 +94,17 @@ def test_servers_reach_only_the_host_ports_they_need(lab: Lab) -> None:
         assert connect(b, s.id, gw, allowed) == "hello"
         # The same host, a service listening on all addresses: not for servers.
         assert connect(b, s.id, gw, other).startswith("refused")
+        # Nor the allowed port on another address of the host (another network's gateway,
+        # routed to by hand as root: a server cannot add routes itself).
+        other_gw = lab.network(b).subnets[0].gateway_ip
+        with contextlib.closing(netns.iproute(netns_name(s.id))) as ipr:
+            ipr.route("add", dst=f"{other_gw}/32", gateway=gw)
+        assert connect(b, s.id, other_gw, allowed).startswith("refused")
+        assert not ping(b, s.id, other_gw)
     assert ping(b, s.id, gw)
     # The table goes with the instance's last network.
     b.delete_server(s.id)
-    b.delete_network(net.id)
+    b.collect_garbage(set(), set())
     assert firewall.table_name(b.instance_id) not in firewall.tables()
 
 

@@ -7,9 +7,10 @@ or the host's ``bridge-nf-call-*`` settings say (our bridges ask for the inet ho
 themselves, see ``links.ensure_bridge``):
 
 * **input**: from the instance's bridges, the host answers only what servers need: replies
-  to connections the host made, ping, and the TCP ports the instance names (the API and
-  the gateway's SSH endpoint). Anything else is refused (a TCP reset or an ICMP
-  "administratively prohibited", so a client fails at once).
+  to connections the host made, and, on the bridge's own (gateway) address only, ping and
+  the TCP ports the instance names (the API and the gateway's SSH endpoint). Anything else
+  is refused (a TCP reset or an ICMP "administratively prohibited", so a client fails at
+  once), the host's other addresses (another network's gateway, say) included.
 * **forward**: nothing is routed into or out of the instance's bridges. Traffic bridged
   within one network goes through the security groups (chain ``security_groups``), which
   fail closed: IPv4 only; a packet from or to an address no plugged port of that network
@@ -223,6 +224,7 @@ def ruleset(
         "    type filter hook input priority filter; policy accept;",
         "    iifname != @bridges accept",
         "    ct state established,related accept",
+        "    fib daddr . iif type != local reject with icmpx admin-prohibited",
         "    icmp type echo-request accept",
         "    tcp dport @host_ports accept",
         "    meta l4proto tcp reject with tcp reset",
