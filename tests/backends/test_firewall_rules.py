@@ -153,3 +153,11 @@ def test_nft_accepts_the_ruleset() -> None:
         ),
     )
     nft("-c", "-f", "-", script=text(FirewallSpec(ports, groups)))
+
+
+def test_addresses_other_than_ipv4_are_left_out() -> None:
+    odd = FirewallPortSpec(
+        "9" * 32, NET, ("fe80::1", "198.18.9.9/24", "junk"), (G1,), "02:ec:00:00:00:09"
+    )
+    out = text(FirewallSpec((odd,), (DEFAULTISH,)))
+    assert elements(out, "set", "ports") == f'"{BR}" . 198.18.9.9'

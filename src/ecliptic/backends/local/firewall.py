@@ -26,7 +26,7 @@ themselves, see ``links.ensure_bridge``):
 Rules are chains per distinct *set of groups* (not per port), and ports reach theirs
 through verdict maps keyed by ``bridge . address``; remote-group rules look the peer up in
 a set of the group's members (``bridge . address``). So 600 ports cost map elements, not
-chains: the whole ruleset is replaced in one ``nft -f`` transaction in ~20 ms (measured in
+chains: the whole ruleset is replaced in one ``nft -f`` transaction in ~45 ms (``bench.firewall``,
 ``docs/benchmarks.md``).
 
 The tables (``inet``/``bridge ecl_fw_<instance>``) are replaced whenever the instance's
@@ -119,6 +119,14 @@ def _rule(rule: SecurityGroupRuleSpec) -> str | None:
     return f"    {peer}{match}{'return' if rule.direction == 'egress' else 'accept'}"
 
 
+def _ipv4(address: str) -> str | None:
+    """An address (``ip`` or ``ip/prefix``) if it is IPv4; the rules are IPv4 only."""
+    try:
+        return str(ipaddress.IPv4Address(address.split("/")[0]))
+    except ValueError:
+        return None
+
+
 def _security(spec: FirewallSpec, bridges: set[str]) -> tuple[list[str], list[str]]:
     """(definitions in the inet table, in the bridge table) of security groups and port
     security; ports of networks that are not the instance's are left out."""
@@ -133,7 +141,7 @@ def _security(spec: FirewallSpec, bridges: set[str]) -> tuple[list[str], list[st
         br = bridge_name(port.network_id)
         if br not in bridges:
             continue
-        addrs = sorted({str(ipaddress.IPv4Address(a.split("/")[0])) for a in port.addresses})
+        addrs = sorted(filter(None, (_ipv4(a) for a in port.addresses)))
         keys = [f'"{br}" . {a}' for a in addrs]
         known += keys
         for gid in port.groups:
