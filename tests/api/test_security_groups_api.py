@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
+from ecliptic.backends.local import firewall
 from tests.api.conftest import Api, login
 
 LISTEN = (
@@ -133,3 +135,24 @@ def test_rules_reach_running_servers_within_a_second(admin: Api) -> None:
     within(1.0, lambda: reach(admin, "w", ip_a, 9090))
     assert admin.get("/servers/w").json()["security_groups"] == ["web", "default"]
     print(f"\na rule reached a running server in {took:.2f} s")
+
+
+def test_creating_a_server_calls_nft_once(admin: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Applying the whole instance's rules is one ``nft`` transaction, and a server's
+    creation needs one (the firewall's own reconcile and the server's share it)."""
+    assert admin.post("/servers", {"name": "a", "flavor": "m1.tiny"}).status_code == 202
+    ip_a = admin.wait("a")["addresses"]["default"][0]
+    calls: list[tuple[str, ...]] = []
+    real = firewall.nft
+
+    def counting(*args: str, script: str | None = None) -> str:
+        calls.append(args)
+        return real(*args, script=script)
+
+    monkeypatch.setattr(firewall, "nft", counting)
+    assert admin.post("/servers", {"name": "b", "flavor": "m1.tiny"}).status_code == 202
+    admin.wait("b")
+    ping = {"argv": ["ping", "-c1", "-W1", ip_a]}
+    within(2, lambda: admin.post("/servers/b/exec", ping).json()["exit_code"] == 0)
+    time.sleep(0.5)  # anything still queued
+    assert len(calls) == 1, calls

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from ecliptic.backends.base import NetworkSpec, PortSpec, ServerSpec, SubnetSpec
+from ecliptic.backends.base import (
+    FirewallPortSpec,
+    FirewallSpec,
+    NetworkSpec,
+    PortSpec,
+    SecurityGroupRuleSpec,
+    SecurityGroupSpec,
+    ServerSpec,
+    SubnetSpec,
+)
 from ecliptic.backends.local import LocalBackend, links, netns
 from ecliptic.backends.local.names import short_id
 from tests.prerequisites import require
@@ -112,6 +121,33 @@ class Lab:
             vcpus=vcpus,
             memory_mb=memory_mb,
             ports=(port,),
+        )
+
+    def open_walls(self, b: LocalBackend, *servers: ServerSpec) -> None:
+        """Put every port of ``servers`` in one group that lets everything in and out (the
+        firewall fails closed: a port it has not been told about gets nothing through)."""
+        group = "0" * 32
+        b.apply_firewall(
+            FirewallSpec(
+                tuple(
+                    FirewallPortSpec(
+                        id=p.id,
+                        network_id=p.network_id,
+                        addresses=tuple(a.split("/")[0] for a in p.addresses),
+                        groups=(group,),
+                        mac=p.mac,
+                        vnic_type=p.vnic_type,
+                    )
+                    for s in servers
+                    for p in s.ports
+                ),
+                (
+                    SecurityGroupSpec(
+                        group,
+                        (SecurityGroupRuleSpec("ingress"), SecurityGroupRuleSpec("egress")),
+                    ),
+                ),
+            )
         )
 
     def resource_names(self) -> set[str]:

@@ -100,6 +100,7 @@ def test_normal_and_direct_ports_share_l2_with_gateway(lab: Lab) -> None:
     assert st_d.interfaces[0].vnic_type == "direct"
     assert b.server_exists(normal.id) and b.server_exists(direct.id)
     ip_n, ip_d = (s.ports[0].addresses[0].split("/")[0] for s in (normal, direct))
+    lab.open_walls(b, normal, direct, direct2)
     assert ping(b, normal.id, ip_d)
     assert ping(b, normal.id, gw)
     assert ping(b, direct.id, ip_n)
@@ -276,6 +277,7 @@ def test_crash_leftovers_converge_in_process(lab: Lab) -> None:
     with IPRoute() as root:
         assert links.get(root, stray) is None
         assert links.get(root, "eclt-" + host[5:]) is None
+    lab.open_walls(b, d, n)
     assert ping(b, d.id, n.ports[0].addresses[0].split("/")[0])
 
 
@@ -476,6 +478,7 @@ def test_two_threads_share_one_backend(lab: Lab) -> None:
     with ThreadPoolExecutor(2) as pool:
         statuses = list(pool.map(b.ensure_server, specs))
     assert all(st.interfaces and st.limits_applied for st in statuses)
+    lab.open_walls(b, *specs)
     assert ping(b, specs[0].id, specs[1].ports[0].addresses[0].split("/")[0])
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(b.delete_server, [s.id for s in specs]))

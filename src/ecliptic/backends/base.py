@@ -292,7 +292,8 @@ class FirewallPortSpec:
     addresses: tuple[str, ...]
     """Its fixed IPv4 addresses (no prefix length)."""
     groups: tuple[str, ...]
-    """Ids of its security groups (empty: no filtering, as a port with security off)."""
+    """Ids of its security groups (empty: nothing in or out, as a Neutron port with port
+    security on and no group)."""
     mac: str = ""
     """Its MAC address: the only one it may send from."""
     vnic_type: VnicType = "normal"

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import ipaddress
 import json
@@ -215,8 +216,6 @@ class LocalBackend:
         self.host_ports = host_ports
         """TCP ports of the host servers may reach (the API, the gateway's SSH endpoint)."""
         self._firewall_lock = threading.Lock()
-        self._firewall_applied: tuple[tuple[str, ...], tuple[int, ...], FirewallSpec] | None = None
-        self._security = FirewallSpec()
         self.owners = OwnerRegistry(Path(owners_dir), instance_id)
         self.cgroups = cgroups.CgroupManager(Path(cgroup_root))
         self.inventory_path = inventory_path
@@ -328,29 +327,46 @@ class LocalBackend:
     @_backend_errors
     def apply_firewall(self, spec: FirewallSpec) -> None:
         """Every port's security groups (and port security), applied in one transaction."""
-        with self._firewall_lock:
-            self._security = spec
-        self._sync_firewall()
+        self._sync_firewall(spec)
 
-    def _sync_firewall(self, *, force: bool = False) -> None:
-        """The instance's nftables table, for the bridges it owns now (see ``firewall``)."""
-        with self._firewall_lock:
-            bridges = tuple(
-                sorted(
-                    name
-                    for name, rec in self.owners.mine((BRIDGE_PREFIX,)).items()
-                    if rec.kind == "network"
-                )
+    def _sync_firewall(self, spec: FirewallSpec | None = None, *, force: bool = False) -> None:
+        """The instance's nftables tables, for the bridges it owns now (see ``firewall``).
+
+        The last applied spec is kept in the state folder (``firewall.json``, under a file
+        lock): a process that has not applied one itself (a restart, another worker process
+        of the instance) rebuilds the tables with it instead of emptying them, and an apply
+        that would change nothing makes no ``nft`` call.
+        """
+        state = self.state_dir / "firewall.json"
+        state.parent.mkdir(parents=True, exist_ok=True)
+        with self._firewall_lock, open(state.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            applied: dict[str, Any] = {}
+            try:
+                applied = json.loads(state.read_text())
+                last = firewall.loads(applied["spec"])
+            except (OSError, ValueError, KeyError, TypeError):
+                applied, last = {}, FirewallSpec()
+            bridges = sorted(
+                name
+                for name, rec in self.owners.mine((BRIDGE_PREFIX,)).items()
+                if rec.kind == "network"
             )
-            wanted = (bridges, tuple(sorted(self.host_ports)), self._security)
-            if not force and wanted == self._firewall_applied:
+            security = spec if spec is not None else last
+            wanted = {
+                "bridges": bridges,
+                "host_ports": sorted(self.host_ports),
+                "spec": firewall.dumps(security),
+            }
+            if not force and wanted == applied:
                 return
             try:
-                firewall.apply(self.instance_id, bridges, self.host_ports, self._security)
+                firewall.apply(self.instance_id, bridges, self.host_ports, security)
             except NftError as e:
-                self._firewall_applied = None
+                with contextlib.suppress(OSError):
+                    write_atomic(state, json.dumps({**wanted, "bridges": None}))
                 raise BackendError(f"local backend: the network boundary failed: {e}") from e
-            self._firewall_applied = wanted
+            write_atomic(state, json.dumps(wanted))
 
     def _ensure_pf(self, root: Any, network_id: str, bridge_index: int, mtu: int) -> int:
         pf, peer = pf_name(network_id), pf_peer_name(network_id)

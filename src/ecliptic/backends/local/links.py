@@ -22,6 +22,7 @@ _EEXIST = 17
 _EADDRNOTAVAIL = 99
 
 IpIface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+_NF_CALL = ("IFLA_BR_NF_CALL_IPTABLES", "IFLA_BR_NF_CALL_IP6TABLES")
 
 
 def get(ipr: Any, name: str) -> Any | None:
@@ -136,11 +137,14 @@ def ensure_bridge(root: Any, name: str, *, mac: str, mtu: int) -> tuple[Any, boo
     assert msg is not None
     _set(root, msg, address=mac, mtu=mtu, state="up")
     # Frames bridged between its ports pass the inet hooks (with conntrack), where the
-    # instance's security groups are: per bridge, whatever the host's global setting.
+    # instance's security groups are: per bridge, whatever the host's global settings. IPv6
+    # too, so that it meets the groups' "IPv4 only" instead of passing them unseen.
     info = msg.get_attr("IFLA_LINKINFO")
     data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-    if data is None or data.get_attr("IFLA_BR_NF_CALL_IPTABLES") != 1:
-        root.link("set", index=msg["index"], kind="bridge", br_nf_call_iptables=1)
+    if data is None or any(data.get_attr(a) != 1 for a in _NF_CALL):
+        root.link(
+            "set", index=msg["index"], kind="bridge", br_nf_call_iptables=1, br_nf_call_ip6tables=1
+        )
     return msg, created
 
 
