@@ -79,7 +79,6 @@ from ecliptic.backends.base import (
     FirewallSpec,
     GcReport,
     HostRecord,
-    ImageError,
     ImageInfo,
     InterfaceStatus,
     NetworkSpec,
@@ -544,14 +543,11 @@ class LocalBackend:
             lower = [Path(p) for p in data["lower"]]
             if all(p.is_dir() for p in lower):
                 return str(data["label"]), lower
-        try:
-            if self.image_store.record(spec.image).status != "built":
-                console.append(log, f"image {spec.image} is not built yet: building it")
-            digest, lower = self.image_store.ensure(
-                spec.image, progress=lambda m: console.append(log, m)
-            )
-        except images.ImageError as e:
-            raise ImageError(str(e), retryable=False) from e
+        if self.image_store.record(spec.image).status != "built":
+            console.append(log, f"image {spec.image} is not built yet: building it")
+        digest, lower = self.image_store.ensure(
+            spec.image, progress=lambda m: console.append(log, m)
+        )
         recipe = self.image_store.recipe(spec.image)
         label = f"{spec.image}@{recipe.version}"
         write_atomic(
@@ -980,33 +976,21 @@ class LocalBackend:
 
     def images(self) -> list[ImageInfo]:
         """Every image with a recipe, built or not."""
-        try:
-            return [self._info(r) for r in self.image_store.records()]
-        except images.ImageError as e:
-            raise ImageError(str(e), retryable=False) from e
+        return [self._info(r) for r in self.image_store.records()]
 
     def image(self, name: str) -> ImageInfo:
         """One image."""
-        try:
-            return self._info(self.image_store.record(name))
-        except images.ImageError as e:
-            raise ImageError(str(e), retryable=False) from e
+        return self._info(self.image_store.record(name))
 
     def image_log(self, name: str) -> str:
         """The log of the image's current, last failed or last build."""
-        try:
-            path = self.image_store.log_path(name)
-        except images.ImageError as e:
-            raise ImageError(str(e), retryable=False) from e
+        path = self.image_store.log_path(name)
         return console.tail(path, 1 << 20) if path else ""
 
     def build_image(self, name: str, progress: Callable[[str], None] | None = None) -> ImageInfo:
         """Build ``name`` and its parents unless up to date (a cache hit costs milliseconds)."""
-        try:
-            self.image_store.ensure(name, progress)
-            return self._info(self.image_store.record(name))
-        except images.ImageError as e:
-            raise ImageError(str(e), retryable=False) from e
+        self.image_store.ensure(name, progress)
+        return self._info(self.image_store.record(name))
 
     def _layers_in_use(self) -> set[str]:
         used: set[str] = set()
@@ -1017,11 +1001,8 @@ class LocalBackend:
 
     def delete_image(self, name: str) -> list[str]:
         """Remove the built layers of ``name`` that no server of this instance boots from."""
-        try:
-            self.image_store.recipe(name)
-            return self.image_store.delete(name, in_use=self._layers_in_use())
-        except images.ImageError as e:
-            raise ImageError(str(e), retryable=False) from e
+        self.image_store.recipe(name)
+        return self.image_store.delete(name, in_use=self._layers_in_use())
 
     # ------------------------------------------------------------------ observe / gc
 

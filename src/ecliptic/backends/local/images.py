@@ -41,6 +41,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ecliptic.backends import base
 from ecliptic.backends.local import processes, sandbox
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
@@ -54,8 +55,12 @@ _PIP_REQ = re.compile(
 )
 
 
-class ImageError(RuntimeError):
-    """An image cannot be found, built or deleted; the message says why."""
+class ImageError(base.ImageError):
+    """An image cannot be found, built or deleted; the message says why (the backend's own
+    error: it reaches callers as it is, and retrying does not help)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 class RecipeFile(BaseModel):
