@@ -51,6 +51,9 @@ class Settings:
     image_recipes: tuple[Path, ...] = ()
     """Operators' folders of image recipes (``ECLIPTIC_IMAGE_RECIPES``, ``:``-separated),
     besides the built-in ones; a recipe there overrides a built-in of the same name."""
+    platform_types: tuple[Path, ...] = ()
+    """Operators' folders of platform types (``ECLIPTIC_PLATFORM_TYPES``, ``:``-separated),
+    besides the built-in ones; a type there replaces a built-in of the same name."""
     metered_classes: tuple[str, ...] = ("gpu:*", "host:*")
     """Resource classes whose on-demand use is charged by the hour from credits
     (``ECLIPTIC_METERED_CLASSES``, comma-separated patterns; empty: nothing is metered)."""
@@ -179,6 +182,9 @@ def load_settings(**overrides: object) -> Settings:
         else None,
         "image_recipes": tuple(
             Path(p) for p in os.environ.get("ECLIPTIC_IMAGE_RECIPES", "").split(":") if p.strip()
+        ),
+        "platform_types": tuple(
+            Path(p) for p in os.environ.get("ECLIPTIC_PLATFORM_TYPES", "").split(":") if p.strip()
         ),
         "meter_warn": timedelta(
             hours=bounded_setting("ECLIPTIC_METER_WARN_HOURS", 24, 0, 24 * 366)

@@ -61,6 +61,19 @@ class LeasePhase(StrEnum):
     ERROR = "ERROR"  # could not start (the reason says why): retry it, or end it
 
 
+class PlatformPhase(StrEnum):
+    """Life of a platform."""
+
+    PENDING = "PENDING"  # accepted, waiting for a worker (or for its lease to start)
+    CREATING = "CREATING"  # its network and servers are being made
+    CONFIGURING = "CONFIGURING"  # its steps run, daemons and tunnels start
+    READY = "READY"  # every step done, every service answers
+    DEGRADED = "DEGRADED"  # built, but a service's liveness check fails or a server is down
+    UPDATING = "UPDATING"  # a patch is being applied (servers added or drained and removed)
+    FAILED = "FAILED"  # a step failed (its output is kept); retry resumes from it
+    DELETING = "DELETING"  # its services, servers and network are going
+
+
 SERVER_MOVES: dict[ServerPhase, frozenset[ServerPhase]] = {
     ServerPhase.PENDING: frozenset({ServerPhase.BUILDING, ServerPhase.ERROR, ServerPhase.DELETING}),
     ServerPhase.BUILDING: frozenset({ServerPhase.ACTIVE, ServerPhase.ERROR, ServerPhase.DELETING}),
@@ -104,7 +117,20 @@ LEASE_MOVES: dict[LeasePhase, frozenset[LeasePhase]] = {
     LeasePhase.ERROR: frozenset({LeasePhase.STARTING, LeasePhase.ENDING, LeasePhase.ENDED}),
 }
 
+_P = PlatformPhase
+PLATFORM_MOVES: dict[PlatformPhase, frozenset[PlatformPhase]] = {
+    _P.PENDING: frozenset({_P.CREATING, _P.FAILED, _P.DELETING}),
+    _P.CREATING: frozenset({_P.CONFIGURING, _P.FAILED, _P.DELETING, _P.UPDATING}),
+    _P.CONFIGURING: frozenset({_P.READY, _P.DEGRADED, _P.FAILED, _P.DELETING, _P.UPDATING}),
+    _P.READY: frozenset({_P.DEGRADED, _P.UPDATING, _P.CONFIGURING, _P.FAILED, _P.DELETING}),
+    _P.DEGRADED: frozenset({_P.READY, _P.UPDATING, _P.CONFIGURING, _P.FAILED, _P.DELETING}),
+    _P.UPDATING: frozenset({_P.CONFIGURING, _P.READY, _P.DEGRADED, _P.FAILED, _P.DELETING}),
+    _P.FAILED: frozenset({_P.CREATING, _P.CONFIGURING, _P.UPDATING, _P.DELETING}),
+    _P.DELETING: frozenset(),
+}
+
 TABLES: dict[str, dict[str, frozenset[str]]] = {
+    "platform": {str(k): frozenset(map(str, v)) for k, v in PLATFORM_MOVES.items()},
     "server": {str(k): frozenset(map(str, v)) for k, v in SERVER_MOVES.items()},
     "network": {str(k): frozenset(map(str, v)) for k, v in NETWORK_MOVES.items()},
     "port": {str(k): frozenset(map(str, v)) for k, v in PORT_MOVES.items()},

@@ -8,7 +8,7 @@ import secrets
 import stat
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,8 +20,9 @@ from ecliptic.backends.base import Backend
 from ecliptic.backends.registry import make_backend
 from ecliptic.clock import Clock, SystemClock
 from ecliptic.config import Settings
+from ecliptic.platforms.types import Catalogue
 from ecliptic.reconcile.adoption import adopt, resync
-from ecliptic.reconcile.base import Context
+from ecliptic.reconcile.base import Context, GatewayLink
 from ecliptic.reconcile.worker import Workers
 from ecliptic.secretbox import SecretBox
 from ecliptic.services import credits, identity
@@ -125,12 +126,24 @@ class Runtime:
             deleted_server_retention=settings.deleted_server_retention,
             meter=MeterPolicy(settings.metered_classes, settings.meter_warn),
         )
-        self.ctx = Context(self.db, self.backend, self.queue, self.booking)
+        link = (
+            GatewayLink(settings.gateway_ssh_port, settings.gateway_front_url)
+            if settings.gateway != "off"
+            else None
+        )
+        self.ctx = Context(self.db, self.backend, self.queue, self.booking, link)
         self.image_builds = ImageBuilds(self.backend)
+        self.catalogue = Catalogue(settings.platform_types)
+        """The platform types on offer."""
         self.workers = Workers(self.ctx, settings.workers)
         self._stop = threading.Event()
         self._resync: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
+
+    def without_gateway(self) -> None:
+        """The gateway did not start: platforms build without tunnels (and say so)."""
+        self.ctx = replace(self.ctx, gateway=None)
+        self.workers.ctx = self.ctx
 
     def _instance_id(self) -> str:
         with self.db.write() as session:

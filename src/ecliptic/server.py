@@ -136,6 +136,8 @@ def serve(settings: Settings, *, echo: bool = True) -> None:
         raise
     if gateway is not None:
         runtime.after_key_bound = gateway.sync_now
+    else:
+        runtime.without_gateway()
     if echo:
         print(f"Ecliptic {runtime.backend.name} cloud serving at {url}", file=sys.stderr)
         print(f"  API docs:  {url}/docs    database: {settings.database_url}", file=sys.stderr)

@@ -19,6 +19,7 @@ from ecliptic.api.routes import (
     images,
     leases,
     networks,
+    platforms,
     quotas,
     security_groups,
     servers,
@@ -54,6 +55,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         blazar,
         backend,
         services,
+        platforms,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
 

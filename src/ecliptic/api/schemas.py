@@ -10,7 +10,16 @@ import ipaddress
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from ecliptic.config import QUOTA_MAX
 from ecliptic.naming import ID_LIKE_RE, NAME_RE, FlavorName, Name
@@ -839,3 +848,119 @@ class SshKeyOut(Out):
     fingerprint: str
     public_key: str
     created_at: datetime
+
+
+# --- platforms ----------------------------------------------------------------------------
+
+PlatformName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
+"""A platform's name: its servers are ``<name>-<role><n>`` (host names)."""
+ParamName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+ParamValue = StrictBool | StrictInt | StrictFloat | Annotated[str, Field(max_length=4096)]
+
+
+class PlatformCreate(Strict):
+    """Create a platform from a platform type."""
+
+    name: PlatformName
+    type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
+    parameters: Annotated[dict[ParamName, ParamValue], Field(max_length=64)] = {}
+    lease: Ref | None = None
+    """The lease it runs in (the type's lease parameter)."""
+    access: Annotated[list[Name], Field(max_length=200)] | None = None
+    """Members who may use it (you alone when not given)."""
+
+
+class PlatformPatch(Strict):
+    """Change a platform's mutable parameters."""
+
+    parameters: Annotated[dict[ParamName, ParamValue], Field(min_length=1, max_length=64)]
+
+
+class PlatformAccessSet(Strict):
+    """Who may use a platform: members of its tenancy."""
+
+    users: Annotated[list[Name], Field(max_length=200)]
+
+
+class PlatformServerOut(BaseModel):
+    """One server of a platform."""
+
+    name: str
+    role: str
+    index: int
+    phase: str
+    address: str
+    fabric_address: str = ""
+
+
+class PlatformServiceOut(BaseModel):
+    """One service of a platform, through the gateway."""
+
+    name: str
+    label: str
+    role: str
+    protocol: str
+    public: bool
+    url: str | None
+    subdomain: str | None
+    healthy: bool | None
+
+
+class PlatformOut(BaseModel):
+    """A platform."""
+
+    id: str
+    name: str
+    type: str
+    type_version: str
+    lease_id: str | None
+    phase: str
+    phase_reason: str
+    parameters: dict[str, Any]
+    servers: list[PlatformServerOut]
+    services: list[PlatformServiceOut]
+    access: list[str]
+    usage: str
+    failed: dict[str, Any] | None = None
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PlatformTypeOut(BaseModel):
+    """A platform type of the catalogue."""
+
+    name: str
+    label: str
+    description: str
+    logo: str
+    version: str
+    source: str
+    parameters: list[dict[str, Any]]
+    roles: list[dict[str, Any]]
+    services: list[dict[str, Any]]
+    steps: list[str]
+    usage: str
+
+
+class TypeProblem(BaseModel):
+    """One error in a platform type file."""
+
+    line: int
+    column: int
+    where: str
+    message: str
+
+
+class PlatformTypeCheck(BaseModel):
+    """The result of validating a platform type."""
+
+    valid: bool
+    name: str | None = None
+    problems: list[TypeProblem] = []
+
+
+class PlatformTypeText(Strict):
+    """A platform type file's text, to validate."""
+
+    text: Annotated[str, Field(max_length=1_000_000)]

@@ -15,6 +15,16 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class GatewayLink:
+    """How platforms' servers reach the tunnel gateway."""
+
+    ssh_port: int
+    """Port of its SSH endpoint (on the host, at each network's gateway address)."""
+    url_format: str
+    """A service's URL, ``{}`` standing for its subdomain."""
+
+
+@dataclass(frozen=True)
 class Context:
     """What every reconciler works with."""
 
@@ -26,6 +36,8 @@ class Context:
     """To enqueue follow-up work."""
     booking: Booking
     """The reservation engine, kept in step with the store."""
+    gateway: GatewayLink | None = None
+    """The tunnel gateway platforms expose their services through (None: there is none)."""
 
 
 @dataclass(frozen=True)

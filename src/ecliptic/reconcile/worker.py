@@ -11,6 +11,7 @@ from ecliptic.reconcile import firewall as _firewall  # noqa: F401  (registers)
 from ecliptic.reconcile import leases as _leases  # noqa: F401  (registers)
 from ecliptic.reconcile import metering as _metering  # noqa: F401  (registers)
 from ecliptic.reconcile import networks as _networks  # noqa: F401  (registers)
+from ecliptic.reconcile import platforms as _platforms  # noqa: F401  (registers)
 from ecliptic.reconcile import servers as _servers  # noqa: F401  (registers)
 from ecliptic.reconcile.base import RECONCILERS, Context
 from ecliptic.store.workqueue import Claim

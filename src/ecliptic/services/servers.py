@@ -124,118 +124,159 @@ def create_server(
 
     ``image`` is checked by the caller against the backend's images (``images.check_image``).
     """
-    tenancy_id = caller.require_tenancy()
     with booking.transaction(IPAM_LOCK) as (session, engine):
-        try:
-            fl = find_flavor(session, flavor)
-        except NotFound as exc:
-            raise InvalidInput(
-                exc.message, errors=[{"loc": ["body", "flavor"], "msg": exc.message}]
-            ) from None
-        if session.scalar(
-            select(Server.id).where(Server.tenancy_id == tenancy_id, Server.name == name)
-        ):
-            raise Conflict(f"a server named '{name}' exists already in this tenancy")
-        if preemptible and lease:
-            raise InvalidInput(
-                "a server is either preemptible or inside a lease, not both",
-                errors=[{"loc": ["body", "preemptible"], "msg": "exclusive with lease"}],
-            )
-        if not lease and not preemptible:
-            if fl.reservation_only:
-                raise ReservationOnly(
-                    f"flavor '{fl.name}' runs only on reserved capacity: reserve it first "
-                    f"(ecliptic lease create NAME --flavor {fl.name} --duration 8h), then "
-                    f"create the server in it (--lease NAME), or run it --preemptible"
-                )
-            quotas.check_on_demand(session, tenancy_id, fl)
-        srv = Server(
-            tenancy_id=tenancy_id,
-            name=name,
-            flavor_id=fl.id,
-            kind=fl.kind,
-            vcpus=fl.vcpus,
-            memory_mb=fl.memory_mb,
-            disk_gb=fl.disk_gb,
-            gpu_model=fl.gpu_model,
-            gpus=fl.gpus,
-            image=image,
+        return add_server(
+            session,
+            engine,
+            booking,
+            queue,
+            caller,
+            name,
+            flavor,
+            nics,
+            used_elsewhere,
+            lease=lease,
+            reservation=reservation,
             preemptible=preemptible,
-            phase=ServerPhase.PENDING,
-            phase_reason="waiting for a worker",
-            created_by=caller.user_id,
-            spec={"flavor": fl.name, "nics": [n.__dict__ for n in nics]},
-            # The booking's clock, so the room it holds from now on starts where a rebuild
-            # of the engine (from this column) says it does.
-            created_at=booking.clock.now(),
+            image=image,
+            security_groups=security_groups,
         )
-        session.add(srv)
-        session.flush()
-        now = minute(srv.created_at)
-        if lease:
-            lease_row = find_lease(session, tenancy_id, lease)
-            place = placement_in_lease(session, lease_row, reservation, fl, srv)
-            srv.lease_id, srv.reservation = lease_row.id, place.reservation
-            host_name = place.host
-        elif preemptible:
-            host_name = placement_preemptible(engine, fl, now)
-        else:
-            host_name = placement_on_demand(engine, fl, srv.id, now)
-        host_row = session.scalar(select(Host).where(Host.name == host_name))
-        assert host_row is not None
-        srv.host_id = host_row.id
-        if fl.kind == "baremetal":
-            srv.vcpus, srv.memory_mb, srv.disk_gb = (
-                host_row.vcpus,
-                host_row.memory_mb,
-                host_row.disk_gb,
+
+
+def add_server(
+    session: Session,
+    engine: Engine,
+    booking: Booking,
+    queue: WorkQueue,
+    caller: Caller,
+    name: str,
+    flavor: str,
+    nics: list[NicRequest],
+    used_elsewhere: UsedRanges = tuple,
+    *,
+    lease: str | None = None,
+    reservation: str | None = None,
+    preemptible: bool = False,
+    image: str = "base",
+    security_groups: list[str] | None = None,
+    platform: dict[str, Any] | None = None,
+) -> Server:
+    """``create_server`` inside the caller's booking transaction (holding the IPAM lock), so
+    that several servers are placed all or none (a platform's). ``platform`` (id, role,
+    index) marks a platform's server."""
+    tenancy_id = caller.require_tenancy()
+    try:
+        fl = find_flavor(session, flavor)
+    except NotFound as exc:
+        raise InvalidInput(
+            exc.message, errors=[{"loc": ["body", "flavor"], "msg": exc.message}]
+        ) from None
+    if session.scalar(
+        select(Server.id).where(Server.tenancy_id == tenancy_id, Server.name == name)
+    ):
+        raise Conflict(f"a server named '{name}' exists already in this tenancy")
+    if preemptible and lease:
+        raise InvalidInput(
+            "a server is either preemptible or inside a lease, not both",
+            errors=[{"loc": ["body", "preemptible"], "msg": "exclusive with lease"}],
+        )
+    if not lease and not preemptible:
+        if fl.reservation_only:
+            raise ReservationOnly(
+                f"flavor '{fl.name}' runs only on reserved capacity: reserve it first "
+                f"(ecliptic lease create NAME --flavor {fl.name} --duration 8h), then "
+                f"create the server in it (--lease NAME), or run it --preemptible"
             )
-            srv.gpus = sum(int(g["count"]) for g in host_row.gpus if g["model"] == fl.gpu_model)
-        session.flush()
-        session.refresh(srv)
-        amount = server_amount(srv)
-        if preemptible:
-            engine.add_preemptible(Preemptible(srv.id, host_name, amount, now))
-            held = engine.preemptible(srv.id)
-            _keep_gpus(srv, held.amount if held is not None else amount)
-        elif not lease:
-            holding = Placement(now, FOREVER, (Allocation("server", host_name, amount, 1),))
-            engine.book(server_booking_id(srv.id), holding)
-            booked = engine.booking(server_booking_id(srv.id))
-            _keep_gpus(srv, booked.allocations[0].amount if booked is not None else amount)
-            # Room that preemptible servers backfill (past their minimum lifetime) is
-            # anyone's: they make way, and this server is built once they are gone.
-            victims = preempt(
-                session,
-                engine,
-                queue,
-                engine.victims(holding, now),
-                grace_s=booking.preemptible_grace.total_seconds(),
-                by=("server", srv.id),
-                why=f"on-demand server '{name}' needs the room this preemptible server used on "
-                "host {host}",
+        quotas.check_on_demand(session, tenancy_id, fl)
+    srv = Server(
+        tenancy_id=tenancy_id,
+        name=name,
+        flavor_id=fl.id,
+        kind=fl.kind,
+        vcpus=fl.vcpus,
+        memory_mb=fl.memory_mb,
+        disk_gb=fl.disk_gb,
+        gpu_model=fl.gpu_model,
+        gpus=fl.gpus,
+        image=image,
+        preemptible=preemptible,
+        phase=ServerPhase.PENDING,
+        phase_reason="waiting for a worker",
+        created_by=caller.user_id,
+        spec={"flavor": fl.name, "nics": [n.__dict__ for n in nics]}
+        | ({"platform": platform} if platform else {}),
+        platform_id=platform["id"] if platform else None,
+        # The booking's clock, so the room it holds from now on starts where a rebuild
+        # of the engine (from this column) says it does.
+        created_at=booking.clock.now(),
+    )
+    session.add(srv)
+    session.flush()
+    now = minute(srv.created_at)
+    if lease:
+        lease_row = find_lease(session, tenancy_id, lease)
+        place = placement_in_lease(session, lease_row, reservation, fl, srv)
+        srv.lease_id, srv.reservation = lease_row.id, place.reservation
+        host_name = place.host
+    elif preemptible:
+        host_name = placement_preemptible(engine, fl, now)
+    else:
+        host_name = placement_on_demand(engine, fl, srv.id, now)
+    host_row = session.scalar(select(Host).where(Host.name == host_name))
+    assert host_row is not None
+    srv.host_id = host_row.id
+    if fl.kind == "baremetal":
+        srv.vcpus, srv.memory_mb, srv.disk_gb = (
+            host_row.vcpus,
+            host_row.memory_mb,
+            host_row.disk_gb,
+        )
+        srv.gpus = sum(int(g["count"]) for g in host_row.gpus if g["model"] == fl.gpu_model)
+    session.flush()
+    session.refresh(srv)
+    amount = server_amount(srv)
+    if preemptible:
+        engine.add_preemptible(Preemptible(srv.id, host_name, amount, now))
+        held = engine.preemptible(srv.id)
+        _keep_gpus(srv, held.amount if held is not None else amount)
+    elif not lease:
+        holding = Placement(now, FOREVER, (Allocation("server", host_name, amount, 1),))
+        engine.book(server_booking_id(srv.id), holding)
+        booked = engine.booking(server_booking_id(srv.id))
+        _keep_gpus(srv, booked.allocations[0].amount if booked is not None else amount)
+        # Room that preemptible servers backfill (past their minimum lifetime) is
+        # anyone's: they make way, and this server is built once they are gone.
+        victims = preempt(
+            session,
+            engine,
+            queue,
+            engine.victims(holding, now),
+            grace_s=booking.preemptible_grace.total_seconds(),
+            by=("server", srv.id),
+            why=f"on-demand server '{name}' needs the room this preemptible server used on "
+            "host {host}",
+        )
+        if victims:
+            srv.spec = {**srv.spec, "after": victims}
+        metering.start(session, srv, engine.hosts[host_name], booking.meter, now)
+        if srv.metered_until is not None:
+            queue.enqueue(
+                session, "meter", metering.METER_OBJECT, delay=metering.HOUR.total_seconds()
             )
-            if victims:
-                srv.spec = {**srv.spec, "after": victims}
-            metering.start(session, srv, engine.hosts[host_name], booking.meter, now)
-            if srv.metered_until is not None:
-                queue.enqueue(
-                    session, "meter", metering.METER_OBJECT, delay=metering.HOUR.total_seconds()
-                )
-        _attach_nics(session, queue, srv, nics or [NicRequest()], used_elsewhere)
-        groups = sg.resolve(session, tenancy_id, security_groups)
-        session.flush()
-        session.refresh(srv)
-        sg.give_ports(session, srv.ports, groups)
-        srv.spec = {**srv.spec, "security_groups": [g.name for g in groups]}
-        # Its reconcile applies them before its interfaces exist; this is the safety net.
-        sg.changed(session, queue, delay=1.0)
-        what = "preemptible, " if preemptible else (f"in lease '{lease}', " if lease else "")
-        created(session, srv, f"created {what}on host {host_name}")
-        queue.enqueue(session, "server", srv.id)
-        session.flush()
-        session.refresh(srv)
-        return srv
+    _attach_nics(session, queue, srv, nics or [NicRequest()], used_elsewhere)
+    groups = sg.resolve(session, tenancy_id, security_groups)
+    session.flush()
+    session.refresh(srv)
+    sg.give_ports(session, srv.ports, groups)
+    srv.spec = {**srv.spec, "security_groups": [g.name for g in groups]}
+    # Its reconcile applies them before its interfaces exist; this is the safety net.
+    sg.changed(session, queue, delay=1.0)
+    what = "preemptible, " if preemptible else (f"in lease '{lease}', " if lease else "")
+    created(session, srv, f"created {what}on host {host_name}")
+    queue.enqueue(session, "server", srv.id)
+    session.flush()
+    session.refresh(srv)
+    return srv
 
 
 def _keep_gpus(srv: Server, held: Amount) -> None:

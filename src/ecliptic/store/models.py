@@ -175,6 +175,8 @@ class Network(Reconciled, Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenancy_id: Mapped[str] = mapped_column(ForeignKey("tenancy.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(63))
+    platform_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    """The platform that made it (its own network), if one did."""
     subnets: Mapped[list[Subnet]] = relationship(
         back_populates="network", lazy="selectin", order_by="Subnet.created_at"
     )
@@ -291,6 +293,8 @@ class Server(Reconciled, Base):
     preemptible: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     metered_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     """On-demand use charged by the hour: paid up to here (None: not metered)."""
+    platform_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    """The platform it is part of (its role and index are in ``spec['platform']``)."""
     flavor: Mapped[Flavor] = relationship(lazy="joined")
     host: Mapped[Host | None] = relationship(lazy="joined")
     ports: Mapped[list[Port]] = relationship(
@@ -460,6 +464,8 @@ class Service(Timestamped, Base):
     liveness_period_s: Mapped[int] = mapped_column(Integer, default=10)
     read_timeout_s: Mapped[int] = mapped_column(Integer, default=3600)
     created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    platform_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    """The platform that exposes it; its access list follows the platform's."""
     access: Mapped[list[ServiceAccess]] = relationship(
         lazy="selectin", cascade="all, delete-orphan"
     )
@@ -582,3 +588,39 @@ class BookingLog(Base):
     origin: Mapped[str] = mapped_column(String(100))
     """The process that wrote it (``host:pid``)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Platform(Reconciled, Base):
+    """An instance of a platform type in a tenancy: its servers, network, steps and services.
+
+    ``spec`` holds the type as it was when the platform was made (``type``: later changes to
+    the catalogue do not change running platforms) and the parameters (``parameters``);
+    ``status`` what the reconciler last did (steps run per server, services, failures).
+    """
+
+    __tablename__ = "platform"
+    __table_args__ = (UniqueConstraint("tenancy_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenancy_id: Mapped[str] = mapped_column(ForeignKey("tenancy.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    type_name: Mapped[str] = mapped_column(String(63), index=True)
+    type_version: Mapped[str] = mapped_column(String(32))
+    lease_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    secrets: Mapped[str] = mapped_column(Text, default="")
+    """The platform's generated secrets (JSON), sealed with the instance's secret key."""
+    access: Mapped[list[PlatformAccess]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan"
+    )
+
+
+class PlatformAccess(Base):
+    """A member of the tenancy allowed to use a platform (its services and SSH)."""
+
+    __tablename__ = "platform_access"
+    platform_id: Mapped[str] = mapped_column(
+        ForeignKey("platform.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

@@ -9,6 +9,7 @@ from ecliptic.store.models import (
     Event,
     Lease,
     Network,
+    Platform,
     Port,
     Reconciled,
     Server,
@@ -23,6 +24,7 @@ KINDS: dict[type[Reconciled | Lease], str] = {
     Network: "network",
     Subnet: "network",
     Port: "port",
+    Platform: "platform",
 }
 
 

@@ -1,0 +1,193 @@
+"""Platform types (the catalogue) and platforms."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ecliptic.api.deps import CallerDep, RuntimeDep
+from ecliptic.api.paging import PagingDep, paged
+from ecliptic.api.schemas import (
+    EventOut,
+    Page,
+    PlatformAccessSet,
+    PlatformCreate,
+    PlatformOut,
+    PlatformPatch,
+    PlatformServerOut,
+    PlatformServiceOut,
+    PlatformTypeCheck,
+    PlatformTypeOut,
+    PlatformTypeText,
+    TypeProblem,
+)
+from ecliptic.errors import NotFound
+from ecliptic.platforms.types import CatalogueEntry, TypeFileError, parse_type
+from ecliptic.runtime import Runtime
+from ecliptic.services import platforms
+from ecliptic.store.models import Platform
+
+router = APIRouter(tags=["platforms"])
+
+
+def _type_out(entry: CatalogueEntry) -> PlatformTypeOut:
+    t = entry.type
+    return PlatformTypeOut(
+        name=t.name,
+        label=t.label,
+        description=t.description,
+        logo=t.logo,
+        version=t.version,
+        source=entry.source,
+        parameters=[p.model_dump(mode="json") | {"label": p.title} for p in t.parameters],
+        roles=[r.model_dump(mode="json") for r in t.roles],
+        services=[s.model_dump(mode="json") for s in t.services],
+        steps=[s.name for s in t.steps],
+        usage=t.usage,
+    )
+
+
+def _images(rt: Runtime) -> platforms.ImageNames:
+    return lambda: {i.name for i in rt.backend.images()}
+
+
+def _url_format(rt: Runtime) -> str | None:
+    return rt.ctx.gateway.url_format if rt.ctx.gateway is not None else None
+
+
+def platform_out(rt: Runtime, row: Platform) -> PlatformOut:
+    """A platform body (its servers, services and usage text)."""
+    v = platforms.view(rt.db, row, _url_format(rt))
+    failed = (row.status or {}).get("failed")
+    return PlatformOut(
+        id=row.id,
+        name=row.name,
+        type=row.type_name,
+        type_version=row.type_version,
+        lease_id=row.lease_id,
+        phase=row.phase,
+        phase_reason=row.phase_reason,
+        parameters=dict(row.spec["parameters"]),
+        servers=[PlatformServerOut(**s.__dict__) for s in v.servers],
+        services=[PlatformServiceOut(**s.__dict__) for s in v.services],
+        access=v.access,
+        usage=v.usage,
+        failed=failed or None,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+@router.get("/platform-types", response_model=Page[PlatformTypeOut])
+def list_types(caller: CallerDep, rt: RuntimeDep, page: PagingDep) -> Page[PlatformTypeOut]:
+    """The catalogue: every platform type on offer, by name."""
+    types, _broken = rt.catalogue.scan()
+    rows = [types[n] for n in sorted(types)]
+    return paged(rows, page, lambda e: e.type.name, _type_out)
+
+
+@router.get("/platform-types/{name}", response_model=PlatformTypeOut)
+def get_type(name: str, caller: CallerDep, rt: RuntimeDep) -> PlatformTypeOut:
+    """One platform type: its parameters, roles, services and usage text."""
+    entry = rt.catalogue.get(name)
+    if entry is None:
+        raise NotFound(f"no platform type '{name}'; see 'ecliptic platform-type list'")
+    return _type_out(entry)
+
+
+@router.post("/platform-types/validate", response_model=PlatformTypeCheck)
+def validate_type(body: PlatformTypeText, caller: CallerDep) -> PlatformTypeCheck:
+    """Check a platform type file: every problem with its line and column."""
+    try:
+        t = parse_type(body.text, "<text>")
+    except TypeFileError as exc:
+        return PlatformTypeCheck(
+            valid=False,
+            problems=[TypeProblem(**p.__dict__) for p in exc.problems],
+        )
+    return PlatformTypeCheck(valid=True, name=t.name)
+
+
+@router.get("/platforms", response_model=Page[PlatformOut])
+def list_platforms(caller: CallerDep, rt: RuntimeDep, page: PagingDep) -> Page[PlatformOut]:
+    """Platforms of your tenancy, by name."""
+    rows = platforms.list_platforms(rt.db, caller)
+    return paged(rows, page, lambda r: r.name, lambda r: platform_out(rt, r))
+
+
+@router.post("/platforms", response_model=PlatformOut, status_code=202)
+def create_platform(body: PlatformCreate, caller: CallerDep, rt: RuntimeDep) -> PlatformOut:
+    """Create a platform: checked and placed now (all its servers, or none), built in the
+    background (watch its phase and events)."""
+    row = platforms.create_platform(
+        rt.booking,
+        rt.queue,
+        caller,
+        rt.catalogue,
+        _images(rt),
+        platforms.PlatformCreate(
+            name=body.name,
+            type=body.type,
+            parameters=dict(body.parameters),
+            lease=body.lease,
+            access=tuple(body.access) if body.access is not None else None,
+        ),
+        rt.backend.used_ranges,
+    )
+    return platform_out(rt, row)
+
+
+@router.get("/platforms/{ref}", response_model=PlatformOut)
+def get_platform(ref: str, caller: CallerDep, rt: RuntimeDep) -> PlatformOut:
+    """One platform, by name or id."""
+    return platform_out(rt, platforms.get_platform(rt.db, caller, ref))
+
+
+@router.patch("/platforms/{ref}", response_model=PlatformOut, status_code=202)
+def patch_platform(ref: str, body: PlatformPatch, caller: CallerDep, rt: RuntimeDep) -> PlatformOut:
+    """Change mutable parameters (e.g. the number of compute nodes)."""
+    row = platforms.patch_platform(
+        rt.booking,
+        rt.queue,
+        caller,
+        ref,
+        dict(body.parameters),
+        _images(rt),
+        rt.backend.used_ranges,
+    )
+    return platform_out(rt, row)
+
+
+@router.delete("/platforms/{ref}", response_model=PlatformOut, status_code=202)
+def delete_platform(ref: str, caller: CallerDep, rt: RuntimeDep) -> PlatformOut:
+    """Delete a platform: its services, servers and networks go."""
+    return platform_out(rt, platforms.delete_platform(rt.db, rt.queue, caller, ref))
+
+
+@router.post("/platforms/{ref}/retry", response_model=PlatformOut, status_code=202)
+def retry_platform(ref: str, caller: CallerDep, rt: RuntimeDep) -> PlatformOut:
+    """Resume a FAILED platform from the step that failed."""
+    return platform_out(rt, platforms.retry_platform(rt.db, rt.queue, caller, ref))
+
+
+@router.put("/platforms/{ref}/access", response_model=PlatformOut)
+def set_access(ref: str, body: PlatformAccessSet, caller: CallerDep, rt: RuntimeDep) -> PlatformOut:
+    """Who may use the platform's services (members of its tenancy)."""
+    row = platforms.set_access(rt.db, rt.queue, caller, ref, list(body.users))
+    return platform_out(rt, row)
+
+
+@router.get("/platforms/{ref}/services", response_model=list[PlatformServiceOut])
+def services(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[PlatformServiceOut]:
+    """The platform's services: their URLs through the gateway and whether they answer."""
+    row = platforms.get_platform(rt.db, caller, ref)
+    v = platforms.view(rt.db, row, _url_format(rt))
+    return [PlatformServiceOut(**s.__dict__) for s in v.services]
+
+
+@router.get("/platforms/{ref}/events", response_model=Page[EventOut])
+def events(ref: str, caller: CallerDep, rt: RuntimeDep, page: PagingDep) -> Page[EventOut]:
+    """The platform's timeline: created, steps (with timings), services up and down,
+    scaling, lease warnings, failures."""
+    rows = platforms.platform_events(rt.db, caller, ref)
+    return paged(rows, page, lambda e: e.id, EventOut.model_validate)
