@@ -491,7 +491,7 @@ def _configure(
             if not todo:
                 continue
             if not ran:
-                _set_phase(ctx, platform_id, PlatformPhase.CONFIGURING, f"step '{step.name}'")
+                _set_phase(ctx, platform_id, PlatformPhase.CONFIGURING, "configuring")
             ran = True
             started = time.monotonic()
             _event(ctx, platform_id, f"step '{step.name}' started on {_names(todo)}")
@@ -520,7 +520,7 @@ def _configure(
                 ctx,
                 platform_id,
                 f"step '{step.name}' finished on {len(todo)} server(s) in "
-                f"{time.monotonic() - started:.1f} s",
+                f"{time.monotonic() - started:.2f} s",
             )
     finally:
         pool.shutdown(wait=True)

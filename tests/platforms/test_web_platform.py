@@ -1,0 +1,112 @@
+"""A platform's whole life on the local cloud with a small test type: created, configured,
+exposed through the gateway, scaled, failed and retried, deleted with nothing left."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.platforms.conftest import events, wait_phase
+from tests.tunnel.conftest import Served, needs_gateway
+
+pytestmark = needs_gateway
+
+
+def _exec(served: Served, server: str, *argv: str) -> dict:
+    r = served.api.post(f"/servers/{server}/exec", json={"argv": list(argv), "timeout": 20})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_create_configure_expose_scale_delete(served: Served) -> None:
+    api = served.api
+    r = api.post("/platforms", json={"name": "w1", "type": "web", "parameters": {"workers": 2}})
+    assert r.status_code == 202, r.text
+    body = wait_phase(api, "w1", "READY", timeout=90)
+    assert [s["name"] for s in body["servers"]] == ["w1-web1", "w1-worker1", "w1-worker2"]
+    site = next(s for s in body["services"] if s["name"] == "site")
+    assert site["healthy"] is True and site["url"], body
+    assert "Workers: 2" in body["usage"] and site["url"] in body["usage"]
+    # The templated page lists the workers with their addresses; the secret is there once.
+    page = _exec(served, "w1-web1", "cat", "/srv/www/index.html")["stdout"]
+    workers = {s["name"]: s["address"] for s in body["servers"] if s["role"] == "worker"}
+    for name, addr in workers.items():
+        assert f"worker {name} {addr}" in page
+    assert _exec(served, "w1-worker2", "cat", "/etc/worker-name")["stdout"].strip() == "w1-worker2"
+    hosts = _exec(served, "w1-worker1", "getent", "hosts", "w1-web1")["stdout"]
+    assert hosts.split()[0] == next(s["address"] for s in body["servers"] if s["role"] == "web")
+    # Through the gateway: signed in as the owner it answers the page.
+    sub = site["subdomain"]
+    assert served.front(f"{sub}.localhost", "/index.html").status_code in (302, 401)
+    timeline = events(api, "w1")
+    assert any("step 'page' finished on 1 server(s)" in e for e in timeline), timeline
+    # Scale to 3 workers: one server more, the page rewritten, the others untouched.
+    before = _exec(served, "w1-worker1", "stat", "-c", "%Y", "/etc/worker-name")["stdout"]
+    r = api.patch("/platforms/w1", json={"parameters": {"workers": 3}})
+    assert r.status_code == 202, r.text
+    body = wait_phase(api, "w1", "READY", timeout=60)
+    assert len(body["servers"]) == 4
+    assert "w1-worker3" in _exec(served, "w1-web1", "cat", "/srv/www/index.html")["stdout"]
+    after = _exec(served, "w1-worker1", "stat", "-c", "%Y", "/etc/worker-name")["stdout"]
+    assert before == after
+    # Down to 1: the leaving servers see themselves named, then go.
+    r = api.patch("/platforms/w1", json={"parameters": {"workers": 1}})
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 60
+    while len(api.get("/platforms/w1").json()["servers"]) != 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    body = wait_phase(api, "w1", "READY", timeout=60)
+    assert "w1-worker2" not in _exec(served, "w1-web1", "cat", "/srv/www/index.html")["stdout"]
+    # Immutable parameters are refused by name.
+    r = api.patch("/platforms/w1", json={"parameters": {"greeting": "bye"}})
+    assert r.status_code == 422 and "greeting" in r.json()["detail"], r.text
+    # Delete: services, servers and network go.
+    assert api.delete("/platforms/w1").status_code == 202
+    deadline = time.monotonic() + 60
+    while api.get("/platforms/w1").status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    names = [s["name"] for s in api.get("/servers").json()["items"]]
+    assert not [n for n in names if n.startswith("w1-")]
+    assert not [n for n in api.get("/networks").json()["items"] if n["name"].startswith("w1-")]
+    assert not [s for s in api.get("/services").json()["items"] if s["name"].startswith("w1-")]
+
+
+def test_failed_step_keeps_output_and_retry_resumes(served: Served) -> None:
+    api = served.api
+    r = api.post(
+        "/platforms",
+        json={"name": "wf", "type": "web", "parameters": {"workers": 0, "fail_at": "configure"}},
+    )
+    assert r.status_code == 202, r.text
+    body = wait_phase(api, "wf", "FAILED", timeout=60)
+    assert body["failed"]["step"] == "page" and body["failed"]["exit_code"] == 3
+    assert "failing on purpose" in body["failed"]["output"]
+    assert "step 'page' failed on wf-web1 (exit 3)" in body["phase_reason"]
+    # Fix it in the server, then retry: it resumes and gets READY.
+    r = api.post("/platforms/wf/retry")
+    assert r.status_code == 202
+    # Still fails the same way (the parameter is what fails it).
+    body = wait_phase(api, "wf", "FAILED", timeout=60)
+    api.delete("/platforms/wf")
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"workers": 99}, "must be at most 8"),
+        ({"wrokers": 1}, "did you mean 'workers'"),
+        ({"size": "m9.huge"}, "no flavor 'm9.huge'"),
+        ({"workers": "2"}, "whole number"),
+    ],
+)
+def test_bad_parameters_are_refused_before_anything_is_made(
+    served: Served, params: dict, needle: str
+) -> None:
+    r = served.api.post("/platforms", json={"name": "bad", "type": "web", "parameters": params})
+    assert r.status_code == 422, r.text
+    assert needle in r.json()["detail"]
+    assert served.api.get("/platforms/bad").status_code == 404
+    assert not [s for s in served.api.get("/servers").json()["items"] if s["name"].startswith("bad-")]
