@@ -68,6 +68,14 @@ from ecliptic.api.schemas import (
     NetworkCreate,
     NetworkOut,
     Page,
+    PlatformAccessSet,
+    PlatformCreate,
+    PlatformOut,
+    PlatformPatch,
+    PlatformServiceOut,
+    PlatformTypeCheck,
+    PlatformTypeOut,
+    PlatformTypeText,
     PortCreate,
     PortOut,
     QuotaOut,
@@ -367,7 +375,7 @@ def normalize_url(url: str) -> str:
 
 # -- waiting --------------------------------------------------------------------------
 
-W = TypeVar("W", ServerOut, NetworkOut, LeaseOut)
+W = TypeVar("W", ServerOut, NetworkOut, LeaseOut, PlatformOut)
 
 _NO_WAY_BACK = {
     "DELETING": ("deleting", "is being deleted"),
@@ -397,13 +405,15 @@ def _wait_phase(
                 on_change(obj)
         if obj.phase in want:
             return obj
-        if obj.phase == "ERROR":
+        if obj.phase in ("ERROR", "FAILED") and obj.phase not in want:
             hint = (
-                f"; see 'ecliptic {kind} events {obj.name}'" if kind in ("server", "lease") else ""
+                f"; see 'ecliptic {kind} events {obj.name}'"
+                if kind in ("server", "lease", "platform")
+                else ""
             )
             reason = obj.phase_reason or "no reason given"
             raise WaitError(
-                "phase_error", f"{kind} '{obj.name}' went to ERROR: {reason}{hint}", obj
+                "phase_error", f"{kind} '{obj.name}' went to {obj.phase}: {reason}{hint}", obj
             )
         if obj.phase in _NO_WAY_BACK:
             code, what = _NO_WAY_BACK[obj.phase]
@@ -511,6 +521,8 @@ class Client:
         self.services = _Services(self)
         self.ssh_keys = _SshKeys(self)
         self.quotas = _Quotas(self)
+        self.platform_types = _PlatformTypes(self)
+        self.platforms = _Platforms(self)
 
     @classmethod
     def from_config(
@@ -1353,3 +1365,104 @@ class _SshKeys(_Group):
     def delete(self, ref: str) -> None:
         """Remove a key, by name or id."""
         self._c.request("DELETE", f"/users/me/ssh-keys/{_q(ref)}")
+
+
+class _PlatformTypes(_Group):
+    """The catalogue of platform types."""
+
+    def list(self) -> builtins.list[PlatformTypeOut]:
+        """Every platform type on offer."""
+        out: builtins.list[PlatformTypeOut] = self._c._all(PlatformTypeOut, "/platform-types")
+        return out
+
+    def get(self, name: str) -> PlatformTypeOut:
+        """One platform type."""
+        out: PlatformTypeOut = self._c._call(PlatformTypeOut, "GET", f"/platform-types/{_q(name)}")
+        return out
+
+    def validate(self, text: str) -> PlatformTypeCheck:
+        """Check a platform type file's text on the server."""
+        out: PlatformTypeCheck = self._c._call(
+            PlatformTypeCheck,
+            "POST",
+            "/platform-types/validate",
+            json=_body(PlatformTypeText, text=text),
+        )
+        return out
+
+
+class _Platforms(_Group):
+    """Platforms of your tenancy."""
+
+    def list(self) -> builtins.list[PlatformOut]:
+        """Every platform, by name."""
+        out: builtins.list[PlatformOut] = self._c._all(PlatformOut, "/platforms")
+        return out
+
+    def create(self, **fields: Any) -> PlatformOut:
+        """Create a platform (``name``, ``type``, ``parameters``, ``lease``, ``access``)."""
+        out: PlatformOut = self._c._call(
+            PlatformOut, "POST", "/platforms", json=_body(PlatformCreate, **fields)
+        )
+        return out
+
+    def get(self, ref: str) -> PlatformOut:
+        """One platform."""
+        out: PlatformOut = self._c._call(PlatformOut, "GET", f"/platforms/{_q(ref)}")
+        return out
+
+    def patch(self, ref: str, parameters: dict[str, Any]) -> PlatformOut:
+        """Change mutable parameters."""
+        out: PlatformOut = self._c._call(
+            PlatformOut,
+            "PATCH",
+            f"/platforms/{_q(ref)}",
+            json=_body(PlatformPatch, parameters=parameters),
+        )
+        return out
+
+    def delete(self, ref: str) -> PlatformOut:
+        """Delete a platform and everything it made."""
+        out: PlatformOut = self._c._call(PlatformOut, "DELETE", f"/platforms/{_q(ref)}")
+        return out
+
+    def retry(self, ref: str) -> PlatformOut:
+        """Resume a FAILED platform from its failed step."""
+        out: PlatformOut = self._c._call(PlatformOut, "POST", f"/platforms/{_q(ref)}/retry")
+        return out
+
+    def set_access(self, ref: str, users: builtins.list[str]) -> PlatformOut:
+        """Who may use the platform."""
+        out: PlatformOut = self._c._call(
+            PlatformOut,
+            "PUT",
+            f"/platforms/{_q(ref)}/access",
+            json=_body(PlatformAccessSet, users=users),
+        )
+        return out
+
+    def services(self, ref: str) -> builtins.list[PlatformServiceOut]:
+        """The platform's services and their URLs."""
+        out: builtins.list[PlatformServiceOut] = self._c._call(
+            builtins.list[PlatformServiceOut], "GET", f"/platforms/{_q(ref)}/services"
+        )
+        return out
+
+    def events(self, ref: str) -> builtins.list[EventOut]:
+        """The platform's timeline, oldest first."""
+        out: builtins.list[EventOut] = self._c._all(EventOut, f"/platforms/{_q(ref)}/events")
+        return out
+
+    def wait(
+        self,
+        ref: str,
+        phases: Collection[Phase] = frozenset({"READY"}),
+        timeout: float = 600,
+        on_change: Callable[[PlatformOut], None] | None = None,
+    ) -> PlatformOut:
+        """Poll until the platform is in one of ``phases`` (``WaitError`` on FAILED)."""
+        return _wait_phase("platform", lambda: self.get(ref), phases, timeout, on_change)
+
+    def wait_deleted(self, ref: str, timeout: float = 300) -> None:
+        """Poll until the platform is gone."""
+        _wait_gone("platform", ref, lambda: self.get(ref), timeout, None)

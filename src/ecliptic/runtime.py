@@ -127,7 +127,9 @@ class Runtime:
             meter=MeterPolicy(settings.metered_classes, settings.meter_warn),
         )
         link = (
-            GatewayLink(settings.gateway_ssh_port, settings.gateway_front_url)
+            GatewayLink(
+                settings.gateway_ssh_port, settings.gateway_front_url, settings.gateway_jump_port
+            )
             if settings.gateway != "off"
             else None
         )

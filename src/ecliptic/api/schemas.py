@@ -904,6 +904,8 @@ class PlatformServiceOut(BaseModel):
     url: str | None
     subdomain: str | None
     healthy: bool | None
+    jump_port: int | None = None
+    """For TCP services: the gateway's jump host port (``ssh -J you@gateway:PORT ...``)."""
 
 
 class PlatformOut(BaseModel):

@@ -24,6 +24,7 @@ from ecliptic.cli import (
     leases,
     local,
     networks,
+    platforms,
     quota,
     security_groups,
     servers,
@@ -63,6 +64,8 @@ app.add_typer(local.app, name="local", no_args_is_help=True)
 app.add_typer(services.app, name="service", no_args_is_help=True)
 app.add_typer(services.key_app, name="ssh-key", no_args_is_help=True)
 app.add_typer(tunnel_app, name="tunnel", no_args_is_help=True)
+app.add_typer(platforms.type_app, name="platform-type", no_args_is_help=True)
+app.add_typer(platforms.app, name="platform", no_args_is_help=True)
 app.registered_commands += auth.app.registered_commands
 app.registered_commands += leases.top.registered_commands
 

@@ -356,6 +356,7 @@ class PlatformType(Strict):
             "roles": {r.name for r in self.roles},
         }
         checks: list[tuple[tuple[int | str, ...], str, str, bool]] = []
+        loc: tuple[int | str, ...]
         for si, step in enumerate(self.steps):
             where = f"step '{step.name}'"
             if step.when is not None:
@@ -481,7 +482,12 @@ def _shifted(node: yaml.Node, lines: int) -> yaml.Node:
     multi-line template)."""
     mark = node.start_mark
     moved = yaml.Mark(
-        mark.name, mark.index, mark.line + lines, 0 if lines else mark.column, None, None
+        mark.name,
+        mark.index,
+        mark.line + lines,
+        0 if lines else mark.column,
+        None,  # no buffer: PyYAML takes None
+        None,  # type: ignore[arg-type]
     )
     return yaml.ScalarNode(tag="tag:yaml.org,2002:str", value="", start_mark=moved)
 

@@ -22,6 +22,8 @@ class GatewayLink:
     """Port of its SSH endpoint (on the host, at each network's gateway address)."""
     url_format: str
     """A service's URL, ``{}`` standing for its subdomain."""
+    jump_port: int = 2223
+    """Port of the jump host users reach TCP services (SSH) through."""
 
 
 @dataclass(frozen=True)

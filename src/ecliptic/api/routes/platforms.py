@@ -54,6 +54,14 @@ def _url_format(rt: Runtime) -> str | None:
     return rt.ctx.gateway.url_format if rt.ctx.gateway is not None else None
 
 
+def _services_out(rt: Runtime, v: platforms.PlatformView) -> list[PlatformServiceOut]:
+    jump = rt.ctx.gateway.jump_port if rt.ctx.gateway is not None else None
+    return [
+        PlatformServiceOut(**s.__dict__, jump_port=jump if s.protocol == "tcp" else None)
+        for s in v.services
+    ]
+
+
 def platform_out(rt: Runtime, row: Platform) -> PlatformOut:
     """A platform body (its servers, services and usage text)."""
     v = platforms.view(rt.db, row, _url_format(rt))
@@ -68,7 +76,7 @@ def platform_out(rt: Runtime, row: Platform) -> PlatformOut:
         phase_reason=row.phase_reason,
         parameters=dict(row.spec["parameters"]),
         servers=[PlatformServerOut(**s.__dict__) for s in v.servers],
-        services=[PlatformServiceOut(**s.__dict__) for s in v.services],
+        services=_services_out(rt, v),
         access=v.access,
         usage=v.usage,
         failed=failed or None,
@@ -182,7 +190,7 @@ def services(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[PlatformServic
     """The platform's services: their URLs through the gateway and whether they answer."""
     row = platforms.get_platform(rt.db, caller, ref)
     v = platforms.view(rt.db, row, _url_format(rt))
-    return [PlatformServiceOut(**s.__dict__) for s in v.services]
+    return _services_out(rt, v)
 
 
 @router.get("/platforms/{ref}/events", response_model=Page[EventOut])
