@@ -71,6 +71,8 @@ class Member:
     fabric_address: str
     gateway: str
     """The host's address on the server's platform network (the gateway's, from inside)."""
+    vcpus: int = 1
+    memory_mb: int = 512
 
     def fact(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,8 @@ class Member:
             "address": self.address,
             "fabric_address": self.fabric_address,
             "gateway": self.gateway,
+            "vcpus": self.vcpus,
+            "memory_mb": self.memory_mb,
         }
 
 
@@ -241,6 +245,8 @@ def _member(session: Any, srv: Server) -> Member:
         address=normal[0].ip_address if normal else "",
         fabric_address=direct[0].ip_address if direct else "",
         gateway=normal[0].subnet.gateway_ip if normal else "",
+        vcpus=srv.vcpus,
+        memory_mb=int(srv.memory_mb),
     )
 
 
