@@ -16,6 +16,7 @@ import typer
 
 from ecliptic import __version__
 from ecliptic.cli import (
+    agent,
     auth,
     catalogue,
     credits,
@@ -66,6 +67,7 @@ app.add_typer(services.key_app, name="ssh-key", no_args_is_help=True)
 app.add_typer(tunnel_app, name="tunnel", no_args_is_help=True)
 app.add_typer(platforms.type_app, name="platform-type", no_args_is_help=True)
 app.add_typer(platforms.app, name="platform", no_args_is_help=True)
+app.add_typer(agent.app, name="agent", no_args_is_help=True, hidden=True)
 app.registered_commands += auth.app.registered_commands
 app.registered_commands += leases.top.registered_commands
 

@@ -1,0 +1,63 @@
+"""A real Chromium using the terminal page as a person would: type a command, read it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.agent.conftest import Agent
+from tests.prerequisites import require_module
+
+CHROMIUM = Path("/usr/bin/chromium")
+require_module(CHROMIUM.exists(), "Debian's chromium (scripts/setup-system.sh test installs it)")
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+except ImportError:
+    require_module(False, "playwright (pip install -e '.[dev]'); its bundled browsers are not used")
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
+# The canvas has no text to read; the page exposes its xterm.js Terminal, whose buffer is
+# what the person sees.
+SCREEN = """() => {
+  const t = window.ecliptic.terminal;
+  t.selectAll();
+  const text = t.getSelection();
+  t.clearSelection();
+  return text;
+}"""
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _screen(page: Page) -> str:
+    return str(page.evaluate(SCREEN))
+
+
+def test_typing_a_command_shows_its_output(terminal: Agent, browser: Browser) -> None:
+    context = browser.new_context()
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(terminal.url + "/")
+    expect(page.locator("#status")).to_have_text("Connected")
+    page.locator("#terminal").click()
+    page.keyboard.type("echo $((6*7)) cols=$(tput cols)\n")
+    page.wait_for_function(f"() => ({SCREEN})().includes('\\n42 cols=')")
+    # The page sized the PTY to its window: tput sees the terminal's columns.
+    cols = page.evaluate("window.ecliptic.terminal.cols")
+    assert f"42 cols={cols}" in _screen(page)
+    page.keyboard.type("exit 0\n")
+    expect(page.locator("#status")).to_contain_text("shell exited (status 0)")
+    assert errors == []
+    context.close()
