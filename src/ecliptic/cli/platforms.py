@@ -103,7 +103,10 @@ def type_validate(
             output.emit_json({"valid": False, "path": str(path), "problems": problems})
         else:
             for p in exc.problems:
-                output.stderr().print(f"{path}:{p.line}:{p.column}: {p}", highlight=False)
+                where = f"{p.where}: " if p.where else ""
+                output.stderr().print(
+                    f"{path}:{p.line}:{p.column}: {where}{p.message}", highlight=False, markup=False
+                )
             output.note(f"{len(exc.problems)} problem(s) in {path}")
         raise typer.Exit(ExitCode.REFUSED) from None
     emit(

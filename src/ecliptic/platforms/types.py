@@ -9,6 +9,7 @@ error with its line and column; ``Catalogue`` reads the built-ins and operators'
 from __future__ import annotations
 
 import difflib
+import logging
 import json
 import math
 import re
@@ -31,6 +32,7 @@ from pydantic import (
 
 from ecliptic.platforms.templates import TemplateError, check_expression, check_template
 
+log = logging.getLogger("ecliptic.platforms")
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "data" / "platforms"
 """Where the packaged platform types are."""
 
@@ -626,6 +628,7 @@ class Catalogue:
         try:
             value: PlatformType | TypeFileError = load_type(path)
         except TypeFileError as exc:
+            log.warning("platform type %s is not offered: %s", path, exc)
             value = exc
         self._cache[path] = (mtime, value)
         return value
