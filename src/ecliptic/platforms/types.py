@@ -9,8 +9,8 @@ error with its line and column; ``Catalogue`` reads the built-ins and operators'
 from __future__ import annotations
 
 import difflib
-import logging
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable
@@ -207,6 +207,23 @@ class Daemon(Strict):
     cwd: str | None = None
 
 
+REQUIREMENT = (
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(\[[A-Za-z0-9,._-]{1,100}\])?"
+    r"((==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!-]{1,50}(,(==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!-]{1,50})*)?"
+)
+"""One PyPI requirement (``name``, ``name[extra]>=1.2,<2``): no options, URLs or paths."""
+
+
+class PipInstall(Strict):
+    """PyPI packages installed into a venv of the server at configure time. Servers have no
+    route out: the wheels are fetched on the host (wheels only: nothing is built there) and
+    copied in."""
+
+    venv: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]+$")]
+    packages: str
+    """Whitespace-separated requirements (templated, e.g. ``{{ params.packages }}``)."""
+
+
 class Step(Strict):
     """One configuration step: files, then a script, then daemons, on every server of its
     roles (in parallel); steps run in the order they are listed."""
@@ -221,6 +238,8 @@ class Step(Strict):
     """A shell script (``/bin/sh -e``), run as root; not templated: parameters, facts and
     secrets come as environment variables (``ECLIPTIC_P_<NAME>``...)."""
     daemons: tuple[Daemon, ...] = ()
+    pip: PipInstall | None = None
+    """PyPI packages to install before the script runs."""
     timeout: Annotated[StrictInt, Field(ge=1, le=3600)] = 300
     """Seconds the script may take."""
     watch: str | None = None
@@ -369,6 +388,11 @@ class PlatformType(Strict):
                 loc = ("steps", si, "files", fi)
                 checks.append(((*loc, "path"), f.path, f"{where}: file path", False))
                 checks.append(((*loc, "content"), f.content, f"{where}: file {f.path}", False))
+            if step.pip is not None:
+                where_pip = f"{where}: pip packages"
+                checks.append(
+                    (("steps", si, "pip", "packages"), step.pip.packages, where_pip, False)
+                )
             for di, d in enumerate(step.daemons):
                 for ai, arg in enumerate(d.command):
                     loc = ("steps", si, "daemons", di, "command", ai)

@@ -13,13 +13,18 @@ import hashlib
 import io
 import json
 import logging
+import re
 import shlex
+import subprocess
+import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -29,7 +34,7 @@ from ecliptic.backends.base import BackendError, ServiceSpec
 from ecliptic.errors import EclipticError
 from ecliptic.phases import LeasePhase, NetworkPhase, PlatformPhase, PortPhase, ServerPhase
 from ecliptic.platforms.templates import TemplateError, evaluate, render
-from ecliptic.platforms.types import Daemon, File, PlatformType, Step
+from ecliptic.platforms.types import REQUIREMENT, Daemon, File, PlatformType, Step
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.services import platform_tunnels as tunnels
 from ecliptic.services.caller import Caller
@@ -365,6 +370,8 @@ class Rendered:
     script: str | None
     daemons: tuple[ServiceSpec, ...]
     digest: str
+    requirements: tuple[str, ...] = ()
+    venv: str = ""
 
 
 def _render_step(step: Step, ctx_vars: Mapping[str, Any], member: Member) -> Rendered:
@@ -385,6 +392,12 @@ def _render_step(step: Step, ctx_vars: Mapping[str, Any], member: Member) -> Ren
         )
         daemons.append(ServiceSpec(name=d.name, argv=argv, env=env, cwd=d.cwd))
     watch = render(step.watch, local, f"{where}: watch") if step.watch else ""
+    requirements: tuple[str, ...] = ()
+    if step.pip is not None:
+        requirements = tuple(render(step.pip.packages, local, f"{where}: pip").split())
+        bad = [r for r in requirements if not re.fullmatch(REQUIREMENT, r)]
+        if bad:
+            raise TemplateError(f"{where}: {bad[0]!r} is not a PyPI requirement (name==1.2.3)")
     digest = hashlib.sha256(
         json.dumps(
             [
@@ -392,10 +405,12 @@ def _render_step(step: Step, ctx_vars: Mapping[str, Any], member: Member) -> Ren
                 step.run,
                 [(d.name, d.argv, d.env, d.cwd) for d in daemons],
                 watch,
+                requirements,
             ]
         ).encode()
     ).hexdigest()[:24]
-    return Rendered(tuple(files), step.run, tuple(daemons), digest)
+    venv = step.pip.venv if step.pip is not None else ""
+    return Rendered(tuple(files), step.run, tuple(daemons), digest, requirements, venv)
 
 
 def _tar(files: tuple[tuple[str, bytes, int, str], ...]) -> bytes:
@@ -429,11 +444,76 @@ _UNPACK = (
 )
 
 
+def fetch_wheels(requirements: tuple[str, ...], timeout: float = 600) -> bytes:
+    """The wheels of ``requirements`` and their dependencies, fetched from PyPI on the host
+    (wheels only: nothing of a package runs here), as a tar stream."""
+    with tempfile.TemporaryDirectory(prefix="ecl-wheels-") as tmp:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--only-binary=:all:",
+                "--dest",
+                tmp,
+                "--",
+                *requirements,
+            ],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise _Failed(
+                f"cannot fetch {' '.join(requirements)} from PyPI: {err[-1] if err else '?'}",
+                {"step": "pip", "output": proc.stderr.decode(errors="replace")[-OUTPUT_KEEP:]},
+            )
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for f in sorted(Path(tmp).iterdir()):
+                tar.add(f, arcname=f.name)
+        return buf.getvalue()
+
+
+def _pip_install(
+    ctx: Context, member: Member, r: Rendered, wheels: bytes, timeout: float
+) -> tuple[bool, str, int]:
+    script = (
+        "rm -rf /tmp/ecl-wheels && mkdir -p /tmp/ecl-wheels && tar -x -f - -C /tmp/ecl-wheels && "
+        '"$0/bin/pip" install --disable-pip-version-check --no-index '
+        '--find-links /tmp/ecl-wheels "$@"; rc=$?; rm -rf /tmp/ecl-wheels; exit $rc'
+    )
+    try:
+        res = ctx.backend.run(
+            member.id,
+            ["/bin/sh", "-c", script, r.venv, *r.requirements],
+            timeout=timeout,
+            stdin=wheels,
+        )
+    except BackendError as exc:
+        return False, str(exc), -1
+    out = (res.stdout + res.stderr).decode(errors="replace")
+    return res.exit_code == 0, out, res.exit_code
+
+
 def _run_step(
-    ctx: Context, member: Member, step: Step, r: Rendered, env: dict[str, str]
+    ctx: Context,
+    member: Member,
+    step: Step,
+    r: Rendered,
+    env: dict[str, str],
+    wheels: bytes | None = None,
 ) -> tuple[bool, str, int, float]:
     """Run one rendered step on one server: (ok, output, exit code, seconds)."""
     start = time.monotonic()
+    if wheels is not None and r.requirements:
+        ok, out, code = _pip_install(ctx, member, r, wheels, float(step.timeout))
+        if not ok:
+            return False, out, code, time.monotonic() - start
     if r.files:
         argv = ["/bin/sh", "-c", _UNPACK, r.script or ""]
         stdin: bytes | None = _tar(r.files)
@@ -501,7 +581,21 @@ def _configure(
             ran = True
             started = time.monotonic()
             _event(ctx, platform_id, f"step '{step.name}' started on {_names(todo)}")
-            futures = [pool.submit(_run_step, ctx, m, step, r, _env(ctx_vars, m)) for m, r in todo]
+            wheels = None
+            reqs = sorted({q for _, r in todo for q in r.requirements})
+            if reqs:
+                t0 = time.monotonic()
+                _event(ctx, platform_id, f"step '{step.name}': fetching {' '.join(reqs)}")
+                wheels = fetch_wheels(tuple(reqs))
+                _event(
+                    ctx,
+                    platform_id,
+                    f"step '{step.name}': fetched {len(wheels) / 1e6:.1f} MB of wheels in "
+                    f"{time.monotonic() - t0:.1f} s; installing",
+                )
+            futures = [
+                pool.submit(_run_step, ctx, m, step, r, _env(ctx_vars, m), wheels) for m, r in todo
+            ]
             results = [f.result() for f in futures]
             for (m, r), (ok, out, code, _secs) in zip(todo, results, strict=True):
                 if not ok:
