@@ -349,8 +349,8 @@ class _Session:
             await asyncio.wait({receive, exited}, return_when=asyncio.FIRST_COMPLETED)
             if exited.done():
                 self._drain()
-                with contextlib.suppress(ConnectionClosed):
-                    await asyncio.wait_for(pump, timeout=5)
+                with contextlib.suppress(ConnectionClosed, TimeoutError):
+                    await asyncio.wait_for(pump, timeout=5)  # a browser that reads no more
                 await self.ws.close(1000, self.shell.exit_reason())
             elif isinstance(receive.exception(), BadMessage):
                 await self.ws.close(1008, str(receive.exception())[:120])
