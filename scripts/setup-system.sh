@@ -3,7 +3,7 @@
 # (or sudo) when something is missing.
 # Usage: scripts/setup-system.sh [venv|run|test|bench]
 #   venv   only what creating the Python venv needs (python3-venv)
-#   run    what `make run` needs (the local cloud and the tunnel gateway)
+#   run    what `make run` needs (the local cloud, the tunnel gateway, the browser terminal)
 #   test   run's, and PostgreSQL and Chromium for the tests
 #   bench  run's, and wrk and curl for the benchmarks
 set -euo pipefail
@@ -50,6 +50,12 @@ for cmd in "${!need[@]}"; do
 done
 if [ "$purpose" = test ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
+fi
+# The browser terminal (ecliptic agent terminal, run inside servers, which see the host's
+# /usr) serves xterm.js linked from node-xterm's modules and libjs-xterm's addons.
+if [ "$purpose" != venv ] && { [ ! -e /usr/share/nodejs/xterm/lib/xterm.js ] \
+  || [ ! -e /usr/share/javascript/xterm/addons/fit/fit.js ]; }; then
+  missing+=(libjs-xterm node-xterm)
 fi
 if [ "$purpose" != venv ] && [ ! -r /usr/share/keyrings/debian-archive-keyring.gpg ]; then
   missing+=(debian-archive-keyring)  # checks that x/crypto's source package is Debian's

@@ -89,8 +89,8 @@ def start_terminal(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     )
     started: list[Agent] = []
 
-    def start(*args: str) -> Agent:
-        agent = start_agent(tmp_path, "terminal", *args)
+    def start(*args: str, env: dict[str, str] | None = None) -> Agent:
+        agent = start_agent(tmp_path, "terminal", *args, env=env)
         started.append(agent)
         return agent
 

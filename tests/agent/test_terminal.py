@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,26 @@ def test_a_command_runs_in_the_shell(terminal: Agent) -> None:
     with open_shell(terminal) as ws:
         ws.send(b"echo $((6*7)) $TERM\n")
         read_until(ws, r"[\r\n]42 xterm-256color\r\n")
+
+
+def test_the_shell_does_not_inherit_the_agents_python_settings(
+    start_terminal: Callable[..., Agent],
+) -> None:
+    # /opt/ecliptic/bin/ecliptic sets these for Ecliptic's Python, not for the person's.
+    agent = start_terminal(
+        env={
+            "PYTHONPATH": f"{os.environ.get('PYTHONPATH', '')}:/opt/ecliptic/site-packages",
+            "PYTHONNOUSERSITE": "1",
+            "LD_LIBRARY_PATH": "/opt/ecliptic/python/lib",
+            "ECL_TEST_KEPT": "kept",
+        }
+    )
+    with open_shell(agent) as ws:
+        ws.send(
+            b'echo "[${PYTHONPATH-unset} ${PYTHONNOUSERSITE-unset} '
+            b'${LD_LIBRARY_PATH-unset} $ECL_TEST_KEPT]"\n'
+        )
+        read_until(ws, r"\[unset unset unset kept\]")
 
 
 def test_resize_sets_the_terminal_size(terminal: Agent) -> None:

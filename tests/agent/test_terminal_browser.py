@@ -54,8 +54,10 @@ def test_typing_a_command_shows_its_output(terminal: Agent, browser: Browser) ->
     page.locator("#terminal").click()
     page.keyboard.type("echo $((6*7)) cols=$(tput cols)\n")
     page.wait_for_function(f"() => ({SCREEN})().includes('\\n42 cols=')")
-    # The page sized the PTY to its window: tput sees the terminal's columns.
+    # The page fits the terminal to its 1280-pixel window (wider than xterm's 80 columns)
+    # and tells the server: tput sees the same size.
     cols = page.evaluate("window.ecliptic.terminal.cols")
+    assert cols > 80
     assert f"42 cols={cols}" in _screen(page)
     page.keyboard.type("exit 0\n")
     expect(page.locator("#status")).to_contain_text("shell exited (status 0)")

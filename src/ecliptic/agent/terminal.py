@@ -34,6 +34,7 @@ import logging
 import os
 import shlex
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -61,8 +62,18 @@ then blocks on write, as on a slow serial line) instead of buffering without end
 MAX_MESSAGE = 1024 * 1024
 """The largest frame a browser may send (a big paste); a larger one closes the socket."""
 # Variables of the agent's own launcher (/opt/ecliptic/bin/ecliptic), not the person's:
-# with them the shell's python3 would import Ecliptic's packages.
+# with them the shell's python3 would import Ecliptic's packages and libpython.
 AGENT_ONLY_ENV = ("PYTHONPATH", "PYTHONNOUSERSITE", "PYTHONHOME")
+AGENT_DIR = "/opt/ecliptic"
+
+
+def shell_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The shell's environment: the agent's, without its launcher's Python settings."""
+    env = {k: v for k, v in environ.items() if k not in AGENT_ONLY_ENV}
+    if env.get("LD_LIBRARY_PATH", "").startswith(AGENT_DIR + "/"):
+        del env["LD_LIBRARY_PATH"]
+    env["TERM"] = "xterm-256color"
+    return env
 
 
 def default_shell() -> tuple[str, ...]:
@@ -338,8 +349,8 @@ class _Session:
             await asyncio.wait({receive, exited}, return_when=asyncio.FIRST_COMPLETED)
             if exited.done():
                 self._drain()
-                with contextlib.suppress(ConnectionClosed):
-                    await asyncio.wait_for(pump, timeout=5)
+                with contextlib.suppress(ConnectionClosed, TimeoutError):
+                    await asyncio.wait_for(pump, timeout=5)  # a browser that reads no more
                 await self.ws.close(1000, self.shell.exit_reason())
             elif isinstance(receive.exception(), BadMessage):
                 await self.ws.close(1008, str(receive.exception())[:120])
@@ -357,9 +368,7 @@ class TerminalServer:
         self.config = config
         self.script = xterm.bundle(config.xterm_dir)  # fails now, not at the first page
         self.sessions = 0
-        env = {k: v for k, v in os.environ.items() if k not in AGENT_ONLY_ENV}
-        env["TERM"] = "xterm-256color"
-        self.env = env
+        self.env = shell_env(os.environ)
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP; let a same-origin WebSocket at /ws through."""

@@ -77,7 +77,7 @@ def _resolve(root: Path, module: str, spec: str) -> str:
 def bundle(root: Path = DEFAULT_DIR) -> bytes:
     """One browser script of xterm.js and its addons, from the CommonJS modules in ``root``."""
     modules: dict[str, tuple[str, dict[str, str]]] = {}
-    pending = [ENTRY, *ADDONS]
+    pending = [*ADDONS, ENTRY]  # popped from the end: the entry first
     while pending:
         module = pending.pop()
         if module in modules:

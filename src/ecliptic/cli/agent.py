@@ -6,6 +6,7 @@ They listen on loopback; the tunnel gateway publishes them and signs people in.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -58,17 +59,17 @@ def terminal(
     from ecliptic.agent import terminal as term
     from ecliptic.agent.xterm import XtermMissing
 
-    overrides: dict[str, object] = {"bind": bind, "port": port, "max_sessions": max_sessions}
-    try:
-        if shell is not None:
-            overrides["shell"] = term.parse_shell(shell)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--shell") from None
+    config = term.TerminalConfig(bind=bind, port=port, max_sessions=max_sessions)
+    if shell is not None:
+        try:
+            config = replace(config, shell=term.parse_shell(shell))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--shell") from None
     if xterm_dir is not None:
-        overrides["xterm_dir"] = xterm_dir
+        config = replace(config, xterm_dir=xterm_dir)
     _logging()
     try:
-        term.run(term.TerminalConfig(**overrides))  # type: ignore[arg-type]
+        term.run(config)
     except XtermMissing as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(ExitCode.REFUSED) from None
