@@ -46,9 +46,7 @@ def delete_all(api: httpx.Client, timeout: float = 90) -> None:
             time.sleep(0.1)
 
 
-def wait_phase(
-    api: httpx.Client, name: str, *phases: str, timeout: float = 120
-) -> dict[str, Any]:
+def wait_phase(api: httpx.Client, name: str, *phases: str, timeout: float = 120) -> dict[str, Any]:
     """The platform once it is in one of ``phases`` (fails on FAILED unless asked for)."""
     deadline = time.monotonic() + timeout
     while True:

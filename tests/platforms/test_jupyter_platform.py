@@ -22,7 +22,11 @@ def run_cell(served: Served, host: str, bearer: str, code: str) -> str:
     base = f"http://127.0.0.1:{served.http_port}"
     headers = {"Host": host, "Authorization": bearer}
     with httpx.Client(base_url=base, headers=headers, timeout=30) as web:
-        r = web.get("/lab")
+        # READY means its tunnel is up; the front's routes follow within a moment.
+        deadline = time.monotonic() + 10
+        while (r := web.get("/lab")).status_code in (404, 502, 503):
+            assert time.monotonic() < deadline, r.text[:500]
+            time.sleep(0.1)
         assert r.status_code == 200, r.text[:500]
         xsrf = r.cookies.get("_xsrf") or ""
         r = web.post(
@@ -44,8 +48,13 @@ def run_cell(served: Served, host: str, bearer: str, code: str) -> str:
         },
         "parent_header": {},
         "metadata": {},
-        "content": {"code": code, "silent": False, "store_history": False,
-                    "user_expressions": {}, "allow_stdin": False},
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+        },
         "channel": "shell",
         "buffers": [],
     }
@@ -90,8 +99,11 @@ def test_jupyter_with_extra_packages_runs_a_cell_through_the_gateway(served: Ser
     # A package name that is really an option is refused at create, not run on the host.
     r = api.post(
         "/platforms",
-        json={"name": "nb2", "type": "jupyter",
-              "parameters": {"packages": "--index-url=http://evil/ six"}},
+        json={
+            "name": "nb2",
+            "type": "jupyter",
+            "parameters": {"packages": "--index-url=http://evil/ six"},
+        },
     )
     assert r.status_code == 422, r.text
     assert "packages" in r.json()["detail"]

@@ -49,13 +49,19 @@ def test_slurm_cluster_runs_mpi_jobs_and_scales(served: Served) -> None:
     assert roles == ["compute", "compute", "compute", "controller", "login"], body
     print(f"slurm with 3 compute nodes READY in {ready_s:.1f} s")
     out = _idle(served, 3)
-    assert {ln.split()[0] for ln in out.splitlines()} == {"hpc-compute1", "hpc-compute2", "hpc-compute3"}
+    assert {ln.split()[0] for ln in out.splitlines()} == {
+        "hpc-compute1",
+        "hpc-compute2",
+        "hpc-compute3",
+    }
     # srun across every node: each task runs on its own server.
     res = _login(served, "srun -N3 hostname | sort")
     assert res["exit_code"] == 0, res
     assert res["stdout"].split() == ["hpc-compute1", "hpc-compute2", "hpc-compute3"]
     # An Open MPI batch job across the nodes; its output on the job's first node.
-    res = _login(served, "cd /root && sbatch --parsable --wait -o /tmp/mpi-%j.out mpi-hello.sh", 120)
+    res = _login(
+        served, "cd /root && sbatch --parsable --wait -o /tmp/mpi-%j.out mpi-hello.sh", 120
+    )
     assert res["exit_code"] == 0, res
     job = res["stdout"].strip().split(";")[0]
     r = api.post(

@@ -109,4 +109,6 @@ def test_bad_parameters_are_refused_before_anything_is_made(
     assert r.status_code == 422, r.text
     assert needle in r.json()["detail"]
     assert served.api.get("/platforms/bad").status_code == 404
-    assert not [s for s in served.api.get("/servers").json()["items"] if s["name"].startswith("bad-")]
+    assert not [
+        s for s in served.api.get("/servers").json()["items"] if s["name"].startswith("bad-")
+    ]
