@@ -112,3 +112,98 @@ def test_bad_parameters_are_refused_before_anything_is_made(
     assert not [
         s for s in served.api.get("/servers").json()["items"] if s["name"].startswith("bad-")
     ]
+
+
+def test_access_list_lets_members_in_and_keeps_others_out(served: Served) -> None:
+    api = served.api
+    for user in ("bob", "carol"):
+        r = api.post("/users", json={"name": user, "password": f"{user}-password-1"})
+        assert r.status_code in (201, 409), r.text
+        api.put("/tenancies/default/members", json={"user": user, "role": "member"})
+    tokens = {
+        u: "Bearer "
+        + api.post("/auth/login", json={"username": u, "password": f"{u}-password-1"}).json()[
+            "secret"
+        ]
+        for u in ("bob", "carol")
+    }
+    r = api.post("/platforms", json={"name": "wa", "type": "web", "parameters": {"workers": 0}})
+    assert r.status_code == 202, r.text
+    body = wait_phase(api, "wa", "READY", timeout=60)
+    host = f"{body['services'][0]['subdomain']}.localhost"
+    owner = api.headers["Authorization"]
+
+    def status(bearer: str) -> int:
+        deadline = time.monotonic() + 10
+        while (r := served.front(host, "/index.html", Authorization=bearer)).status_code in (
+            404,
+            503,
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        return r.status_code
+
+    assert status(owner) == 200
+    assert status(tokens["bob"]) == 403 and status(tokens["carol"]) == 403
+    # The owner gives bob access: bob gets in, carol still not.
+    r = api.put("/platforms/wa/access", json={"users": ["admin", "bob"]})
+    assert r.status_code == 200 and r.json()["access"] == ["admin", "bob"], r.text
+    deadline = time.monotonic() + 10
+    while status(tokens["bob"]) != 200:
+        assert time.monotonic() < deadline, "bob was never let in"
+        time.sleep(0.2)
+    assert status(tokens["carol"]) == 403
+    # Only the creator (or an admin) may change who gets in; members may not.
+    bob_api = {"Authorization": tokens["bob"]}
+    r = api.put("/platforms/wa/access", json={"users": ["bob", "carol"]}, headers=bob_api)
+    assert r.status_code == 403, r.text
+    r = api.put("/platforms/wa/access", json={"users": ["nosuchuser"]})
+    assert r.status_code == 422 and "not a member" in r.json()["detail"]
+    api.delete("/platforms/wa")
+
+
+def test_platform_in_a_lease_is_warned_and_removed_when_the_lease_ends(served: Served) -> None:
+    api = served.api
+    r = api.post(
+        "/leases",
+        json={
+            "name": "pl-lease",
+            "duration": "2h",
+            "before_end": "2h",
+            "grace": "0m",
+            "reservations": [{"kind": "flavor", "flavor": "m1.tiny", "count": 2}],
+        },
+    )
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 30
+    while api.get("/leases/pl-lease").json()["phase"] != "ACTIVE":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    # Three servers do not fit a two-slot lease: refused, nothing made.
+    r = api.post(
+        "/platforms",
+        json={"name": "wl", "type": "web", "lease": "pl-lease", "parameters": {"workers": 2}},
+    )
+    assert r.status_code == 409, r.text
+    assert api.get("/platforms/wl").status_code == 404
+    assert not [s for s in api.get("/servers").json()["items"] if s["name"].startswith("wl-")]
+    r = api.post(
+        "/platforms",
+        json={"name": "wl", "type": "web", "lease": "pl-lease", "parameters": {"workers": 1}},
+    )
+    assert r.status_code == 202, r.text
+    body = wait_phase(api, "wl", "READY", timeout=60)
+    assert body["lease_id"] == api.get("/leases/pl-lease").json()["id"]
+    deadline = time.monotonic() + 20
+    while not any("ends at" in e and "extend the lease" in e for e in events(api, "wl")):
+        assert time.monotonic() < deadline, events(api, "wl")
+        time.sleep(0.2)
+    # The lease ends: the platform goes with it, and everything it made.
+    r = api.post("/leases/pl-lease/end")
+    assert r.status_code in (200, 202), r.text
+    deadline = time.monotonic() + 60
+    while api.get("/platforms/wl").status_code != 404:
+        assert time.monotonic() < deadline, api.get("/platforms/wl").json()
+        time.sleep(0.2)
+    assert not [s for s in api.get("/servers").json()["items"] if s["name"].startswith("wl-")]
+    assert not [n for n in api.get("/networks").json()["items"] if n["name"].startswith("wl-")]

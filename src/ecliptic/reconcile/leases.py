@@ -15,6 +15,7 @@ from ecliptic.phases import LeasePhase, ServerPhase
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.services import leases
 from ecliptic.services import servers as server_service
+from ecliptic.services.platforms import wake_platforms
 from ecliptic.store.models import Lease, Server
 from ecliptic.store.transitions import move, note
 
@@ -168,6 +169,7 @@ def _warn(ctx: Context, lease_id: str, end: datetime) -> None:
         if lease is None:
             return
         lease.status = {**lease.status, "warned": True}
+        wake_platforms(session, ctx.queue, lease_id)
         note(
             session,
             lease,
@@ -182,6 +184,7 @@ def _end(ctx: Context, lease_id: str, now: datetime) -> Outcome:
         lease = session.get(Lease, lease_id)
         if lease is None or lease.phase != LeasePhase.ENDING:
             return Outcome()
+        wake_platforms(session, ctx.queue, lease_id)
         deadline = lease.end_at + timedelta(seconds=lease.grace_s)
         servers = list(session.scalars(select(Server).where(Server.lease_id == lease_id)))
         if servers and now < deadline:
@@ -203,5 +206,6 @@ def _end(ctx: Context, lease_id: str, now: datetime) -> Outcome:
             return Outcome(requeue_after=POLL_S)
         engine.release(lease_id)
         move(session, lease, LeasePhase.ENDED, "ended; capacity released")
+        wake_platforms(session, ctx.queue, lease_id)
         leases.wake_degraded(session, ctx.queue)
     return Outcome()

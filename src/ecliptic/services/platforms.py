@@ -357,6 +357,12 @@ def create_platform(
         return row
 
 
+def wake_platforms(session: Session, queue: WorkQueue, lease_id: str) -> None:
+    """Have the platforms of a lease look at it now (it warned, ended, or changed)."""
+    for pid in session.scalars(select(Platform.id).where(Platform.lease_id == lease_id)):
+        queue.enqueue(session, "platform", pid)
+
+
 def type_of(row: Platform) -> PlatformType:
     """The type a platform was made from (as it was then)."""
     return PlatformType.model_validate(row.spec["type"], strict=False)
