@@ -157,6 +157,13 @@ def test_access_list_lets_members_in_and_keeps_others_out(served: Served) -> Non
     bob_api = {"Authorization": tokens["bob"]}
     r = api.put("/platforms/wa/access", json={"users": ["bob", "carol"]}, headers=bob_api)
     assert r.status_code == 403, r.text
+    # Nor may carol get inside its servers; bob may.
+    carol_api = {"Authorization": tokens["carol"]}
+    argv = {"argv": ["true"], "timeout": 10}
+    r = api.post("/servers/wa-web1/exec", json=argv, headers=carol_api)
+    assert r.status_code == 403 and "access list" in r.json()["detail"], r.text
+    assert api.get("/servers/wa-web1/log", headers=carol_api).status_code == 403
+    assert api.post("/servers/wa-web1/exec", json=argv, headers=bob_api).status_code == 200
     r = api.put("/platforms/wa/access", json={"users": ["nosuchuser"]})
     assert r.status_code == 422 and "not a member" in r.json()["detail"]
     api.delete("/platforms/wa")

@@ -11,7 +11,7 @@ from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.orm import Session, defer, joinedload, raiseload, selectinload
 
 from ecliptic.backends.base import Backend, NotFoundInBackend, RunResult
-from ecliptic.errors import Conflict, EclipticError, InvalidInput, NotFound
+from ecliptic.errors import Conflict, EclipticError, Forbidden, InvalidInput, NotFound
 from ecliptic.phases import LeasePhase, PortPhase, ServerPhase
 from ecliptic.scheduler.engine import Engine
 from ecliptic.scheduler.model import (
@@ -53,6 +53,7 @@ from ecliptic.store.models import (
     Host,
     Lease,
     Network,
+    PlatformAccess,
     Port,
     Server,
 )
@@ -650,6 +651,7 @@ def delete_server(db: Database, queue: WorkQueue, caller: Caller, ref: str) -> S
     """Ask for a server to be deleted; the worker removes it and releases its ports."""
     with db.write() as session:
         srv = find_server(session, caller.require_tenancy(), ref)
+        _platform_member(db, caller, srv, "delete it (delete or scale the platform instead)")
         move(session, srv, ServerPhase.DELETING, f"deletion requested by {caller.user_name}")
         for port in srv.ports:
             if port.phase != PortPhase.DELETING:
@@ -721,6 +723,25 @@ def purge_tombstones(session: Session, before: datetime) -> int:
     return len(ids)
 
 
+def _platform_member(db: Database, caller: Caller, srv: Server, what: str) -> None:
+    """A platform's servers are its access list's (and the tenancy's admins'): a member of
+    the tenancy who may not use the platform may not get inside its servers either."""
+    if srv.platform_id is None or caller.is_admin or caller.role == "admin":
+        return
+    with db.read() as session:
+        allowed = session.scalar(
+            select(PlatformAccess.user_id).where(
+                PlatformAccess.platform_id == srv.platform_id,
+                PlatformAccess.user_id == caller.user_id,
+            )
+        )
+    if allowed is None:
+        raise Forbidden(
+            f"server '{srv.name}' is part of a platform you are not on the access list of: "
+            f"ask its owner to add you to be able to {what}"
+        )
+
+
 def console_log(
     db: Database,
     backend: Backend,
@@ -732,6 +753,7 @@ def console_log(
     """A server's console log: its tail, or what follows byte ``after``; and the offset to
     ask for next (``log --follow``)."""
     srv = get_server(db, caller, ref)
+    _platform_member(db, caller, srv, "read its log")
     text, nxt = backend.console_read(
         srv.id, after=-tail_bytes if after is None else after, limit=tail_bytes
     )
@@ -751,6 +773,7 @@ def exec_in_server(
     """Run a command inside an active server and wait for it; the server comes back too
     (its memory limit explains an out-of-memory kill)."""
     srv = get_server(db, caller, ref)
+    _platform_member(db, caller, srv, "run commands in it")
     if srv.phase != ServerPhase.ACTIVE:
         raise NotReady(
             f"server '{srv.name}' is {srv.phase}, not ACTIVE; wait for it "
