@@ -339,14 +339,17 @@ class PlatformType(Strict):
                             f"role '{role.name}': {what} needs a {kinds[0]} parameter; "
                             f"'{p.name}' is {p.kind}",
                         )
+                    pi = self.parameters.index(p)
                     if what == "count" and (p.min is None or p.min < 0):
-                        raise ValueError(
-                            f"parameter '{p.name}' counts servers: give it 'min' (0 or more)"
+                        raise _at(
+                            ("parameters", pi, "min" if p.min is not None else "name"),
+                            f"parameter '{p.name}' counts servers: give it 'min' (0 or more)",
                         )
                     if what == "count" and (p.max is None or p.max > MAX_SERVERS):
-                        raise ValueError(
+                        raise _at(
+                            ("parameters", pi, "max" if p.max is not None else "name"),
                             f"parameter '{p.name}' counts servers: give it 'max' "
-                            f"(at most {MAX_SERVERS})"
+                            f"(at most {MAX_SERVERS})",
                         )
         for si, step in enumerate(self.steps):
             for k, r in enumerate(step.roles):
