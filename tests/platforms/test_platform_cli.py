@@ -15,7 +15,9 @@ from tests.tunnel.conftest import Served, needs_gateway
 pytestmark = needs_gateway
 
 
-def cli(served: Served | None, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def cli(
+    served: Served | None, *args: str, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
     if served is not None:
         env.update(
@@ -54,8 +56,9 @@ def test_create_wait_show_open_ssh_delete(served: Served) -> None:
         assert name in res.stdout
     res = cli(served, "platform-type", "show", "web")
     assert "workers" in res.stdout and "Worker nodes" in res.stdout
-    res = cli(served, "platform", "create", "web", "cw", "-p", "workers=1", "-p", "extra=true",
-              "--wait")
+    res = cli(
+        served, "platform", "create", "web", "cw", "-p", "workers=1", "-p", "extra=true", "--wait"
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     # The timeline was shown while it built, then the platform with its services and usage.
     assert "step 'page' finished on 1 server(s)" in res.stderr

@@ -214,3 +214,31 @@ def test_platform_in_a_lease_is_warned_and_removed_when_the_lease_ends(served: S
         time.sleep(0.2)
     assert not [s for s in api.get("/servers").json()["items"] if s["name"].startswith("wl-")]
     assert not [n for n in api.get("/networks").json()["items"] if n["name"].startswith("wl-")]
+
+
+def test_a_service_that_stops_answering_degrades_the_platform_until_it_answers(
+    served: Served,
+) -> None:
+    api = served.api
+    r = api.post("/platforms", json={"name": "wd", "type": "web", "parameters": {"workers": 0}})
+    assert r.status_code == 202, r.text
+    wait_phase(api, "wd", "READY", timeout=60)
+    # Freeze the web server (it stays "running"): the gateway's liveness check times out.
+    stop = "kill -STOP $(pgrep -f 'http[.]server 8000')"
+    assert _exec(served, "wd-web1", "sh", "-c", stop)["exit_code"] == 0
+    body = wait_phase(api, "wd", "DEGRADED", timeout=60)
+    assert "site" in body["phase_reason"] and body["services"][0]["healthy"] is False
+    cont = "kill -CONT $(pgrep -f 'http[.]server 8000')"
+    assert _exec(served, "wd-web1", "sh", "-c", cont)["exit_code"] == 0
+    wait_phase(api, "wd", "READY", timeout=60)
+    timeline = events(api, "wd")
+    assert "service wd-site down" in timeline and timeline[-1] in ("ready", "service wd-site up")
+    # A daemon that dies is started again by the next look (every 10 s).
+    kill = "kill -9 $(pgrep -f 'http[.]server 8000')"
+    assert _exec(served, "wd-web1", "sh", "-c", kill)["exit_code"] == 0
+    deadline = time.monotonic() + 40
+    while not any("restarted web on wd-web1" in e for e in events(api, "wd")):
+        assert time.monotonic() < deadline, events(api, "wd")
+        time.sleep(0.5)
+    wait_phase(api, "wd", "READY", timeout=60)
+    api.delete("/platforms/wd")

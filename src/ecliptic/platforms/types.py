@@ -124,30 +124,31 @@ class Parameter(Strict):
     def check(self, value: object) -> object:
         """``value`` as this parameter holds it; ValueError saying what is wrong."""
         kind = self.kind
+        shown = _short(value)
         if kind == "boolean":
             if not isinstance(value, bool):
-                raise ValueError(f"must be true or false, not {value!r}")
+                raise ValueError(f"must be true or false, not {shown}")
             return value
         if kind == "integer":
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"must be a whole number, not {value!r}")
+                raise ValueError(f"must be a whole number, not {shown}")
             self._bounds(value)
             return value
         if kind == "number":
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"must be a number, not {value!r}")
+                raise ValueError(f"must be a number, not {shown}")
             if not math.isfinite(value):
                 raise ValueError("must be a finite number")
             self._bounds(value)
             return value
         if not isinstance(value, str):
-            raise ValueError(f"must be text, not {value!r}")
+            raise ValueError(f"must be text, not {shown}")
         if "\x00" in value:
             raise ValueError("must not hold a NUL character")
         if kind == "choice":
             assert self.choices is not None
             if value not in self.choices:
-                raise ValueError(f"must be one of {', '.join(self.choices)}, not {value!r}")
+                raise ValueError(f"must be one of {', '.join(self.choices)}, not {shown}")
             return value
         if kind == "string":
             n = len(value)
@@ -160,7 +161,7 @@ class Parameter(Strict):
             return value
         # size, lease, image: names checked against the tenancy's objects by the service.
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
-            raise ValueError(f"{value!r} is not a {kind} name")
+            raise ValueError(f"{shown} is not a {kind} name")
         return value
 
     def _bounds(self, value: float) -> None:
@@ -168,6 +169,12 @@ class Parameter(Strict):
             raise ValueError(f"must be at least {self.min:g}")
         if self.max is not None and value > self.max:
             raise ValueError(f"must be at most {self.max:g}")
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """A value for an error message, cut short (a message never grows with its input)."""
+    text = repr(value) if not isinstance(value, list | dict | tuple) else type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Role(Strict):
@@ -212,6 +219,8 @@ REQUIREMENT = (
     r"((==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!-]{1,50}(,(==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!-]{1,50})*)?"
 )
 """One PyPI requirement (``name``, ``name[extra]>=1.2,<2``): no options, URLs or paths."""
+ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".egg")
+"""What pip would take for a local file rather than a name: refused."""
 
 
 class PipInstall(Strict):
@@ -546,6 +555,21 @@ def parse_type(text: str, source: str = "<text>") -> PlatformType:
     """Parse and validate one platform type; ``TypeFileError`` lists every problem with its
     line and column."""
     try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                at = event.start_mark
+                raise TypeFileError(
+                    source,
+                    [
+                        Problem(
+                            at.line + 1 if at is not None else 0,
+                            at.column + 1 if at is not None else 0,
+                            "",
+                            "anchors and aliases (*name) are not allowed in platform types: "
+                            "write the value out",
+                        )
+                    ],
+                )
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -34,9 +34,17 @@ from ecliptic.backends.base import BackendError, ServiceSpec
 from ecliptic.errors import EclipticError
 from ecliptic.phases import LeasePhase, NetworkPhase, PlatformPhase, PortPhase, ServerPhase
 from ecliptic.platforms.templates import TemplateError, evaluate, render
-from ecliptic.platforms.types import REQUIREMENT, Daemon, File, PlatformType, Step
+from ecliptic.platforms.types import (
+    ARCHIVE_SUFFIXES,
+    REQUIREMENT,
+    Daemon,
+    File,
+    PlatformType,
+    Step,
+)
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.services import platform_tunnels as tunnels
+from ecliptic.services import security_groups
 from ecliptic.services.caller import Caller
 from ecliptic.services.gateway import host_key
 from ecliptic.services.networks import IPAM_LOCK
@@ -48,7 +56,16 @@ from ecliptic.services.platforms import (
     seal_secrets,
     type_of,
 )
-from ecliptic.store.models import Lease, Membership, Network, Platform, Server, User, UserSshKey
+from ecliptic.store.models import (
+    Lease,
+    Membership,
+    Network,
+    Platform,
+    SecurityGroup,
+    Server,
+    User,
+    UserSshKey,
+)
 from ecliptic.store.transitions import move, note, removed
 
 log = logging.getLogger("ecliptic.platforms")
@@ -58,6 +75,10 @@ WAIT_S = 0.25
 """How often a platform waiting for its servers or tunnels looks again."""
 TUNNEL_WAIT = timedelta(seconds=60)
 """How long a service may take to get its first healthy tunnel before it counts as down."""
+STOP_GRACE_S = 1.0
+"""Between SIGTERM and SIGKILL for the processes of a deleted platform's servers."""
+WHEELS_MAX_BYTES = 256 * 1024 * 1024
+"""Most PyPI wheels (bytes) one step fetches for its servers."""
 OUTPUT_KEEP = 8192
 """Bytes of a failed step's output kept for the user."""
 TUNNEL_DIR = "/etc/ecliptic/tunnels"
@@ -395,7 +416,11 @@ def _render_step(step: Step, ctx_vars: Mapping[str, Any], member: Member) -> Ren
     requirements: tuple[str, ...] = ()
     if step.pip is not None:
         requirements = tuple(render(step.pip.packages, local, f"{where}: pip").split())
-        bad = [r for r in requirements if not re.fullmatch(REQUIREMENT, r)]
+        bad = [
+            r
+            for r in requirements
+            if not re.fullmatch(REQUIREMENT, r) or r.lower().endswith(ARCHIVE_SUFFIXES)
+        ]
         if bad:
             raise TemplateError(f"{where}: {bad[0]!r} is not a PyPI requirement (name==1.2.3)")
     digest = hashlib.sha256(
@@ -447,15 +472,22 @@ _UNPACK = (
 def fetch_wheels(requirements: tuple[str, ...], timeout: float = 600) -> bytes:
     """The wheels of ``requirements`` and their dependencies, fetched from PyPI on the host
     (wheels only: nothing of a package runs here), as a tar stream."""
+    for r in requirements:
+        if not re.fullmatch(REQUIREMENT, r) or r.lower().endswith(ARCHIVE_SUFFIXES):
+            raise _Failed(f"{r!r} is not a PyPI requirement (name==1.2.3)")
     with tempfile.TemporaryDirectory(prefix="ecl-wheels-") as tmp:
+        # In an empty folder (a requirement is never a local file) and --isolated (no
+        # environment or user configuration): only PyPI's wheels, nothing built here.
         proc = subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "pip",
                 "download",
+                "--isolated",
                 "--quiet",
                 "--disable-pip-version-check",
+                "--no-input",
                 "--only-binary=:all:",
                 "--dest",
                 tmp,
@@ -465,6 +497,7 @@ def fetch_wheels(requirements: tuple[str, ...], timeout: float = 600) -> bytes:
             capture_output=True,
             timeout=timeout,
             check=False,
+            cwd=tmp,
         )
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -472,9 +505,17 @@ def fetch_wheels(requirements: tuple[str, ...], timeout: float = 600) -> bytes:
                 f"cannot fetch {' '.join(requirements)} from PyPI: {err[-1] if err else '?'}",
                 {"step": "pip", "output": proc.stderr.decode(errors="replace")[-OUTPUT_KEEP:]},
             )
+        files = sorted(Path(tmp).iterdir())
+        total = sum(f.stat().st_size for f in files)
+        if total > WHEELS_MAX_BYTES:
+            raise _Failed(
+                f"{' '.join(requirements)} come to {total / 1e6:.0f} MB of wheels, more than "
+                f"the {WHEELS_MAX_BYTES / 1e6:.0f} MB a platform may install at create: bake "
+                "them into an image instead (docs/servers.md)"
+            )
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
-            for f in sorted(Path(tmp).iterdir()):
+            for f in files:
                 tar.add(f, arcname=f.name)
         return buf.getvalue()
 
@@ -725,10 +766,13 @@ def _ensure_tunnels(
             Daemon(
                 name=f"tunnel-{s.name}",
                 command=(
-                    "/bin/sh",
+                    "/bin/bash",
                     "-c",
-                    # A stock OpenSSH client; it exits when its connection dies: start it again.
-                    f"while :; do {shlex.join(_ssh_argv(s.name, s.port, gw.ssh_port))} "
+                    # A stock OpenSSH client, connected once the service listens (its first
+                    # liveness check then passes); it exits when its connection dies: again.
+                    f"while :; do until (exec 3<>/dev/tcp/127.0.0.1/{s.port}) 2>/dev/null; "
+                    "do sleep 0.05; done; "
+                    f"{shlex.join(_ssh_argv(s.name, s.port, gw.ssh_port))} "
                     "{{ server.gateway }}; sleep 1; done",
                 ),
             )
@@ -870,14 +914,31 @@ def _delete(ctx: Context, platform_id: str) -> Outcome:
         for srv in servers:
             if srv.phase != ServerPhase.DELETING:
                 move(session, srv, ServerPhase.DELETING, f"platform '{row.name}' deleted")
+                srv.spec = {**srv.spec, "stop_grace_s": STOP_GRACE_S}
                 for port in srv.ports:
                     if port.phase != PortPhase.DELETING:
                         move(session, port, PortPhase.DELETING, "server deletion requested")
                 srv.generation += 1
                 ctx.queue.enqueue(session, "server", srv.id)
+        going = [srv.id for srv in servers]
         if servers:
             row.phase_reason = f"waiting for {len(servers)} server(s) to go"
-            return Outcome(requeue_after=WAIT_S)
+    if going:
+        # All at once (the workers would take them two by one): a platform's servers are
+        # disposable once it is deleted, so their processes get a short grace.
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="ecliptic-delete") as pool:
+            for f in [
+                pool.submit(ctx.backend.delete_server, sid, grace_s=STOP_GRACE_S) for sid in going
+            ]:
+                try:
+                    f.result()
+                except BackendError as exc:  # the server's own reconcile retries it
+                    log.warning("platform %s: deleting a server: %s", platform_id, exc)
+        return Outcome(requeue_after=WAIT_S)
+    with ctx.db.write() as session:
+        row = session.get(Platform, platform_id)
+        if row is None:
+            return Outcome()
         nets = list(session.scalars(select(Network).where(Network.platform_id == platform_id)))
         for net in nets:
             if net.phase != NetworkPhase.DELETING:
@@ -888,6 +949,15 @@ def _delete(ctx: Context, platform_id: str) -> Outcome:
         if nets:
             row.phase_reason = f"waiting for {len(nets)} network(s) to go"
             return Outcome(requeue_after=WAIT_S)
+        group = session.scalar(
+            select(SecurityGroup).where(
+                SecurityGroup.tenancy_id == row.tenancy_id,
+                SecurityGroup.name == f"{security_groups.PLATFORM_PREFIX}{row.name}",
+            )
+        )
+        if group is not None:
+            session.delete(group)
+            security_groups.changed(session, ctx.queue)
         removed(session, row, row.phase_reason or "deleted")
         session.delete(row)
     return Outcome()

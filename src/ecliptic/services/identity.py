@@ -16,6 +16,9 @@ from ecliptic.store.models import (
     ApiToken,
     GatewayCode,
     Membership,
+    Platform,
+    PlatformAccess,
+    Service,
     ServiceAccess,
     Tenancy,
     User,
@@ -184,6 +187,20 @@ def remove_membership(db: Database, caller: Caller, tenancy: str, user: str) -> 
         ).rowcount  # type: ignore[attr-defined]
         if not gone:
             raise NotFound(f"user '{u.name}' is not a member of tenancy '{t.name}'")
+        # Who leaves a tenancy leaves the access lists of its services and platforms too
+        # (a platform's servers get the new list at their next look).
+        services = select(Service.id).where(Service.tenancy_id == t.id)
+        session.execute(
+            delete(ServiceAccess).where(
+                ServiceAccess.user_id == u.id, ServiceAccess.service_id.in_(services)
+            )
+        )
+        platforms = list(session.scalars(select(Platform.id).where(Platform.tenancy_id == t.id)))
+        session.execute(
+            delete(PlatformAccess).where(
+                PlatformAccess.user_id == u.id, PlatformAccess.platform_id.in_(platforms)
+            )
+        )
 
 
 def _may_manage(session: Session, caller: Caller, t: Tenancy) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ecliptic.errors import Conflict, InvalidInput, NotFound
+from ecliptic.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ecliptic.phases import NetworkPhase, PortPhase
 from ecliptic.services.caller import Caller
 from ecliptic.store.db import Database
@@ -46,6 +46,16 @@ def find_network(session: Session, tenancy_id: str, ref: str) -> Network:
     if net is None:
         raise NotFound(f"no network '{ref}' in this tenancy; see 'ecliptic network list'")
     return net
+
+
+def not_a_platforms(net: Network, what: str, platform_id: str | None = None) -> None:
+    """A platform's own network takes only that platform's servers: nobody else may add
+    ports, servers or subnets to it, or delete it (delete or scale the platform)."""
+    if net.platform_id is not None and net.platform_id != platform_id:
+        raise Forbidden(
+            f"network '{net.name}' belongs to a platform: only the platform may {what} "
+            "(change the platform instead: 'ecliptic platform patch' or 'delete')"
+        )
 
 
 def _free_range(taken: Iterable[ipaddress.IPv4Network], prefix: int) -> ipaddress.IPv4Network:
@@ -183,6 +193,7 @@ def delete_network(db: Database, queue: WorkQueue, caller: Caller, ref: str) -> 
     """Ask for a network to be deleted; refused while ports are on it."""
     with db.write(IPAM_LOCK) as session:
         net = find_network(session, caller.require_tenancy(), ref)
+        not_a_platforms(net, "delete it")
         ports = list(session.scalars(select(Port).where(Port.network_id == net.id)))
         if ports:
             server_ids = {p.server_id for p in ports if p.server_id}
@@ -245,6 +256,7 @@ def create_subnet(
     try:
         with db.write(IPAM_LOCK) as session:
             net = find_network(session, tenancy_id, network)
+            not_a_platforms(net, "add subnets to it")
             if net.phase == NetworkPhase.DELETING:
                 raise Conflict(f"network '{net.name}' is being deleted")
             if session.scalar(
@@ -352,6 +364,7 @@ def create_port(
     tenancy_id = caller.require_tenancy()
     with db.write(IPAM_LOCK) as session:
         net = find_network(session, tenancy_id, network)
+        not_a_platforms(net, "add ports to it")
         if name and session.scalar(
             select(Port.id).where(Port.tenancy_id == tenancy_id, Port.name == name)
         ):

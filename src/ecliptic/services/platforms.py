@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ecliptic.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ecliptic.phases import LeasePhase, PlatformPhase
 from ecliptic.platforms.types import Catalogue, ParamRef, PlatformType
+from ecliptic.services import security_groups as sg
 from ecliptic.services.booking import Booking
 from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import find_flavor
@@ -35,6 +36,7 @@ from ecliptic.store.models import (
     Platform,
     PlatformAccess,
     Server,
+    Service,
     User,
 )
 from ecliptic.store.transitions import created, move, note
@@ -243,6 +245,7 @@ def add_servers(
     if row.lease_id:
         lease_row = find_lease(session, row.tenancy_id, row.lease_id)
         lease_name = lease_row.name
+    group = sg.platform_group(session, row.tenancy_id, row.name)
     for s in servers:
         nics = [NicRequest(network=nets[f"{row.name}-net"].name)]
         if s.direct:
@@ -260,6 +263,7 @@ def add_servers(
             lease=lease_name,
             reservation=row.spec.get("reservation"),
             image=s.image,
+            security_groups=[group.name],
             platform={"id": row.id, "role": s.role, "index": s.index},
         )
 
@@ -301,6 +305,19 @@ def create_platform(
         ):
             raise Conflict(f"a platform named '{body.name}' exists already in this tenancy")
         _check_sizes(session, ptype, params, available)
+        taken = sorted(
+            session.scalars(
+                select(Service.name).where(
+                    Service.tenancy_id == tenancy_id,
+                    Service.name.in_([f"{body.name}-{s.name}" for s in ptype.services]),
+                )
+            )
+        )
+        if taken:
+            raise Conflict(
+                f"gateway service(s) {', '.join(taken)} exist already: the platform's services "
+                "would be called so; pick another platform name"
+            )
         lease_id = None
         if lp is not None and params.get(lp.name):
             lease_row = find_lease(session, tenancy_id, str(params[lp.name]))
@@ -457,7 +474,9 @@ def patch_platform(
         frozen = sorted(
             n
             for n, v in parameters.items()
-            if (p := ptype.parameter(n)) is not None and p.immutable and old.get(n) != v
+            if (p := ptype.parameter(n)) is not None
+            and (p.immutable or p.kind == "lease")
+            and old.get(n) != v
         )
         if frozen:
             raise InvalidInput(

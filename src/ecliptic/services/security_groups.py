@@ -23,7 +23,7 @@ from ecliptic.backends.base import (
     SecurityGroupRuleSpec,
     SecurityGroupSpec,
 )
-from ecliptic.errors import Conflict, InvalidInput, NotFound
+from ecliptic.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ecliptic.services.caller import Caller
 from ecliptic.store.db import Database
 from ecliptic.store.models import Port, SecurityGroup, SecurityGroupRule, Server
@@ -71,6 +71,46 @@ def ensure_default(session: Session, tenancy_id: str) -> SecurityGroup:
     )
     session.flush()
     return group
+
+
+PLATFORM_PREFIX = "platform:"
+"""Groups named ``platform:<name>`` are made and kept by their platform (names users give
+cannot hold a colon)."""
+
+
+def platform_group(session: Session, tenancy_id: str, platform: str) -> SecurityGroup:
+    """A platform's own group: its servers reach each other, send anything, and nothing
+    else reaches them (their services go through the gateway). Made on first need."""
+    name = f"{PLATFORM_PREFIX}{platform}"
+    group = session.scalar(
+        select(SecurityGroup).where(
+            SecurityGroup.tenancy_id == tenancy_id, SecurityGroup.name == name
+        )
+    )
+    if group is not None:
+        return group
+    group = SecurityGroup(
+        tenancy_id=tenancy_id,
+        name=name,
+        description=f"platform {platform}: its servers to each other, everything out",
+    )
+    session.add(group)
+    session.flush()
+    group.rules.append(
+        SecurityGroupRule(
+            direction="ingress", protocol="any", remote_group_id=group.id, description="members"
+        )
+    )
+    group.rules.append(
+        SecurityGroupRule(direction="egress", protocol="any", description="everything out")
+    )
+    session.flush()
+    return group
+
+
+def _not_a_platforms(group: SecurityGroup, what: str) -> None:
+    if group.name.startswith(PLATFORM_PREFIX):
+        raise Forbidden(f"security group '{group.name}' is kept by its platform: it may not {what}")
 
 
 def find_group(session: Session, tenancy_id: str, ref: str) -> SecurityGroup:
@@ -148,6 +188,7 @@ def delete_group(db: Database, queue: WorkQueue, caller: Caller, ref: str) -> No
     tenancy_id = caller.require_tenancy()
     with db.write() as session:
         group = find_group(session, tenancy_id, ref)
+        _not_a_platforms(group, "be deleted (delete the platform)")
         if group.name == DEFAULT:
             raise Conflict("the default security group cannot be deleted")
         users = sorted(set(_ports_using(session, tenancy_id, group.id)))
@@ -198,6 +239,7 @@ def add_rule(
             raise _bad("remote_cidr", f"'{cidr}' is not an IPv4 CIDR such as 10.0.0.0/8") from None
     with db.write() as session:
         group = find_group(session, tenancy_id, ref)
+        _not_a_platforms(group, "be changed")
         remote_id = resolve(session, tenancy_id, [remote], "remote_group")[0].id if remote else None
         rule = SecurityGroupRule(
             direction=fields["direction"],
@@ -219,6 +261,7 @@ def delete_rule(db: Database, queue: WorkQueue, caller: Caller, ref: str, rule_i
     tenancy_id = caller.require_tenancy()
     with db.write() as session:
         group = find_group(session, tenancy_id, ref)
+        _not_a_platforms(group, "be changed")
         rule = next((r for r in group.rules if r.id == rule_id), None)
         if rule is None:
             raise NotFound(f"security group '{group.name}' has no rule '{rule_id}'")
@@ -261,7 +304,13 @@ def set_server_groups(
         raise _bad("security_groups", "name at least one group (default, say)")
     with db.write() as session:
         srv = find_server(session, tenancy_id, server_ref)
+        if srv.platform_id is not None:
+            raise Forbidden(
+                f"server '{srv.name}' is part of a platform: its security group is the platform's"
+            )
         groups = resolve(session, tenancy_id, names)
+        for g in groups:
+            _not_a_platforms(g, "be given to other servers")
         give_ports(session, srv.ports, groups)
         srv.spec = {**srv.spec, "security_groups": [g.name for g in groups]}
         changed(session, queue)

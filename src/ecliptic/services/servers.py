@@ -44,6 +44,7 @@ from ecliptic.services.networks import (
     default_network,
     find_network,
     find_port,
+    not_a_platforms,
 )
 from ecliptic.store.db import Database
 from ecliptic.store.models import (
@@ -448,6 +449,7 @@ def _attach_nics(
             )
         if nic.port:
             port = find_port(session, srv.tenancy_id, nic.port)
+            not_a_platforms(port.network, "put servers on it", srv.platform_id)
             if port.server_id:
                 raise Conflict(f"port '{nic.port}' is attached to another server already")
             port.server_id = srv.id
@@ -458,6 +460,7 @@ def _attach_nics(
             if nic.network
             else default_network(session, queue, srv.tenancy_id, used_elsewhere)
         )
+        not_a_platforms(net, "put servers on it", srv.platform_id)
         allocate_port(
             session,
             net,

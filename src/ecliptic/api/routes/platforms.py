@@ -105,7 +105,9 @@ def get_type(name: str, caller: CallerDep, rt: RuntimeDep) -> PlatformTypeOut:
 
 @router.post("/platform-types/validate", response_model=PlatformTypeCheck)
 def validate_type(body: PlatformTypeText, caller: CallerDep) -> PlatformTypeCheck:
-    """Check a platform type file: every problem with its line and column."""
+    """Check a platform type file: every problem with its line and column (administrators,
+    who write the catalogue; ``ecliptic platform-type validate FILE`` checks one offline)."""
+    caller.require_admin("check platform types on the server")
     try:
         t = parse_type(body.text, "<text>")
     except TypeFileError as exc:
