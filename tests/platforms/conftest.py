@@ -55,7 +55,7 @@ def wait_phase(api: httpx.Client, name: str, *phases: str, timeout: float = 120)
         body = dict(r.json())
         if body["phase"] in phases:
             return body
-        assert body["phase"] != "FAILED", body
+        assert body["phase"] != "FAILED", (body["phase_reason"], body["failed"])
         assert time.monotonic() < deadline, f"{name} never reached {phases}: {body}"
         time.sleep(0.1)
 

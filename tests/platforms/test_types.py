@@ -36,7 +36,7 @@ def _problems(text: str) -> list[str]:
         (
             "liveness_path: /index.html",
             "livenes_path: /index.html",
-            "48:",
+            "51:",
             "did you mean 'liveness_path'",
         ),
         ("{{ params.greeting }}", "{{ params.greting }}", "24:", "params.greting is not declared"),
@@ -44,7 +44,7 @@ def _problems(text: str) -> list[str]:
         ('version: "1"', "version: 1", "5:", "quote the version"),
         ("kind: integer", "kind: int", "9:", "Input should be 'string'"),
         ("roles: [worker]", "roles: [wroker]", "39:", "did you mean 'worker'"),
-        ("role: web, port: 8000", "role: wbe, port: 8000", "48:", "did you mean 'web'"),
+        ("role: web, port: 8000", "role: wbe, port: 8000", "51:", "did you mean 'web'"),
         ("max: 8", "max: 999", "9:", "at most 64"),
         (
             "- {name: lease, kind: lease}",

@@ -71,6 +71,8 @@ from ecliptic.store.transitions import move, note, removed
 log = logging.getLogger("ecliptic.platforms")
 WATCH_S = 10.0
 """How often a built platform is looked at (daemons alive, tunnels healthy)."""
+RETRY_S = 1.0
+"""When a server of the platform was being restarted, how soon to look again."""
 WAIT_S = 0.25
 """How often a platform waiting for its servers or tunnels looks again."""
 TUNNEL_WAIT = timedelta(seconds=60)
@@ -155,6 +157,16 @@ def reconcile_platform(ctx: Context, platform_id: str) -> Outcome:
     except _Failed as exc:
         _fail(ctx, platform_id, str(exc), exc.detail)
         return Outcome()
+    except _Retry as exc:
+        with ctx.db.write() as session:
+            row = session.get(Platform, platform_id)
+            if row is not None:
+                row.phase_reason = f"retrying: {exc}"
+        return Outcome(requeue_after=RETRY_S)
+
+
+class _Retry(Exception):
+    """Something passing got in the way (a server restarting): look again in a moment."""
 
 
 class _Failed(Exception):
@@ -252,7 +264,8 @@ def _ensure_servers(ctx: Context, platform_id: str) -> tuple[list[Member], list[
     if any(s.phase != ServerPhase.ACTIVE for s in have if s.name in wanted_names):
         return None
     with ctx.db.read() as session:
-        members = [_member(session, s) for s in have]
+        # Servers already going (scaled down earlier) are neither members nor drained again.
+        members = [_member(session, s) for s in have if s.phase != ServerPhase.DELETING]
     keep = [m for m in members if m.name in wanted_names]
     order = {w.name: i for i, w in enumerate(wanted)}
     keep.sort(key=lambda m: order[m.name])
@@ -536,6 +549,8 @@ def _pip_install(
             stdin=wheels,
         )
     except BackendError as exc:
+        if exc.retryable:
+            raise _Retry(f"server {member.name}: {exc}") from None
         return False, str(exc), -1
     out = (res.stdout + res.stderr).decode(errors="replace")
     return res.exit_code == 0, out, res.exit_code
@@ -565,6 +580,8 @@ def _run_step(
     try:
         res = ctx.backend.run(member.id, argv, timeout=float(step.timeout), stdin=stdin, env=env)
     except BackendError as exc:
+        if exc.retryable:  # the server is being restarted: not the step's fault
+            raise _Retry(f"server {member.name}: {exc}") from None
         return False, str(exc), -1, time.monotonic() - start
     out = (res.stdout + res.stderr).decode(errors="replace")
     if res.timed_out:
