@@ -1443,8 +1443,8 @@ class _Platforms(_Group):
 
     def services(self, ref: str) -> builtins.list[PlatformServiceOut]:
         """The platform's services and their URLs."""
-        out: builtins.list[PlatformServiceOut] = self._c._call(
-            builtins.list[PlatformServiceOut], "GET", f"/platforms/{_q(ref)}/services"
+        out: builtins.list[PlatformServiceOut] = self._c._all(
+            PlatformServiceOut, f"/platforms/{_q(ref)}/services"
         )
         return out
 

@@ -187,12 +187,14 @@ def set_access(ref: str, body: PlatformAccessSet, caller: CallerDep, rt: Runtime
     return platform_out(rt, row)
 
 
-@router.get("/platforms/{ref}/services", response_model=list[PlatformServiceOut])
-def services(ref: str, caller: CallerDep, rt: RuntimeDep) -> list[PlatformServiceOut]:
+@router.get("/platforms/{ref}/services", response_model=Page[PlatformServiceOut])
+def services(
+    ref: str, caller: CallerDep, rt: RuntimeDep, page: PagingDep
+) -> Page[PlatformServiceOut]:
     """The platform's services: their URLs through the gateway and whether they answer."""
     row = platforms.get_platform(rt.db, caller, ref)
     v = platforms.view(rt.db, row, _url_format(rt))
-    return _services_out(rt, v)
+    return paged(_services_out(rt, v), page, lambda s: s.name, lambda s: s)
 
 
 @router.get("/platforms/{ref}/events", response_model=Page[EventOut])
