@@ -72,6 +72,7 @@ from ecliptic.api.schemas import (
     PlatformCreate,
     PlatformOut,
     PlatformPatch,
+    PlatformPlanOut,
     PlatformServiceOut,
     PlatformTypeCheck,
     PlatformTypeOut,
@@ -1403,6 +1404,13 @@ class _Platforms(_Group):
         """Create a platform (``name``, ``type``, ``parameters``, ``lease``, ``access``)."""
         out: PlatformOut = self._c._call(
             PlatformOut, "POST", "/platforms", json=_body(PlatformCreate, **fields)
+        )
+        return out
+
+    def plan(self, **fields: Any) -> PlatformPlanOut:
+        """What ``create`` with these fields would make and cost; nothing is made."""
+        out: PlatformPlanOut = self._c._call(
+            PlatformPlanOut, "POST", "/platform-plans", json=_body(PlatformCreate, **fields)
         )
         return out
 

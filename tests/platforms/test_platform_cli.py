@@ -56,6 +56,12 @@ def test_create_wait_show_open_ssh_delete(served: Served) -> None:
         assert name in res.stdout
     res = cli(served, "platform-type", "show", "web")
     assert "workers" in res.stdout and "Worker nodes" in res.stdout
+    res = cli(served, "platform", "create", "web", "cw", "-p", "workers=2", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "cw-worker2" in res.stdout and "fits: 3 server(s), 3 vCPU" in res.stdout
+    assert "Nothing was made" in res.stdout
+    assert cli(served, "platform", "show", "cw").returncode == 3
+    assert not [s for s in served.api.get("/servers").json()["items"] if s["name"].startswith("cw")]
     res = cli(
         served, "platform", "create", "web", "cw", "-p", "workers=1", "-p", "extra=true", "--wait"
     )

@@ -186,7 +186,19 @@ def test_platform_in_a_lease_is_warned_and_removed_when_the_lease_ends(served: S
     while api.get("/leases/pl-lease").json()["phase"] != "ACTIVE":
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    # Three servers do not fit a two-slot lease: refused, nothing made.
+    # Three servers do not fit a two-slot lease: refused, nothing made (the plan says so
+    # first; two do fit, and cost nothing more than the lease).
+    r = api.post(
+        "/platform-plans",
+        json={"name": "wl", "type": "web", "lease": "pl-lease", "parameters": {"workers": 2}},
+    )
+    assert r.status_code == 409, r.text
+    r = api.post(
+        "/platform-plans",
+        json={"name": "wl", "type": "web", "lease": "pl-lease", "parameters": {"workers": 1}},
+    )
+    assert r.status_code == 200 and r.json()["lease"] == "pl-lease", r.text
+    assert r.json()["hourly"] == {} and len(r.json()["servers"]) == 2
     r = api.post(
         "/platforms",
         json={"name": "wl", "type": "web", "lease": "pl-lease", "parameters": {"workers": 2}},

@@ -929,6 +929,37 @@ class PlatformOut(BaseModel):
     updated_at: datetime
 
 
+class PlannedServerOut(BaseModel):
+    """A server a platform create would make."""
+
+    name: str
+    role: str
+    flavor: str
+    image: str
+    host: str
+    vcpus: int
+    memory_mb: int
+    gpus: int
+    hourly: dict[str, str]
+    """Credits per hour by resource class, when it is charged on demand (metered)."""
+
+
+class PlatformPlanOut(BaseModel):
+    """What creating a platform would do: it fits, here is what it takes and costs."""
+
+    name: str
+    type: str
+    lease: str | None
+    parameters: dict[str, Any]
+    servers: list[PlannedServerOut]
+    vcpus: int
+    memory_mb: int
+    gpus: int
+    hourly: dict[str, str]
+    """Credits per hour by resource class for its on-demand metered servers (inside a
+    lease: nothing more, the lease is paid)."""
+
+
 class PlatformTypeOut(BaseModel):
     """A platform type of the catalogue."""
 

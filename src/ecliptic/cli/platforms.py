@@ -15,7 +15,7 @@ import typer
 from ecliptic.cli import output
 from ecliptic.cli.exitcodes import ExitCode
 from ecliptic.cli.session import client, command, current, emit
-from ecliptic.client import ApiError, PlatformOut, PlatformTypeOut, WaitError
+from ecliptic.client import ApiError, PlatformOut, PlatformPlanOut, PlatformTypeOut, WaitError
 from ecliptic.platforms.types import TypeFileError, load_type
 
 type_app = typer.Typer(help="Platform types: the catalogue of what can be launched.")
@@ -228,6 +228,22 @@ def _wait(ref: str, timeout: float) -> PlatformOut:
         raise
 
 
+def _show_plan(plan: PlatformPlanOut) -> None:
+    output.table(
+        ["SERVER", "ROLE", "FLAVOR", "IMAGE", "HOST"],
+        [[s.name, s.role, s.flavor, s.image, s.host] for s in plan.servers],
+    )
+    hourly = ", ".join(f"{v} {rc}" for rc, v in plan.hourly.items())
+    output.say(
+        f"{plan.name} ({plan.type}) fits: {len(plan.servers)} server(s), {plan.vcpus} vCPU, "
+        f"{output.mib(plan.memory_mb)}"
+        + (f", {plan.gpus} GPU" if plan.gpus else "")
+        + (f"; in lease {plan.lease} (paid with it)" if plan.lease else "; on demand")
+        + (f"; charged per hour: {hourly}" if hourly else "")
+        + ". Nothing was made."
+    )
+
+
 @command(app, "create")
 def platform_create(
     type_name: Annotated[str, typer.Argument(metavar="TYPE", help="Platform type.")],
@@ -244,6 +260,10 @@ def platform_create(
         bool, typer.Option("--wait/--no-wait", help="Wait until READY, showing each step.")
     ] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 900,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show what it would make and cost; make nothing."),
+    ] = False,
 ) -> None:
     """Create a platform: checked and placed now (all of it or nothing), built in seconds."""
     c = client()
@@ -257,6 +277,10 @@ def platform_create(
         fields["lease"] = lease
     if access is not None:
         fields["access"] = [a.strip() for a in access.split(",") if a.strip()]
+    if dry_run:
+        plan = c.platforms.plan(**fields)
+        emit(plan, lambda: _show_plan(plan))
+        return
     p = c.platforms.create(**fields)
     if wait:
         p = _wait(name, timeout)

@@ -285,11 +285,13 @@ class ServiceDef(Strict):
 
 
 class SecretDef(Strict):
-    """Random bytes made once per platform (a munge key, a password)."""
+    """Made once per platform: random bytes (a munge key, a password) in ``hex`` or
+    ``base64``, or an ``ssh-ed25519`` key pair (the private key in OpenSSH's format;
+    templates see its public line as ``secrets.<name>_public``)."""
 
     name: Annotated[str, Field(pattern=PARAM_NAME)]
     bytes: Annotated[StrictInt, Field(ge=8, le=4096)] = 32
-    encoding: Literal["hex", "base64"] = "base64"
+    encoding: Literal["hex", "base64", "ssh-ed25519"] = "base64"
 
 
 class PlatformType(Strict):
@@ -384,7 +386,8 @@ class PlatformType(Strict):
         secrets and services (checked now, not at a user's first create)."""
         names = {
             "params": set(params),
-            "secrets": {s.name for s in self.secrets},
+            "secrets": {s.name for s in self.secrets}
+            | {f"{s.name}_public" for s in self.secrets if s.encoding == "ssh-ed25519"},
             "services": {s.name for s in self.services},
             "roles": {r.name for r in self.roles},
         }

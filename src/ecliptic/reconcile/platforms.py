@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ecliptic import hostkeys
+from ecliptic import faults, hostkeys
 from ecliptic.backends.base import BackendError, ServiceSpec
 from ecliptic.errors import EclipticError
 from ecliptic.phases import LeasePhase, NetworkPhase, PlatformPhase, PortPhase, ServerPhase
@@ -306,6 +306,7 @@ def _add(ctx: Context, platform_id: str, missing: list[Planned]) -> None:
                 ctx.backend.used_ranges,
             )
             note(session, row, f"making server(s) {', '.join(m.name for m in missing)}")
+            faults.point("reconcile.platform.adding_servers")
     except EclipticError as exc:
         names = ", ".join(m.name for m in missing)
         raise _Failed(f"cannot place server(s) {names}: {exc}") from None
@@ -673,6 +674,7 @@ def _configure(
                         ctx.backend.stop_service(m.id, d.name)
                     ctx.backend.start_service(m.id, d)
                 done.setdefault(m.id, {})[step.name] = r.digest
+            faults.point("reconcile.platform.before_step_recorded")
             _save_done(ctx, platform_id, done)
             _event(
                 ctx,
@@ -770,7 +772,12 @@ def _ensure_tunnels(
             made.append(svc.name)
         tunnels.remove_services(session, row.id, keep=set(made))
         if changed:
-            row.secrets = seal_secrets(ctx.db, row.id, secrets)
+            kept = {
+                k: v
+                for k, v in secrets.items()
+                if not (k.endswith("_public") and k.removesuffix("_public") in secrets)
+            }
+            row.secrets = seal_secrets(ctx.db, row.id, kept)
     if not defs:
         return None, urls
     host_line = host_key(ctx.db)[1]
@@ -951,6 +958,7 @@ def _delete(ctx: Context, platform_id: str) -> Outcome:
                     f.result()
                 except BackendError as exc:  # the server's own reconcile retries it
                     log.warning("platform %s: deleting a server: %s", platform_id, exc)
+        faults.point("reconcile.platform.after_servers_deleted")
         return Outcome(requeue_after=WAIT_S)
     with ctx.db.write() as session:
         row = session.get(Platform, platform_id)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ecliptic import hostkeys
 from ecliptic.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ecliptic.phases import LeasePhase, PlatformPhase
 from ecliptic.platforms.types import Catalogue, ParamRef, PlatformType
@@ -208,6 +209,9 @@ def _check_sizes(
 def _new_secrets(ptype: PlatformType) -> dict[str, str]:
     out = {}
     for s in ptype.secrets:
+        if s.encoding == "ssh-ed25519":
+            out[s.name] = hostkeys.new_private_key()
+            continue
         raw = pysecrets.token_bytes(s.bytes)
         out[s.name] = raw.hex() if s.encoding == "hex" else base64.b64encode(raw).decode()
     return out
@@ -220,11 +224,16 @@ def seal_secrets(db: Database, platform_id: str, values: Mapping[str, str]) -> s
 
 
 def open_secrets(db: Database, row: Platform) -> dict[str, str]:
-    """The platform's secrets in plain."""
+    """The platform's secrets in plain (with the public line of each SSH key pair as
+    ``<name>_public``)."""
     if not row.secrets:
         return {}
     assert db.secrets is not None, "platforms need the instance's secret key"
-    return dict(json.loads(db.secrets.open(f"platform:{row.id}", row.secrets)))
+    out = dict(json.loads(db.secrets.open(f"platform:{row.id}", row.secrets)))
+    for name, value in list(out.items()):
+        if not name.startswith("_") and value.startswith("-----BEGIN OPENSSH PRIVATE KEY"):
+            out[f"{name}_public"] = hostkeys.public_line(value)
+    return out
 
 
 def add_servers(
@@ -268,6 +277,59 @@ def add_servers(
         )
 
 
+@dataclass(frozen=True)
+class PlannedServer:
+    """One server a create would make, where it would go and what it would cost."""
+
+    name: str
+    role: str
+    flavor: str
+    image: str
+    host: str
+    vcpus: int
+    memory_mb: int
+    gpus: int
+    hourly: dict[str, str]
+    """Credits per hour by resource class when it is charged on demand (metered)."""
+
+
+@dataclass(frozen=True)
+class PlatformPlan:
+    """What ``create`` would do: it fits (capacity, quota, credits for the first hour)."""
+
+    name: str
+    type: str
+    lease: str | None
+    parameters: dict[str, object]
+    servers: list[PlannedServer]
+
+
+class _DryRun(Exception):
+    def __init__(self, plan: PlatformPlan) -> None:
+        super().__init__("dry run")
+        self.plan = plan
+
+
+def plan_platform(
+    booking: Booking,
+    queue: WorkQueue,
+    caller: Caller,
+    catalogue: Catalogue,
+    images: ImageNames,
+    body: PlatformCreate,
+    used_elsewhere: UsedRanges = tuple,
+) -> PlatformPlan:
+    """Everything ``create_platform`` checks and places, then undone: what it would make,
+    where, and what it costs (a 409/422 when it would not fit)."""
+    try:
+        create_platform(
+            booking, queue, caller, catalogue, images, body, used_elsewhere, dry_run=True
+        )
+    except _DryRun as done:
+        return done.plan
+    raise AssertionError("a dry run made a platform")  # pragma: no cover
+
+
 def create_platform(
     booking: Booking,
     queue: WorkQueue,
@@ -276,6 +338,8 @@ def create_platform(
     images: ImageNames,
     body: PlatformCreate,
     used_elsewhere: UsedRanges = tuple,
+    *,
+    dry_run: bool = False,
 ) -> Platform:
     """Check the parameters, place every server (in the lease, or on demand within the
     tenancy's quota), make the platform's network(s), and queue it: all or nothing."""
@@ -361,6 +425,30 @@ def create_platform(
             fabric.platform_id = row.id
         session.flush()
         add_servers(session, engine, booking, queue, caller, row, servers, used_elsewhere)
+        if dry_run:
+            made = list(session.scalars(select(Server).where(Server.platform_id == row.id)))
+            raise _DryRun(
+                PlatformPlan(
+                    body.name,
+                    ptype.name,
+                    str(params[lp.name]) if lp is not None and lease_id else None,
+                    params,
+                    [
+                        PlannedServer(
+                            m.name,
+                            str(m.spec["platform"]["role"]),
+                            m.flavor.name,
+                            m.image,
+                            m.host.name if m.host else "",
+                            m.vcpus,
+                            int(m.memory_mb),
+                            m.gpus,
+                            dict(m.spec.get("meter", {})),
+                        )
+                        for m in sorted(made, key=lambda m: m.name)
+                    ],
+                )
+            )
         where = " in lease " + str(params[lp.name]) if lp is not None and lease_id else ""
         created(
             session,

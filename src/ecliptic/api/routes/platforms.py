@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from fastapi import APIRouter
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
@@ -9,10 +11,12 @@ from ecliptic.api.paging import PagingDep, paged
 from ecliptic.api.schemas import (
     EventOut,
     Page,
+    PlannedServerOut,
     PlatformAccessSet,
     PlatformCreate,
     PlatformOut,
     PlatformPatch,
+    PlatformPlanOut,
     PlatformServerOut,
     PlatformServiceOut,
     PlatformTypeCheck,
@@ -135,16 +139,50 @@ def create_platform(body: PlatformCreate, caller: CallerDep, rt: RuntimeDep) -> 
         caller,
         rt.catalogue,
         _images(rt),
-        platforms.PlatformCreate(
-            name=body.name,
-            type=body.type,
-            parameters=dict(body.parameters),
-            lease=body.lease,
-            access=tuple(body.access) if body.access is not None else None,
-        ),
+        _create_input(body),
         rt.backend.used_ranges,
     )
     return platform_out(rt, row)
+
+
+@router.post("/platform-plans", response_model=PlatformPlanOut)
+def plan_platform(body: PlatformCreate, caller: CallerDep, rt: RuntimeDep) -> PlatformPlanOut:
+    """What creating this platform would make and cost, checked as a create is (capacity,
+    quota, credits) and then undone: nothing is made."""
+    plan = platforms.plan_platform(
+        rt.booking,
+        rt.queue,
+        caller,
+        rt.catalogue,
+        _images(rt),
+        _create_input(body),
+        rt.backend.used_ranges,
+    )
+    hourly: dict[str, Decimal] = {}
+    for srv in plan.servers:
+        for rc, rate in srv.hourly.items():
+            hourly[rc] = hourly.get(rc, Decimal(0)) + Decimal(rate)
+    return PlatformPlanOut(
+        name=plan.name,
+        type=plan.type,
+        lease=plan.lease,
+        parameters=dict(plan.parameters),
+        servers=[PlannedServerOut(**s.__dict__) for s in plan.servers],
+        vcpus=sum(s.vcpus for s in plan.servers),
+        memory_mb=sum(s.memory_mb for s in plan.servers),
+        gpus=sum(s.gpus for s in plan.servers),
+        hourly={rc: str(v) for rc, v in sorted(hourly.items())},
+    )
+
+
+def _create_input(body: PlatformCreate) -> platforms.PlatformCreate:
+    return platforms.PlatformCreate(
+        name=body.name,
+        type=body.type,
+        parameters=dict(body.parameters),
+        lease=body.lease,
+        access=tuple(body.access) if body.access is not None else None,
+    )
 
 
 @router.get("/platforms/{ref}", response_model=PlatformOut)
