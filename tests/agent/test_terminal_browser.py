@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from playwright.sync_api import (  # after tests.chromium: it names what is missing
+    Browser,
+    Page,
+    expect,
+)
 
 from tests.agent.conftest import Agent
-from tests.prerequisites import require_module
+from tests.chromium import chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-require_module(CHROMIUM.exists(), "Debian's chromium (scripts/setup-system.sh test installs it)")
-try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-except ImportError:
-    require_module(False, "playwright (pip install -e '.[dev]'); its bundled browsers are not used")
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 # The canvas has no text to read; the page exposes its xterm.js Terminal, whose buffer is
 # what the person sees.
 SCREEN = """() => {
@@ -31,12 +27,8 @@ SCREEN = """() => {
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def _screen(page: Page) -> str:

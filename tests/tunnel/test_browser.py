@@ -9,32 +9,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import (  # after tests.chromium: it names what is missing
+    Browser,
+    BrowserContext,
+    Request,
+)
 
-from tests.prerequisites import require_module
+from tests.chromium import chromium
 from tests.tunnel.conftest import PASSWORD, Served, needs_gateway
-
-CHROMIUM = Path("/usr/bin/chromium")
-require_module(CHROMIUM.exists(), "Debian's chromium (scripts/setup-system.sh test installs it)")
-try:
-    from playwright.sync_api import Browser, BrowserContext, Request, sync_playwright
-except ImportError:
-    require_module(False, "playwright (pip install -e '.[dev]'); its bundled browsers are not used")
 
 pytestmark = needs_gateway
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CAROL_PASSWORD = "carol-password"
 
 
@@ -95,12 +83,8 @@ def notebook() -> Iterator[Notebook]:
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def _context(browser: Browser) -> BrowserContext:

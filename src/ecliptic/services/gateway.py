@@ -47,6 +47,7 @@ from ecliptic.errors import (
 from ecliptic.secretbox import SecretBox, SecretBoxError
 from ecliptic.services.auth import authenticate, token_digest
 from ecliptic.services.caller import Caller
+from ecliptic.services.identity import members_named
 from ecliptic.services.sshkeys import parse_public_key
 from ecliptic.store.db import Database
 from ecliptic.store.models import (
@@ -55,7 +56,6 @@ from ecliptic.store.models import (
     GatewayCode,
     GatewayReplica,
     GatewaySession,
-    Membership,
     Meta,
     Service,
     ServiceAccess,
@@ -379,23 +379,7 @@ def _issue_token(
 
 
 def _users_by_name(session: Session, names: list[str], tenancy_id: str) -> list[User]:
-    """The members of the tenancy with these names. A name that is not a member is refused
-    with the same words whether or not such a user exists elsewhere (no enumeration of the
-    instance's users, no access lists reaching across tenancies)."""
-    users = list(
-        session.scalars(
-            select(User)
-            .join(Membership, Membership.user_id == User.id)
-            .where(User.name.in_(names), Membership.tenancy_id == tenancy_id)
-        )
-    )
-    missing = sorted(set(names) - {u.name for u in users})
-    if missing:
-        raise InvalidInput(
-            f"not a member of this tenancy: {', '.join(missing)} (access lists name members "
-            "of the service's tenancy)"
-        )
-    return users
+    return members_named(session, tenancy_id, names, "the service's")
 
 
 def _own_service(session: Session, caller: Caller, ref: str) -> Service:

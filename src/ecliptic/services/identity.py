@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ecliptic.errors import Conflict, Forbidden, NotFound
+from ecliptic.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ecliptic.services.auth import IssuedToken, hash_password, issue_token
 from ecliptic.services.caller import Caller
 from ecliptic.store.db import Database
@@ -201,6 +202,30 @@ def remove_membership(db: Database, caller: Caller, tenancy: str, user: str) -> 
                 PlatformAccess.user_id == u.id, PlatformAccess.platform_id.in_(platforms)
             )
         )
+
+
+def members_named(
+    session: Session, tenancy_id: str, names: Iterable[str], whose: str
+) -> list[User]:
+    """The members of the tenancy with these names, for an access list (``whose``: "the
+    service's", "a platform's"). A name that is not a member is refused with the same words
+    whether or not such a user exists elsewhere (no enumeration of the instance's users, no
+    access lists reaching across tenancies)."""
+    wanted = set(names)
+    users = list(
+        session.scalars(
+            select(User)
+            .join(Membership, Membership.user_id == User.id)
+            .where(User.name.in_(wanted), Membership.tenancy_id == tenancy_id)
+        )
+    )
+    missing = sorted(wanted - {u.name for u in users})
+    if missing:
+        raise InvalidInput(
+            f"not a member of this tenancy: {', '.join(missing)} ({whose} access list names "
+            "members of its tenancy; 'ecliptic tenancy members' lists them)"
+        )
+    return users
 
 
 def _may_manage(session: Session, caller: Caller, t: Tenancy) -> None:

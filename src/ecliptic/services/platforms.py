@@ -25,6 +25,7 @@ from ecliptic.services import security_groups as sg
 from ecliptic.services.booking import Booking
 from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import find_flavor
+from ecliptic.services.identity import members_named
 from ecliptic.services.leases import find_lease
 from ecliptic.services.networks import IPAM_LOCK, UsedRanges, add_network
 from ecliptic.services.platform_tunnels import sync_access
@@ -32,7 +33,6 @@ from ecliptic.services.servers import NicRequest, add_server
 from ecliptic.store.db import Database
 from ecliptic.store.models import (
     Event,
-    Membership,
     Network,
     Platform,
     PlatformAccess,
@@ -156,20 +156,7 @@ def find_platform(session: Session, tenancy_id: str, ref: str) -> Platform:
 
 
 def _access_users(session: Session, tenancy_id: str, names: tuple[str, ...]) -> list[User]:
-    users = list(
-        session.scalars(
-            select(User)
-            .join(Membership, Membership.user_id == User.id)
-            .where(User.name.in_(names), Membership.tenancy_id == tenancy_id)
-        )
-    )
-    missing = sorted(set(names) - {u.name for u in users})
-    if missing:
-        raise InvalidInput(
-            f"not a member of this tenancy: {', '.join(missing)} (a platform's access list "
-            "names members of its tenancy; 'ecliptic tenancy members' lists them)"
-        )
-    return users
+    return members_named(session, tenancy_id, names, "a platform's")
 
 
 def _check_sizes(
