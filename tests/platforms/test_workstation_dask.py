@@ -13,6 +13,7 @@ import httpx
 from websockets.sync.client import connect
 
 from tests.platforms.conftest import wait_phase
+from tests.platforms.test_platform_cli import cli
 from tests.platforms.test_jupyter_platform import run_cell
 from tests.tunnel.conftest import Served, needs_gateway
 
@@ -86,6 +87,11 @@ Host *
         timeout=60,
     )
     assert res.returncode == 0 and res.stdout.decode().strip() == "ws-ws1", res
+    # `ecliptic platform ssh` gives the same way in.
+    shown = cli(served, "platform", "ssh", "ws", "--print")
+    assert shown.returncode == 0, shown.stderr
+    jump = f"admin@127.0.0.1:{svcs['ssh']['jump_port']}"
+    assert f"-J {jump}" in shown.stdout and f"root@{svcs['ssh']['subdomain']}" in shown.stdout
     # A desktop by patch: the noVNC page answers through the gateway.
     r = api.patch("/platforms/ws", json={"parameters": {"desktop": True}})
     assert r.status_code == 202, r.text
