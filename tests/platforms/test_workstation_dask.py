@@ -13,8 +13,8 @@ import httpx
 from websockets.sync.client import connect
 
 from tests.platforms.conftest import wait_phase
-from tests.platforms.test_platform_cli import cli
 from tests.platforms.test_jupyter_platform import run_cell
+from tests.platforms.test_platform_cli import cli
 from tests.tunnel.conftest import Served, needs_gateway
 
 pytestmark = needs_gateway
