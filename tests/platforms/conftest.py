@@ -1,5 +1,5 @@
-"""One ``ecliptic serve`` with its gateway for the platform tests (started once per module
-that asks for it), the test platform types, and helpers that wait on phases."""
+"""One ``ecliptic serve`` with its gateway for the platform tests (started once for all of
+them), the test platform types, and helpers that wait on phases."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from tests.tunnel.conftest import Served, serve_with_gateway
 TYPES = Path(__file__).parent / "types"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``ecliptic serve`` whose servers reach its API and tunnel endpoint, with the test
-    platform types besides the built-ins; every platform is deleted at the end."""
+    platform types besides the built-ins, shared by the platform tests (each uses names of
+    its own); every platform is deleted at the end."""
     tmp = tmp_path_factory.mktemp("platforms")
     with serve_with_gateway(
         tmp,
