@@ -53,7 +53,7 @@ test:
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	ECLIPTIC_TEST_STRICT=1 $(BIN)/pytest -q
+	ECLIPTIC_TEST_STRICT=1 $(BIN)/pytest -q --durations=25
 
 # The fast lane: lint, types and the tests that need no root services (a few minutes).
 quick: $(STAMP)

@@ -245,7 +245,7 @@ def test_a_service_that_stops_answering_degrades_the_platform_until_it_answers(
     wait_phase(api, "wd", "READY", timeout=60)
     timeline = events(api, "wd")
     assert "service wd-site down" in timeline and timeline[-1] in ("ready", "service wd-site up")
-    # A daemon that dies is started again by the next look (every 10 s).
+    # A daemon that dies is started again by the next look (every 5 s).
     kill = "kill -9 $(pgrep -f 'http[.]server 8000')"
     assert _exec(served, "wd-web1", "sh", "-c", kill)["exit_code"] == 0
     deadline = time.monotonic() + 40

@@ -69,7 +69,7 @@ from ecliptic.store.models import (
 from ecliptic.store.transitions import move, note, removed
 
 log = logging.getLogger("ecliptic.platforms")
-WATCH_S = 10.0
+WATCH_S = 5.0
 """How often a built platform is looked at (daemons alive, tunnels healthy)."""
 RETRY_S = 1.0
 """When a server of the platform was being restarted, how soon to look again."""
