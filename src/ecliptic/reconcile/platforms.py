@@ -74,10 +74,12 @@ WATCH_S = 5.0
 RETRY_S = 1.0
 """When a server of the platform was being restarted, how soon to look again."""
 WAIT_S = 0.25
+DELETE_POLL_S = 0.1
+"""How often a deleting platform looks whether its servers and networks are gone."""
 """How often a platform waiting for its servers or tunnels looks again."""
 TUNNEL_WAIT = timedelta(seconds=60)
 """How long a service may take to get its first healthy tunnel before it counts as down."""
-STOP_GRACE_S = 1.0
+STOP_GRACE_S = 0.5
 """Between SIGTERM and SIGKILL for the processes of a deleted platform's servers."""
 WHEELS_MAX_BYTES = 256 * 1024 * 1024
 """Most PyPI wheels (bytes) one step fetches for its servers."""
@@ -959,7 +961,7 @@ def _delete(ctx: Context, platform_id: str) -> Outcome:
                 except BackendError as exc:  # the server's own reconcile retries it
                     log.warning("platform %s: deleting a server: %s", platform_id, exc)
         faults.point("reconcile.platform.after_servers_deleted")
-        return Outcome(requeue_after=WAIT_S)
+        return Outcome(requeue_after=DELETE_POLL_S)
     with ctx.db.write() as session:
         row = session.get(Platform, platform_id)
         if row is None:
@@ -973,7 +975,7 @@ def _delete(ctx: Context, platform_id: str) -> Outcome:
                 ctx.queue.enqueue(session, "network", net.id)
         if nets:
             row.phase_reason = f"waiting for {len(nets)} network(s) to go"
-            return Outcome(requeue_after=WAIT_S)
+            return Outcome(requeue_after=DELETE_POLL_S)
         group = session.scalar(
             select(SecurityGroup).where(
                 SecurityGroup.tenancy_id == row.tenancy_id,
