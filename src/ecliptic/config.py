@@ -51,6 +51,9 @@ class Settings:
     image_recipes: tuple[Path, ...] = ()
     """Operators' folders of image recipes (``ECLIPTIC_IMAGE_RECIPES``, ``:``-separated),
     besides the built-in ones; a recipe there overrides a built-in of the same name."""
+    platform_preemptible: bool = False
+    """Whether platforms may run on preemptible capacity (``ECLIPTIC_PLATFORM_PREEMPTIBLE``,
+    ``on``/``off``): they backfill what nobody reserved, and go when a lease needs it."""
     platform_types: tuple[Path, ...] = ()
     """Operators' folders of platform types (``ECLIPTIC_PLATFORM_TYPES``, ``:``-separated),
     besides the built-in ones; a type there replaces a built-in of the same name."""
@@ -183,6 +186,7 @@ def load_settings(**overrides: object) -> Settings:
         "image_recipes": tuple(
             Path(p) for p in os.environ.get("ECLIPTIC_IMAGE_RECIPES", "").split(":") if p.strip()
         ),
+        "platform_preemptible": _on_off("ECLIPTIC_PLATFORM_PREEMPTIBLE", False),
         "platform_types": tuple(
             Path(p) for p in os.environ.get("ECLIPTIC_PLATFORM_TYPES", "").split(":") if p.strip()
         ),
@@ -211,6 +215,18 @@ def _metered_classes() -> tuple[str, ...]:
             "(or nothing, to meter nothing)"
         )
     return items
+
+
+def _on_off(name: str, default: bool) -> bool:
+    """An on/off setting; anything else is refused at start, naming the variable."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise InvalidSetting(f"{name}={value!r}: give on or off")
 
 
 def bounded_setting(name: str, default: int, lo: int, hi: int) -> int:

@@ -28,6 +28,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         ECLIPTIC_GATEWAY_SSH_HOST="0.0.0.0",
         ECLIPTIC_PLATFORM_TYPES=str(TYPES),
         ECLIPTIC_WORKERS="2",
+        ECLIPTIC_PLATFORM_PREEMPTIBLE="on",
     ) as s:
         try:
             yield s

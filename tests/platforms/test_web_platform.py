@@ -254,3 +254,28 @@ def test_a_service_that_stops_answering_degrades_the_platform_until_it_answers(
         time.sleep(0.5)
     wait_phase(api, "wd", "READY", timeout=60)
     api.delete("/platforms/wd")
+
+
+def test_a_preemptible_platform_goes_when_its_server_goes(served: Served) -> None:
+    api = served.api
+    r = api.post(
+        "/platforms",
+        json={"name": "pp", "type": "web", "lease": "x", "preemptible": True},
+    )
+    assert r.status_code == 422 and "not both" in r.json()["detail"], r.text
+    r = api.post(
+        "/platforms",
+        json={"name": "pp", "type": "web", "preemptible": True, "parameters": {"workers": 1}},
+    )
+    assert r.status_code == 202 and r.json()["preemptible"] is True, r.text
+    wait_phase(api, "pp", "READY", timeout=60)
+    assert api.get("/servers/pp-worker1").json()["preemptible"] is True
+    # Its server goes (as when a lease takes the room): the platform goes too, saying why,
+    # rather than making the server again on room that is not its to take.
+    assert api.delete("/servers/pp-worker1").status_code == 202
+    deadline = time.monotonic() + 60
+    while api.get("/platforms/pp").status_code != 404:
+        assert time.monotonic() < deadline, api.get("/platforms/pp").json()
+        time.sleep(0.2)
+    r = api.get("/servers", params={"limit": 1000})
+    assert not [s for s in r.json()["items"] if s["name"].startswith("pp-")]

@@ -868,6 +868,9 @@ class PlatformCreate(Strict):
     """The lease it runs in (the type's lease parameter)."""
     access: Annotated[list[Name], Field(max_length=200)] | None = None
     """Members who may use it (you alone when not given)."""
+    preemptible: StrictBool = False
+    """On preemptible capacity, where the operator allows it (not with a lease): it is
+    deleted when a lease needs the room, after its servers' minimum lifetime."""
 
 
 class PlatformPatch(Strict):
@@ -924,6 +927,7 @@ class PlatformOut(BaseModel):
     access: list[str]
     usage: str
     failed: dict[str, Any] | None = None
+    preemptible: bool = False
     created_by: str | None
     created_at: datetime
     updated_at: datetime

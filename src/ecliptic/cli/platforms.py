@@ -164,7 +164,7 @@ def show_platform(p: PlatformOut) -> None:
             ("type", f"{p.type} {p.type_version}"),
             ("phase", p.phase),
             ("reason", p.phase_reason),
-            ("lease", p.lease_id or "(on demand)"),
+            ("lease", p.lease_id or ("(preemptible)" if p.preemptible else "(on demand)")),
             ("parameters", ", ".join(f"{k}={v}" for k, v in p.parameters.items() if v is not None)),
             ("access", ", ".join(p.access) or "nobody"),
             ("created", output.when(p.created_at)),
@@ -264,6 +264,13 @@ def platform_create(
         bool,
         typer.Option("--dry-run", help="Show what it would make and cost; make nothing."),
     ] = False,
+    preemptible: Annotated[
+        bool,
+        typer.Option(
+            "--preemptible",
+            help="On capacity nobody reserved (where allowed): deleted when a lease needs it.",
+        ),
+    ] = False,
 ) -> None:
     """Create a platform: checked and placed now (all of it or nothing), built in seconds."""
     c = client()
@@ -277,6 +284,8 @@ def platform_create(
         fields["lease"] = lease
     if access is not None:
         fields["access"] = [a.strip() for a in access.split(",") if a.strip()]
+    if preemptible:
+        fields["preemptible"] = True
     if dry_run:
         plan = c.platforms.plan(**fields)
         emit(plan, lambda: _show_plan(plan))

@@ -57,6 +57,7 @@ from ecliptic.services.platforms import (
     type_of,
 )
 from ecliptic.store.models import (
+    DeletedServer,
     Lease,
     Membership,
     Network,
@@ -159,6 +160,8 @@ def reconcile_platform(ctx: Context, platform_id: str) -> Outcome:
     except _Failed as exc:
         _fail(ctx, platform_id, str(exc), exc.detail)
         return Outcome()
+    except _Gone as exc:
+        return _to_deleting(ctx, platform_id, str(exc))
     except _Retry as exc:
         with ctx.db.write() as session:
             row = session.get(Platform, platform_id)
@@ -169,6 +172,10 @@ def reconcile_platform(ctx: Context, platform_id: str) -> Outcome:
 
 class _Retry(Exception):
     """Something passing got in the way (a server restarting): look again in a moment."""
+
+
+class _Gone(Exception):
+    """A preemptible platform lost a server: it is deleted, saying why."""
 
 
 class _Failed(Exception):
@@ -253,8 +260,26 @@ def _ensure_servers(ctx: Context, platform_id: str) -> tuple[list[Member], list[
         ptype = type_of(row)
         wanted = plan(ptype, row.spec["parameters"], row.name)
         have = list(session.scalars(select(Server).where(Server.platform_id == platform_id)))
+        preemptible = bool(row.spec.get("preemptible"))
+        tenancy_id, since = row.tenancy_id, row.created_at
     names = {s.name for s in have}
     missing = [w for w in wanted if w.name not in names]
+    if missing and preemptible:
+        # A preemptible platform whose server went (a lease took the room) goes with it:
+        # its room is not there to make the server again.
+        with ctx.db.read() as session:
+            gone = session.scalar(
+                select(DeletedServer)
+                .where(
+                    DeletedServer.tenancy_id == tenancy_id,
+                    DeletedServer.name.in_([m.name for m in missing]),
+                    DeletedServer.deleted_at >= since,
+                )
+                .order_by(DeletedServer.deleted_at.desc())
+                .limit(1)
+            )
+            if gone is not None:
+                raise _Gone(f"its server {gone.name} went: {gone.reason}")
     if missing:
         _add(ctx, platform_id, missing)
         return None

@@ -58,6 +58,9 @@ class PlatformCreate:
     """Shorthand for the type's lease parameter."""
     access: tuple[str, ...] | None = None
     """Members who may use it; the creator alone by default."""
+    preemptible: bool = False
+    """On preemptible capacity (where the operator allows it): it goes when a lease needs
+    the room (after the servers' minimum lifetime)."""
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,7 @@ def add_servers(
             lease=lease_name,
             reservation=row.spec.get("reservation"),
             image=s.image,
+            preemptible=bool(row.spec.get("preemptible")),
             security_groups=[group.name],
             platform={"id": row.id, "role": s.role, "index": s.index},
         )
@@ -305,12 +309,22 @@ def plan_platform(
     images: ImageNames,
     body: PlatformCreate,
     used_elsewhere: UsedRanges = tuple,
+    *,
+    allow_preemptible: bool = False,
 ) -> PlatformPlan:
     """Everything ``create_platform`` checks and places, then undone: what it would make,
     where, and what it costs (a 409/422 when it would not fit)."""
     try:
         create_platform(
-            booking, queue, caller, catalogue, images, body, used_elsewhere, dry_run=True
+            booking,
+            queue,
+            caller,
+            catalogue,
+            images,
+            body,
+            used_elsewhere,
+            dry_run=True,
+            allow_preemptible=allow_preemptible,
         )
     except _DryRun as done:
         return done.plan
@@ -327,6 +341,7 @@ def create_platform(
     used_elsewhere: UsedRanges = tuple,
     *,
     dry_run: bool = False,
+    allow_preemptible: bool = False,
 ) -> Platform:
     """Check the parameters, place every server (in the lease, or on demand within the
     tenancy's quota), make the platform's network(s), and queue it: all or nothing."""
@@ -339,6 +354,11 @@ def create_platform(
             errors=[{"loc": ["body", "type"], "msg": "unknown platform type"}],
         )
     ptype = entry.type
+    if body.preemptible and not allow_preemptible:
+        raise Forbidden(
+            "this cloud does not run platforms on preemptible capacity (its operator can allow "
+            "it: ECLIPTIC_PLATFORM_PREEMPTIBLE=on); reserve a lease, or create it on demand"
+        )
     given = dict(body.parameters)
     lp = ptype.lease_parameter
     if body.lease is not None:
@@ -348,6 +368,11 @@ def create_platform(
             raise InvalidInput(f"--lease and parameter '{lp.name}' name different leases")
         given[lp.name] = body.lease
     params = resolve_parameters(ptype, given)
+    if body.preemptible and lp is not None and params.get(lp.name):
+        raise InvalidInput(
+            "a platform runs either in a lease or on preemptible capacity, not both",
+            errors=[{"loc": ["body", "preemptible"], "msg": "exclusive with lease"}],
+        )
     servers = plan(ptype, params, body.name)
     available = images()
     with booking.transaction(IPAM_LOCK) as (session, engine):
@@ -396,6 +421,7 @@ def create_platform(
                 "type": ptype.model_dump(mode="json"),
                 "source": entry.source,
                 "parameters": params,
+                "preemptible": body.preemptible,
             },
             status={},
         )
@@ -437,6 +463,7 @@ def create_platform(
                 )
             )
         where = " in lease " + str(params[lp.name]) if lp is not None and lease_id else ""
+        where += " on preemptible capacity" if body.preemptible else ""
         created(
             session,
             row,

@@ -84,6 +84,7 @@ def platform_out(rt: Runtime, row: Platform) -> PlatformOut:
         access=v.access,
         usage=v.usage,
         failed=failed or None,
+        preemptible=bool(row.spec.get("preemptible")),
         created_by=row.created_by,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -141,6 +142,7 @@ def create_platform(body: PlatformCreate, caller: CallerDep, rt: RuntimeDep) -> 
         _images(rt),
         _create_input(body),
         rt.backend.used_ranges,
+        allow_preemptible=rt.settings.platform_preemptible,
     )
     return platform_out(rt, row)
 
@@ -157,6 +159,7 @@ def plan_platform(body: PlatformCreate, caller: CallerDep, rt: RuntimeDep) -> Pl
         _images(rt),
         _create_input(body),
         rt.backend.used_ranges,
+        allow_preemptible=rt.settings.platform_preemptible,
     )
     hourly: dict[str, Decimal] = {}
     for srv in plan.servers:
@@ -182,6 +185,7 @@ def _create_input(body: PlatformCreate) -> platforms.PlatformCreate:
         parameters=dict(body.parameters),
         lease=body.lease,
         access=tuple(body.access) if body.access is not None else None,
+        preemptible=body.preemptible,
     )
 
 
