@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ecliptic import hostkeys
 from ecliptic.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ecliptic.phases import LeasePhase, PlatformPhase
+from ecliptic.platforms.templates import TemplateError, evaluate, render
 from ecliptic.platforms.types import Catalogue, ParamRef, PlatformType
 from ecliptic.services import security_groups as sg
 from ecliptic.services.booking import Booking
@@ -28,7 +29,12 @@ from ecliptic.services.catalogue import find_flavor
 from ecliptic.services.identity import members_named
 from ecliptic.services.leases import find_lease
 from ecliptic.services.networks import IPAM_LOCK, UsedRanges, add_network
-from ecliptic.services.platform_tunnels import sync_access
+from ecliptic.services.platform_tunnels import (
+    healthy_tunnels,
+    platform_services,
+    service_name,
+    sync_access,
+)
 from ecliptic.services.servers import NicRequest, add_server
 from ecliptic.store.db import Database
 from ecliptic.store.models import (
@@ -385,7 +391,7 @@ def create_platform(
             session.scalars(
                 select(Service.name).where(
                     Service.tenancy_id == tenancy_id,
-                    Service.name.in_([f"{body.name}-{s.name}" for s in ptype.services]),
+                    Service.name.in_([service_name(body.name, s.name) for s in ptype.services]),
                 )
             )
         )
@@ -504,15 +510,6 @@ def get_platform(db: Database, caller: Caller, ref: str) -> Platform:
         return find_platform(session, caller.require_tenancy(), ref)
 
 
-def platform_servers(db: Database, platform_id: str) -> list[Server]:
-    """A platform's servers, by role and index."""
-    with db.read() as session:
-        rows = list(session.scalars(select(Server).where(Server.platform_id == platform_id)))
-        return sorted(
-            rows, key=lambda s: (str(s.spec["platform"]["role"]), int(s.spec["platform"]["index"]))
-        )
-
-
 def _managed(session: Session, caller: Caller, ref: str, what: str) -> Platform:
     """A platform the caller may change: its creator, tenancy admins, site admins."""
     row = find_platform(session, caller.require_tenancy(), ref)
@@ -627,13 +624,6 @@ def set_access(
         return row
 
 
-def access_names(db: Database, row: Platform) -> list[str]:
-    """The names of the users on a platform's access list."""
-    with db.read() as session:
-        ids = [a.user_id for a in row.access]
-        return sorted(session.scalars(select(User.name).where(User.id.in_(ids))))
-
-
 def platform_events(db: Database, caller: Caller, ref: str, limit: int = 200) -> list[Event]:
     """The platform's timeline (created, steps, services, scaling, lease warnings), oldest
     first."""
@@ -687,9 +677,6 @@ class PlatformView:
 
 def view(db: Database, row: Platform, url_format: str | None) -> PlatformView:
     """A platform with its servers, services (URLs, health) and rendered usage text."""
-    from ecliptic.platforms.templates import TemplateError, evaluate, render
-    from ecliptic.services.platform_tunnels import healthy_tunnels, platform_services
-
     ptype = type_of(row)
     with db.read() as session:
         rows = list(session.scalars(select(Server).where(Server.platform_id == row.id)))
@@ -732,7 +719,7 @@ def view(db: Database, row: Platform, url_format: str | None) -> PlatformView:
                 continue
         except TemplateError:
             continue
-        g = gw.get(f"{row.name}-{d.name}")
+        g = gw.get(service_name(row.name, d.name))
         url = url_format.format(g.subdomain) if g is not None and url_format else None
         services.append(
             ServiceView(
