@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TUNNELD := $(BIN)/ecliptic-tunneld
 SANDBOX := $(BIN)/ecliptic-sandbox
+# The portal's front-end packages from the npm registry, pinned by package-lock.json.
+WEB := src/ecliptic/web
+WEB_STAMP := $(WEB)/node_modules/.installed
 GO := $(BIN)/go
 # Everything that changes the gateway's SSH endpoint binary.
 TUNNELD_SRC := $(wildcard tunneld/*.go) tunneld/go.mod tunneld/go.sum tunneld/sources.env \
@@ -18,7 +21,7 @@ run: setup
 	$(BIN)/ecliptic serve
 
 setup: system
-	@$(MAKE) -s $(STAMP) $(GO) $(TUNNELD) $(SANDBOX)
+	@$(MAKE) -s $(STAMP) $(GO) $(TUNNELD) $(SANDBOX) $(WEB_STAMP)
 
 system:
 	@scripts/setup-system.sh run
@@ -36,6 +39,10 @@ $(TUNNELD): $(TUNNELD_SRC) $(GO) | $(STAMP)
 $(SANDBOX): sandbox/sandbox.c | $(STAMP)
 	cc -O2 -Wall -Wextra -Werror -o $@.tmp sandbox/sandbox.c && mv $@.tmp $@
 
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # A venv that a failed first try left without pip is made again, not trusted.
 $(STAMP): pyproject.toml requirements.lock
 	@scripts/setup-system.sh venv
@@ -47,7 +54,7 @@ $(STAMP): pyproject.toml requirements.lock
 # Under `make test` a test whose prerequisite is missing fails instead of skipping.
 test:
 	@scripts/setup-system.sh test
-	@$(MAKE) -s $(STAMP) $(GO) $(SANDBOX)
+	@$(MAKE) -s $(STAMP) $(GO) $(SANDBOX) $(WEB_STAMP)
 	scripts/build-tunneld.sh $(TUNNELD) check
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench

@@ -23,6 +23,7 @@ declare -A need=(
   [nft]=nftables  # fences tunnels' loopback listeners off from other local accounts
   [cc]=gcc  # builds ecliptic-sandbox, local-cloud servers' init (sandbox/sandbox.c)
   [cp]=coreutils
+  [npm]=npm  # the portal's front-end packages (src/ecliptic/web/package-lock.json)
   # scripts/build-tunneld.sh fetches golang.org/x/crypto's source with apt and unpacks it
   [apt-get]=apt
   [dpkg-deb]=dpkg
