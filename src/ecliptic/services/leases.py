@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -195,7 +195,61 @@ def _cost_json(cost: dict[str, Decimal]) -> dict[str, str]:
     return {k: credits.fmt(credits.hours(v)) for k, v in sorted(cost.items())}
 
 
-def create_lease(booking: Booking, queue: WorkQueue, caller: Caller, body: LeaseCreate) -> Lease:
+@dataclass(frozen=True)
+class CostChange:
+    """What a lease change would do to its cost (hours per resource class), undone."""
+
+    before: dict[str, str]
+    after: dict[str, str]
+    start: datetime
+    end: datetime
+
+    def difference(self) -> dict[str, Decimal]:
+        """Hours charged (positive) or refunded (negative) per resource class."""
+        keys = sorted(set(self.before) | set(self.after))
+        return {k: Decimal(self.after.get(k, "0")) - Decimal(self.before.get(k, "0")) for k in keys}
+
+
+class _Preview(Exception):
+    """Raised inside a booking transaction to undo it, carrying what it would have done."""
+
+    def __init__(self, change: CostChange) -> None:
+        super().__init__("preview")
+        self.change = change
+
+
+def _preview(fn: Callable[[], Lease]) -> CostChange:
+    try:
+        lease = fn()  # only a lease already ending comes back: nothing was to change
+    except _Preview as done:
+        return done.change
+    cost = dict(lease.status.get("cost", {}))
+    return CostChange(cost, cost, lease.start_at, lease.end_at)
+
+
+def preview_create(
+    booking: Booking, queue: WorkQueue, caller: Caller, body: LeaseCreate
+) -> CostChange:
+    """What creating this lease would cost, with every check (capacity, credits) made;
+    nothing is booked."""
+    return _preview(lambda: create_lease(booking, queue, caller, body, dry_run=True))
+
+
+def preview_update(
+    booking: Booking, queue: WorkQueue, caller: Caller, ref: str, body: LeaseUpdate
+) -> CostChange:
+    """What this change would charge or refund, every check made; nothing changes."""
+    return _preview(lambda: update_lease(booking, queue, caller, ref, body, dry_run=True))
+
+
+def preview_end(booking: Booking, queue: WorkQueue, caller: Caller, ref: str) -> CostChange:
+    """What ending this lease now would refund; nothing changes."""
+    return _preview(lambda: end_lease(booking, queue, caller, ref, dry_run=True))
+
+
+def create_lease(
+    booking: Booking, queue: WorkQueue, caller: Caller, body: LeaseCreate, *, dry_run: bool = False
+) -> Lease:
     """Place a lease, charge its cost and queue its start."""
     tenancy_id = caller.require_tenancy()
     with booking.transaction(credits.CREDITS_LOCK) as (session, engine):
@@ -230,6 +284,8 @@ def create_lease(booking: Booking, queue: WorkQueue, caller: Caller, body: Lease
         credits.settle(
             session, tenancy_id, lease.id, cost, start, end, note=f"lease '{lease.name}' created"
         )
+        if dry_run:
+            raise _Preview(CostChange({}, _cost_json(cost), start, end))
         lease.status = {"cost": _cost_json(cost)}
         _store_placement(session, lease, result)
         created(session, lease, f"booked {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}")
@@ -252,7 +308,13 @@ def _lease_names(session: Session, ids: set[str]) -> dict[str, str]:
 
 
 def update_lease(
-    booking: Booking, queue: WorkQueue, caller: Caller, ref: str, body: LeaseUpdate
+    booking: Booking,
+    queue: WorkQueue,
+    caller: Caller,
+    ref: str,
+    body: LeaseUpdate,
+    *,
+    dry_run: bool = False,
 ) -> Lease:
     """Move, extend, shorten, grow or shrink a lease; re-placed when its hosts are taken."""
     tenancy_id = caller.require_tenancy()
@@ -344,6 +406,9 @@ def update_lease(
             end_check,
             note=f"lease '{lease.name}' updated",
         )
+        if dry_run:
+            was = dict(lease.status.get("cost", {}))
+            raise _Preview(CostChange(was, _cost_json(cost), start_check, end_check))
         lease.start_at, lease.end_at = start_check, end_check
         lease.before_end_at = before_end_at
         lease.spec = {"reservations": spec}
@@ -363,7 +428,9 @@ def _has_servers(session: Session, lease_id: str) -> bool:
     return bool(session.scalar(select(func.count()).where(Server.lease_id == lease_id)))
 
 
-def end_lease(booking: Booking, queue: WorkQueue, caller: Caller, ref: str) -> Lease:
+def end_lease(
+    booking: Booking, queue: WorkQueue, caller: Caller, ref: str, *, dry_run: bool = False
+) -> Lease:
     """End a lease now (refunding the unused part) or cancel it before it starts."""
     tenancy_id = caller.require_tenancy()
     with booking.transaction(credits.CREDITS_LOCK) as (session, engine):
@@ -389,7 +456,13 @@ def end_lease(booking: Booking, queue: WorkQueue, caller: Caller, ref: str) -> L
                 new_end,
                 note=f"lease '{lease.name}' ended early by {caller.user_name}",
             )
+            if dry_run:
+                was = dict(lease.status.get("cost", {}))
+                raise _Preview(CostChange(was, _cost_json(cost), lease.start_at, new_end))
             lease.status = {**lease.status, "cost": _cost_json(cost)}
+        if dry_run:
+            cost_now = dict(lease.status.get("cost", {}))
+            raise _Preview(CostChange(cost_now, cost_now, lease.start_at, new_end))
         if lease.phase == LeasePhase.PENDING:
             move(session, lease, LeasePhase.ENDED, f"cancelled by {caller.user_name}")
             engine.release(lease.id)

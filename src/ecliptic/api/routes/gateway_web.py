@@ -61,7 +61,7 @@ def message_page(status: int, title: str, message: str, action: str = "") -> HTM
     )
 
 
-def _auth(rt: Runtime) -> gateway.GatewayAuth:
+def gateway_auth(rt: Runtime) -> gateway.GatewayAuth:
     cached: gateway.GatewayAuth | None = getattr(rt, "_gateway_auth", None)
     if cached is None:
         s = rt.settings
@@ -178,7 +178,7 @@ def portal_logout_page(request: Request, rt: RuntimeDep, next: str = "/login") -
     if not token:
         return RedirectResponse(_after_logout(next), status_code=303)
     form = _logout_form(
-        "/logout", _auth(rt).csrf_token("portal", token), gateway.safe_next(next), "Sign out"
+        "/logout", gateway_auth(rt).csrf_token("portal", token), gateway.safe_next(next), "Sign out"
     )
     return message_page(
         200, "Sign out", "Sign out of Ecliptic, and of every service you opened with it?", form
@@ -195,7 +195,7 @@ async def portal_logout(request: Request, rt: RuntimeDep) -> Response:
     form = parse_qs((await request.body()).decode(errors="replace"), max_num_fields=10)
     token = request.cookies.get(_portal_cookie(request), "")
     csrf = (form.get("csrf") or [""])[0]
-    if token and not _auth(rt).check_csrf("portal", token, csrf):
+    if token and not gateway_auth(rt).check_csrf("portal", token, csrf):
         return message_page(403, "Refused", "This sign-out form is not from this page.")
     if token:
         await run_in_threadpool(revoke_browser_token, rt.db, token)
@@ -232,12 +232,15 @@ def authorize(
         return RedirectResponse("/login?" + urlencode({"next": again}), status_code=303)
     token = request.cookies.get(_portal_cookie(request), "")
     try:
-        target = _auth(rt).authorize(
+        target = gateway_auth(rt).authorize(
             user, host, next, scheme, state=state, portal_token_id=token_id(rt.db, token)
         )
     except EclipticError as exc:
         form = _logout_form(
-            "/logout", _auth(rt).csrf_token("portal", token), again, "Sign in as someone else"
+            "/logout",
+            gateway_auth(rt).csrf_token("portal", token),
+            again,
+            "Sign in as someone else",
         )
         return message_page(exc.status, "You cannot open this service", exc.message, form)
     return RedirectResponse(target, status_code=303)
@@ -254,7 +257,7 @@ def decide(
     authorization: Annotated[str, Header()] = "",
 ) -> Response:
     """nginx ``auth_request``: may this request reach the service at ``X-Ecliptic-Host``?"""
-    d = _auth(rt).decide(
+    d = gateway_auth(rt).decide(
         host=x_ecliptic_host,
         uri=x_ecliptic_uri,
         scheme=x_ecliptic_scheme,
@@ -294,7 +297,7 @@ def start(
     then go and sign in at the portal."""
     host = _service_host(request, x_ecliptic_host)
     scheme = x_forwarded_proto or request.url.scheme
-    state, url = _auth(rt).begin(host, next, scheme)
+    state, url = gateway_auth(rt).begin(host, next, scheme)
     response = RedirectResponse(url, status_code=303)
     response.set_cookie(
         credentials.cookie_name(credentials.STATE_COOKIE, scheme == "https"),
@@ -323,7 +326,7 @@ def callback(
     https = (x_forwarded_proto or request.url.scheme) == "https"
     state = request.cookies.get(credentials.cookie_name(credentials.STATE_COOKIE, https), "")
     try:
-        value = _auth(rt).exchange(code, host, state)
+        value = gateway_auth(rt).exchange(code, host, state)
     except EclipticError as exc:
         return message_page(exc.status, "Sign-in link not valid", exc.message)
     response = RedirectResponse(gateway.safe_next(next), status_code=303)
@@ -362,7 +365,7 @@ def logout_page(
     value = request.cookies.get(name, "")
     if not value:
         return message_page(200, "Signed out", "You are not signed in to this service.")
-    token = _auth(rt).csrf_token("service", value)
+    token = gateway_auth(rt).csrf_token("service", value)
     form = _logout_form("/_ecliptic/logout", token, "/", "Sign out")
     return message_page(200, "Sign out", "Sign out of this service?", form)
 
@@ -381,11 +384,11 @@ async def logout(
     form = parse_qs((await request.body()).decode(errors="replace"), max_num_fields=10)
     name, https = _session_cookie(request, x_forwarded_proto)
     value = request.cookies.get(name, "")
-    if value and not _auth(rt).check_csrf("service", value, (form.get("csrf") or [""])[0]):
+    if value and not gateway_auth(rt).check_csrf("service", value, (form.get("csrf") or [""])[0]):
         return message_page(403, "Refused", "This sign-out form is not from this page.")
     if value:
         await run_in_threadpool(
-            _auth(rt).end_session, value, _service_host(request, x_ecliptic_host)
+            gateway_auth(rt).end_session, value, _service_host(request, x_ecliptic_host)
         )
     response = message_page(200, "Signed out", "You are signed out of this service.")
     response.delete_cookie(name, secure=https, httponly=True)

@@ -1,0 +1,46 @@
+"""Form fields to validated inputs: the API's own pydantic models, errors per field."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from ecliptic.errors import InvalidInput
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def field_errors(exc: ValidationError) -> dict[str, str]:
+    """The first problem of every field, by its dotted name, said plainly."""
+    out: dict[str, str] = {}
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()) if not isinstance(p, int)) or "form"
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        out.setdefault(loc, msg)
+    return out
+
+
+def parse(model: type[M] | TypeAdapter[Any], data: dict[str, Any]) -> Any:
+    """``data`` validated by the API's model: an ``InvalidInput`` naming each bad field."""
+    try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        raise InvalidInput(
+            "; ".join(f"{k}: {v}" for k, v in errors.items()),
+            errors=[{"loc": k.split("."), "field": k, "msg": v} for k, v in errors.items()],
+        ) from None
+
+
+def errors_of(exc: InvalidInput) -> dict[str, str]:
+    """An ``InvalidInput``'s problems by field (for inline messages)."""
+    out: dict[str, str] = {}
+    for e in exc.errors:
+        key = e.get("field") or ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        out.setdefault(str(key), str(e.get("msg", "")))
+    return out

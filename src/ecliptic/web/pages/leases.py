@@ -1,0 +1,358 @@
+"""Reservations: the availability finder, creating leases with their cost shown first,
+extending, shortening and ending them, and the calendar."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Query
+from fastapi.responses import HTMLResponse, Response
+from pydantic import TypeAdapter
+
+from ecliptic.api.routes.leases import lease_out
+from ecliptic.errors import EclipticError, InvalidInput
+from ecliptic.services import catalogue, credits, leases
+from ecliptic.services.inputs import LeaseCreate, LeaseUpdate, ReservationIn
+from ecliptic.web import calendar as drawing
+from ecliptic.web.forms import errors_of, parse
+from ecliptic.web.pages.common import Here, HereDep, page_router
+from ecliptic.web.render import page, redirect
+from ecliptic.web.session import form_of, one
+
+router = page_router()
+RESERVATION: TypeAdapter[Any] = TypeAdapter(ReservationIn)
+Text = Annotated[str, Query(max_length=2000)]
+FIND_FIELDS = (
+    "kind",
+    "count",
+    "flavor",
+    "profile",
+    "gpu_model",
+    "where",
+    "duration",
+    "not_before",
+    "alternatives",
+)
+
+
+def _reservation(q: dict[str, str]) -> dict[str, Any]:
+    """A reservation from the finder's fields (empty ones left out)."""
+    kind = q.get("kind") or "host"
+    out: dict[str, Any] = {"kind": kind}
+    count = q.get("count", "").strip()
+    if count:
+        out["count"] = int(count) if count.isdigit() else count
+    for key in {
+        "host": ("where",),
+        "flavor": ("flavor", "where"),
+        "gpu_slice": ("profile", "gpu_model", "where"),
+    }.get(kind, ()):
+        if q.get(key, "").strip():
+            out[key] = q[key].strip()
+    return out
+
+
+def _when(text: str) -> datetime | str:
+    """A ``datetime-local`` field (read as UTC), or "now" when empty."""
+    text = text.strip()
+    if not text or text == "now":
+        return "now"
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"'{text}' is not a date and time: write YYYY-MM-DDTHH:MM (UTC)",
+            errors=[{"field": "not_before", "msg": "write YYYY-MM-DDTHH:MM (UTC)"}],
+        ) from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _flavors(here: Here) -> list[Any]:
+    return catalogue.list_flavors(here.rt.db)
+
+
+@router.get("/t/{tenancy}/leases")
+async def list_page(here: HereDep, ended: Annotated[bool, Query()] = False) -> HTMLResponse:
+    """The tenancy's leases (ended ones on request)."""
+    rows = await here.run(leases.list_leases, here.rt.booking, here.caller, include_ended=ended)
+    return page(
+        here.request,
+        "leases/list.html",
+        here.v,
+        tenancy=here.tenancy,
+        title="Reservations",
+        leases=sorted(rows, key=lambda x: x.start_at),
+        ended=ended,
+    )
+
+
+@router.get("/t/{tenancy}/leases/find")
+async def find_page(
+    here: HereDep,
+    kind: Annotated[str, Query(max_length=16)] = "host",
+    count: Annotated[str, Query(max_length=8)] = "1",
+    flavor: Annotated[str, Query(max_length=63)] = "",
+    profile: Annotated[str, Query(max_length=16)] = "",
+    gpu_model: Annotated[str, Query(max_length=63)] = "",
+    where: Text = "",
+    duration: Annotated[str, Query(max_length=32)] = "",
+    not_before: Annotated[str, Query(max_length=32)] = "",
+    alternatives: Annotated[int, Query(ge=0, le=10)] = 3,
+) -> HTMLResponse:
+    """The availability finder: the earliest windows for a request, with alternatives."""
+    q = {
+        "kind": kind,
+        "count": count,
+        "flavor": flavor,
+        "profile": profile,
+        "gpu_model": gpu_model,
+        "where": where,
+        "duration": duration,
+        "not_before": not_before,
+        "alternatives": str(alternatives),
+    }
+    windows: list[dict[str, Any]] = []
+    errors: dict[str, str] = {}
+    message = ""
+    searched = bool(duration)
+    if searched:
+        try:
+            r = parse(RESERVATION, _reservation(q))
+            found, hosts = await here.run(
+                leases.find_windows,
+                here.rt.booking,
+                here.caller,
+                [r],
+                duration,
+                _when(not_before),
+                "90d",
+                alternatives,
+            )
+            windows = [
+                {
+                    "start": w.start,
+                    "end": w.end,
+                    "hosts": w.placement.hosts(r.name),
+                    "cost": leases.window_cost(w, hosts, [r]),
+                }
+                for w in found
+            ]
+        except InvalidInput as exc:
+            errors, message = errors_of(exc), exc.message
+        except EclipticError as exc:
+            message = exc.message
+    return page(
+        here.request,
+        "leases/find.html",
+        here.v,
+        tenancy=here.tenancy,
+        title="Find capacity",
+        q=q,
+        windows=windows,
+        errors=errors,
+        message=message,
+        searched=searched,
+        flavors=await here.run(_flavors, here),
+        balances=await here.run(credits.list_balances, here.rt.db, here.caller),
+    )
+
+
+def _create_body(q: dict[str, str]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": q.get("name", ""),
+        "start": _when(q.get("start", "")),
+        "reservations": [_reservation(q)],
+    }
+    if q.get("end"):
+        body["end"] = _when(q["end"])
+    elif q.get("duration"):
+        body["duration"] = q["duration"]
+    if q.get("before_end"):
+        body["before_end"] = q["before_end"]
+    return body
+
+
+Short = Annotated[str, Query(max_length=63)]
+
+
+@router.get("/t/{tenancy}/leases/new")
+async def new_page(
+    here: HereDep,
+    name: Short = "",
+    kind: Annotated[str, Query(max_length=16)] = "host",
+    count: Annotated[str, Query(max_length=8)] = "1",
+    flavor: Short = "",
+    profile: Annotated[str, Query(max_length=16)] = "",
+    gpu_model: Short = "",
+    where: Text = "",
+    start: Annotated[str, Query(max_length=40)] = "",
+    end: Annotated[str, Query(max_length=40)] = "",
+    duration: Annotated[str, Query(max_length=32)] = "",
+    before_end: Annotated[str, Query(max_length=32)] = "",
+) -> HTMLResponse:
+    """A lease to create, its cost and the credits it takes shown before confirming."""
+    q = {
+        "name": name,
+        "kind": kind,
+        "count": count,
+        "flavor": flavor,
+        "profile": profile,
+        "gpu_model": gpu_model,
+        "where": where,
+        "start": start,
+        "end": end,
+        "duration": duration,
+        "before_end": before_end,
+    }
+    preview = None
+    errors: dict[str, str] = {}
+    message = ""
+    if q.get("name") and (q.get("end") or q.get("duration")):
+        try:
+            body = parse(LeaseCreate, _create_body(q))
+            preview = await here.run(
+                leases.preview_create, here.rt.booking, here.rt.queue, here.caller, body
+            )
+        except InvalidInput as exc:
+            errors, message = errors_of(exc), exc.message
+        except EclipticError as exc:
+            message = exc.message
+    return page(
+        here.request,
+        "leases/new.html",
+        here.v,
+        tenancy=here.tenancy,
+        title="New lease",
+        q=q,
+        preview=preview,
+        errors=errors,
+        message=message,
+        flavors=await here.run(_flavors, here),
+        balances=await here.run(credits.list_balances, here.rt.db, here.caller),
+    )
+
+
+@router.post("/t/{tenancy}/leases")
+async def create(here: HereDep) -> Response:
+    """Create the lease previewed (its cost is charged at once)."""
+    form = await form_of(here.request, here.v)
+    q = {k: one(form, k) for k in form}
+    body = parse(LeaseCreate, _create_body(q))
+    lease = await here.run(leases.create_lease, here.rt.booking, here.rt.queue, here.caller, body)
+    return redirect(f"{here.base}/leases/{lease.name}?done=created")
+
+
+def _update_body(q: dict[str, str]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    how = q.get("how", "extend")
+    amount = q.get("amount", "").strip()
+    if how in ("extend", "shorten"):
+        body[how] = amount
+    elif how == "end":
+        body["end"] = _when(amount)
+    else:
+        raise InvalidInput(f"unknown change '{how}': extend, shorten or a new end")
+    return body
+
+
+@router.get("/t/{tenancy}/leases/{name}")
+async def lease_page(
+    here: HereDep,
+    name: str,
+    how: Annotated[str, Query(max_length=8)] = "",
+    amount: Annotated[str, Query(max_length=32)] = "",
+    done: Annotated[str, Query(max_length=16)] = "",
+    end: Annotated[bool, Query()] = False,
+) -> HTMLResponse:
+    """One lease: its reservations and hosts, events, and changes with their cost first."""
+    rt, c = here.rt, here.caller
+    lease = await here.run(leases.get_lease, rt.booking, c, name)
+    out = lease_out(lease, await here.run(leases.lease_servers, rt.booking, lease.id))
+    events = await here.run(leases.lease_events, rt.booking, c, name)
+    change = None
+    errors: dict[str, str] = {}
+    message = ""
+    if how and amount:
+        try:
+            body = parse(LeaseUpdate, _update_body({"how": how, "amount": amount}))
+            change = await here.run(leases.preview_update, rt.booking, rt.queue, c, name, body)
+        except InvalidInput as exc:
+            errors, message = errors_of(exc), exc.message
+        except EclipticError as exc:
+            message = exc.message
+    ending = await here.run(leases.preview_end, rt.booking, rt.queue, c, name) if end else None
+    from ecliptic.services import platforms
+
+    plats = [
+        p for p in await here.run(platforms.list_platforms, rt.db, c) if p.lease_id == lease.id
+    ]
+    flash = {
+        "created": "Lease created: its cost was charged.",
+        "changed": "Lease changed.",
+        "ended": "Lease ended: the unused part was refunded.",
+    }.get(done, "")
+    return page(
+        here.request,
+        "leases/show.html",
+        here.v,
+        tenancy=here.tenancy,
+        title=f"Lease {lease.name}",
+        lease=out,
+        events=events,
+        change=change,
+        how=how or "extend",
+        amount=amount,
+        errors=errors,
+        message=message,
+        ending=ending,
+        platforms=plats,
+        flash=flash,
+    )
+
+
+@router.post("/t/{tenancy}/leases/{name}/change")
+async def change(here: HereDep, name: str) -> Response:
+    """Extend or shorten (the difference charged or refunded)."""
+    form = await form_of(here.request, here.v)
+    body = parse(
+        LeaseUpdate, _update_body({"how": one(form, "how"), "amount": one(form, "amount")})
+    )
+    await here.run(leases.update_lease, here.rt.booking, here.rt.queue, here.caller, name, body)
+    return redirect(f"{here.base}/leases/{name}?done=changed")
+
+
+@router.post("/t/{tenancy}/leases/{name}/end")
+async def end(here: HereDep, name: str) -> Response:
+    """End a lease now (or cancel one not started): the unused part is refunded."""
+    await form_of(here.request, here.v)
+    await here.run(leases.end_lease, here.rt.booking, here.rt.queue, here.caller, name)
+    return redirect(f"{here.base}/leases/{name}?done=ended")
+
+
+@router.get("/t/{tenancy}/calendar")
+async def calendar_page(
+    here: HereDep, days: Annotated[int, Query(ge=1, le=60)] = 7
+) -> HTMLResponse:
+    """The tenancy's leases as bars over the free capacity of each resource class."""
+    rt, c = here.rt, here.caller
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = now - timedelta(hours=now.hour % 6, minutes=now.minute)
+    end = start + timedelta(days=days)
+    bucket = "1h" if days <= 7 else "6h"
+    rows = await here.run(leases.calendar_window, rt.booking, c, start, end, days, bucket)
+    mine = await here.run(leases.list_leases, rt.booking, c, include_ended=True)
+    mine = [x for x in mine if x.end_at > start and x.start_at < end]
+    svg = drawing.gantt(start, end, now, rows, mine, link=f"{here.base}/leases/")
+    return page(
+        here.request,
+        "leases/calendar.html",
+        here.v,
+        tenancy=here.tenancy,
+        title="Calendar",
+        svg=svg,
+        days=days,
+        start=start,
+        end=end,
+        leases=mine,
+    )
