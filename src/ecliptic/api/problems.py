@@ -104,7 +104,7 @@ async def no_unknown_query(request: Request) -> None:
         return
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
-    if dependant is None:
+    if dependant is None or getattr(route, "any_query", False):
         return
     # Worked out once per route and kept on it (a route lives as long as its app).
     known: frozenset[str] | None = getattr(route, "_ecliptic_query_names", None)

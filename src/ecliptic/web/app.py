@@ -36,6 +36,12 @@ def vendor_file(name: str) -> Response:
     )
 
 
+@vendor.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for it on every site."""
+    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
+
+
 def install(app: FastAPI) -> None:
     """Serve the portal from ``app`` under ``/``."""
     app.include_router(vendor)

@@ -169,7 +169,10 @@ def error_page(request: Request, exc: EclipticError) -> Response:
 
 
 class PageRoute(APIRoute):
-    """A route whose Ecliptic errors become pages, not problem documents."""
+    """A route whose Ecliptic errors become pages, not problem documents. Like any web page
+    it ignores query parameters it does not know (forms name fields per parameter)."""
+
+    any_query = True
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

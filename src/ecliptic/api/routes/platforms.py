@@ -50,7 +50,8 @@ def _type_out(entry: CatalogueEntry) -> PlatformTypeOut:
     )
 
 
-def _images(rt: Runtime) -> platforms.ImageNames:
+def image_names(rt: Runtime) -> platforms.ImageNames:
+    """The names of the images the backend holds (asked when a platform names one)."""
     return lambda: {i.name for i in rt.backend.images()}
 
 
@@ -139,8 +140,8 @@ def create_platform(body: PlatformCreate, caller: CallerDep, rt: RuntimeDep) -> 
         rt.queue,
         caller,
         rt.catalogue,
-        _images(rt),
-        _create_input(body),
+        image_names(rt),
+        create_input(body),
         rt.backend.used_ranges,
         allow_preemptible=rt.settings.platform_preemptible,
     )
@@ -156,11 +157,16 @@ def plan_platform(body: PlatformCreate, caller: CallerDep, rt: RuntimeDep) -> Pl
         rt.queue,
         caller,
         rt.catalogue,
-        _images(rt),
-        _create_input(body),
+        image_names(rt),
+        create_input(body),
         rt.backend.used_ranges,
         allow_preemptible=rt.settings.platform_preemptible,
     )
+    return plan_out(plan)
+
+
+def plan_out(plan: platforms.PlatformPlan) -> PlatformPlanOut:
+    """A plan's body: its servers, totals and hourly cost by resource class."""
     hourly: dict[str, Decimal] = {}
     for srv in plan.servers:
         for rc, rate in srv.hourly.items():
@@ -178,7 +184,8 @@ def plan_platform(body: PlatformCreate, caller: CallerDep, rt: RuntimeDep) -> Pl
     )
 
 
-def _create_input(body: PlatformCreate) -> platforms.PlatformCreate:
+def create_input(body: PlatformCreate) -> platforms.PlatformCreate:
+    """The service's create request from the API's body."""
     return platforms.PlatformCreate(
         name=body.name,
         type=body.type,
@@ -204,7 +211,7 @@ def patch_platform(ref: str, body: PlatformPatch, caller: CallerDep, rt: Runtime
         caller,
         ref,
         dict(body.parameters),
-        _images(rt),
+        image_names(rt),
         rt.backend.used_ranges,
     )
     return platform_out(rt, row)

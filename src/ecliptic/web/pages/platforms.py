@@ -1,7 +1,233 @@
-"""Portal pages: platforms."""
+"""Platforms: the list, and a platform's page (phase and live timeline, services through the
+gateway, usage, access list, patch, retry, delete, a failed step's output)."""
 
 from __future__ import annotations
 
-from ecliptic.web.pages.common import page_router
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Header, Query
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+from ecliptic.api.routes.platforms import image_names, platform_out
+from ecliptic.api.schemas import PlatformAccessSet, PlatformPatch
+from ecliptic.errors import InvalidInput, NotFound
+from ecliptic.services import platforms
+from ecliptic.store.models import Event, Platform
+from ecliptic.web.forms import parse
+from ecliptic.web.pages.catalogue import body_from, choices_for, members
+from ecliptic.web.pages.common import Here, HereDep, page_router
+from ecliptic.web.render import page, redirect
+from ecliptic.web.session import form_of
 
 router = page_router()
+STREAM_S = 300.0
+"""An event stream ends after this long; the browser's EventSource reconnects (resuming
+from the last event it saw), so no connection is held forever."""
+TICK_S = 1.0
+_md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+
+
+def usage_html(text: str) -> Markup:
+    """A type's usage text (Markdown, raw HTML off) as HTML."""
+    return Markup(_md.render(text))
+
+
+def _event(e: Event) -> dict[str, Any]:
+    moved = e.from_phase != e.to_phase
+    message = (f"{e.from_phase or 'new'} → {e.to_phase}: " if moved else "") + e.reason
+    warning = e.to_phase in ("FAILED", "DEGRADED") or "warning" in e.reason.lower()
+    return {
+        "id": e.id,
+        "at": f"{e.at:%H:%M:%S}",
+        "message": message,
+        "kind": "warning" if warning else "info",
+    }
+
+
+def _events_after(here: Here, name: str, after: int) -> tuple[str, list[dict[str, Any]]]:
+    rows = platforms.platform_events(here.rt.db, here.caller, name)
+    with here.rt.db.read() as session:
+        row = platforms.find_platform(session, here.caller.require_tenancy(), name)
+        phase = row.phase
+    return phase, [_event(e) for e in rows if e.id > after]
+
+
+@router.get("/t/{tenancy}/platforms")
+async def list_page(
+    here: HereDep, deleting: Annotated[str, Query(max_length=63)] = ""
+) -> HTMLResponse:
+    """The tenancy's platforms."""
+    rows = await here.run(platforms.list_platforms, here.rt.db, here.caller)
+    flash = f"Platform {deleting} is being deleted." if deleting else ""
+    return page(
+        here.request,
+        "platforms/list.html",
+        here.v,
+        tenancy=here.tenancy,
+        title="Platforms",
+        platforms=rows,
+        flash=flash,
+        choices=await here.run(choices_for, here, ptype),
+    )
+
+
+def _load(here: Here, name: str) -> tuple[Platform, Any, list[Event], list[str]]:
+    row = platforms.get_platform(here.rt.db, here.caller, name)
+    out = platform_out(here.rt, row)
+    events = platforms.platform_events(here.rt.db, here.caller, name)
+    return row, out, events, members(here)
+
+
+@router.get("/t/{tenancy}/platforms/{name}")
+async def platform_page(
+    here: HereDep,
+    name: str,
+    delete: Annotated[bool, Query()] = False,
+    done: Annotated[str, Query(max_length=16)] = "",
+) -> HTMLResponse:
+    """One platform, live while it builds."""
+    row, out, events, people = await here.run(_load, here, name)
+    ptype = platforms.type_of(row)
+    mutable = [p for p in ptype.parameters if not p.immutable and not p.hidden]
+    terminal = next(
+        (s for s in out.services if s.url and "terminal" in (s.name + s.label).lower()), None
+    )
+    flash = {
+        "patched": "Change saved: the platform is updating.",
+        "access": "Access list saved.",
+        "retry": "Retrying from the failed step.",
+        "deleting": "Deleting.",
+    }.get(done, "")
+    return page(
+        here.request,
+        "platforms/show.html",
+        here.v,
+        tenancy=here.tenancy,
+        title=f"Platform {row.name}",
+        p=out,
+        row=row,
+        ptype=ptype,
+        events=[_event(e) for e in events],
+        members=people,
+        mutable=mutable,
+        usage=usage_html(out.usage),
+        confirm_delete=delete,
+        terminal=terminal,
+        flash=flash,
+    )
+
+
+@router.get("/t/{tenancy}/platforms/{name}/events.json")
+async def events_json(
+    here: HereDep, name: str, after: Annotated[int, Query(ge=0)] = 0
+) -> JSONResponse:
+    """The timeline after event ``after`` and the phase (the page's polling fallback)."""
+    phase, events = await here.run(_events_after, here, name, after)
+    return JSONResponse({"phase": phase, "events": events}, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/t/{tenancy}/platforms/{name}/events/stream")
+async def events_stream(
+    here: HereDep,
+    name: str,
+    last_event_id: Annotated[str, Header(max_length=20)] = "",
+) -> StreamingResponse:
+    """The timeline as server-sent events: new events as they happen, and the phase."""
+    after = int(last_event_id) if last_event_id.isdigit() else 0
+    phase, first = await here.run(_events_after, here, name, after)
+
+    async def stream() -> AsyncIterator[str]:
+        nonlocal after
+        seen_phase = ""
+        batch, current = first, phase
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STREAM_S
+        yield "retry: 2000\n\n"
+        while True:
+            for ev in batch:
+                after = max(after, int(ev["id"]))
+                yield f"id: {ev['id']}\nevent: event\ndata: {json.dumps(ev)}\n\n"
+            if current != seen_phase:
+                seen_phase = current
+                yield f"event: phase\ndata: {json.dumps({'phase': current})}\n\n"
+            if loop.time() > deadline or await here.request.is_disconnected():
+                return
+            await asyncio.sleep(TICK_S)
+            try:
+                current, batch = await here.run(_events_after, here, name, after)
+            except NotFound:
+                yield f"event: phase\ndata: {json.dumps({'phase': 'DELETED'})}\n\n"
+                return
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post("/t/{tenancy}/platforms/{name}/patch")
+async def patch(here: HereDep, name: str) -> Response:
+    """Change mutable parameters (e.g. the number of nodes)."""
+    form = await form_of(here.request, here.v)
+    row = await here.run(platforms.get_platform, here.rt.db, here.caller, name)
+    body = parse(PlatformPatch, body_from(platforms.type_of(row), form, patch=True))
+    await here.run(
+        platforms.patch_platform,
+        here.rt.booking,
+        here.rt.queue,
+        here.caller,
+        name,
+        dict(body.parameters),
+        image_names(here.rt),
+        here.rt.backend.used_ranges,
+    )
+    return redirect(f"{here.base}/platforms/{name}?done=patched")
+
+
+@router.post("/t/{tenancy}/platforms/{name}/access")
+async def access(here: HereDep, name: str) -> Response:
+    """Who may use the platform: members of the tenancy (the form's ticked boxes, or the
+    list with one name added or taken away)."""
+    form = await form_of(here.request, here.v)
+    row = await here.run(platforms.get_platform, here.rt.db, here.caller, name)
+    now = (await here.run(platform_out, here.rt, row)).access
+    users: list[str]
+    if "users" in form or "users.shown" in form:
+        users = [u for u in form.get("users", []) if u]
+    else:
+        users = list(now)
+        add = (form.get("add") or [""])[0].strip()
+        remove = (form.get("remove") or [""])[0].strip()
+        if add and add not in users:
+            users.append(add)
+        if remove:
+            users = [u for u in users if u != remove]
+    body = parse(PlatformAccessSet, {"users": users})
+    await here.run(
+        platforms.set_access, here.rt.db, here.rt.queue, here.caller, name, list(body.users)
+    )
+    return redirect(f"{here.base}/platforms/{name}?done=access#access")
+
+
+@router.post("/t/{tenancy}/platforms/{name}/retry")
+async def retry(here: HereDep, name: str) -> Response:
+    """Resume a failed platform from the step that failed."""
+    await form_of(here.request, here.v)
+    await here.run(platforms.retry_platform, here.rt.db, here.rt.queue, here.caller, name)
+    return redirect(f"{here.base}/platforms/{name}?done=retry")
+
+
+@router.post("/t/{tenancy}/platforms/{name}/delete")
+async def delete(here: HereDep, name: str) -> Response:
+    """Delete the platform: its services, servers and networks go (its lease stays)."""
+    form = await form_of(here.request, here.v)
+    if (form.get("confirm") or [""])[0].strip() != name:
+        raise InvalidInput(f"type the platform's name ({name}) to confirm that it is to go")
+    await here.run(platforms.delete_platform, here.rt.db, here.rt.queue, here.caller, name)
+    return redirect(f"{here.base}/platforms?deleting={name}")
