@@ -72,7 +72,6 @@ async def list_page(
         title="Platforms",
         platforms=rows,
         flash=flash,
-        choices=await here.run(choices_for, here, ptype),
     )
 
 
@@ -119,6 +118,7 @@ async def platform_page(
         confirm_delete=delete,
         terminal=terminal,
         flash=flash,
+        choices=await here.run(choices_for, here, ptype),
     )
 
 
