@@ -41,6 +41,7 @@ def errors_of(exc: InvalidInput) -> dict[str, str]:
     """An ``InvalidInput``'s problems by field (for inline messages)."""
     out: dict[str, str] = {}
     for e in exc.errors:
-        key = e.get("field") or ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-        out.setdefault(str(key), str(e.get("msg", "")))
+        key = str(e.get("field") or ".".join(str(p) for p in e.get("loc", ()) if p != "body"))
+        # A form holds one reservation: its fields go by their own names.
+        out.setdefault(key.removeprefix("reservations."), str(e.get("msg", "")))
     return out

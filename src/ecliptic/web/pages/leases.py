@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import Query
 from fastapi.responses import HTMLResponse, Response
-from pydantic import TypeAdapter
 
 from ecliptic.api.routes.leases import lease_out
+from ecliptic.api.schemas import FindRequest
 from ecliptic.errors import EclipticError, InvalidInput
 from ecliptic.services import catalogue, credits, leases
-from ecliptic.services.inputs import LeaseCreate, LeaseUpdate, ReservationIn
+from ecliptic.services.inputs import LeaseCreate, LeaseUpdate
 from ecliptic.web import calendar as drawing
 from ecliptic.web.forms import errors_of, parse
 from ecliptic.web.pages.common import Here, HereDep, page_router
@@ -21,7 +21,6 @@ from ecliptic.web.render import page, redirect
 from ecliptic.web.session import form_of, one
 
 router = page_router()
-RESERVATION: TypeAdapter[Any] = TypeAdapter(ReservationIn)
 Text = Annotated[str, Query(max_length=2000)]
 FIND_FIELDS = (
     "kind",
@@ -118,16 +117,25 @@ async def find_page(
     searched = bool(duration)
     if searched:
         try:
-            r = parse(RESERVATION, _reservation(q))
+            body = parse(
+                FindRequest,
+                {
+                    "reservations": [_reservation(q)],
+                    "duration": duration,
+                    "not_before": _when(not_before),
+                    "alternatives": alternatives,
+                },
+            )
+            r = body.reservations[0]
             found, hosts = await here.run(
                 leases.find_windows,
                 here.rt.booking,
                 here.caller,
-                [r],
-                duration,
-                _when(not_before),
-                "90d",
-                alternatives,
+                body.reservations,
+                body.duration,
+                body.not_before,
+                body.horizon,
+                body.alternatives,
             )
             windows = [
                 {
