@@ -41,7 +41,7 @@ def gantt(
     height = 34 + rows * ROW_H
     out: list[str] = [
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {LABEL_W + CHART_W + 10} {height}" '
-        f'width="{LABEL_W + CHART_W + 10}" role="img" aria-labelledby="cal-title cal-desc">',
+        f'width="{LABEL_W + CHART_W + 10}" role="figure" aria-labelledby="cal-title cal-desc">',
         '<title id="cal-title">Lease calendar</title>',
         f'<desc id="cal-desc">Free capacity per resource class and {len(leases)} leases of this tenancy '
         f"from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC</desc>",

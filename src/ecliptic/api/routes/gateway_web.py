@@ -86,14 +86,22 @@ def _portal_user(rt: Runtime, request: Request) -> User | None:
         return None
 
 
+def _purpose(next_uri: str) -> str:
+    if next_uri.startswith("/gateway/authorize"):
+        return "Sign in to open the service you asked for."
+    return "Reserve capacity, launch platforms and reach them, all in one place."
+
+
 @router.get("/login")
 def login_page(next: str = "/") -> HTMLResponse:
     """The sign-in form."""
+    target = gateway.safe_next(next)
     return _page(
         "login.html",
-        purpose="Sign in to open the service you asked for.",
-        next=html.escape(gateway.safe_next(next)),
+        purpose=_purpose(target),
+        next=html.escape(target),
         error="",
+        oidc="",
     )
 
 
@@ -125,9 +133,10 @@ async def login_submit(request: Request, rt: RuntimeDep) -> Response:
         page = _page(
             "login.html",
             exc.status,
-            purpose="Sign in to open the service you asked for.",
+            purpose=_purpose(target),
             next=html.escape(target),
-            error=f'<p class="error">{html.escape(exc.message)}</p>',
+            error=f'<p class="form-error" role="alert">{html.escape(exc.message)}</p>',
+            oidc="",
         )
         if isinstance(exc, TooManyAttempts):
             page.headers["Retry-After"] = str(exc.retry_after_s)
