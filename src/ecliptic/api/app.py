@@ -26,6 +26,7 @@ from ecliptic.api.routes import (
     services,
 )
 from ecliptic.runtime import Runtime
+from ecliptic.web import oidc
 
 API_PREFIX = "/api/v1"
 
@@ -60,6 +61,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
 
     app.include_router(gateway_web.router)
+    app.include_router(oidc.router)
 
     @app.get(f"{API_PREFIX}/health", tags=["meta"])
     def health() -> dict[str, str]:
