@@ -241,3 +241,22 @@ def test_the_flow_cookie_is_httponly_and_short_lived(ecliptic: Ecliptic, browser
     assert query["scope"] == "openid profile email groups"
     assert {"state", "nonce", "code_challenge"} <= set(query)
     assert query["state"] not in cookie and query["nonce"] not in cookie
+
+
+def test_failed_callbacks_from_one_address_are_throttled(tmp_path: Path) -> None:
+    env = {
+        "ECLIPTIC_OIDC_ISSUER": f"http://127.0.0.1:{free_port()}",
+        "ECLIPTIC_OIDC_CLIENT_ID": "x",
+    }
+    rt = start_runtime(tmp_path, env)
+    try:
+        with TestClient(create_app(rt)) as client:
+            answers = [
+                client.get("/login/oidc/callback", params={"code": "c", "state": "s"}).status_code
+                for _ in range(21)
+            ]
+            assert answers == [400] * 20 + [429]
+            r = client.get("/login/oidc/callback", params={"code": "c", "state": "s"})
+            assert "too many failed sign-ins" in r.text and int(r.headers["retry-after"]) > 0
+    finally:
+        rt.stop()
