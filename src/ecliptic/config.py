@@ -210,11 +210,12 @@ def oidc_settings() -> OidcSettings | None:
         not host
         or url.query
         or url.fragment
+        or len(issuer) > 255
         or not (url.scheme == "https" or (url.scheme == "http" and host in _LOOPBACK))
     ):
         raise InvalidSetting(
             f"ECLIPTIC_OIDC_ISSUER={issuer!r}: give the provider's https:// issuer URL "
-            "(plain http only on this machine's loopback)"
+            "(at most 255 characters; plain http only on this machine's loopback)"
         )
     return OidcSettings(
         issuer=issuer,

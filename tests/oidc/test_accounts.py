@@ -183,3 +183,15 @@ def test_a_flow_opens_only_with_its_key_its_state_and_in_time(tmp_path: Path) ->
         open_flow(SecretBox.load(tmp_path / "another-key"), sealed, "st", now=now)
     with pytest.raises(SignInExpired, match="not one this site started"):
         open_flow(box, sealed[:-4] + "AAAA", "st", now=now)
+
+
+def test_the_sign_in_button_goes_to_the_provider_and_back_to_a_safe_page() -> None:
+    from ecliptic.web.oidc import login_button
+
+    assert login_button(None) == ""
+    label = OidcSettings("https://idp.example.org", "c", label="Sign in with <Uni>")
+    assert login_button(label, "/servers?a=1") == (
+        '<a class="button oidc" href="/login/oidc?next=%2Fservers%3Fa%3D1">'
+        "Sign in with &lt;Uni&gt;</a>"
+    )
+    assert 'href="/login/oidc?next=%2F"' in login_button(label, "https://evil.example")

@@ -131,6 +131,10 @@ class InvalidIdToken(OidcError):
     title = "Sign-in not valid"
 
 
+class UnknownSigningKey(InvalidIdToken):
+    """The ID token names a key the provider does not (or no longer, or not yet) publish."""
+
+
 class NoTenancyYet(EclipticError):
     """Signed in, but none of the user's groups gives a tenancy."""
 
@@ -231,7 +235,7 @@ def check_id_token(
         raise InvalidIdToken(_bad_token(f"it is signed with {alg!r}, not one of {allowed}"))
     key = _pick_key(list(keys), header.get("kid"), alg)
     if key is None:
-        raise InvalidIdToken(_bad_token("it is signed with a key the provider does not publish"))
+        raise UnknownSigningKey(_bad_token("it is signed with a key the provider does not publish"))
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -497,9 +501,7 @@ class OidcClient:
 
         try:
             return check(self._signing_keys())
-        except InvalidIdToken as exc:
-            if "key the provider does not publish" not in exc.message:
-                raise
+        except UnknownSigningKey:
             return check(self._signing_keys(refresh=True))
 
     def _exchange(self, meta: ProviderMetadata, code: str, verifier: str) -> dict[str, Any]:
