@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -140,7 +140,6 @@ class Ecliptic:
 
     url: str
     runtime: Runtime
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def start_runtime(tmp: Path, env: dict[str, str], port: int = 0) -> Runtime:
