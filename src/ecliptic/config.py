@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -123,6 +124,8 @@ class Settings:
     gateway_peer_stale_s: float = 5.0
     """A replica whose heartbeat (every second) has not moved for this long is taken as gone:
     its tunnels are no longer forwarded to."""
+    oidc: OidcSettings | None = None
+    """Sign-in with an OpenID Connect provider (``ECLIPTIC_OIDC_*``); None: not offered."""
 
     @property
     def secret_key_path(self) -> Path:
@@ -145,6 +148,111 @@ class Settings:
             return self.portal_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class OidcGrant:
+    """One entry of ``ECLIPTIC_OIDC_GROUPS``: members of ``group`` get ``role`` in
+    ``tenancy``."""
+
+    group: str
+    """The group's name as the provider sends it in the groups claim."""
+    tenancy: str
+    """A tenancy's name, or ``*``: every tenancy (with role ``admin``: an Ecliptic
+    administrator)."""
+    role: str
+    """``member`` or ``admin`` (see ``ecliptic.services.identity.ROLES``)."""
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """An operator's OpenID Connect provider, and how its groups map to tenancies."""
+
+    issuer: str
+    """The provider's issuer URL (metadata at ``<issuer>/.well-known/openid-configuration``)."""
+    client_id: str
+    """Ecliptic's client id at the provider."""
+    client_secret: str = ""
+    """Ecliptic's client secret ('': a public client, which PKCE alone protects)."""
+    label: str = "Sign in with your institution"
+    """Text of the sign-in button."""
+    groups_claim: str = "groups"
+    """The claim (in the ID token or from the userinfo endpoint) that lists the user's groups."""
+    grants: tuple[OidcGrant, ...] = ()
+    """Which groups give which role in which tenancy."""
+
+
+OIDC_ROLES = ("member", "admin")
+"""Roles a group may grant in a tenancy (``ecliptic.services.identity.ROLES``)."""
+_TENANCY = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def oidc_settings() -> OidcSettings | None:
+    """The ``ECLIPTIC_OIDC_*`` variables, checked: None when no issuer is set."""
+    env = os.environ.get
+    issuer = env("ECLIPTIC_OIDC_ISSUER", "").strip().rstrip("/")
+    client_id = env("ECLIPTIC_OIDC_CLIENT_ID", "").strip()
+    if not issuer and not client_id:
+        return None
+    if not issuer or not client_id:
+        missing = "ECLIPTIC_OIDC_CLIENT_ID" if issuer else "ECLIPTIC_OIDC_ISSUER"
+        raise InvalidSetting(
+            f"{missing} is not set: OpenID Connect sign-in needs both the issuer URL and the "
+            "client id (or neither, to turn it off)"
+        )
+    try:
+        url = urlsplit(issuer)
+        host = url.hostname or ""
+    except ValueError:
+        url, host = urlsplit(""), ""
+    if (
+        not host
+        or url.query
+        or url.fragment
+        or len(issuer) > 255
+        or not (url.scheme == "https" or (url.scheme == "http" and host in _LOOPBACK))
+    ):
+        raise InvalidSetting(
+            f"ECLIPTIC_OIDC_ISSUER={issuer!r}: give the provider's https:// issuer URL "
+            "(at most 255 characters; plain http only on this machine's loopback)"
+        )
+    return OidcSettings(
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=env("ECLIPTIC_OIDC_CLIENT_SECRET", ""),
+        label=env("ECLIPTIC_OIDC_LABEL", "").strip() or "Sign in with your institution",
+        groups_claim=env("ECLIPTIC_OIDC_GROUPS_CLAIM", "").strip() or "groups",
+        grants=parse_oidc_groups(env("ECLIPTIC_OIDC_GROUPS", "")),
+    )
+
+
+def parse_oidc_groups(raw: str) -> tuple[OidcGrant, ...]:
+    """``group=tenancy:role,...`` (``*:admin``: an Ecliptic administrator) as grants; a bad
+    entry is an ``InvalidSetting`` that names it."""
+    grants = []
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        group, eq, target = entry.rpartition("=")
+        tenancy, colon, role = target.partition(":")
+        group, tenancy, role = group.strip(), tenancy.strip(), role.strip()
+        problem = ""
+        if not eq or not colon or not group:
+            problem = "write group=tenancy:role"
+        elif tenancy == "*" and role != "admin":
+            problem = "'*' only takes the role admin: '*:admin' makes administrators"
+        elif tenancy != "*" and not _TENANCY.match(tenancy):
+            problem = f"'{tenancy}' is not a tenancy name (lowercase letters, digits and '-')"
+        elif role not in OIDC_ROLES:
+            problem = f"'{role}' is not a role: give {' or '.join(OIDC_ROLES)}"
+        if problem:
+            raise InvalidSetting(
+                f"ECLIPTIC_OIDC_GROUPS entry {entry!r}: {problem}, e.g. "
+                "'physics=physics:member,physics-admins=physics:admin,cloud-ops=*:admin'"
+            )
+        grants.append(OidcGrant(group, tenancy, role))
+    return tuple(grants)
 
 
 QUOTA_MAX = 2**31 - 1
@@ -194,6 +302,7 @@ def load_settings(**overrides: object) -> Settings:
             hours=bounded_setting("ECLIPTIC_METER_WARN_HOURS", 24, 0, 24 * 366)
         ),
         **_gateway_settings(),
+        "oidc": oidc_settings(),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

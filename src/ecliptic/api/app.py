@@ -27,6 +27,7 @@ from ecliptic.api.routes import (
 )
 from ecliptic.runtime import Runtime
 from ecliptic.web import app as portal
+from ecliptic.web import oidc
 
 API_PREFIX = "/api/v1"
 
@@ -62,6 +63,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app.include_router(gateway_web.router)
     portal.install(app)
+    app.include_router(oidc.router)
 
     @app.get(f"{API_PREFIX}/health", tags=["meta"])
     def health() -> dict[str, str]:

@@ -17,6 +17,7 @@ from ecliptic.store.models import (
     ApiToken,
     GatewayCode,
     Membership,
+    OidcLink,
     Platform,
     PlatformAccess,
     Service,
@@ -168,10 +169,12 @@ def set_membership(db: Database, caller: Caller, tenancy: str, user: str, role: 
             select(Membership).where(Membership.tenancy_id == t.id, Membership.user_id == u.id)
         )
         if m is None:
-            m = Membership(tenancy_id=t.id, user_id=u.id, role=role)
+            m = Membership(tenancy_id=t.id, user_id=u.id, role=role, origin="manual")
             session.add(m)
         else:
             m.role = role
+            # Set by hand from now on: signing in with OpenID Connect no longer changes it.
+            m.origin = "manual"
         session.flush()
         session.refresh(m)
         return m
@@ -183,25 +186,32 @@ def remove_membership(db: Database, caller: Caller, tenancy: str, user: str) -> 
         t = find_tenancy(session, tenancy)
         _may_manage(session, caller, t)
         u = _user(session, user)
-        gone = session.execute(
-            delete(Membership).where(Membership.tenancy_id == t.id, Membership.user_id == u.id)
-        ).rowcount  # type: ignore[attr-defined]
-        if not gone:
+        if not leave_tenancy(session, t.id, u.id):
             raise NotFound(f"user '{u.name}' is not a member of tenancy '{t.name}'")
-        # Who leaves a tenancy leaves the access lists of its services and platforms too
-        # (a platform's servers get the new list at their next look).
-        services = select(Service.id).where(Service.tenancy_id == t.id)
-        session.execute(
-            delete(ServiceAccess).where(
-                ServiceAccess.user_id == u.id, ServiceAccess.service_id.in_(services)
-            )
+
+
+def leave_tenancy(session: Session, tenancy_id: str, user_id: str) -> bool:
+    """End a membership (inside the caller's transaction); False when there was none."""
+    gone = session.execute(
+        delete(Membership).where(Membership.tenancy_id == tenancy_id, Membership.user_id == user_id)
+    ).rowcount  # type: ignore[attr-defined]
+    if not gone:
+        return False
+    # Who leaves a tenancy leaves the access lists of its services and platforms too
+    # (a platform's servers get the new list at their next look).
+    services = select(Service.id).where(Service.tenancy_id == tenancy_id)
+    session.execute(
+        delete(ServiceAccess).where(
+            ServiceAccess.user_id == user_id, ServiceAccess.service_id.in_(services)
         )
-        platforms = list(session.scalars(select(Platform.id).where(Platform.tenancy_id == t.id)))
-        session.execute(
-            delete(PlatformAccess).where(
-                PlatformAccess.user_id == u.id, PlatformAccess.platform_id.in_(platforms)
-            )
+    )
+    platforms = list(session.scalars(select(Platform.id).where(Platform.tenancy_id == tenancy_id)))
+    session.execute(
+        delete(PlatformAccess).where(
+            PlatformAccess.user_id == user_id, PlatformAccess.platform_id.in_(platforms)
         )
+    )
+    return True
 
 
 def members_named(
@@ -271,7 +281,7 @@ def delete_user(db: Database, caller: Caller, ref: str) -> None:
         if u.is_admin:
             _keep_an_admin(session, u)
         _end_sessions(session, u)
-        for model in (Membership, UserSshKey, ServiceAccess):
+        for model in (Membership, UserSshKey, ServiceAccess, OidcLink):
             session.execute(delete(model).where(model.user_id == u.id))
         session.delete(u)
 

@@ -102,8 +102,29 @@ class Membership(Timestamped, Base):
         ForeignKey("user_account.id", ondelete="CASCADE"), index=True
     )
     role: Mapped[str] = mapped_column(String(16), default="member")
+    origin: Mapped[str] = mapped_column(String(16), default="manual", server_default="manual")
+    """Who made it: ``manual`` (an administrator, or the first start) or ``oidc`` (a group of
+    the user's at the OpenID Connect provider, so sign-in may change or remove it)."""
     tenancy: Mapped[Tenancy] = relationship(lazy="joined")
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class OidcLink(Timestamped, Base):
+    """A user who signs in with an OpenID Connect provider: which account there is theirs."""
+
+    __tablename__ = "oidc_link"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    issuer: Mapped[str] = mapped_column(String(255))
+    """The provider's issuer URL, as configured."""
+    subject: Mapped[str] = mapped_column(String(255))
+    """The ``sub`` claim: the provider's stable id of the account."""
+    granted_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Whether the user is an administrator because of a ``*:admin`` group (then sign-in
+    takes it away when the group no longer applies; an administrator made by hand stays)."""
 
 
 class ApiToken(Timestamped, Base):

@@ -92,8 +92,16 @@ def _purpose(next_uri: str) -> str:
     return "Reserve capacity, launch platforms and reach them, all in one place."
 
 
+def _single_sign_on(rt: Runtime, target: str) -> str:
+    """The single sign-on button (and an "or"), when the operator configured a provider."""
+    from ecliptic.web.oidc import login_button  # the portal's sign-in imports this module
+
+    button = login_button(rt.settings.oidc, target)
+    return f'{button}<p class="or">or with your Ecliptic account</p>' if button else ""
+
+
 @router.get("/login")
-def login_page(next: str = "/") -> HTMLResponse:
+def login_page(rt: RuntimeDep, next: str = "/") -> HTMLResponse:
     """The sign-in form."""
     target = gateway.safe_next(next)
     return _page(
@@ -101,7 +109,7 @@ def login_page(next: str = "/") -> HTMLResponse:
         purpose=_purpose(target),
         next=html.escape(target),
         error="",
-        oidc="",
+        oidc=_single_sign_on(rt, target),
     )
 
 
@@ -136,7 +144,7 @@ async def login_submit(request: Request, rt: RuntimeDep) -> Response:
             purpose=_purpose(target),
             next=html.escape(target),
             error=f'<p class="form-error" role="alert">{html.escape(exc.message)}</p>',
-            oidc="",
+            oidc=_single_sign_on(rt, target),
         )
         if isinstance(exc, TooManyAttempts):
             page.headers["Retry-After"] = str(exc.retry_after_s)
