@@ -110,9 +110,9 @@ async def server_page(here: HereDep, name: str) -> HTMLResponse:
 async def server_log(here: HereDep, name: str) -> Response:
     """The console log alone (for htmx to refresh it in place); a plain browser goes to
     the server's page."""
+    srv = await here.run(servers.get_server, here.rt.db, here.caller, name)
     if here.request.headers.get("hx-request") != "true":
         return redirect(f"{here.base}/servers/{name}#log")
-    srv = await here.run(servers.get_server, here.rt.db, here.caller, name)
     text, problem = await here.run(_log, here, name)
     return page(
         here.request,
