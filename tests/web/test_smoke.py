@@ -19,4 +19,4 @@ def test_the_dashboard_shows_the_tenancy_and_its_credits(alice: Browser) -> None
     r = alice.get("/", follow_redirects=True)
     assert r.status_code == 200
     assert "<h1>physics</h1>" in r.text
-    assert "host:cpu hours left" in r.text
+    assert '<th scope="row">host:cpu</th>' in r.text and "Hours left" in r.text

@@ -119,6 +119,8 @@ async def platform_page(
         terminal=terminal,
         flash=flash,
         choices=await here.run(choices_for, here, ptype),
+        gateway_host=here.rt.settings.gateway_ssh_public
+        or (here.request.url.hostname or "GATEWAY"),
     )
 
 

@@ -16,6 +16,7 @@
     var url = list.getAttribute("data-stream");
     var poll = list.getAttribute("data-poll");
     var seen = {};
+    list.scrollTop = list.scrollHeight;
     Array.prototype.forEach.call(list.querySelectorAll("li[data-id]"), function (li) {
       seen[li.getAttribute("data-id")] = true;
     });
