@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,14 @@ def login(client: TestClient, user: str, password: str) -> str:
     return str(r.json()["secret"])
 
 
-@pytest.fixture
-def runtime(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
-    url = migrated_sqlite(tmp_path / "ecl.db")
-    if getattr(request, "param", None) == "postgresql":
-        url = fresh_pg_database(request.getfixturevalue("pg_admin_url"))
-    inv = tmp_path / "inventory.yaml"
+@contextmanager
+def small_runtime(tmp: Path, url: str | None = None) -> Iterator[Runtime]:
+    """A started runtime over the small inventory (SQLite in ``tmp`` unless ``url``);
+    everything it made in the local cloud is deleted after."""
+    url = url or migrated_sqlite(tmp / "ecl.db")
+    inv = tmp / "inventory.yaml"
     inv.write_text(SMALL_INVENTORY)
-    settings = load_settings(data_dir=tmp_path / "data", inventory_path=inv)
+    settings = load_settings(data_dir=tmp / "data", inventory_path=inv)
     settings = type(settings)(**{**settings.__dict__, "database_url": url})
     rt = Runtime(settings)
     rt.start()
@@ -83,6 +84,15 @@ def runtime(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]
     finally:
         _delete_everything(rt)
         rt.stop()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    url = None
+    if getattr(request, "param", None) == "postgresql":
+        url = fresh_pg_database(request.getfixturevalue("pg_admin_url"))
+    with small_runtime(tmp_path, url) as rt:
+        yield rt
 
 
 def _delete_everything(rt: Runtime) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.agent.test_terminal_browser import SCREEN
 from tests.chromium import chromium
+from tests.tunnel.conftest import PASSWORD as ADMIN_PASSWORD
 from tests.tunnel.conftest import Served, needs_gateway
 
 if TYPE_CHECKING:
@@ -192,3 +193,57 @@ def wait_gone(served: Served, name: str) -> None:
     while get(served, f"/platforms/{name}").status_code != 404:
         assert time.monotonic() < deadline, "the platform was not deleted"
         time.sleep(0.2)
+
+
+def test_every_page_is_accessible(served: Served, browser: Browser) -> None:
+    """axe-core on every kind of page, the operator's included, with data on them."""
+    r = get(served, "/leases/axe-lease")
+    if r.status_code == 404:
+        r = served.api.post(
+            "/leases",
+            json={
+                "name": "axe-lease",
+                "duration": "2h",
+                "reservations": [{"kind": "flavor", "flavor": "m1.small", "count": 1}],
+            },
+        )
+        assert r.status_code == 201, r.text
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, bypass_csp=True)
+    page = context.new_page()
+    page.goto(f"{served.url}/login")
+    page.fill("#username", "admin")
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/t/default/$"))
+    t = "/t/default"
+    pages = {
+        f"{t}/": "",
+        f"{t}/catalogue": "",
+        f"{t}/catalogue/slurm": "",
+        f"{t}/catalogue/jupyter?name=nb&p.packages=numpy": "",
+        f"{t}/platforms": "",
+        f"{t}/leases": "",
+        f"{t}/leases/find?kind=host&count=1&duration=4h": "",
+        f"{t}/leases/new?name=x&kind=flavor&count=1&flavor=m1.small&duration=2h": "",
+        f"{t}/leases/axe-lease": "",
+        f"{t}/leases/axe-lease?how=extend&amount=1h": "",
+        f"{t}/leases/axe-lease?end=true": "",
+        f"{t}/calendar?days=14": "",
+        f"{t}/servers": "",
+        f"{t}/credits": "",
+        f"{t}/images": "",
+        "/admin/hosts": "admin-hosts",
+        "/admin/tenancies": "",
+        "/admin/tenancies/default": "",
+        "/admin/credits": "",
+        "/admin/preemptible": "",
+        "/admin/efficiency": "admin-efficiency",
+        "/t/nonexistent/": "",
+    }
+    for path, name in pages.items():
+        page.goto(f"{served.url}{path}")
+        accessible(page)
+        if name:
+            shot(page, name)
+    served.api.delete("/leases/axe-lease")
+    context.close()

@@ -12,10 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ecliptic.api.app import create_app
-from ecliptic.config import load_settings
 from ecliptic.runtime import Runtime
-from tests.api.conftest import SMALL_INVENTORY, _delete_everything
-from tests.conftest import migrated_sqlite
+from tests.api.conftest import small_runtime
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 BASE = "http://portal.test"
@@ -70,19 +68,8 @@ def sign_in(app: Any, user: str, password: str = PASSWORD) -> Browser:
 
 @pytest.fixture(scope="package")
 def portal_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
-    tmp = tmp_path_factory.mktemp("portal")
-    url = migrated_sqlite(tmp / "ecl.db")
-    inv = tmp / "inventory.yaml"
-    inv.write_text(SMALL_INVENTORY)
-    settings = load_settings(data_dir=tmp / "data", inventory_path=inv)
-    settings = type(settings)(**{**settings.__dict__, "database_url": url})
-    rt = Runtime(settings)
-    rt.start()
-    try:
+    with small_runtime(tmp_path_factory.mktemp("portal")) as rt:
         yield rt
-    finally:
-        _delete_everything(rt)
-        rt.stop()
 
 
 @pytest.fixture(scope="package")

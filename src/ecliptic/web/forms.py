@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ecliptic.errors import InvalidInput
+from ecliptic.errors import EclipticError, InvalidInput
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def field_errors(exc: ValidationError) -> dict[str, str]:
@@ -45,3 +48,22 @@ def errors_of(exc: InvalidInput) -> dict[str, str]:
         # A form holds one reservation: its fields go by their own names.
         out.setdefault(key.removeprefix("reservations."), str(e.get("msg", "")))
     return out
+
+
+@dataclass
+class Checked(Generic[T]):
+    """What checking a form gave: its result, or what is wrong (by field, and said whole)."""
+
+    value: T | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+
+
+async def check(step: Callable[[], Awaitable[T]]) -> Checked[T]:
+    """Run a form's check (a dry run, a search): a refusal becomes messages for the page."""
+    try:
+        return Checked(await step())
+    except InvalidInput as exc:
+        return Checked(None, errors_of(exc), exc.message)
+    except EclipticError as exc:
+        return Checked(None, {}, exc.message)

@@ -3,23 +3,25 @@ parameters, with what it will make and cost shown before confirming."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 
 from ecliptic.api.routes.platforms import create_input, image_names, plan_out
 from ecliptic.api.schemas import PlatformCreate
-from ecliptic.errors import EclipticError, InvalidInput, NotFound
+from ecliptic.errors import InvalidInput, NotFound
 from ecliptic.platforms.types import CatalogueEntry, Parameter, PlatformType
 from ecliptic.services import catalogue, identity, leases, platforms
-from ecliptic.web.forms import errors_of, parse
+from ecliptic.web.forms import Checked, check, parse
 from ecliptic.web.pages.common import Here, HereDep, page_router
 from ecliptic.web.render import page, redirect
 from ecliptic.web.session import form_of
 
 router = page_router()
+T = TypeVar("T")
 MAX_QUERY = 8192
 
 
@@ -123,6 +125,21 @@ def members(here: Here) -> list[str]:
     return sorted(m.user.name for m in identity.list_members(here.rt.db, here.caller, here.tenancy))
 
 
+async def _place(here: Here, fn: Callable[..., T], body: PlatformCreate) -> T:
+    """Create (or plan) a platform as the API does, with this runtime's settings."""
+    return await here.run(
+        fn,
+        here.rt.booking,
+        here.rt.queue,
+        here.caller,
+        here.rt.catalogue,
+        image_names(here.rt),
+        create_input(body),
+        here.rt.backend.used_ranges,
+        allow_preemptible=here.rt.settings.platform_preemptible,
+    )
+
+
 @router.get("/t/{tenancy}/catalogue")
 async def catalogue_page(here: HereDep) -> HTMLResponse:
     """Every platform type on offer, as cards."""
@@ -149,28 +166,14 @@ async def create_page(here: HereDep, name: str) -> HTMLResponse:
     for k, v in request.query_params.multi_items():
         form.setdefault(k, []).append(v)
     submitted = "name" in form
-    plan = None
-    errors: dict[str, str] = {}
-    message = ""
-    if submitted:
-        try:
-            body = parse(PlatformCreate, body_from(t, form))
-            result = await here.run(
-                platforms.plan_platform,
-                here.rt.booking,
-                here.rt.queue,
-                here.caller,
-                here.rt.catalogue,
-                image_names(here.rt),
-                create_input(body),
-                here.rt.backend.used_ranges,
-                allow_preemptible=here.rt.settings.platform_preemptible,
-            )
-            plan = plan_out(result)
-        except InvalidInput as exc:
-            errors, message = errors_of(exc), exc.message
-        except EclipticError as exc:
-            message = exc.message
+
+    async def plan() -> Any:
+        result = await _place(
+            here, platforms.plan_platform, parse(PlatformCreate, body_from(t, form))
+        )
+        return plan_out(result)
+
+    got = await check(plan) if submitted else Checked[Any]()
     return page(
         request,
         "catalogue/create.html",
@@ -180,9 +183,9 @@ async def create_page(here: HereDep, name: str) -> HTMLResponse:
         t=t,
         form=form,
         submitted=submitted,
-        plan=plan,
-        errors=errors,
-        message=message,
+        plan=got.value,
+        errors=got.errors,
+        message=got.message,
         choices=await here.run(choices_for, here, t),
         members=await here.run(members, here),
         preemptible=here.rt.settings.platform_preemptible,
@@ -194,16 +197,5 @@ async def create(here: HereDep, name: str) -> Response:
     """Create the platform (placed now, all of it or nothing; built in the background)."""
     form = await form_of(here.request, here.v)
     t = _entry(here, name).type
-    body = parse(PlatformCreate, body_from(t, form))
-    row = await here.run(
-        platforms.create_platform,
-        here.rt.booking,
-        here.rt.queue,
-        here.caller,
-        here.rt.catalogue,
-        image_names(here.rt),
-        create_input(body),
-        here.rt.backend.used_ranges,
-        allow_preemptible=here.rt.settings.platform_preemptible,
-    )
+    row = await _place(here, platforms.create_platform, parse(PlatformCreate, body_from(t, form)))
     return redirect(f"{here.base}/platforms/{row.name}")

@@ -11,11 +11,11 @@ from fastapi.responses import HTMLResponse, Response
 
 from ecliptic.api.routes.leases import lease_out
 from ecliptic.api.schemas import FindRequest
-from ecliptic.errors import EclipticError, InvalidInput
-from ecliptic.services import catalogue, credits, leases
+from ecliptic.errors import InvalidInput
+from ecliptic.services import catalogue, credits, leases, platforms
 from ecliptic.services.inputs import LeaseCreate, LeaseUpdate
 from ecliptic.web import calendar as drawing
-from ecliptic.web.forms import errors_of, parse
+from ecliptic.web.forms import Checked, check, parse
 from ecliptic.web.pages.common import Here, HereDep, page_router
 from ecliptic.web.render import page, redirect
 from ecliptic.web.session import form_of, one
@@ -67,8 +67,12 @@ def _when(text: str) -> datetime | str:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def _flavors(here: Here) -> list[Any]:
-    return catalogue.list_flavors(here.rt.db)
+async def _form_context(here: Here) -> dict[str, Any]:
+    """What the reservation forms offer and show: flavors, and the credits left."""
+    return {
+        "flavors": await here.run(catalogue.list_flavors, here.rt.db),
+        "balances": await here.run(credits.list_balances, here.rt.db, here.caller),
+    }
 
 
 @router.get("/t/{tenancy}/leases")
@@ -111,45 +115,40 @@ async def find_page(
         "not_before": not_before,
         "alternatives": str(alternatives),
     }
-    windows: list[dict[str, Any]] = []
-    errors: dict[str, str] = {}
-    message = ""
     searched = bool(duration)
-    if searched:
-        try:
-            body = parse(
-                FindRequest,
-                {
-                    "reservations": [_reservation(q)],
-                    "duration": duration,
-                    "not_before": _when(not_before),
-                    "alternatives": alternatives,
-                },
-            )
-            r = body.reservations[0]
-            found, hosts = await here.run(
-                leases.find_windows,
-                here.rt.booking,
-                here.caller,
-                body.reservations,
-                body.duration,
-                body.not_before,
-                body.horizon,
-                body.alternatives,
-            )
-            windows = [
-                {
-                    "start": w.start,
-                    "end": w.end,
-                    "hosts": w.placement.hosts(r.name),
-                    "cost": leases.window_cost(w, hosts, [r]),
-                }
-                for w in found
-            ]
-        except InvalidInput as exc:
-            errors, message = errors_of(exc), exc.message
-        except EclipticError as exc:
-            message = exc.message
+
+    async def search() -> list[dict[str, Any]]:
+        body = parse(
+            FindRequest,
+            {
+                "reservations": [_reservation(q)],
+                "duration": duration,
+                "not_before": _when(not_before),
+                "alternatives": alternatives,
+            },
+        )
+        r = body.reservations[0]
+        found, hosts = await here.run(
+            leases.find_windows,
+            here.rt.booking,
+            here.caller,
+            body.reservations,
+            body.duration,
+            body.not_before,
+            body.horizon,
+            body.alternatives,
+        )
+        return [
+            {
+                "start": w.start,
+                "end": w.end,
+                "hosts": w.placement.hosts(r.name),
+                "cost": leases.window_cost(w, hosts, [r]),
+            }
+            for w in found
+        ]
+
+    got = await check(search) if searched else Checked[list[dict[str, Any]]]([])
     return page(
         here.request,
         "leases/find.html",
@@ -157,12 +156,11 @@ async def find_page(
         tenancy=here.tenancy,
         title="Find capacity",
         q=q,
-        windows=windows,
-        errors=errors,
-        message=message,
+        windows=got.value or [],
+        errors=got.errors,
+        message=got.message,
         searched=searched,
-        flavors=await here.run(_flavors, here),
-        balances=await here.run(credits.list_balances, here.rt.db, here.caller),
+        **await _form_context(here),
     )
 
 
@@ -213,19 +211,15 @@ async def new_page(
         "duration": duration,
         "before_end": before_end,
     }
-    preview = None
-    errors: dict[str, str] = {}
-    message = ""
-    if q.get("name") and (q.get("end") or q.get("duration")):
-        try:
-            body = parse(LeaseCreate, _create_body(q))
-            preview = await here.run(
-                leases.preview_create, here.rt.booking, here.rt.queue, here.caller, body
-            )
-        except InvalidInput as exc:
-            errors, message = errors_of(exc), exc.message
-        except EclipticError as exc:
-            message = exc.message
+
+    async def preview() -> leases.CostChange:
+        body = parse(LeaseCreate, _create_body(q))
+        return await here.run(
+            leases.preview_create, here.rt.booking, here.rt.queue, here.caller, body
+        )
+
+    asked = bool(q.get("name") and (q.get("end") or q.get("duration")))
+    got = await check(preview) if asked else Checked[leases.CostChange]()
     return page(
         here.request,
         "leases/new.html",
@@ -233,11 +227,10 @@ async def new_page(
         tenancy=here.tenancy,
         title="New lease",
         q=q,
-        preview=preview,
-        errors=errors,
-        message=message,
-        flavors=await here.run(_flavors, here),
-        balances=await here.run(credits.list_balances, here.rt.db, here.caller),
+        preview=got.value,
+        errors=got.errors,
+        message=got.message,
+        **await _form_context(here),
     )
 
 
@@ -278,20 +271,13 @@ async def lease_page(
     lease = await here.run(leases.get_lease, rt.booking, c, name)
     out = lease_out(lease, await here.run(leases.lease_servers, rt.booking, lease.id))
     events = await here.run(leases.lease_events, rt.booking, c, name)
-    change = None
-    errors: dict[str, str] = {}
-    message = ""
-    if how and amount:
-        try:
-            body = parse(LeaseUpdate, _update_body({"how": how, "amount": amount}))
-            change = await here.run(leases.preview_update, rt.booking, rt.queue, c, name, body)
-        except InvalidInput as exc:
-            errors, message = errors_of(exc), exc.message
-        except EclipticError as exc:
-            message = exc.message
-    ending = await here.run(leases.preview_end, rt.booking, rt.queue, c, name) if end else None
-    from ecliptic.services import platforms
 
+    async def preview() -> leases.CostChange:
+        body = parse(LeaseUpdate, _update_body({"how": how, "amount": amount}))
+        return await here.run(leases.preview_update, rt.booking, rt.queue, c, name, body)
+
+    got = await check(preview) if how and amount else Checked[leases.CostChange]()
+    ending = await here.run(leases.preview_end, rt.booking, rt.queue, c, name) if end else None
     plats = [
         p for p in await here.run(platforms.list_platforms, rt.db, c) if p.lease_id == lease.id
     ]
@@ -308,11 +294,11 @@ async def lease_page(
         title=f"Lease {lease.name}",
         lease=out,
         events=events,
-        change=change,
+        change=got.value,
         how=how or "extend",
         amount=amount,
-        errors=errors,
-        message=message,
+        errors=got.errors,
+        message=got.message,
         ending=ending,
         platforms=plats,
         flash=flash,
