@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -81,13 +82,23 @@ class CatchAll:
             )
             if started:
                 raise
-            response = problem(
-                500,
-                "internal_error",
-                "Internal error",
+            detail = (
                 f"something went wrong on our side (request {request_id}); it is logged: "
-                "report the request id to the operators",
+                "report the request id to the operators"
             )
+            response: Response
+            if str(scope.get("path", "")).startswith("/api/"):
+                response = problem(500, "internal_error", "Internal error", detail)
+            else:  # a page of the portal: a page, not a problem document
+                response = HTMLResponse(
+                    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+                    "<title>Internal error · Ecliptic</title>"
+                    '<link rel="stylesheet" href="/static/portal.css"></head><body>'
+                    '<main id="main" class="login"><section class="card"><h1>Internal error'
+                    f"</h1><p>{html.escape(detail.capitalize())}.</p>"
+                    '<p><a href="/">Back to the dashboard</a></p></section></main></body></html>',
+                    status_code=500,
+                )
             await response(scope, receive, send)
 
 
