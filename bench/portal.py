@@ -60,9 +60,7 @@ def seed(url: str, http: httpx.Client, data_dir: Path) -> None:
         )
         assert r.status_code == 201, r.text
         for i in range(PER_TENANCY):
-            at = start + timedelta(
-                hours=(t * PER_TENANCY + i) * 24 * 60 / (TENANCIES * PER_TENANCY)
-            )
+            at = start + timedelta(minutes=(t * PER_TENANCY + i) * 24 * 60 * 60 // 1000)
             r = http.post(
                 "/leases",
                 json={
