@@ -116,6 +116,15 @@ def gantt(
     return Markup("".join(out))
 
 
+def _num(value: float) -> str:
+    """A figure with the precision it needs (0.03 is not "0.0")."""
+    if value == 0:
+        return "0"
+    if abs(value) < 10:
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
+    return f"{value:,.1f}".removesuffix(".0")
+
+
 def bars(
     title: str,
     series: Sequence[tuple[str, float, float]],
@@ -141,10 +150,10 @@ def bars(
             yy = y + i * 16
             out.append(
                 f'<rect x="{LABEL_W}" y="{yy}" width="{max(1.0, w):.1f}" height="14" fill="{colour}">'
-                f"<title>{escape(label)} {escape(what)}: {value:,.1f} {escape(unit)}</title></rect>"
+                f"<title>{escape(label)} {escape(what)}: {_num(value)} {escape(unit)}</title></rect>"
             )
             out.append(
-                f'<text x="{LABEL_W + w + 4:.1f}" y="{yy + 11}" font-size="11" fill="#1d2330">{value:,.1f}</text>'
+                f'<text x="{LABEL_W + w + 4:.1f}" y="{yy + 11}" font-size="11" fill="#1d2330">{_num(value)}</text>'
             )
         y += 44
     out.append("</svg>")
