@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Depends, Query
 from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
 
 from ecliptic.api.routes.leases import lease_out
 from ecliptic.api.schemas import FindRequest
@@ -21,7 +22,6 @@ from ecliptic.web.render import page, redirect
 from ecliptic.web.session import form_of, one
 
 router = page_router()
-Text = Annotated[str, Query(max_length=2000)]
 FIND_FIELDS = (
     "kind",
     "count",
@@ -90,27 +90,30 @@ async def list_page(here: HereDep, ended: Annotated[bool, Query()] = False) -> H
     )
 
 
+class ReservationFields(BaseModel):
+    """What the finder and the new-lease form ask for one reservation (as typed)."""
+
+    kind: str = Field("host", max_length=16)
+    count: str = Field("1", max_length=8)
+    flavor: str = Field("", max_length=63)
+    profile: str = Field("", max_length=16)
+    gpu_model: str = Field("", max_length=63)
+    where: str = Field("", max_length=2000)
+
+
+ReservationQuery = Annotated[ReservationFields, Depends()]
+
+
 @router.get("/t/{tenancy}/leases/find")
 async def find_page(
     here: HereDep,
-    kind: Annotated[str, Query(max_length=16)] = "host",
-    count: Annotated[str, Query(max_length=8)] = "1",
-    flavor: Annotated[str, Query(max_length=63)] = "",
-    profile: Annotated[str, Query(max_length=16)] = "",
-    gpu_model: Annotated[str, Query(max_length=63)] = "",
-    where: Text = "",
+    fields: ReservationQuery,
     duration: Annotated[str, Query(max_length=32)] = "",
     not_before: Annotated[str, Query(max_length=32)] = "",
     alternatives: Annotated[int, Query(ge=0, le=10)] = 3,
 ) -> HTMLResponse:
     """The availability finder: the earliest windows for a request, with alternatives."""
-    q = {
-        "kind": kind,
-        "count": count,
-        "flavor": flavor,
-        "profile": profile,
-        "gpu_model": gpu_model,
-        "where": where,
+    q = fields.model_dump() | {
         "duration": duration,
         "not_before": not_before,
         "alternatives": str(alternatives),
@@ -179,33 +182,18 @@ def _create_body(q: dict[str, str]) -> dict[str, Any]:
     return body
 
 
-Short = Annotated[str, Query(max_length=63)]
-
-
 @router.get("/t/{tenancy}/leases/new")
 async def new_page(
     here: HereDep,
-    name: Short = "",
-    kind: Annotated[str, Query(max_length=16)] = "host",
-    count: Annotated[str, Query(max_length=8)] = "1",
-    flavor: Short = "",
-    profile: Annotated[str, Query(max_length=16)] = "",
-    gpu_model: Short = "",
-    where: Text = "",
+    fields: ReservationQuery,
+    name: Annotated[str, Query(max_length=63)] = "",
     start: Annotated[str, Query(max_length=40)] = "",
     end: Annotated[str, Query(max_length=40)] = "",
     duration: Annotated[str, Query(max_length=32)] = "",
     before_end: Annotated[str, Query(max_length=32)] = "",
 ) -> HTMLResponse:
     """A lease to create, its cost and the credits it takes shown before confirming."""
-    q = {
-        "name": name,
-        "kind": kind,
-        "count": count,
-        "flavor": flavor,
-        "profile": profile,
-        "gpu_model": gpu_model,
-        "where": where,
+    q = {"name": name, **fields.model_dump()} | {
         "start": start,
         "end": end,
         "duration": duration,

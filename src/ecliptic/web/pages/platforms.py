@@ -92,7 +92,7 @@ async def platform_page(
     """One platform, live while it builds."""
     row, out, events, people = await here.run(_load, here, name)
     ptype = platforms.type_of(row)
-    mutable = [p for p in ptype.parameters if not p.immutable and not p.hidden]
+    mutable = [p for p in ptype.parameters if not (p.immutable or p.hidden or p.kind == "lease")]
     terminal = next(
         (s for s in out.services if s.url and "terminal" in (s.name + s.label).lower()), None
     )
