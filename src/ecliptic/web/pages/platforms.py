@@ -93,9 +93,6 @@ async def platform_page(
     row, out, events, people = await here.run(_load, here, name)
     ptype = platforms.type_of(row)
     mutable = [p for p in ptype.parameters if not (p.immutable or p.hidden or p.kind == "lease")]
-    terminal = next(
-        (s for s in out.services if s.url and "terminal" in (s.name + s.label).lower()), None
-    )
     flash = {
         "patched": "Change saved: the platform is updating.",
         "access": "Access list saved.",
@@ -116,7 +113,6 @@ async def platform_page(
         mutable=mutable,
         usage=usage_html(out.usage),
         confirm_delete=delete,
-        terminal=terminal,
         flash=flash,
         choices=await here.run(choices_for, here, ptype),
         gateway_host=here.rt.settings.gateway_ssh_public
