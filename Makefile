@@ -68,7 +68,7 @@ quick: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -x tests/scheduler tests/store tests/services tests/api
+	$(BIN)/pytest -q -x tests/scheduler tests/store tests/services tests/api tests/web
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

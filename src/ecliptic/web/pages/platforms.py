@@ -16,7 +16,7 @@ from markupsafe import Markup
 from ecliptic.api.routes.platforms import image_names, platform_out
 from ecliptic.api.schemas import PlatformAccessSet, PlatformPatch
 from ecliptic.errors import InvalidInput, NotFound
-from ecliptic.services import platforms
+from ecliptic.services import leases, platforms
 from ecliptic.store.models import Event, Platform
 from ecliptic.web.forms import parse
 from ecliptic.web.pages.catalogue import body_from, choices_for, members
@@ -63,6 +63,8 @@ async def list_page(
 ) -> HTMLResponse:
     """The tenancy's platforms."""
     rows = await here.run(platforms.list_platforms, here.rt.db, here.caller)
+    in_leases = await here.run(leases.list_leases, here.rt.booking, here.caller)
+    lease_names = {x.id: x.name for x in in_leases}
     flash = f"Platform {deleting} is being deleted." if deleting else ""
     return page(
         here.request,
@@ -71,6 +73,7 @@ async def list_page(
         tenancy=here.tenancy,
         title="Platforms",
         platforms=rows,
+        lease_names=lease_names,
         flash=flash,
     )
 
