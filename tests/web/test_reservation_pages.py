@@ -93,3 +93,12 @@ def test_the_calendar_draws_the_tenancys_leases(alice: Browser) -> None:
     r = alice.get("/t/physics/calendar")
     assert r.status_code == 200 and "<svg" in r.text and ">cal1</text>" in r.text
     assert alice.post("/t/physics/leases/cal1/end", {}).status_code == 303
+
+
+def test_a_request_that_does_not_fit_points_to_the_finder(alice: Browser) -> None:
+    q = {"name": "huge", "kind": "host", "count": "50", "duration": "2h"}
+    r = alice.get("/t/physics/leases/new", params=q)
+    assert "needs 50 host(s)" in r.text and "Find the earliest window for this" in r.text
+    assert "Reserve for" not in r.text
+    r = alice.get("/t/physics/leases/new", params={**q, "name": "Bad Name", "count": "1"})
+    assert "Find the earliest window" not in r.text and "lowercase letters" in r.text

@@ -22,8 +22,17 @@ def field_errors(exc: ValidationError) -> dict[str, str]:
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
         if e.get("type") == "extra_forbidden":
             msg = "unknown field"
+        elif e.get("type") == "string_pattern_mismatch":
+            msg = _pattern_hint(loc)
         out.setdefault(loc, msg)
     return out
+
+
+def _pattern_hint(field_name: str) -> str:
+    """What a name field takes, said for people (not as a regular expression)."""
+    if field_name.split(".")[-1] == "name":
+        return "use lower-case letters, digits and dashes, starting with a letter (e.g. my-cluster)"
+    return "has characters it may not have: use letters, digits, dots, dashes or underscores"
 
 
 def parse(model: type[M] | TypeAdapter[Any], data: dict[str, Any]) -> Any:
@@ -57,6 +66,8 @@ class Checked(Generic[T]):
     value: T | None = None
     errors: dict[str, str] = field(default_factory=dict)
     message: str = ""
+    code: str = ""
+    """The refusal's stable code (``no_capacity``, ``insufficient_credits``...)."""
 
 
 async def check(step: Callable[[], Awaitable[T]]) -> Checked[T]:
@@ -64,6 +75,6 @@ async def check(step: Callable[[], Awaitable[T]]) -> Checked[T]:
     try:
         return Checked(await step())
     except InvalidInput as exc:
-        return Checked(None, errors_of(exc), exc.message)
+        return Checked(None, errors_of(exc), exc.message, exc.code)
     except EclipticError as exc:
-        return Checked(None, {}, exc.message)
+        return Checked(None, {}, exc.message, exc.code)

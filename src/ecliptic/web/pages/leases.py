@@ -218,6 +218,7 @@ async def new_page(
         preview=got.value,
         errors=got.errors,
         message=got.message,
+        code=got.code,
         **await _form_context(here),
     )
 
