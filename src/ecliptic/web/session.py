@@ -63,7 +63,9 @@ def portal_cookie(request: Request) -> str:
 
 
 def _https(request: Request) -> bool:
-    return (request.headers.get("x-forwarded-proto") or request.url.scheme) == "https"
+    # As the sign-in that set the cookie saw it: the scheme uvicorn reports (it takes
+    # X-Forwarded-Proto from trusted proxies only).
+    return request.url.scheme == "https"
 
 
 def _csrf(rt: Runtime, token: str) -> str:
