@@ -74,3 +74,11 @@ class Conflict(EclipticError):
     code = "conflict"
     status = 409
     title = "Conflict"
+
+
+class TooLarge(EclipticError):
+    """A request body over its limit."""
+
+    status = 413
+    code = "too_large"
+    title = "Too large"

@@ -367,15 +367,12 @@ def test_the_session_cookie_is_http_only_and_same_site(portal_app: Any) -> None:
     assert "path=/" in cookie and "domain=" not in cookie
 
 
-def test_behind_a_tls_front_the_cookie_set_at_sign_in_is_the_one_the_pages_read(
-    portal_app: Any,
-) -> None:
-    """The pages (web/session.py) and the form checks take X-Forwarded-Proto for the scheme
-    and read the __Host- cookie over HTTPS; /login, /logout and OIDC (gateway_web.py,
-    web/oidc.py) look at the connection's scheme only. Behind a TLS front that uvicorn does
-    not trust for forwarded headers, sign-in sets a cookie without Secure that no page reads:
-    every sign-in ends back at /login, and the session cookie would travel over plain HTTP."""
-    front = {"Origin": "https://portal.test", "X-Forwarded-Proto": "https"}
+def test_a_forwarded_scheme_from_anyone_changes_no_cookie(portal_app: Any) -> None:
+    """Sign-in, sign-out and the pages agree on the session cookie's name: they take the
+    scheme uvicorn reports (it believes X-Forwarded-Proto only from trusted proxies, on
+    loopback by default). A header from anyone else neither loops sign-in nor makes the
+    pages read a cookie the sign-in did not set."""
+    front = {"Origin": BASE, "X-Forwarded-Proto": "https"}
     client = TestClient(portal_app, base_url=BASE)
     r = client.post(
         "/login",
@@ -384,9 +381,8 @@ def test_behind_a_tls_front_the_cookie_set_at_sign_in_is_the_one_the_pages_read(
         follow_redirects=False,
     )
     assert r.status_code == 303, r.text[:300]
-    set_cookie = r.headers["set-cookie"]
-    assert "secure" in set_cookie.lower(), set_cookie
-    name, _, rest = set_cookie.partition("=")
+    name, _, rest = r.headers["set-cookie"].partition("=")
+    assert name == "ecliptic_session"  # plain HTTP as the connection says: no __Host-
     value = rest.split(";", 1)[0]
     r = client.get(
         "/t/physics/",

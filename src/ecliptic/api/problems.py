@@ -20,6 +20,19 @@ from ecliptic.errors import EclipticError, InvalidInput, TooManyAttempts
 log = logging.getLogger("ecliptic.api")
 PROBLEM = "application/problem+json"
 
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    ),
+}
+"""Every HTML page of Ecliptic: never cached, never framed by another site, scripts and
+styles from Ecliptic only."""
+
 
 def problem(
     status: int,
@@ -98,6 +111,7 @@ class CatchAll:
                     f"</h1><p>{html.escape(detail.capitalize())}.</p>"
                     '<p><a href="/">Back to the dashboard</a></p></section></main></body></html>',
                     status_code=500,
+                    headers=PAGE_HEADERS,
                 )
             await response(scope, receive, send)
 

@@ -1027,7 +1027,10 @@ class GatewayAuth:
 
     def check_csrf(self, purpose: str, credential: str, token: str) -> bool:
         """True when ``token`` is the form token for ``credential``."""
-        return bool(credential) and hmac.compare_digest(token, self.csrf_token(purpose, credential))
+        # Compared as bytes: a crafted non-ASCII token is simply not the token.
+        return bool(credential) and hmac.compare_digest(
+            token.encode(), self.csrf_token(purpose, credential).encode()
+        )
 
     # decisions -----------------------------------------------------------------------
 

@@ -510,6 +510,31 @@ def get_platform(db: Database, caller: Caller, ref: str) -> Platform:
         return find_platform(session, caller.require_tenancy(), ref)
 
 
+def may_use(caller: Caller, row: Platform) -> bool:
+    """Whether the caller is on the platform's access list (or administers its tenancy or
+    the cloud): who may see inside it, such as a failed step's output."""
+    return (
+        caller.is_admin
+        or caller.role == "admin"
+        or any(a.user_id == caller.user_id for a in row.access)
+    )
+
+
+def failure_for(caller: Caller, row: Platform) -> dict[str, Any] | None:
+    """What failed (step, server, exit code, output), the output only for those who may
+    use the platform: a step's output comes from inside its servers."""
+    failed = (row.status or {}).get("failed")
+    if not failed:
+        return None
+    if may_use(caller, row):
+        return dict(failed)
+    return {
+        **{k: v for k, v in failed.items() if k != "output"},
+        "output": "",
+        "hidden": "the output is shown to the platform's access list",
+    }
+
+
 def _managed(session: Session, caller: Caller, ref: str, what: str) -> Platform:
     """A platform the caller may change: its creator, tenancy admins, site admins."""
     row = find_platform(session, caller.require_tenancy(), ref)

@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from ecliptic.api.problems import PAGE_HEADERS
 from ecliptic.errors import EclipticError, TooManyAttempts
 from ecliptic.web.session import SignInFirst, Visitor, login_url
 
@@ -128,20 +129,7 @@ def page(
         now=datetime.now(UTC),
         **values,
     )
-    return HTMLResponse(
-        html,
-        status_code=status,
-        headers={
-            "Cache-Control": "no-store",
-            "X-Frame-Options": "DENY",
-            "Referrer-Policy": "same-origin",
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": (
-                "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                "script-src 'self'; frame-ancestors 'none'; form-action 'self'"
-            ),
-        },
-    )
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
 def redirect(url: str) -> RedirectResponse:

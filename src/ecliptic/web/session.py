@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from ecliptic import credentials
 from ecliptic.api.deps import runtime
-from ecliptic.api.routes.gateway_web import gateway_auth
+from ecliptic.api.routes.gateway_web import gateway_auth, read_form
 from ecliptic.errors import EclipticError, Unauthenticated
 from ecliptic.runtime import Runtime
 from ecliptic.services.auth import authenticate, caller_for
@@ -72,7 +72,8 @@ def _csrf(rt: Runtime, token: str) -> str:
     return gateway_auth(rt).csrf_token("portal", token)
 
 
-def _load(rt: Runtime, token: str) -> Visitor:
+def load_visitor(rt: Runtime, token: str) -> Visitor:
+    """The visitor a session token belongs to (``Unauthenticated`` when it ended)."""
     user = authenticate(rt.db, token)
     with rt.db.read() as session:
         rows = session.execute(
@@ -98,7 +99,7 @@ async def visitor(request: Request) -> Visitor:
     if not token:
         raise SignInFirst(here)
     try:
-        v = await run_in_threadpool(_load, runtime(request), token)
+        v = await run_in_threadpool(load_visitor, runtime(request), token)
     except Unauthenticated:
         raise SignInFirst(here) from None
     request.state.visitor = v
@@ -126,7 +127,7 @@ def login_url(next_uri: str) -> str:
 def same_origin(request: Request) -> bool:
     """Whether a form was posted from this site (Origin, or Sec-Fetch-Site without one)."""
     origin = request.headers.get("origin")
-    scheme = request.headers.get("x-forwarded-proto") or request.url.scheme
+    scheme = request.url.scheme  # uvicorn takes X-Forwarded-Proto from trusted proxies
     own = f"{scheme}://{request.headers.get('host', '')}"
     if origin is not None and origin != "null":
         return origin.rstrip("/") == own
@@ -138,10 +139,7 @@ async def form_of(request: Request, v: Visitor) -> dict[str, list[str]]:
     CSRF token) on this site."""
     if not same_origin(request):
         raise BadForm("this form was sent from another site; open the page here and send it")
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise BadForm(f"this form is too large (over {MAX_FORM_BYTES // 1024} KiB)")
-    form = parse_qs(body.decode(errors="replace"), keep_blank_values=True, max_num_fields=500)
+    form = await read_form(request, limit=MAX_FORM_BYTES, max_fields=500)
     token = (form.pop("csrf", None) or [""])[0]
     header = request.headers.get("x-csrf-token", "")
     auth = gateway_auth(runtime(request))

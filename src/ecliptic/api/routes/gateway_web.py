@@ -27,7 +27,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from ecliptic import credentials
 from ecliptic.api.deps import RuntimeDep
-from ecliptic.errors import EclipticError, TooManyAttempts, Unauthenticated
+from ecliptic.api.problems import PAGE_HEADERS
+from ecliptic.errors import (
+    EclipticError,
+    InvalidInput,
+    TooLarge,
+    TooManyAttempts,
+    Unauthenticated,
+)
 from ecliptic.runtime import Runtime
 from ecliptic.services import gateway
 from ecliptic.services.auth import authenticate, login, revoke_browser_token, token_id
@@ -43,11 +50,32 @@ def _portal_cookie(request: Request) -> str:
 
 
 _TEMPLATES = resources.files("ecliptic.api") / "templates"
+SIGN_IN_FORM_BYTES = 8 * 1024
+"""Sign-in and sign-out forms hold a few short fields: a larger body is refused unread."""
+
+
+async def read_form(request: Request, *, limit: int, max_fields: int) -> dict[str, list[str]]:
+    """A posted urlencoded form, read no further than ``limit`` bytes (``TooLarge``) and with
+    at most ``max_fields`` fields (``InvalidInput``)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"this form is too large (over {limit // 1024} KiB)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"this form is too large (over {limit // 1024} KiB)")
+    try:
+        return parse_qs(
+            body.decode(errors="replace"), keep_blank_values=True, max_num_fields=max_fields
+        )
+    except ValueError:
+        raise InvalidInput(f"this form has too many fields (at most {max_fields})") from None
 
 
 def _page(name: str, status: int = 200, **values: str) -> HTMLResponse:
     text = Template((_TEMPLATES / name).read_text()).safe_substitute(values)
-    return HTMLResponse(text, status_code=status, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(text, status_code=status, headers=PAGE_HEADERS)
 
 
 def message_page(status: int, title: str, message: str, action: str = "") -> HTMLResponse:
@@ -119,7 +147,10 @@ async def login_submit(request: Request, rt: RuntimeDep) -> Response:
     refused = _cross_origin(request)
     if refused is not None:
         return refused
-    form = parse_qs((await request.body()).decode(errors="replace"), max_num_fields=10)
+    try:
+        form = await read_form(request, limit=SIGN_IN_FORM_BYTES, max_fields=10)
+    except EclipticError as exc:
+        return message_page(exc.status, exc.title, exc.message)
     username = (form.get("username") or [""])[0]
     password = (form.get("password") or [""])[0]
     target = gateway.safe_next((form.get("next") or ["/"])[0])
@@ -165,7 +196,7 @@ def _cross_origin(request: Request) -> Response | None:
     """A form posted from another site (sign-in or sign-out CSRF) is refused: its Origin
     (or, without one, Sec-Fetch-Site) says where it came from."""
     origin = request.headers.get("origin")
-    scheme = request.headers.get("x-forwarded-proto") or request.url.scheme
+    scheme = request.url.scheme  # uvicorn takes X-Forwarded-Proto from trusted proxies
     own = f"{scheme}://{request.headers.get('host', '')}"
     if origin is not None and origin != "null" and origin.rstrip("/") == own:
         return None
@@ -209,7 +240,10 @@ async def portal_logout(request: Request, rt: RuntimeDep) -> Response:
     refused = _cross_origin(request)
     if refused is not None:
         return refused
-    form = parse_qs((await request.body()).decode(errors="replace"), max_num_fields=10)
+    try:
+        form = await read_form(request, limit=SIGN_IN_FORM_BYTES, max_fields=10)
+    except EclipticError as exc:
+        return message_page(exc.status, exc.title, exc.message)
     token = request.cookies.get(_portal_cookie(request), "")
     csrf = (form.get("csrf") or [""])[0]
     if token and not gateway_auth(rt).check_csrf("portal", token, csrf):
@@ -398,7 +432,10 @@ async def logout(
     refused = _cross_origin(request)
     if refused is not None:
         return refused
-    form = parse_qs((await request.body()).decode(errors="replace"), max_num_fields=10)
+    try:
+        form = await read_form(request, limit=SIGN_IN_FORM_BYTES, max_fields=10)
+    except EclipticError as exc:
+        return message_page(exc.status, exc.title, exc.message)
     name, https = _session_cookie(request, x_forwarded_proto)
     value = request.cookies.get(name, "")
     if value and not gateway_auth(rt).check_csrf("service", value, (form.get("csrf") or [""])[0]):

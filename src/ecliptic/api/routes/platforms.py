@@ -28,6 +28,7 @@ from ecliptic.errors import NotFound
 from ecliptic.platforms.types import CatalogueEntry, TypeFileError, parse_type
 from ecliptic.runtime import Runtime
 from ecliptic.services import platforms
+from ecliptic.services.caller import Caller
 from ecliptic.store.models import Platform
 
 router = APIRouter(tags=["platforms"])
@@ -67,10 +68,10 @@ def _services_out(rt: Runtime, v: platforms.PlatformView) -> list[PlatformServic
     ]
 
 
-def platform_out(rt: Runtime, row: Platform) -> PlatformOut:
-    """A platform body (its servers, services and usage text)."""
+def platform_out(rt: Runtime, row: Platform, caller: Caller) -> PlatformOut:
+    """A platform body (its servers, services and usage text) as ``caller`` may see it."""
     v = platforms.view(rt.db, row, _url_format(rt))
-    failed = (row.status or {}).get("failed")
+    failed = platforms.failure_for(caller, row)
     return PlatformOut(
         id=row.id,
         name=row.name,
@@ -128,7 +129,7 @@ def validate_type(body: PlatformTypeText, caller: CallerDep) -> PlatformTypeChec
 def list_platforms(caller: CallerDep, rt: RuntimeDep, page: PagingDep) -> Page[PlatformOut]:
     """Platforms of your tenancy, by name."""
     rows = platforms.list_platforms(rt.db, caller)
-    return paged(rows, page, lambda r: r.name, lambda r: platform_out(rt, r))
+    return paged(rows, page, lambda r: r.name, lambda r: platform_out(rt, r, caller))
 
 
 @router.post("/platforms", response_model=PlatformOut, status_code=202)
@@ -145,7 +146,7 @@ def create_platform(body: PlatformCreate, caller: CallerDep, rt: RuntimeDep) -> 
         rt.backend.used_ranges,
         allow_preemptible=rt.settings.platform_preemptible,
     )
-    return platform_out(rt, row)
+    return platform_out(rt, row, caller)
 
 
 @router.post("/platform-plans", response_model=PlatformPlanOut)
@@ -199,7 +200,7 @@ def create_input(body: PlatformCreate) -> platforms.PlatformCreate:
 @router.get("/platforms/{ref}", response_model=PlatformOut)
 def get_platform(ref: str, caller: CallerDep, rt: RuntimeDep) -> PlatformOut:
     """One platform, by name or id."""
-    return platform_out(rt, platforms.get_platform(rt.db, caller, ref))
+    return platform_out(rt, platforms.get_platform(rt.db, caller, ref), caller)
 
 
 @router.patch("/platforms/{ref}", response_model=PlatformOut, status_code=202)
@@ -214,26 +215,26 @@ def patch_platform(ref: str, body: PlatformPatch, caller: CallerDep, rt: Runtime
         image_names(rt),
         rt.backend.used_ranges,
     )
-    return platform_out(rt, row)
+    return platform_out(rt, row, caller)
 
 
 @router.delete("/platforms/{ref}", response_model=PlatformOut, status_code=202)
 def delete_platform(ref: str, caller: CallerDep, rt: RuntimeDep) -> PlatformOut:
     """Delete a platform: its services, servers and networks go."""
-    return platform_out(rt, platforms.delete_platform(rt.db, rt.queue, caller, ref))
+    return platform_out(rt, platforms.delete_platform(rt.db, rt.queue, caller, ref), caller)
 
 
 @router.post("/platforms/{ref}/retry", response_model=PlatformOut, status_code=202)
 def retry_platform(ref: str, caller: CallerDep, rt: RuntimeDep) -> PlatformOut:
     """Resume a FAILED platform from the step that failed."""
-    return platform_out(rt, platforms.retry_platform(rt.db, rt.queue, caller, ref))
+    return platform_out(rt, platforms.retry_platform(rt.db, rt.queue, caller, ref), caller)
 
 
 @router.put("/platforms/{ref}/access", response_model=PlatformOut)
 def set_access(ref: str, body: PlatformAccessSet, caller: CallerDep, rt: RuntimeDep) -> PlatformOut:
     """Who may use the platform's services (members of its tenancy)."""
     row = platforms.set_access(rt.db, rt.queue, caller, ref, list(body.users))
-    return platform_out(rt, row)
+    return platform_out(rt, row, caller)
 
 
 @router.get("/platforms/{ref}/services", response_model=Page[PlatformServiceOut])

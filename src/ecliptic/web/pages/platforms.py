@@ -15,16 +15,18 @@ from markupsafe import Markup
 
 from ecliptic.api.routes.platforms import image_names, platform_out
 from ecliptic.api.schemas import PlatformAccessSet, PlatformPatch
-from ecliptic.errors import InvalidInput, NotFound
+from ecliptic.errors import InvalidInput, NotFound, TooManyAttempts, Unauthenticated
 from ecliptic.services import leases, platforms
 from ecliptic.store.models import Event, Platform
 from ecliptic.web.forms import parse
 from ecliptic.web.pages.catalogue import body_from, choices_for, members
 from ecliptic.web.pages.common import Here, HereDep, page_router
 from ecliptic.web.render import page, redirect
-from ecliptic.web.session import form_of
+from ecliptic.web.session import caller_in, form_of, load_visitor
 
 router = page_router()
+MAX_STREAMS = 8
+"""Timelines one browser session may follow at once (each asks the store every second)."""
 STREAM_S = 300.0
 """An event stream ends after this long; the browser's EventSource reconnects (resuming
 from the last event it saw), so no connection is held forever."""
@@ -57,6 +59,12 @@ def _events_after(here: Here, name: str, after: int) -> tuple[str, list[dict[str
     return phase, [_event(e) for e in rows if e.id > after]
 
 
+def _still(here: Here) -> Here:
+    """The same page's visitor and caller, looked up again (the session may have ended)."""
+    v = load_visitor(here.rt, here.v.token)
+    return Here(here.request, v, caller_in(here.rt, v, here.tenancy), here.rt)
+
+
 @router.get("/t/{tenancy}/platforms")
 async def list_page(
     here: HereDep, deleting: Annotated[str, Query(max_length=63)] = ""
@@ -80,7 +88,7 @@ async def list_page(
 
 def _load(here: Here, name: str) -> tuple[Platform, Any, list[Event], list[str]]:
     row = platforms.get_platform(here.rt.db, here.caller, name)
-    out = platform_out(here.rt, row)
+    out = platform_out(here.rt, row, here.caller)
     events = platforms.platform_events(here.rt.db, here.caller, name)
     return row, out, events, members(here)
 
@@ -141,29 +149,46 @@ async def events_stream(
     """The timeline as server-sent events: new events as they happen, and the phase."""
     after = int(last_event_id) if last_event_id.isdigit() else 0
     phase, first = await here.run(_events_after, here, name, after)
+    open_streams: dict[str, int] = here.rt.__dict__.setdefault("_portal_streams", {})
+    if open_streams.get(here.v.token, 0) >= MAX_STREAMS:
+        raise TooManyAttempts(
+            f"this browser follows {MAX_STREAMS} timelines already: close a platform's page",
+            retry_after_s=int(STREAM_S),
+        )
 
     async def stream() -> AsyncIterator[str]:
         nonlocal after
-        seen_phase = ""
-        batch, current = first, phase
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STREAM_S
-        yield "retry: 2000\n\n"
-        while True:
-            for ev in batch:
-                after = max(after, int(ev["id"]))
-                yield f"id: {ev['id']}\nevent: event\ndata: {json.dumps(ev)}\n\n"
-            if current != seen_phase:
-                seen_phase = current
-                yield f"event: phase\ndata: {json.dumps({'phase': current})}\n\n"
-            if loop.time() > deadline or await here.request.is_disconnected():
-                return
-            await asyncio.sleep(TICK_S)
-            try:
-                current, batch = await here.run(_events_after, here, name, after)
-            except NotFound:
-                yield f"event: phase\ndata: {json.dumps({'phase': 'DELETED'})}\n\n"
-                return
+        open_streams[here.v.token] = open_streams.get(here.v.token, 0) + 1
+        try:
+            seen_phase = ""
+            batch, current = first, phase
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + STREAM_S
+            yield "retry: 2000\n\n"
+            while True:
+                for ev in batch:
+                    after = max(after, int(ev["id"]))
+                    yield f"id: {ev['id']}\nevent: event\ndata: {json.dumps(ev)}\n\n"
+                if current != seen_phase:
+                    seen_phase = current
+                    yield f"event: phase\ndata: {json.dumps({'phase': current})}\n\n"
+                if loop.time() > deadline or await here.request.is_disconnected():
+                    return
+                await asyncio.sleep(TICK_S)
+                try:
+                    # Asked again each time: signed out, disabled or no longer a member,
+                    # the stream ends at once.
+                    now = await here.run(_still, here)
+                    current, batch = await here.run(_events_after, now, name, after)
+                except (NotFound, Unauthenticated):
+                    yield f"event: phase\ndata: {json.dumps({'phase': 'DELETED'})}\n\n"
+                    return
+        finally:
+            left = open_streams.get(here.v.token, 1) - 1
+            if left > 0:
+                open_streams[here.v.token] = left
+            else:
+                open_streams.pop(here.v.token, None)
 
     return StreamingResponse(
         stream(),
@@ -197,7 +222,7 @@ async def access(here: HereDep, name: str) -> Response:
     list with one name added or taken away)."""
     form = await form_of(here.request, here.v)
     row = await here.run(platforms.get_platform, here.rt.db, here.caller, name)
-    now = (await here.run(platform_out, here.rt, row)).access
+    now = (await here.run(platform_out, here.rt, row, here.caller)).access
     users: list[str]
     if "users" in form or "users.shown" in form:
         users = [u for u in form.get("users", []) if u]
