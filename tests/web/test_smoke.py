@@ -54,3 +54,14 @@ def test_over_https_the_session_is_a_host_only_secure_cookie_revoked_at_sign_out
     again = TestClient(portal_app, base_url=base, cookies={"__Host-ecliptic_session": stolen})
     r = again.get("/t/physics/", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_a_browser_gets_pages_for_errors_and_the_api_problem_documents(alice: Browser) -> None:
+    html = {"Accept": "text/html,application/xhtml+xml"}
+    r = alice.get("/no/such/page", headers=html)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert "There is no page here" in r.text and r.headers["x-frame-options"] == "DENY"
+    r = alice.get("/t/physics/leases", params={"ended": "zz"}, headers=html)
+    assert r.status_code == 422 and "<h1>Invalid input</h1>" in r.text and "ended" in r.text
+    r = alice.get("/api/v1/no-such-thing", headers=html)
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"

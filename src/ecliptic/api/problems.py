@@ -59,6 +59,29 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def error_page(status: int, title: str, detail: str) -> HTMLResponse:
+    """An error as a small page, for browsers on the portal's addresses."""
+    return HTMLResponse(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)} · Ecliptic</title>"
+        '<link rel="stylesheet" href="/static/portal.css"></head><body>'
+        '<header class="top"><a class="brand" href="/">Ecliptic</a></header>'
+        f'<main id="main" class="login"><section class="card"><h1>{html.escape(title)}</h1>'
+        f"<p>{html.escape(detail[:1].upper() + detail[1:])}</p>"
+        '<p><a href="/">Back to the dashboard</a></p></section></main></body></html>',
+        status_code=status,
+        headers=PAGE_HEADERS,
+    )
+
+
+def _wants_page(request: Request) -> bool:
+    """A browser asking for a page (not the API, not a program)."""
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
+        "accept", ""
+    )
+
+
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]
     return ".".join(parts) or "body"
@@ -103,16 +126,7 @@ class CatchAll:
             if str(scope.get("path", "")).startswith("/api/"):
                 response = problem(500, "internal_error", "Internal error", detail)
             else:  # a page of the portal: a page, not a problem document
-                response = HTMLResponse(
-                    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-                    "<title>Internal error · Ecliptic</title>"
-                    '<link rel="stylesheet" href="/static/portal.css"></head><body>'
-                    '<main id="main" class="login"><section class="card"><h1>Internal error'
-                    f"</h1><p>{html.escape(detail.capitalize())}.</p>"
-                    '<p><a href="/">Back to the dashboard</a></p></section></main></body></html>',
-                    status_code=500,
-                    headers=PAGE_HEADERS,
-                )
+                response = error_page(500, "Internal error", detail + ".")
             await response(scope, receive, send)
 
 
@@ -157,7 +171,7 @@ def install(app: FastAPI) -> None:
         return problem(exc.status, exc.code, exc.title, exc.message, errors, retry_after_s=retry)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = []
         for e in exc.errors():
             msg = str(e.get("msg", "invalid"))
@@ -168,12 +182,19 @@ def install(app: FastAPI) -> None:
                 {"loc": list(e.get("loc", ())), "field": _field(e.get("loc", ())), "msg": msg}
             )
         detail = "; ".join(f"{x['field']}: {x['msg']}" for x in errors)
+        if _wants_page(request):
+            return error_page(422, "Invalid input", detail)
         return problem(422, "invalid_input", "Invalid input", detail, errors)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> Response:
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}
         code = codes.get(exc.status_code, "http_error")
+        if _wants_page(request) and exc.status_code >= 400:
+            detail = {404: "there is no page here: check the address"}.get(
+                exc.status_code, str(exc.detail)
+            )
+            return error_page(exc.status_code, str(exc.detail), detail)
         return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
 
     @app.exception_handler(IntegrityError)
