@@ -27,11 +27,12 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'"
+        "frame-ancestors 'none'"
     ),
 }
 """Every HTML page of Ecliptic: never cached, never framed by another site, scripts and
-styles from Ecliptic only."""
+styles from Ecliptic only. (No ``form-action``: browsers apply it to the redirects after a
+form too, and signing in for a service ends on the service's own subdomain.)"""
 
 
 def problem(
