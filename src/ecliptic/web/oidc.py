@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from ecliptic import credentials
 from ecliptic.api.deps import RuntimeDep
-from ecliptic.api.routes.gateway_web import message_page
+from ecliptic.api.routes.gateway_web import message_page, set_portal_cookie
 from ecliptic.config import OidcSettings
 from ecliptic.errors import EclipticError, TooManyAttempts
 from ecliptic.runtime import Runtime
@@ -172,15 +172,7 @@ def oidc_callback(
             "tenancy here yet: ask your administrator to add you to one"
         )
         response = message_page(problem.status, problem.title, problem.message)
-    ttl = rt.settings.gateway_session_ttl
-    response.set_cookie(
-        credentials.cookie_name(credentials.PORTAL_COOKIE, https),
-        signed.token.secret,
-        max_age=int(ttl.total_seconds()),
-        httponly=True,
-        samesite="lax",
-        secure=https,
-    )
+    set_portal_cookie(response, request, signed.token.secret, rt.settings.gateway_session_ttl)
     response.delete_cookie(flow_cookie, secure=https, httponly=True)
     response.headers["Cache-Control"] = "no-store"
     return response

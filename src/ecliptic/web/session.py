@@ -10,9 +10,8 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from ecliptic import credentials
 from ecliptic.api.deps import runtime
-from ecliptic.api.routes.gateway_web import gateway_auth, read_form
+from ecliptic.api.routes.gateway_web import gateway_auth, portal_cookie, read_form, same_origin
 from ecliptic.errors import EclipticError, Unauthenticated
 from ecliptic.runtime import Runtime
 from ecliptic.services.auth import authenticate, caller_for
@@ -55,17 +54,6 @@ class Visitor:
     """The token every form of this session carries."""
     tenancies: tuple[tuple[str, str], ...]
     """(name, role) of every tenancy the user belongs to, by name."""
-
-
-def portal_cookie(request: Request) -> str:
-    """The portal cookie's name on this connection (``__Host-`` over HTTPS)."""
-    return credentials.cookie_name(credentials.PORTAL_COOKIE, _https(request))
-
-
-def _https(request: Request) -> bool:
-    # As the sign-in that set the cookie saw it: the scheme uvicorn reports (it takes
-    # X-Forwarded-Proto from trusted proxies only).
-    return request.url.scheme == "https"
 
 
 def _csrf(rt: Runtime, token: str) -> str:
@@ -122,16 +110,6 @@ def caller_in(rt: Runtime, v: Visitor, tenancy: str) -> Caller:
 def login_url(next_uri: str) -> str:
     """The sign-in page that comes back to ``next_uri``."""
     return "/login?" + urlencode({"next": next_uri})
-
-
-def same_origin(request: Request) -> bool:
-    """Whether a form was posted from this site (Origin, or Sec-Fetch-Site without one)."""
-    origin = request.headers.get("origin")
-    scheme = request.url.scheme  # uvicorn takes X-Forwarded-Proto from trusted proxies
-    own = f"{scheme}://{request.headers.get('host', '')}"
-    if origin is not None and origin != "null":
-        return origin.rstrip("/") == own
-    return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
 
 
 async def form_of(request: Request, v: Visitor) -> dict[str, list[str]]:

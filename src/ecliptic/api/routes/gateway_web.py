@@ -44,7 +44,7 @@ router = APIRouter(include_in_schema=False)
 PORTAL_COOKIE = credentials.PORTAL_COOKIE
 
 
-def _portal_cookie(request: Request) -> str:
+def portal_cookie(request: Request) -> str:
     """The portal cookie's name on this connection (``__Host-`` prefixed over HTTPS)."""
     return credentials.cookie_name(PORTAL_COOKIE, request.url.scheme == "https")
 
@@ -105,7 +105,7 @@ def gateway_auth(rt: Runtime) -> gateway.GatewayAuth:
 
 
 def _portal_user(rt: Runtime, request: Request) -> User | None:
-    token = request.cookies.get(_portal_cookie(request))
+    token = request.cookies.get(portal_cookie(request))
     if not token:
         return None
     try:
@@ -181,29 +181,37 @@ async def login_submit(request: Request, rt: RuntimeDep) -> Response:
             page.headers["Retry-After"] = str(exc.retry_after_s)
         return page
     response = RedirectResponse(target, status_code=303)
+    set_portal_cookie(response, request, issued.secret, ttl)
+    return response
+
+
+def set_portal_cookie(response: Response, request: Request, secret: str, ttl: timedelta) -> None:
+    """Sign the browser in: the portal's session cookie (HttpOnly, SameSite=Lax, and over
+    HTTPS ``__Host-`` and Secure) for as long as its token lives."""
     response.set_cookie(
-        _portal_cookie(request),
-        issued.secret,
+        portal_cookie(request),
+        secret,
         max_age=int(ttl.total_seconds()),
         httponly=True,
         samesite="lax",
         secure=request.url.scheme == "https",
     )
-    return response
 
 
-def _cross_origin(request: Request) -> Response | None:
-    """A form posted from another site (sign-in or sign-out CSRF) is refused: its Origin
-    (or, without one, Sec-Fetch-Site) says where it came from."""
+def same_origin(request: Request) -> bool:
+    """Whether a form was posted from this site: its Origin (``null`` is not), or, without
+    one, Sec-Fetch-Site."""
     origin = request.headers.get("origin")
     scheme = request.url.scheme  # uvicorn takes X-Forwarded-Proto from trusted proxies
     own = f"{scheme}://{request.headers.get('host', '')}"
-    if origin is not None and origin != "null" and origin.rstrip("/") == own:
-        return None
-    if origin is None and request.headers.get("sec-fetch-site", "same-origin") in (
-        "same-origin",
-        "none",
-    ):
+    if origin is not None:
+        return origin != "null" and origin.rstrip("/") == own
+    return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+
+
+def _cross_origin(request: Request) -> Response | None:
+    """A form posted from another site (sign-in or sign-out CSRF) is refused."""
+    if same_origin(request):
         return None
     return message_page(
         403, "Refused", "This form was sent from another site; open this page and send it here."
@@ -222,7 +230,7 @@ def _logout_form(action: str, token: str, next_uri: str, label: str) -> str:
 @router.get("/logout")
 def portal_logout_page(request: Request, rt: RuntimeDep, next: str = "/login") -> Response:
     """Asks before signing out: signing out is a POST with this page's token."""
-    token = request.cookies.get(_portal_cookie(request), "")
+    token = request.cookies.get(portal_cookie(request), "")
     if not token:
         return RedirectResponse(_after_logout(next), status_code=303)
     form = _logout_form(
@@ -244,7 +252,7 @@ async def portal_logout(request: Request, rt: RuntimeDep) -> Response:
         form = await read_form(request, limit=SIGN_IN_FORM_BYTES, max_fields=10)
     except EclipticError as exc:
         return message_page(exc.status, exc.title, exc.message)
-    token = request.cookies.get(_portal_cookie(request), "")
+    token = request.cookies.get(portal_cookie(request), "")
     csrf = (form.get("csrf") or [""])[0]
     if token and not gateway_auth(rt).check_csrf("portal", token, csrf):
         return message_page(403, "Refused", "This sign-out form is not from this page.")
@@ -252,7 +260,7 @@ async def portal_logout(request: Request, rt: RuntimeDep) -> Response:
         await run_in_threadpool(revoke_browser_token, rt.db, token)
     response = RedirectResponse(_after_logout((form.get("next") or ["/login"])[0]), 303)
     response.delete_cookie(
-        _portal_cookie(request), secure=request.url.scheme == "https", httponly=True
+        portal_cookie(request), secure=request.url.scheme == "https", httponly=True
     )
     return response
 
@@ -281,7 +289,7 @@ def authorize(
     user = _portal_user(rt, request)
     if user is None:
         return RedirectResponse("/login?" + urlencode({"next": again}), status_code=303)
-    token = request.cookies.get(_portal_cookie(request), "")
+    token = request.cookies.get(portal_cookie(request), "")
     try:
         target = gateway_auth(rt).authorize(
             user, host, next, scheme, state=state, portal_token_id=token_id(rt.db, token)
