@@ -1,0 +1,1 @@
+"""Benchmarks: specs, kinds (runner and parser each), sets, statistics, plots and exports."""

@@ -1,0 +1,1 @@
+"""Benchmark kinds: one module each (spec model, runner, parser), found by ``registry``."""
