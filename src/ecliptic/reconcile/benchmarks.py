@@ -322,15 +322,18 @@ def _target(ctx: Context, benchmark_id: str) -> tuple[BenchmarkSpec, BackendTarg
                     f"server {srv.name} has no {'direct' if spec.network == 'direct' else 'normal'}"
                     f" port to measure the {spec.network} network on"
                 )
-            ifname = str((port.status or {}).get("ifname", "")) if port else "lo"
-            entries.append((srv.id, srv.name, port.ip_address if port else "127.0.0.1", ifname))
+            if spec.network == "host" or port is None:
+                ifname, address = "lo", "127.0.0.1"
+            else:
+                ifname, address = str((port.status or {}).get("ifname", "")), port.ip_address
+            entries.append((srv.id, srv.name, address, ifname))
             hosts.append(
                 {
                     "server": srv.name,
                     "id": srv.id,
                     "host": srv.host.name if srv.host else None,
                     "interface": ifname,
-                    "address": port.ip_address if port else "127.0.0.1",
+                    "address": address,
                 }
             )
 
