@@ -107,6 +107,24 @@ def test_a_set_compares_bridge_direct_and_host_and_shaping_slows_a_link(served: 
     assert 0.05 < speeds["wiring-003"] < 0.11, speeds  # 100 Mbit/s, shaped
     assert speeds["wiring-000"] > 3 * speeds["wiring-003"], speeds
     assert leftovers(api, "wiring") == []
+    # The answer: each wiring against the first (the bridge), and plots of it.
+    res = api.get("/benchmark-sets/wiring/results").json()
+    assert res["baseline"] == {"iperf3": "network=bridge"}
+    labels = [g["label"] for g in res["groups"]]
+    assert labels[:3] == ["network=bridge", "network=direct", "network=host"], labels
+    shaped = res["groups"][3]["against_baseline"][0]
+    assert shaped["metric"] == "throughput_gbps" and shaped["better"] == "a", shaped
+    assert shaped["ratio"] < 0.5 and shaped["beyond_spread"], shaped
+    assert res["plots"], res
+    svg = api.get(f"/benchmark-sets/wiring/plots/{res['plots'][0]}.svg")
+    assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
+    assert "network=direct" in svg.text
+    png = api.get(f"/benchmark-sets/wiring/plots/{res['plots'][0]}.png")
+    assert png.content.startswith(b"\x89PNG")
+    assert api.get("/benchmark-sets/wiring/plots/nothing.svg").status_code == 404
+    cmp = api.get("/benchmark-comparisons", params={"a": "wiring-000", "b": "wiring-003"})
+    assert cmp.status_code == 200, cmp.text
+    assert cmp.json()["pairs"][0]["differences"][0]["better"] == "a"
 
 
 def test_cancelling_a_run_removes_its_servers(served: Served) -> None:

@@ -14,6 +14,8 @@ ids are kept in the run's status so that cleaning up never depends on names.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,9 +23,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ecliptic.errors import Conflict, InvalidInput, NotFound
+from ecliptic.perf import plots, stats
 from ecliptic.perf.kinds import registry
 from ecliptic.perf.kinds.base import Result
-from ecliptic.perf.spec import BenchmarkSetSpec, BenchmarkSpec, expand
+from ecliptic.perf.spec import BenchmarkSetSpec, BenchmarkSpec, expand, label
 from ecliptic.phases import BenchmarkPhase, PlatformPhase, SetPhase
 from ecliptic.services import security_groups as sg
 from ecliptic.services.booking import Booking
@@ -457,3 +460,109 @@ def benchmark_events(db: Database, caller: Caller, ref: str, limit: int = 500) -
             .limit(limit)
         )
         return list(reversed(list(rows)))
+
+
+# ------------------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class Group:
+    """The runs of one permutation (or one lone run), aggregated."""
+
+    label: str
+    """``network=direct`` for a set's permutation; the run's name for a lone run."""
+    kind: str
+    permutation: dict[str, Any]
+    runs: list[str]
+    """Names of its runs that succeeded."""
+    failed: list[str]
+    """Names of its runs that failed."""
+    aggregate: stats.Aggregate | None
+    """None when none of its runs succeeded."""
+
+
+def groups_of(rows: Sequence[Benchmark]) -> list[Group]:
+    """Runs grouped by permutation (a lone run is a group of its own), each aggregated."""
+    by: dict[tuple[str, int], list[Benchmark]] = {}
+    for r in rows:
+        by.setdefault((r.set_id or r.id, r.permutation_index), []).append(r)
+    out = []
+    for members in by.values():
+        first = members[0]
+        ok = [m for m in members if m.phase == BenchmarkPhase.SUCCEEDED and m.result]
+        agg = (
+            stats.aggregate(first.kind, [Result.model_validate(m.result) for m in ok])
+            if ok
+            else None
+        )
+        out.append(
+            Group(
+                label=label(first.permutation) if first.set_id else first.name,
+                kind=first.kind,
+                permutation=dict(first.permutation),
+                runs=[m.name for m in ok],
+                failed=[m.name for m in members if m.phase == BenchmarkPhase.FAILED],
+                aggregate=agg,
+            )
+        )
+    return out
+
+
+def against_baseline(
+    groups: list[Group], baseline: str | None = None
+) -> dict[str, list[stats.Difference]]:
+    """Each group's figures compared with the baseline group of its kind (the one labelled
+    ``baseline``, else the kind's first group that has figures), by label."""
+    out: dict[str, list[stats.Difference]] = {}
+    for kind in dict.fromkeys(g.kind for g in groups):
+        mine = [g for g in groups if g.kind == kind and g.aggregate is not None]
+        base = next((g for g in mine if g.label == baseline), mine[0] if mine else None)
+        if baseline is not None and not any(g.label == baseline for g in groups):
+            raise NotFound(f"no permutation labelled '{baseline}' with figures")
+        for g in mine:
+            if base is not None and g is not base:
+                assert base.aggregate is not None and g.aggregate is not None
+                out[g.label] = stats.compare(base.aggregate, g.aggregate)
+    return out
+
+
+def compare_refs(
+    db: Database, caller: Caller, a: str, b: str
+) -> list[tuple[Group, Group, list[stats.Difference]]]:
+    """Two runs or two sets side by side: groups paired by label (or the only group of
+    each), b against a; a pair without figures on both sides is left out."""
+    _, rows_a = runs_of(db, caller, a)
+    _, rows_b = runs_of(db, caller, b)
+    ga, gb = groups_of(rows_a), groups_of(rows_b)
+    pairs: list[tuple[Group, Group]]
+    if len(ga) == 1 and len(gb) == 1:
+        pairs = [(ga[0], gb[0])]
+    else:
+        by_b = {(g.kind, g.label): g for g in gb}
+        pairs = [(g, by_b[(g.kind, g.label)]) for g in ga if (g.kind, g.label) in by_b]
+        if not pairs:
+            raise InvalidInput(
+                f"'{a}' and '{b}' share no permutation to compare: compare two runs, or two "
+                "sets made from the same permutations"
+            )
+    out = []
+    for x, y in pairs:
+        if x.kind != y.kind:
+            raise InvalidInput(
+                f"'{x.label}' is {x.kind} and '{y.label}' is {y.kind}: not comparable"
+            )
+        if x.aggregate is not None and y.aggregate is not None:
+            out.append((x, y, stats.compare(x.aggregate, y.aggregate)))
+    if not out:
+        raise Conflict(f"'{a}' and '{b}' have no figures to compare yet (no run succeeded)")
+    return out
+
+
+def figures_of(groups: list[Group], fmt: plots.Format) -> list[plots.Figure]:
+    """The plots of these groups' figures (none while no run succeeded)."""
+    entries = [
+        plots.Entry(label=g.label, kind=g.kind, permutation=g.permutation, aggregate=g.aggregate)
+        for g in groups
+        if g.aggregate is not None
+    ]
+    return plots.figures(entries, fmt) if entries else []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -10,71 +9,29 @@ from fastapi.responses import PlainTextResponse
 
 from ecliptic.api.deps import CallerDep, RuntimeDep
 from ecliptic.api.paging import PagingDep, paged
-from ecliptic.api.schemas import EventOut, Out, Page
-from ecliptic.naming import Name
+from ecliptic.api.schemas import (
+    AggregateOut,
+    BenchmarkCreate,
+    BenchmarkOut,
+    CompareOut,
+    DifferenceOut,
+    EventOut,
+    GroupOut,
+    KindOut,
+    Page,
+    PairOut,
+    ResultsOut,
+    SetOut,
+    SpreadOut,
+)
+from ecliptic.errors import NotFound
+from ecliptic.perf import stats
 from ecliptic.perf.kinds import registry
 from ecliptic.perf.spec import BenchmarkSetSpec, BenchmarkSpec
 from ecliptic.services import benchmarks, images
 from ecliptic.store.models import Benchmark, BenchmarkSet
 
 router = APIRouter(tags=["benchmarks"])
-
-
-class BenchmarkCreate(BenchmarkSpec):
-    """Run one benchmark: a spec (``kind``, ``network``, where, the kind's parameters in a
-    section named after it) and an optional name."""
-
-    name: Name | None = None
-
-
-class BenchmarkOut(Out):
-    """A benchmark run: what was asked, where it is, and what it measured."""
-
-    id: str
-    name: str
-    kind: str
-    phase: str
-    phase_reason: str
-    spec: dict[str, Any]
-    set: str | None = None
-    permutation: dict[str, Any]
-    repetition: int
-    result: dict[str, Any] | None
-    """The figures (``headline``, ``metrics``, ``units``, ``series``…), once it succeeded."""
-    summary: str
-    environment: dict[str, Any]
-    """Kernel, tool versions, and the servers (host, interface, address) it measured."""
-    servers: list[str]
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    duration_s: float | None
-    """From the start of the tool's run to its end."""
-
-
-class SetOut(Out):
-    """A benchmark set and how far its runs got."""
-
-    id: str
-    name: str
-    phase: str
-    phase_reason: str
-    spec: dict[str, Any]
-    runs: int
-    counts: dict[str, int]
-    """Runs per phase."""
-    created_at: datetime
-    finished_at: datetime | None
-
-
-class KindOut(Out):
-    """A kind of benchmark and the parameters it takes (JSON schema)."""
-
-    name: str
-    title: str
-    networks: list[str]
-    needs_platform: bool
-    parameters: dict[str, Any]
 
 
 def benchmark_out(row: Benchmark, set_name: str | None = None) -> BenchmarkOut:
@@ -229,3 +186,141 @@ def delete_set(ref: str, caller: CallerDep, rt: RuntimeDep) -> Response | SetOut
     if row is None:
         return Response(status_code=204)
     return set_out(rt, row)
+
+
+# ------------------------------------------------------------------------------ results
+
+
+def _spread(s: stats.Spread) -> SpreadOut:
+    pct = s.spread_pct
+    return SpreadOut(
+        median=s.median,
+        min=s.min,
+        max=s.max,
+        n=s.n,
+        spread_pct=None if pct == float("inf") else pct,
+    )
+
+
+def _aggregate(a: stats.Aggregate) -> AggregateOut:
+    return AggregateOut(
+        kind=a.kind,
+        headline=a.headline,
+        metrics={k: _spread(v) for k, v in a.metrics.items()},
+        units=a.units,
+        higher_is_better=a.higher_is_better,
+        series_x=a.series_x,
+        series=[{k: _spread(v) for k, v in row.items()} for row in a.series],
+        summary=a.summary,
+    )
+
+
+def _difference(d: stats.Difference) -> DifferenceOut:
+    return DifferenceOut(
+        metric=d.metric,
+        unit=d.unit,
+        x=d.x,
+        a=_spread(d.a),
+        b=_spread(d.b),
+        ratio=d.ratio,
+        change_pct=d.change_pct,
+        beyond_spread=d.beyond_spread,
+        better=d.better,
+    )
+
+
+Baseline = Annotated[
+    str | None,
+    Query(max_length=200, description="the permutation label to compare the others with"),
+]
+
+
+def _results(rt: Any, caller: Any, ref: str, baseline: str | None) -> ResultsOut:
+    name, rows = benchmarks.runs_of(rt.db, caller, ref)
+    groups = benchmarks.groups_of(rows)
+    diffs = benchmarks.against_baseline(groups, baseline)
+    bases: dict[str, str] = {}
+    for g in groups:
+        if g.aggregate is not None and g.label not in diffs and g.kind not in bases:
+            bases[g.kind] = g.label
+    return ResultsOut(
+        name=name,
+        baseline=bases,
+        groups=[
+            GroupOut(
+                label=g.label,
+                kind=g.kind,
+                permutation=g.permutation,
+                runs=g.runs,
+                failed=g.failed,
+                aggregate=_aggregate(g.aggregate) if g.aggregate else None,
+                against_baseline=[_difference(d) for d in diffs.get(g.label, [])],
+            )
+            for g in groups
+        ],
+        plots=[f.name for f in benchmarks.figures_of(groups, "svg")],
+    )
+
+
+@router.get("/benchmark-sets/{ref}/results", response_model=ResultsOut)
+def set_results(
+    ref: str, caller: CallerDep, rt: RuntimeDep, baseline: Baseline = None
+) -> ResultsOut:
+    """The set's figures per permutation (median, min, max over its repetitions), each
+    compared with the baseline permutation: which is faster, by how much, and whether the
+    difference is beyond the run-to-run spread."""
+    benchmarks.get_set(rt.db, caller, ref)
+    return _results(rt, caller, ref, baseline)
+
+
+@router.get("/benchmarks/{ref}/results", response_model=ResultsOut)
+def run_results(ref: str, caller: CallerDep, rt: RuntimeDep) -> ResultsOut:
+    """A lone run's figures in the same shape as a set's."""
+    benchmarks.get_benchmark(rt.db, caller, ref)
+    return _results(rt, caller, ref, None)
+
+
+@router.get("/benchmark-comparisons", response_model=CompareOut)
+def compare(
+    caller: CallerDep,
+    rt: RuntimeDep,
+    a: Annotated[str, Query(min_length=1, max_length=63, description="a run or a set")],
+    b: Annotated[str, Query(min_length=1, max_length=63, description="a run or a set")],
+) -> CompareOut:
+    """Two runs or two sets side by side (sets pair their permutations by label): b against
+    a, figure by figure, with the ratio and whether the difference is beyond the spread."""
+    pairs = benchmarks.compare_refs(rt.db, caller, a, b)
+    return CompareOut(
+        a=a,
+        b=b,
+        pairs=[
+            PairOut(a=x.label, b=y.label, kind=x.kind, differences=[_difference(d) for d in ds])
+            for x, y, ds in pairs
+        ],
+    )
+
+
+def _plot(rt: Any, caller: Any, ref: str, file: str) -> Response:
+    stem, _, ext = file.rpartition(".")
+    if ext not in ("svg", "png"):
+        raise NotFound(f"plots are '{file}.svg' or '.png': ask for NAME.svg or NAME.png")
+    _, rows = benchmarks.runs_of(rt.db, caller, ref)
+    for f in benchmarks.figures_of(benchmarks.groups_of(rows), "svg" if ext == "svg" else "png"):
+        if f.name == stem:
+            media = "image/svg+xml" if ext == "svg" else "image/png"
+            return Response(f.data, media_type=media, headers={"Cache-Control": "no-store"})
+    raise NotFound(f"no plot '{stem}' for '{ref}'; its results list the plots there are")
+
+
+@router.get("/benchmark-sets/{ref}/plots/{file}", response_class=Response)
+def set_plot(ref: str, file: str, caller: CallerDep, rt: RuntimeDep) -> Response:
+    """A plot of the set's figures (``NAME.svg`` or ``NAME.png``; names in its results)."""
+    benchmarks.get_set(rt.db, caller, ref)
+    return _plot(rt, caller, ref, file)
+
+
+@router.get("/benchmarks/{ref}/plots/{file}", response_class=Response)
+def run_plot(ref: str, file: str, caller: CallerDep, rt: RuntimeDep) -> Response:
+    """A plot of one run's figures."""
+    benchmarks.get_benchmark(rt.db, caller, ref)
+    return _plot(rt, caller, ref, file)
