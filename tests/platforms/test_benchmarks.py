@@ -4,11 +4,14 @@ permutations, cancelling, and nothing left behind."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.platforms.test_platform_cli import cli
 from tests.tunnel.conftest import Served, needs_gateway
 
 pytestmark = needs_gateway
@@ -171,3 +174,50 @@ def test_bad_specs_are_refused_with_what_to_change(served: Served) -> None:
     )
     assert r.status_code == 422, r.text
     assert "permutation 1 (iperf3.streams=0)" in r.text
+
+
+WIRING = """\
+# Which wiring is faster between two servers?
+name: cli-wiring
+repetitions: 2
+template:
+  kind: iperf3
+  iperf3: {duration: 1}
+permutations:
+  product:
+    network: [bridge, direct, host]
+"""
+
+
+def test_the_cli_runs_a_yaml_set_and_answers_which_wiring_is_faster(
+    served: Served, tmp_path: Path
+) -> None:
+    spec = tmp_path / "wiring.yaml"
+    spec.write_text(WIRING)
+    res = cli(served, "bench", "run", str(spec), "--wait", timeout=300)
+    assert res.returncode == 0, res.stderr + res.stdout
+    out = res.stdout
+    for label in ("network=bridge", "network=direct", "network=host"):
+        assert label in out, out
+    assert "baseline" in out and "2/2 ok" in out, out
+    assert "iperf3: best is network=" in out, out
+    assert "cli-wiring-005" in res.stderr, res.stderr  # each run reported as it ends
+    res = cli(
+        served, "bench", "plot", "cli-wiring", "--out", str(tmp_path / "plots"), "--format", "png"
+    )
+    assert res.returncode == 0, res.stderr
+    files = sorted((tmp_path / "plots").iterdir())
+    assert files and all(f.read_bytes().startswith(b"\x89PNG") for f in files), files
+    res = cli(served, "bench", "show", "cli-wiring-000")
+    assert res.returncode == 0 and "throughput_gbps" in res.stdout and "iperf 3" in res.stdout, res
+    res = cli(served, "bench", "compare", "cli-wiring-000", "cli-wiring-002")
+    assert res.returncode == 0 and "throughput_gbps" in res.stdout, res.stderr
+    res = cli(served, "-o", "json", "bench", "list", "--set", "cli-wiring")
+    assert [r["name"] for r in json.loads(res.stdout)][:2] == ["cli-wiring-000", "cli-wiring-001"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: iperf3\niperf3: {streams: 0}\n")
+    res = cli(served, "bench", "run", str(bad))
+    assert res.returncode == 1 and "streams" in res.stderr, res
+    res = cli(served, "bench", "delete", "cli-wiring")
+    assert res.returncode == 0 and "deleted" in res.stdout, res
+    assert cli(served, "bench", "show", "cli-wiring-000").returncode == 3
