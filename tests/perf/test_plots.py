@@ -230,30 +230,92 @@ def test_a_kind_without_plots_or_a_bad_format_is_refused() -> None:
 
 
 def test_a_sweep_kind_without_series_falls_back_to_its_headline() -> None:
+    def one_size(gbps: float) -> Result:  # perftest with one size (-s): no sweep
+        return Result(
+            headline="bandwidth_gbps",
+            metrics={"bandwidth_gbps": gbps},
+            units={"bandwidth_gbps": "Gbit/s"},
+        )
+
     entries = [
         Entry(
             f"qps={q}",
             "rdma_bandwidth",
             {"rdma_bandwidth.qps": q},
-            aggregate(
-                "rdma_bandwidth",
-                [
-                    Result(
-                        headline="bw_avg_gbps",
-                        metrics={"bw_avg_gbps": v},
-                        units={"bw_avg_gbps": "Gbit/s"},
-                    )
-                    for v in vs
-                ],
-            ),
+            aggregate("rdma_bandwidth", [one_size(v) for v in vs]),
         )
         for q, vs in ((1, (90.1, 91.0)), (4, (97.5, 97.9)))
     ]
     (fig,) = figures(entries, "svg")
-    assert fig.name == "rdma_bandwidth-bw-avg"
+    assert fig.name == "rdma_bandwidth-bandwidth"
     words = texts(fig)
-    assert "Bw avg (Gbit/s)" in words and "qps=1" in words
-    assert fig.title == "RDMA bandwidth (perftest): bw avg by rdma_bandwidth.qps"
+    assert "Bandwidth (Gbit/s)" in words and "qps=1" in words
+    assert fig.title == "RDMA bandwidth (perftest): bandwidth by rdma_bandwidth.qps"
+
+
+def test_rdma_latency_draws_the_average_not_every_column() -> None:
+    def sweep(scale: float, average: bool) -> Result:
+        key = "latency_avg_us" if average else "latency_typical_us"
+        rows = [
+            {
+                "bytes": float(2**p),
+                "iterations": 1000.0,
+                key: scale * (1.8 + 2**p / 5000),
+                "latency_p99_us": scale * 3.0,
+            }
+            for p in range(1, 24)
+        ]
+        return Result(
+            headline="latency_us",
+            metrics={"latency_us": rows[0][key]},
+            units={
+                "latency_us": "us",
+                "bytes": "B",
+                "iterations": "",
+                key: "us",
+                "latency_p99_us": "us",
+            },
+            higher_is_better={"latency_us": False},
+            series_x="bytes",
+            series=rows,
+        )
+
+    for average, label in (
+        (True, "Average latency (µs) (log scale)"),
+        (False, "Typical latency (µs) (log scale)"),
+    ):
+        entries = [
+            Entry(
+                f"network={m}",
+                "rdma_latency",
+                {"network": m},
+                aggregate("rdma_latency", [sweep(s, average), sweep(s * 1.05, average)]),
+            )
+            for m, s in (("direct", 1.0), ("host", 0.8))
+        ]
+        (fig,) = figures(entries, "svg")
+        assert fig.name == "rdma_latency-latency"
+        words = texts(fig)
+        assert label in words
+        assert any(w.startswith("lower is better") for w in words)
+
+
+def test_fio_bars_bandwidth_and_iops() -> None:
+    def run(mbs: float) -> Result:
+        return Result(
+            headline="bandwidth_mbs",
+            metrics={"bandwidth_mbs": mbs, "iops": mbs * 256},
+            units={"bandwidth_mbs": "MB/s", "iops": "IO/s"},
+        )
+
+    entries = [
+        Entry(f"flavor={f}", "fio", {"flavor": f}, aggregate("fio", [run(v), run(v * 1.1)]))
+        for f, v in (("m1.small", 180.0), ("m1.large", 420.0))
+    ]
+    figs = figures(entries, "svg")
+    assert [f.name for f in figs] == ["fio-bandwidth", "fio-iops"]
+    assert "Bandwidth (MB/s)" in texts(figs[0]) and "IOPS (IO/s)" in texts(figs[1])
+    assert figs[1].title == "fio: IOPS by flavor"
 
 
 def test_long_labels_are_wrapped_and_names_are_file_safe() -> None:

@@ -70,6 +70,12 @@ _KIND_TITLES: dict[str, str] = {
 
 _NAMES: dict[str, tuple[str, str]] = {
     "throughput_gbps": ("Throughput", "throughput"),
+    "bandwidth_gbps": ("Bandwidth", "bandwidth"),
+    "bw_avg_gbps": ("Average bandwidth", "bandwidth"),
+    "msg_rate_mpps": ("Message rate", "message-rate"),
+    "latency_avg_us": ("Average latency", "latency"),
+    "latency_typical_us": ("Typical latency", "latency"),
+    "iops": ("IOPS", "iops"),
     "latency_us": ("Latency", "latency"),
     "bandwidth_mbs": ("Bandwidth", "bandwidth"),
     "wall_s": ("Wall time", "wall-time"),
@@ -112,14 +118,17 @@ class Figure:
 
 @dataclass(frozen=True)
 class _Bars:
-    """The headline of each entry as a bar."""
+    """A metric of each entry as a bar: the headline, or ``metric`` when every entry has it."""
+
+    metric: str | None = None
 
 
 @dataclass(frozen=True)
 class _Sweep:
-    """Columns against the message size; ``columns`` None draws every column."""
+    """Columns against the message size, one figure each: the first of each group of
+    alternatives that the series have (perftest prints ``t_avg`` or, older, ``t_typical``)."""
 
-    columns: tuple[str, ...] | None
+    columns: tuple[tuple[str, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -133,10 +142,10 @@ _Plot = _Bars | _Sweep | _Scaling
 
 PLOTS: dict[str, tuple[_Plot, ...]] = {
     "iperf3": (_Bars(),),
-    "fio": (_Bars(),),
-    "mpi_pingpong": (_Sweep(("latency_us", "bandwidth_mbs")),),
-    "rdma_bandwidth": (_Sweep(None),),
-    "rdma_latency": (_Sweep(None),),
+    "fio": (_Bars(), _Bars("iops")),
+    "mpi_pingpong": (_Sweep((("latency_us",), ("bandwidth_mbs",))),),
+    "rdma_bandwidth": (_Sweep((("bw_avg_gbps",), ("msg_rate_mpps",))),),
+    "rdma_latency": (_Sweep((("latency_avg_us", "latency_typical_us"),)),),
     "slurm_job": (_Scaling("wall_s"),),
 }
 """What is drawn for each kind. A kind missing here has no plots (a clear error)."""
@@ -174,20 +183,18 @@ def _draw(
     plot: _Plot, kind: str, entries: list[Entry], styles: dict[str, int], fmt: Format
 ) -> list[Figure]:
     if isinstance(plot, _Bars):
-        return [_bars(kind, entries, styles, fmt)]
+        metric = plot.metric or entries[0].aggregate.headline
+        if plot.metric and not all(metric in e.aggregate.metrics for e in entries):
+            return []
+        return [_bars(kind, entries, styles, fmt, metric)]
     x = "bytes" if isinstance(plot, _Sweep) else "nodes"
     swept = [e for e in entries if e.aggregate.series_x == x and e.aggregate.series]
-    if not swept:  # no result carried the sweep: compare the headline instead
-        return [_bars(kind, entries, styles, fmt)]
+    if not swept:  # no result carried the sweep (one size only): compare the headline
+        return [_bars(kind, entries, styles, fmt, entries[0].aggregate.headline)]
     if isinstance(plot, _Sweep):
-        columns = plot.columns or tuple(
-            dict.fromkeys(c for e in swept for row in e.aggregate.series for c in row if c != x)
-        )
-        return [
-            _sweep(kind, swept, styles, fmt, c)
-            for c in columns
-            if any(c in row for e in swept for row in e.aggregate.series)
-        ]
+        present = {c for e in swept for row in e.aggregate.series for c in row}
+        chosen = [next((c for c in group if c in present), None) for group in plot.columns]
+        return [_sweep(kind, swept, styles, fmt, c) for c in chosen if c is not None]
     return [
         _scaling(kind, swept, styles, fmt, plot.column),
         _speedup(kind, swept, styles, fmt, plot.column),
@@ -197,8 +204,9 @@ def _draw(
 # One figure each -----------------------------------------------------------------------------
 
 
-def _bars(kind: str, entries: list[Entry], styles: dict[str, int], fmt: Format) -> Figure:
-    headline = entries[0].aggregate.headline
+def _bars(
+    kind: str, entries: list[Entry], styles: dict[str, int], fmt: Format, headline: str
+) -> Figure:
     agg0 = entries[0].aggregate
     unit = agg0.units.get(headline, "")
     name, slug = _name(headline)
@@ -207,7 +215,7 @@ def _bars(kind: str, entries: list[Entry], styles: dict[str, int], fmt: Format) 
         missing = [e.label for e, s in zip(entries, spreads, strict=True) if s is None]
         raise ValueError(f"{kind}: {', '.join(missing)} have no {headline}")
     shown = [s for s in spreads if s is not None]
-    title = f"{_KIND_TITLES[kind]}: {name.lower()} {_by(entries)}"
+    title = f"{_KIND_TITLES[kind]}: {_lower(name)} {_by(entries)}"
 
     def draw(fig: MplFigure, ax: Axes) -> None:
         xs = list(range(len(entries)))
@@ -255,7 +263,7 @@ def _sweep(
     agg0 = next(e.aggregate for e in entries if any(column in r for r in e.aggregate.series))
     unit = agg0.units.get(column, "")
     name, slug = _name(column)
-    title = f"{_KIND_TITLES[kind]}: {name.lower()} against message size"
+    title = f"{_KIND_TITLES[kind]}: {_lower(name)} against message size"
     dropped = False
     lines = []
     for e in entries:
@@ -298,7 +306,7 @@ def _scaling(
     agg0 = entries[0].aggregate
     unit = agg0.units.get(column, "")
     name, slug = _name(column)
-    title = f"{_KIND_TITLES[kind]}: {name.lower()} against node count"
+    title = f"{_KIND_TITLES[kind]}: {_lower(name)} against node count"
 
     def draw(fig: MplFigure, ax: Axes) -> None:
         nodes: set[float] = set()
@@ -355,7 +363,7 @@ def _speedup(
         ax.grid(color="#dddddd")
         ax.legend(loc="best")
 
-    subtitle = f"higher is better · median {name.lower()} on the fewest nodes ÷ median on n"
+    subtitle = f"higher is better · median {_lower(name)} on the fewest nodes ÷ median on n"
     return _render(f"{kind}-speedup", title, subtitle, fmt, draw)
 
 
@@ -435,6 +443,10 @@ def _name(metric: str) -> tuple[str, str]:
     if len(words) > 1 and words[-1] in _UNIT_SUFFIXES:
         words = words[:-1]
     return " ".join(words).capitalize(), "-".join(words)
+
+
+def _lower(name: str) -> str:
+    return name if name.isupper() else name.lower()
 
 
 def _unit(unit: str) -> str:
