@@ -279,6 +279,13 @@ class MpiPingPong:
                 line_no=header_at + 1,
                 line=lines[header_at],
             )
+        if end == len(lines) and not raw.endswith("\n"):
+            raise ParseError(
+                self.name,
+                "the last row is not whole (the output stops inside it)",
+                line_no=end,
+                line=lines[-1],
+            )
         finished = any(ln.strip().startswith(_FINALIZE) for ln in lines[end:])
         if not finished and rows[-1]["bytes"] < (1 << p.max_log):
             last = end - 1 if end < len(lines) else len(lines) - 1
@@ -291,6 +298,14 @@ class MpiPingPong:
             )
         best = min(rows, key=lambda r: r["latency_us"])
         peak = max(rows, key=lambda r: r["bandwidth_mbs"])
+        if best["latency_us"] <= 0:
+            at = header_at + 1 + rows.index(best)
+            raise ParseError(
+                self.name,
+                "a one-way time of 0.00 us: too short to be measured at this precision",
+                line_no=at + 1,
+                line=lines[at],
+            )
         if peak["bandwidth_mbs"] <= 0:
             raise ParseError(
                 self.name,
