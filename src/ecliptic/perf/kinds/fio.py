@@ -137,7 +137,7 @@ class Fio:
                 self.name,
                 "no JSON document: not fio's --output-format=json output",
                 line_no=at + 1,
-                line=lines[at],
+                line=lines[at].rstrip("\n"),
             )
         start = offset + len(lines[first]) - len(lines[first].lstrip())
         try:
@@ -156,10 +156,12 @@ class Fio:
                 self.name,
                 "the JSON document has no 'jobs' list: not fio's output",
                 line_no=first + 1,
-                line=lines[first],
+                line=lines[first].rstrip("\n"),
             )
         if not doc["jobs"]:
-            raise ParseError(self.name, "fio reported no job", line_no=first + 1, line=lines[first])
+            raise ParseError(
+                self.name, "fio reported no job", line_no=first + 1, line=lines[first].rstrip("\n")
+            )
         job = doc["jobs"][0]
         if not isinstance(job, dict):
             raise ParseError(self.name, "a job is not an object", line_no=first + 1)
