@@ -32,6 +32,7 @@ K8S = "1.35.0"
 """The Kubernetes version whose OpenAPI schemas (as kubernetes-validate ships them) the
 exported objects must satisfy, strictly: a field the schema does not know fails."""
 NET = "default/shared-network"
+SLURM_SCRIPT = "#!/bin/sh\nsrun hostname\n"
 RDMA = "rdma/rdma_shared_device_a"
 
 
@@ -274,10 +275,17 @@ def test_the_client_runs_the_kinds_own_command_line() -> None:
     assert "/usr/local/bin/mpi-pingpong -msglog 20 -iter 1000" in launcher
     assert '--mca btl self,tcp --mca btl_tcp_if_include "$IFACES"' in launcher
     # When the real kinds are registered, their own command builders must agree.
-    kind = registry.find("fio")
-    if hasattr(kind, "command"):
-        p = kind.params.model_validate({"rw": "randrw"})
-        assert shlex.join(kind.command(p, "/data/ecliptic-fio")) in fio
+    fio_kind: Any = registry.find("fio")
+    if hasattr(fio_kind, "command"):
+        p = fio_kind.params.model_validate({"rw": "randrw"})
+        assert shlex.join(fio_kind.command(p, "/data/ecliptic-fio")) in fio
+    for name in ("rdma_bandwidth", "rdma_latency"):
+        rdma: Any = registry.find(name)
+        if hasattr(rdma, "options"):
+            p = rdma.params.model_validate({"mode": "read", "extra_args": ["--tclass=96"]})
+            own = shlex.join([rdma.program(p), *rdma.options(p)])
+            objs = jobs(name, "host", {"mode": "read", "extra_args": ["--tclass=96"]})
+            assert f'exec {own} "$PEER"' in script(pods(objs)["bench1-client"])
 
 
 def test_shaping_is_a_token_bucket_on_the_measured_interface() -> None:
@@ -295,7 +303,11 @@ def test_shaping_is_a_token_bucket_on_the_measured_interface() -> None:
 
 def test_what_cannot_run_as_jobs_is_refused_clearly() -> None:
     slurm = BenchmarkSpec.model_validate(
-        {"kind": "slurm_job", "platform": "hpc", "slurm_job": {"script": "true", "nodes": [1, 2]}}
+        {
+            "kind": "slurm_job",
+            "platform": "hpc",
+            "slurm_job": {"script": SLURM_SCRIPT, "nodes": [1, 2]},
+        }
     )
     with pytest.raises(ValueError, match="slurm_job does not run as plain Kubernetes Jobs"):
         to_jobs(slurm, "s", "perf")
@@ -481,7 +493,11 @@ def test_kube_perftest_refuses_what_it_would_measure_differently() -> None:
     with pytest.raises(ValueError, match="cannot shape"):
         to_kube_perftest(shaped, "b")
     slurm = BenchmarkSpec.model_validate(
-        {"kind": "slurm_job", "platform": "hpc", "slurm_job": {"script": "true", "nodes": [1]}}
+        {
+            "kind": "slurm_job",
+            "platform": "hpc",
+            "slurm_job": {"script": SLURM_SCRIPT, "nodes": [1]},
+        }
     )
     with pytest.raises(ValueError, match="kube-perftest has no benchmark like slurm_job"):
         to_kube_perftest(slurm, "b")
