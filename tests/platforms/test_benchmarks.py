@@ -177,14 +177,15 @@ def test_bad_specs_are_refused_with_what_to_change(served: Served) -> None:
 
 
 WIRING = """\
-# Which wiring is faster between two servers?
+# Which wiring is faster between two servers: TCP throughput and MPI latency.
 name: cli-wiring
 repetitions: 2
 template:
-  kind: iperf3
   iperf3: {duration: 1}
+  mpi_pingpong: {max_log: 16, repetitions: 200}
 permutations:
   product:
+    kind: [iperf3, mpi_pingpong]
     network: [bridge, direct, host]
 """
 
@@ -197,11 +198,12 @@ def test_the_cli_runs_a_yaml_set_and_answers_which_wiring_is_faster(
     res = cli(served, "bench", "run", str(spec), "--wait", timeout=300)
     assert res.returncode == 0, res.stderr + res.stdout
     out = res.stdout
-    for label in ("network=bridge", "network=direct", "network=host"):
+    for label in ("kind=iperf3, network=bridge", "kind=mpi_pingpong, network=host"):
         assert label in out, out
     assert "baseline" in out and "2/2 ok" in out, out
-    assert "iperf3: best is network=" in out, out
-    assert "cli-wiring-005" in res.stderr, res.stderr  # each run reported as it ends
+    assert "iperf3: best is kind=iperf3, network=" in out, out
+    assert "cli-wiring-011" in res.stderr, res.stderr  # each run reported as it ends
+    assert "mpi_pingpong: best is" in out, out
     res = cli(
         served, "bench", "plot", "cli-wiring", "--out", str(tmp_path / "plots"), "--format", "png"
     )
@@ -210,6 +212,7 @@ def test_the_cli_runs_a_yaml_set_and_answers_which_wiring_is_faster(
     assert files and all(f.read_bytes().startswith(b"\x89PNG") for f in files), files
     res = cli(served, "bench", "show", "cli-wiring-000")
     assert res.returncode == 0 and "throughput_gbps" in res.stdout and "iperf 3" in res.stdout, res
+    print(out)
     res = cli(served, "bench", "compare", "cli-wiring-000", "cli-wiring-002")
     assert res.returncode == 0 and "throughput_gbps" in res.stdout, res.stderr
     res = cli(served, "-o", "json", "bench", "list", "--set", "cli-wiring")
