@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ecliptic import faults
 from ecliptic.backends.base import Backend, BackendError, ServiceSpec
 from ecliptic.errors import EclipticError
 from ecliptic.perf.errors import ParseError, RunFailed, Unsupported
@@ -91,6 +92,7 @@ def _pending(ctx: Context, benchmark_id: str) -> Outcome:
         return Outcome()
     if not started:
         return Outcome(requeue_after=TURN_POLL_S)
+    faults.point("reconcile.benchmark.provisioned")
     return Outcome(requeue_after=WAIT_POLL_S)
 
 
@@ -270,6 +272,7 @@ class BackendTarget:
         mark = self.backend.console_read(sid, after=-1, limit=1)[1]
         self._started[(index, name)] = str(mark)
         st = self.backend.start_service(sid, ServiceSpec(name=name, argv=tuple(argv)))
+        faults.point("reconcile.benchmark.tool_started")
         if not st.running:
             raise RunFailed(
                 f"{argv[0]} did not start in {self._pick(index)[1]}: {self.log(index, name)[-500:]}"
@@ -332,6 +335,8 @@ def _target(ctx: Context, benchmark_id: str) -> tuple[BenchmarkSpec, BackendTarg
                     "server": srv.name,
                     "id": srv.id,
                     "host": srv.host.name if srv.host else None,
+                    "flavor": srv.flavor.name,
+                    "vcpus": srv.flavor.vcpus,
                     "interface": ifname,
                     "address": address,
                 }

@@ -36,7 +36,7 @@ from ecliptic.services.networks import IPAM_LOCK, UsedRanges, add_network
 from ecliptic.services.platforms import find_platform, may_use
 from ecliptic.services.servers import NicRequest, add_server
 from ecliptic.store.db import Database
-from ecliptic.store.models import Benchmark, BenchmarkSet, Event, Platform
+from ecliptic.store.models import Benchmark, BenchmarkSet, Event, Flavor, Platform
 from ecliptic.store.transitions import created, move
 from ecliptic.store.types import utcnow
 from ecliptic.store.workqueue import WorkQueue
@@ -400,6 +400,9 @@ def provision(
             status["platform_id"] = plat.id
         else:
             count = kind.servers(spec.kind_params(), spec.network)
+            flavor = spec.flavor
+            if count < kind.servers(spec.kind_params(), "bridge"):
+                flavor = both_ends_flavor(session, spec.flavor)
             group = sg.owned_group(
                 session, row.tenancy_id, f"{GROUP_PREFIX}{row.name}", f"benchmark {row.name}"
             )
@@ -416,7 +419,7 @@ def provision(
                     queue,
                     caller,
                     f"{row.name}-{i}",
-                    spec.flavor,
+                    flavor,
                     [NicRequest(network=net.name, vnic_type=vnic)],
                     used_elsewhere,
                     lease=spec.lease,
@@ -424,17 +427,47 @@ def provision(
                     security_groups=[group.name],
                 )
                 made.append(srv.id)
-            status |= {"servers": made, "networks": [net.id], "group": group.name}
+            status |= {
+                "servers": made,
+                "networks": [net.id],
+                "group": group.name,
+                "flavor": flavor,
+            }
         row.status = status
-        move(session, row, BenchmarkPhase.PROVISIONING, _provisioning_reason(spec, kind.name))
+        move(
+            session,
+            row,
+            BenchmarkPhase.PROVISIONING,
+            _provisioning_reason(spec, kind.name, status.get("flavor", spec.flavor)),
+        )
         return True
 
 
-def _provisioning_reason(spec: BenchmarkSpec, kind: str) -> str:
+def both_ends_flavor(session: Session, name: str) -> str:
+    """For a run whose two ends share one server (host networking): the smallest flavor
+    of the same kind with at least twice ``name``'s vCPUs and memory, so that both ends get
+    what they would get on two servers; ``name`` itself when there is none."""
+    base = find_flavor(session, name)
+    bigger = session.scalars(
+        select(Flavor)
+        .where(
+            Flavor.kind == base.kind,
+            Flavor.vcpus >= 2 * base.vcpus,
+            Flavor.memory_mb >= 2 * base.memory_mb,
+            Flavor.gpus == base.gpus,
+            Flavor.reservation_only == base.reservation_only,
+        )
+        .order_by(Flavor.vcpus, Flavor.memory_mb, Flavor.name)
+    ).first()
+    return bigger.name if bigger is not None else base.name
+
+
+def _provisioning_reason(spec: BenchmarkSpec, kind: str, flavor: str) -> str:
     if spec.platform is not None:
         return f"running on platform {spec.platform}"
     n = registry.find(kind).servers(spec.kind_params(), spec.network)
-    return f"making {n} {spec.flavor} server(s) from image {spec.image}"
+    both = " (both ends in one server: twice the flavor)" if flavor != spec.flavor else ""
+    return f"making {n} {flavor} server(s) from image {spec.image}{both}"
 
 
 def platform_of(session: Session, row: Benchmark) -> Platform | None:
