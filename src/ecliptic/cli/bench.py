@@ -24,17 +24,20 @@ Ref = Annotated[str, typer.Argument(help="A run or a set (name or id).", show_de
 FINAL = {"SUCCEEDED", "FAILED"}
 
 
+def _error(message: str) -> None:
+    """``error: ...`` on stderr."""
+    sys.stderr.write(f"error: {message}\n")
+
+
 def _load(path: str) -> dict[str, Any]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
         data = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as e:
-        output.say(f"error: {path}: {e}")
+        _error(f"{path}: {e}")
         raise typer.Exit(ExitCode.USAGE) from None
     if not isinstance(data, dict):
-        output.say(
-            f"error: {path}: expected a mapping (a benchmark or a set), got {type(data).__name__}"
-        )
+        _error(f"{path}: expected a mapping (a benchmark or a set), got {type(data).__name__}")
         raise typer.Exit(ExitCode.USAGE)
     return data
 
@@ -124,7 +127,7 @@ def _follow(ref: str, is_set: bool, timeout: float) -> int:
             else:
                 update(f"{ref}: {len(reported)}/{total} done; waiting for its turn")
             if time.monotonic() > deadline:
-                output.say(f"error: {ref} did not finish within {timeout:g} s (it goes on)")
+                _error(f"{ref} did not finish within {timeout:g} s (it goes on)")
                 raise typer.Exit(ExitCode.WAIT_FAILED)
             time.sleep(0.3)
 
@@ -334,13 +337,13 @@ def plot(
     """Write the plots of a set or a run (latency and bandwidth against message size, throughput
     per wiring, wall time against nodes) into a folder."""
     if fmt not in ("svg", "png"):
-        output.say("error: --format is svg or png")
+        _error("--format is svg or png")
         raise typer.Exit(ExitCode.USAGE)
     c = client()
     is_set = isinstance(c.benchmarks.find(ref), SetOut)
     res = c.benchmarks.results(ref, is_set=is_set)
     if not res.plots:
-        output.say(f"error: {ref} has no figures to plot yet")
+        _error(f"{ref} has no figures to plot yet")
         raise typer.Exit(ExitCode.CONFLICT)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -363,3 +366,80 @@ def delete(ref: Ref) -> None:
         c.benchmarks.delete(obj.name)
     done = "cancelled" if obj.phase not in FINAL else "deleted"
     emit({"name": obj.name, "result": done}, lambda: output.say(f"{obj.name} {done}"))
+
+
+@command(app, "export")
+def export(
+    file: Annotated[str, typer.Argument(help="A YAML benchmark or set ('-': stdin).")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--as",
+            help="kube-perftest (its operator's objects) or jobs (plain Jobs and a Service).",
+        ),
+    ] = "jobs",
+    namespace: Annotated[
+        str, typer.Option("--namespace", help="Kubernetes namespace.")
+    ] = "default",
+    network_name: Annotated[
+        str | None,
+        typer.Option("--network-name", help="Multus network of the direct port (namespace/name)."),
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Image with the tools (for --as jobs).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Name of the objects.")] = None,
+) -> None:
+    """Render a benchmark (or a set) as Kubernetes objects, so the same spec runs on a real
+    cluster: kube-perftest's kinds (IPerf, MPIPingPong, RDMABandwidth…, or a BenchmarkSet),
+    or plain batch/v1 Jobs with the Multus annotation, IPC_LOCK and RDMA device requests.
+    Works offline; nothing is sent to Ecliptic."""
+    from pydantic import ValidationError
+
+    from ecliptic.perf import kubernetes
+    from ecliptic.perf.spec import BenchmarkSetSpec, BenchmarkSpec, expand
+
+    data = _load(file)
+    if to not in ("kube-perftest", "jobs"):
+        _error("--as is kube-perftest or jobs")
+        raise typer.Exit(ExitCode.USAGE)
+    try:
+        objs: list[dict[str, Any]]
+        if "template" in data:
+            s = BenchmarkSetSpec.model_validate(data)
+            if to == "kube-perftest":
+                objs = [kubernetes.set_to_kube_perftest(s, namespace, network_name=network_name)]
+            else:
+                objs = []
+                for i, (_, spec) in enumerate(expand(s)):
+                    objs += kubernetes.to_jobs(
+                        spec,
+                        f"{s.name}-{i:03d}",
+                        namespace,
+                        network_name=network_name,
+                        image=image or kubernetes.DEFAULT_IMAGE,
+                    )
+        else:
+            spec = BenchmarkSpec.model_validate(data)
+            obj_name = name or spec.kind.replace("_", "-")
+            if to == "kube-perftest":
+                objs = [
+                    kubernetes.to_kube_perftest(
+                        spec, obj_name, namespace, network_name=network_name
+                    )
+                ]
+            else:
+                objs = kubernetes.to_jobs(
+                    spec,
+                    obj_name,
+                    namespace,
+                    network_name=network_name,
+                    image=image or kubernetes.DEFAULT_IMAGE,
+                )
+    except ValidationError as e:
+        _error(f"{file}: {e.errors()[0]['msg']}")
+        raise typer.Exit(ExitCode.REFUSED) from None
+    except ValueError as e:
+        _error(f"{e}")
+        raise typer.Exit(ExitCode.REFUSED) from None
+    sys.stdout.write(kubernetes.to_yaml(objs))
