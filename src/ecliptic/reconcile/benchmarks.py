@@ -43,11 +43,12 @@ log = logging.getLogger(__name__)
 KIND = svc.KIND
 WAIT_POLL_S = 0.05
 TURN_POLL_S = 2.0
-CLEAN_POLL_S = 0.1
+CLEAN_POLL_S = 0.05
 PROVISION_TIMEOUT_S = 300.0
 MAX_RAW = 4 << 20
 """Raw output kept per run (its end is kept when longer)."""
-STOP_GRACE_S = 1.0
+STOP_GRACE_S = 0.0
+"""A run's own servers are disposable once it is over: no grace before SIGKILL."""
 
 _RUNNING: dict[str, threading.Thread] = {}
 _RUNNING_LOCK = threading.Lock()
