@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -47,6 +47,8 @@ BUSY = (BenchmarkPhase.PROVISIONING, BenchmarkPhase.RUNNING, BenchmarkPhase.CLEA
 FINAL = (BenchmarkPhase.SUCCEEDED, BenchmarkPhase.FAILED)
 GROUP_PREFIX = "benchmark:"
 MAX_SET_RUNS = 500
+MAX_UNFINISHED = 1000
+"""Runs a tenancy may have waiting or running at once."""
 MAX_SET_NAME = 50
 """Set names leave room for the runs' ``-NNN`` and their servers' ``-N`` suffixes."""
 
@@ -95,6 +97,19 @@ def _check_where(session: Session, caller: Caller, tenancy_id: str, spec: Benchm
         find_flavor(session, spec.flavor)
 
 
+def _room_for(session: Session, tenancy_id: str, n: int) -> None:
+    waiting = session.scalar(
+        select(func.count()).where(
+            Benchmark.tenancy_id == tenancy_id, Benchmark.phase.not_in(list(FINAL))
+        )
+    )
+    if (waiting or 0) + n > MAX_UNFINISHED:
+        raise Conflict(
+            f"this tenancy has {waiting} benchmark runs not finished; at most "
+            f"{MAX_UNFINISHED} may wait at once: let some finish or cancel them"
+        )
+
+
 def _name_free(session: Session, tenancy_id: str, name: str) -> None:
     if session.scalar(
         select(Benchmark.id).where(Benchmark.tenancy_id == tenancy_id, Benchmark.name == name)
@@ -111,6 +126,7 @@ def create_benchmark(
     with db.write() as session:
         _check_where(session, caller, tenancy_id, spec)
         _name_free(session, tenancy_id, name)
+        _room_for(session, tenancy_id, 1)
         row = _new_run(session, caller, tenancy_id, name, spec)
         queue.enqueue(session, KIND, row.id)
     return row
@@ -172,6 +188,7 @@ def create_set(
             raise Conflict(f"a benchmark set named '{body.name}' exists already")
         for _, spec in runs:
             _check_where(session, caller, tenancy_id, spec)
+        _room_for(session, tenancy_id, total)
         set_row = BenchmarkSet(
             tenancy_id=tenancy_id,
             name=body.name,
@@ -328,12 +345,8 @@ def delete_set(db: Database, queue: WorkQueue, caller: Caller, ref: str) -> Benc
 
 def set_finished(session: Session, queue: WorkQueue, row: Benchmark) -> None:
     """After a run ended: settle its set when it was the last, and wake the next run."""
-    nxt = session.scalar(
-        select(Benchmark.id)
-        .where(Benchmark.phase == BenchmarkPhase.PENDING, Benchmark.id != row.id)
-        .order_by(Benchmark.created_at, Benchmark.name)
-        .limit(1)
-    )
+    session.flush()
+    nxt = next_up(session)
     if nxt is not None:
         queue.enqueue(session, KIND, nxt)
     if row.set_id is None:
@@ -360,19 +373,38 @@ def set_finished(session: Session, queue: WorkQueue, row: Benchmark) -> None:
 # ------------------------------------------------------------------------------ running
 
 
-def my_turn(session: Session, row: Benchmark) -> bool:
-    """Whether ``row`` may start now: nothing else measures, and no older run waits."""
-    busy = session.scalar(select(func.count()).where(Benchmark.phase.in_(list(BUSY))))
-    if busy:
-        return False
-    older = session.scalar(
-        select(func.count()).where(
-            Benchmark.phase == BenchmarkPhase.PENDING,
-            (Benchmark.created_at < row.created_at)
-            | ((Benchmark.created_at == row.created_at) & (Benchmark.name < row.name)),
-        )
+def next_up(session: Session) -> str | None:
+    """The run that measures next: tenancies take turns (the one whose last run started
+    longest ago, or never, goes first), and within a tenancy runs go oldest first; so a
+    tenancy's long set delays another tenancy's run by at most one run."""
+    firsts = session.execute(
+        select(Benchmark.tenancy_id, func.min(Benchmark.created_at))
+        .where(Benchmark.phase == BenchmarkPhase.PENDING)
+        .group_by(Benchmark.tenancy_id)
+    ).all()
+    if not firsts:
+        return None
+    last_start = dict(
+        session.execute(
+            select(Benchmark.tenancy_id, func.max(Benchmark.started_at))
+            .where(Benchmark.tenancy_id.in_([t for t, _ in firsts]))
+            .group_by(Benchmark.tenancy_id)
+        ).all()
     )
-    return not older
+    never = datetime.min.replace(tzinfo=UTC)
+    tenancy, _ = min(firsts, key=lambda f: (last_start.get(f[0]) or never, f[1], f[0]))
+    return session.scalar(
+        select(Benchmark.id)
+        .where(Benchmark.phase == BenchmarkPhase.PENDING, Benchmark.tenancy_id == tenancy)
+        .order_by(Benchmark.created_at, Benchmark.name)
+        .limit(1)
+    )
+
+
+def my_turn(session: Session, row: Benchmark) -> bool:
+    """Whether ``row`` may start now: nothing else measures, and it is next up."""
+    busy = session.scalar(select(func.count()).where(Benchmark.phase.in_(list(BUSY))))
+    return not busy and next_up(session) == row.id
 
 
 def provision(
