@@ -343,6 +343,9 @@ def _target(ctx: Context, benchmark_id: str) -> tuple[BenchmarkSpec, BackendTarg
                 }
             )
 
+    if spec.network == "host":  # both ends in the first server
+        entries, hosts = entries[:1], hosts[:1]
+
     def progress(message: str) -> None:
         with ctx.db.write() as session:
             row = session.get(Benchmark, benchmark_id)
