@@ -37,7 +37,7 @@ from ecliptic.services.platforms import find_platform, may_use
 from ecliptic.services.servers import NicRequest, add_server
 from ecliptic.store.db import Database
 from ecliptic.store.models import Benchmark, BenchmarkSet, Event, Flavor, Platform
-from ecliptic.store.transitions import created, move
+from ecliptic.store.transitions import created, move, timeline
 from ecliptic.store.types import utcnow
 from ecliptic.store.workqueue import WorkQueue
 
@@ -518,13 +518,7 @@ def benchmark_events(db: Database, caller: Caller, ref: str, limit: int = 500) -
     """A run's timeline (queued, servers made, progress of the tool, outcome), oldest first."""
     with db.read() as session:
         row = find_benchmark(session, _tenancy(caller), ref)
-        rows = session.scalars(
-            select(Event)
-            .where(Event.object_kind == "benchmark", Event.object_id == row.id)
-            .order_by(Event.id.desc())
-            .limit(limit)
-        )
-        return list(reversed(list(rows)))
+        return timeline(session, "benchmark", row.id, limit)
 
 
 # ------------------------------------------------------------------------------ results
