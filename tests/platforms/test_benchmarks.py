@@ -106,6 +106,8 @@ def test_a_set_compares_bridge_direct_and_host_and_shaping_slows_a_link(served: 
     assert body["phase"] == "SUCCEEDED", [(x["name"], x["phase_reason"]) for x in runs]
     by = {x["name"]: x for x in runs}
     assert by["wiring-001"]["permutation"] == {"network": "direct"}
+    assert by["wiring-001"]["set"] == "wiring"
+    assert api.get("/benchmarks/wiring-001").json()["set"] == "wiring"
     host = by["wiring-002"]["environment"]["servers"]
     assert len(host) == 1 and host[0]["interface"] == "lo", host
     assert host[0]["flavor"] == "m1.medium", host  # both ends: twice an m1.small

@@ -625,3 +625,15 @@ def figures_of(groups: list[Group], fmt: plots.Format) -> list[plots.Figure]:
         if g.aggregate is not None
     ]
     return plots.figures(entries, fmt) if entries else []
+
+
+def set_names(db: Database, rows: Sequence[Benchmark]) -> dict[str, str]:
+    """Names of the sets these runs belong to, by set id."""
+    ids = {r.set_id for r in rows if r.set_id}
+    if not ids:
+        return {}
+    with db.read() as session:
+        found = session.execute(
+            select(BenchmarkSet.id, BenchmarkSet.name).where(BenchmarkSet.id.in_(ids))
+        ).all()
+    return {i: n for i, n in found}
