@@ -271,3 +271,20 @@ def test_a_run_on_a_platforms_servers_measures_its_wiring_and_leaves_them(served
 
 def _addresses_on(api: httpx.Client, server: str, network: str) -> list[str]:
     return list(api.get(f"/servers/{server}").json()["addresses"].get(network, []))
+
+
+def test_a_run_over_its_timeout_fails_and_its_servers_go(served: Served) -> None:
+    api = served.api
+    api.post("/images/perf/build")  # so that the timeout falls on the tool, not on the build
+    deadline = time.monotonic() + 600
+    while api.get("/images/perf").json()["status"] != "built":
+        assert time.monotonic() < deadline, api.get("/images/perf").json()
+        time.sleep(0.5)
+    body = {"name": "slow1", "kind": "iperf3", "timeout_s": 4, "iperf3": {"duration": 60}}
+    r = api.post("/benchmarks", json=body)
+    assert r.status_code == 202, r.text
+    t0 = time.monotonic()
+    out = wait_run(api, "slow1", "SUCCEEDED", "FAILED", timeout=60)
+    assert out["phase"] == "FAILED" and "timed out after 4 s" in out["phase_reason"], out
+    assert time.monotonic() - t0 < 30
+    assert leftovers(api, "slow1") == []

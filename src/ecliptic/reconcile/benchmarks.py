@@ -16,7 +16,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -44,7 +43,6 @@ KIND = svc.KIND
 WAIT_POLL_S = 0.05
 TURN_POLL_S = 2.0
 CLEAN_POLL_S = 0.05
-PROVISION_TIMEOUT_S = 300.0
 MAX_RAW = 4 << 20
 """Raw output kept per run (its end is kept when longer)."""
 STOP_GRACE_S = 0.0
@@ -114,8 +112,11 @@ def _provisioning(ctx: Context, benchmark_id: str) -> Outcome:
         problem = _not_ready(session, row, spec, servers)
         if problem is not None:
             waited = (utcnow() - (svc.since(row, "provisioning_since") or utcnow())).total_seconds()
-            if problem.startswith("!") or waited > min(PROVISION_TIMEOUT_S, spec.timeout_s):
-                _fail_to_clean(session, ctx, row, problem.lstrip("!"))
+            if problem.startswith("!") or waited > spec.timeout_s:
+                why = problem.lstrip("!")
+                if not problem.startswith("!"):
+                    why = f"not ready after {spec.timeout_s:g} s (timeout_s): {why}"
+                _fail_to_clean(session, ctx, row, why)
                 return Outcome()
             row.phase_reason = problem
             return Outcome(requeue_after=WAIT_POLL_S)
@@ -123,7 +124,7 @@ def _provisioning(ctx: Context, benchmark_id: str) -> Outcome:
         row.status = {**row.status, "runner": {"pid": os.getpid()}}
         move(session, row, BenchmarkPhase.RUNNING, f"running {spec.kind}")
     _start_thread(ctx, benchmark_id)
-    return Outcome()
+    return Outcome(requeue_after=min(spec.timeout_s, 30.0) + 0.01)  # to watch the timeout
 
 
 def _servers(session: Any, row: Benchmark) -> list[Server]:
@@ -191,19 +192,22 @@ def _running(ctx: Context, benchmark_id: str) -> Outcome:
     no thread measures it (the process that ran it died)."""
     with _RUNNING_LOCK:
         t = _RUNNING.get(benchmark_id)
-        if t is not None and t.is_alive():
-            return Outcome()
+        measuring = t is not None and t.is_alive()
     with ctx.db.write() as session:
         row = session.get(Benchmark, benchmark_id)
         if row is None or row.phase != BenchmarkPhase.RUNNING:
             return Outcome()
+        spec = BenchmarkSpec.model_validate(row.spec)
+        left = spec.timeout_s - (utcnow() - (row.started_at or utcnow())).total_seconds()
+        if left <= 0:  # its servers go, which ends the tool; the thread's outcome is dropped
+            _fail_to_clean(session, ctx, row, f"timed out after {spec.timeout_s:g} s (timeout_s)")
+            return Outcome()
+        if measuring:
+            return Outcome(requeue_after=min(left, 30.0) + 0.01)
         runner = (row.status or {}).get("runner", {})
         pid = runner.get("pid")
         if pid not in (None, os.getpid()) and pid_exists(pid):
-            started = row.started_at or utcnow()
-            spec = BenchmarkSpec.model_validate(row.spec)
-            if utcnow() - started < timedelta(seconds=spec.timeout_s):
-                return Outcome(requeue_after=5.0)  # another process measures it
+            return Outcome(requeue_after=min(left, 5.0) + 0.01)  # another process measures it
         _fail_to_clean(
             session,
             ctx,
