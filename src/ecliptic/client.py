@@ -42,7 +42,9 @@ from ecliptic import __version__
 from ecliptic.api.schemas import (
     BackendStatus,
     BalanceOut,
+    BenchmarkOut,
     CalendarRowOut,
+    CompareOut,
     ConsoleLog,
     CreditAllocate,
     DeletedServerOut,
@@ -58,6 +60,7 @@ from ecliptic.api.schemas import (
     HostReservationIn,
     ImageLog,
     ImageOut,
+    KindOut,
     LeaseCreate,
     LeaseOut,
     LeaseUpdate,
@@ -81,6 +84,7 @@ from ecliptic.api.schemas import (
     PortOut,
     QuotaOut,
     QuotaSet,
+    ResultsOut,
     SecurityGroupCreate,
     SecurityGroupOut,
     SecurityGroupRuleCreate,
@@ -92,6 +96,7 @@ from ecliptic.api.schemas import (
     ServiceCreate,
     ServiceOut,
     ServiceUpdate,
+    SetOut,
     SliceReservationIn,
     SshKeyCreate,
     SshKeyOut,
@@ -524,6 +529,7 @@ class Client:
         self.quotas = _Quotas(self)
         self.platform_types = _PlatformTypes(self)
         self.platforms = _Platforms(self)
+        self.benchmarks = _Benchmarks(self)
 
     @classmethod
     def from_config(
@@ -1474,3 +1480,93 @@ class _Platforms(_Group):
     def wait_deleted(self, ref: str, timeout: float = 300) -> None:
         """Poll until the platform is gone."""
         _wait_gone("platform", ref, lambda: self.get(ref), timeout, None)
+
+
+class _Benchmarks(_Group):
+    """Benchmark runs and sets of your tenancy."""
+
+    def kinds(self) -> builtins.list[KindOut]:
+        """The kinds of benchmark and their parameters."""
+        out: builtins.list[KindOut] = self._c._all(KindOut, "/benchmark-kinds")
+        return out
+
+    def run(self, spec: dict[str, Any], name: str | None = None) -> BenchmarkOut:
+        """Submit one benchmark (a spec as in a YAML file)."""
+        body = {**spec, **({"name": name} if name else {})}
+        out: BenchmarkOut = self._c._call(BenchmarkOut, "POST", "/benchmarks", json=body)
+        return out
+
+    def run_set(self, spec: dict[str, Any]) -> SetOut:
+        """Submit a benchmark set (``name``, ``template``, ``permutations``, ``repetitions``)."""
+        out: SetOut = self._c._call(SetOut, "POST", "/benchmark-sets", json=spec)
+        return out
+
+    def list(
+        self, *, set: str | None = None, kind: str | None = None
+    ) -> builtins.list[BenchmarkOut]:
+        """Runs, newest first (a set's in run order)."""
+        out: builtins.list[BenchmarkOut] = self._c._all(
+            BenchmarkOut, "/benchmarks", params={"set": set, "kind": kind}
+        )
+        return out
+
+    def sets(self) -> builtins.list[SetOut]:
+        """Sets, newest first."""
+        out: builtins.list[SetOut] = self._c._all(SetOut, "/benchmark-sets")
+        return out
+
+    def get(self, ref: str) -> BenchmarkOut:
+        """One run."""
+        out: BenchmarkOut = self._c._call(BenchmarkOut, "GET", f"/benchmarks/{_q(ref)}")
+        return out
+
+    def get_set(self, ref: str) -> SetOut:
+        """One set."""
+        out: SetOut = self._c._call(SetOut, "GET", f"/benchmark-sets/{_q(ref)}")
+        return out
+
+    def find(self, ref: str) -> SetOut | BenchmarkOut:
+        """A set by that name, else a run."""
+        try:
+            return self.get_set(ref)
+        except ApiError as e:
+            if e.status != 404:
+                raise
+        return self.get(ref)
+
+    def output(self, ref: str) -> str:
+        """What the run's tool printed."""
+        return self._c.request("GET", f"/benchmarks/{_q(ref)}/output").text
+
+    def events(self, ref: str) -> builtins.list[EventOut]:
+        """The run's timeline."""
+        out: builtins.list[EventOut] = self._c._all(EventOut, f"/benchmarks/{_q(ref)}/events")
+        return out
+
+    def delete(self, ref: str) -> None:
+        """Cancel a run, or remove a finished one."""
+        self._c.request("DELETE", f"/benchmarks/{_q(ref)}")
+
+    def delete_set(self, ref: str) -> None:
+        """Cancel a set's remaining runs, or remove a finished set."""
+        self._c.request("DELETE", f"/benchmark-sets/{_q(ref)}")
+
+    def results(self, ref: str, *, is_set: bool, baseline: str | None = None) -> ResultsOut:
+        """Figures per permutation, against the baseline."""
+        path = f"/benchmark-sets/{_q(ref)}/results" if is_set else f"/benchmarks/{_q(ref)}/results"
+        out: ResultsOut = self._c._call(
+            ResultsOut, "GET", path, params={"baseline": baseline} if is_set else None
+        )
+        return out
+
+    def compare(self, a: str, b: str) -> CompareOut:
+        """b against a (runs or sets)."""
+        out: CompareOut = self._c._call(
+            CompareOut, "GET", "/benchmark-comparisons", params={"a": a, "b": b}
+        )
+        return out
+
+    def plot(self, ref: str, name: str, fmt: str, *, is_set: bool) -> bytes:
+        """A plot's file."""
+        base = "benchmark-sets" if is_set else "benchmarks"
+        return self._c.request("GET", f"/{base}/{_q(ref)}/plots/{_q(name)}.{fmt}").content

@@ -74,6 +74,25 @@ class PlatformPhase(StrEnum):
     DELETING = "DELETING"  # its services, servers and network are going
 
 
+class BenchmarkPhase(StrEnum):
+    """Life of a benchmark run."""
+
+    PENDING = "PENDING"  # accepted, waiting for its turn (one measurement at a time)
+    PROVISIONING = "PROVISIONING"  # its servers (and network) are being made
+    RUNNING = "RUNNING"  # the tool runs
+    CLEANING = "CLEANING"  # the outcome is known; the servers it made are going
+    SUCCEEDED = "SUCCEEDED"  # figures stored, nothing left behind
+    FAILED = "FAILED"  # the reason says why (the raw output is kept), nothing left behind
+
+
+class SetPhase(StrEnum):
+    """Life of a benchmark set."""
+
+    RUNNING = "RUNNING"  # its runs are going, one after the other
+    SUCCEEDED = "SUCCEEDED"  # every run succeeded
+    FAILED = "FAILED"  # every run is over and at least one failed (or it was cancelled)
+
+
 SERVER_MOVES: dict[ServerPhase, frozenset[ServerPhase]] = {
     ServerPhase.PENDING: frozenset({ServerPhase.BUILDING, ServerPhase.ERROR, ServerPhase.DELETING}),
     ServerPhase.BUILDING: frozenset({ServerPhase.ACTIVE, ServerPhase.ERROR, ServerPhase.DELETING}),
@@ -129,7 +148,18 @@ PLATFORM_MOVES: dict[PlatformPhase, frozenset[PlatformPhase]] = {
     _P.DELETING: frozenset(),
 }
 
+_B = BenchmarkPhase
+BENCHMARK_MOVES: dict[BenchmarkPhase, frozenset[BenchmarkPhase]] = {
+    _B.PENDING: frozenset({_B.PROVISIONING, _B.CLEANING, _B.FAILED}),
+    _B.PROVISIONING: frozenset({_B.RUNNING, _B.CLEANING}),
+    _B.RUNNING: frozenset({_B.CLEANING}),
+    _B.CLEANING: frozenset({_B.SUCCEEDED, _B.FAILED}),
+    _B.SUCCEEDED: frozenset(),
+    _B.FAILED: frozenset(),
+}
+
 TABLES: dict[str, dict[str, frozenset[str]]] = {
+    "benchmark": {str(k): frozenset(map(str, v)) for k, v in BENCHMARK_MOVES.items()},
     "platform": {str(k): frozenset(map(str, v)) for k, v in PLATFORM_MOVES.items()},
     "server": {str(k): frozenset(map(str, v)) for k, v in SERVER_MOVES.items()},
     "network": {str(k): frozenset(map(str, v)) for k, v in NETWORK_MOVES.items()},

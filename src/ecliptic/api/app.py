@@ -11,6 +11,7 @@ from ecliptic.api import problems
 from ecliptic.api.routes import (
     auth,
     backend,
+    benchmarks,
     blazar,
     catalogue,
     credits,
@@ -58,6 +59,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         backend,
         services,
         platforms,
+        benchmarks,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
 

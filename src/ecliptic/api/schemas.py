@@ -23,6 +23,7 @@ from pydantic import (
 
 from ecliptic.config import QUOTA_MAX
 from ecliptic.naming import ID_LIKE_RE, NAME_RE, FlavorName, Name
+from ecliptic.perf.spec import BenchmarkSpec
 from ecliptic.services.inputs import (
     MAX_DURATION,
     Count,
@@ -1001,3 +1002,143 @@ class PlatformTypeText(Strict):
     """A platform type file's text, to validate."""
 
     text: Annotated[str, Field(max_length=1_000_000)]
+
+
+# -- benchmarks -----------------------------------------------------------------------
+
+
+class BenchmarkCreate(BenchmarkSpec):
+    """Run one benchmark: a spec (``kind``, ``network``, where, the kind's parameters in a
+    section named after it) and an optional name."""
+
+    name: Name | None = None
+
+
+class BenchmarkOut(Out):
+    """A benchmark run: what was asked, where it is, and what it measured."""
+
+    id: str
+    name: str
+    kind: str
+    phase: str
+    phase_reason: str
+    spec: dict[str, Any]
+    set: str | None = None
+    permutation: dict[str, Any]
+    repetition: int
+    result: dict[str, Any] | None
+    """The figures (``headline``, ``metrics``, ``units``, ``series``…), once it succeeded."""
+    summary: str
+    environment: dict[str, Any]
+    """Kernel, tool versions, and the servers (host, interface, address) it measured."""
+    servers: list[str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    """From the start of the tool's run to its end."""
+
+
+class SetOut(Out):
+    """A benchmark set and how far its runs got."""
+
+    id: str
+    name: str
+    phase: str
+    phase_reason: str
+    spec: dict[str, Any]
+    runs: int
+    counts: dict[str, int]
+    """Runs per phase."""
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class KindOut(Out):
+    """A kind of benchmark and the parameters it takes (JSON schema)."""
+
+    name: str
+    title: str
+    networks: list[str]
+    needs_platform: bool
+    parameters: dict[str, Any]
+
+
+class SpreadOut(Out):
+    """A figure over repetitions."""
+
+    median: float
+    min: float
+    max: float
+    n: int
+    spread_pct: float | None
+    """(max - min) / median in percent (None when the median is 0)."""
+
+
+class AggregateOut(Out):
+    """The repetitions of one permutation as spreads."""
+
+    kind: str
+    headline: str
+    metrics: dict[str, SpreadOut]
+    units: dict[str, str]
+    higher_is_better: dict[str, bool]
+    series_x: str | None
+    series: list[dict[str, SpreadOut]]
+    summary: str
+
+
+class DifferenceOut(Out):
+    """One figure of two sides compared (b against a)."""
+
+    metric: str
+    unit: str
+    x: float | None
+    a: SpreadOut
+    b: SpreadOut
+    ratio: float | None
+    change_pct: float | None
+    beyond_spread: bool
+    """True when the ranges of the runs do not overlap: a real difference, not noise."""
+    better: Literal["a", "b"] | None
+
+
+class GroupOut(Out):
+    """The runs of one permutation: their figures aggregated, compared with the baseline."""
+
+    label: str
+    kind: str
+    permutation: dict[str, Any]
+    runs: list[str]
+    failed: list[str]
+    aggregate: AggregateOut | None
+    against_baseline: list[DifferenceOut]
+    """Against the first permutation of the same kind (or ``?baseline=``); empty for it."""
+
+
+class ResultsOut(Out):
+    """A set's (or a run's) figures per permutation, and the plots there are."""
+
+    name: str
+    baseline: dict[str, str]
+    """The label each kind is compared against."""
+    groups: list[GroupOut]
+    plots: list[str]
+    """Names of the plots (``/plots/{name}.svg`` or ``.png``)."""
+
+
+class PairOut(Out):
+    """Two groups compared."""
+
+    a: str
+    b: str
+    kind: str
+    differences: list[DifferenceOut]
+
+
+class CompareOut(Out):
+    """What ``compare`` found: b against a, figure by figure."""
+
+    a: str
+    b: str
+    pairs: list[PairOut]

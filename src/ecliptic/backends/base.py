@@ -415,6 +415,18 @@ class Backend(Protocol):
         """Long-running processes of a server, as observed."""
         ...
 
+    def shape(
+        self,
+        server_id: str,
+        ifname: str,
+        rate_bps: int | None,
+        burst_bytes: int = 131072,
+        latency_ms: float = 50.0,
+    ) -> None:
+        """Limit what leaves a server's interface to ``rate_bps`` (a token bucket, tc
+        ``tbf``), modelling a slower fabric; ``rate_bps`` None removes the limit."""
+        ...
+
     def console_log(self, server_id: str, *, tail_bytes: int = 65536) -> str:
         """The server's console log (boot messages and service output), its last bytes."""
         ...

@@ -18,6 +18,7 @@ from ecliptic import __version__
 from ecliptic.cli import (
     agent,
     auth,
+    bench,
     catalogue,
     credits,
     identity,
@@ -67,6 +68,7 @@ app.add_typer(services.key_app, name="ssh-key", no_args_is_help=True)
 app.add_typer(tunnel_app, name="tunnel", no_args_is_help=True)
 app.add_typer(platforms.type_app, name="platform-type", no_args_is_help=True)
 app.add_typer(platforms.app, name="platform", no_args_is_help=True)
+app.add_typer(bench.app, name="bench", no_args_is_help=True)
 app.add_typer(agent.app, name="agent", no_args_is_help=True, hidden=True)
 app.registered_commands += auth.app.registered_commands
 app.registered_commands += leases.top.registered_commands

@@ -8,12 +8,12 @@ import time
 from sqlalchemy import select
 
 from ecliptic.backends.base import GcReport, ObservedState
-from ecliptic.phases import LeasePhase
+from ecliptic.phases import BenchmarkPhase, LeasePhase
 from ecliptic.reconcile.base import Context
 from ecliptic.services import security_groups
 from ecliptic.services.metering import METER_OBJECT
 from ecliptic.services.servers import purge_tombstones
-from ecliptic.store.models import Lease, Network, Server
+from ecliptic.store.models import Benchmark, Lease, Network, Server
 
 log = logging.getLogger("ecliptic.adoption")
 
@@ -59,6 +59,12 @@ def resync(ctx: Context) -> None:
         for lid in session.scalars(select(Lease.id).where(Lease.phase != LeasePhase.ENDED)):
             ctx.queue.enqueue(session, "lease", lid)
         ctx.queue.enqueue(session, "meter", METER_OBJECT)
+        for bid in session.scalars(
+            select(Benchmark.id).where(
+                Benchmark.phase.not_in([BenchmarkPhase.SUCCEEDED, BenchmarkPhase.FAILED])
+            )
+        ):
+            ctx.queue.enqueue(session, "benchmark", bid)
         security_groups.changed(session, ctx.queue)
         purge_tombstones(session, ctx.booking.clock.now() - ctx.booking.deleted_server_retention)
 

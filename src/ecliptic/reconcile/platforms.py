@@ -45,7 +45,7 @@ from ecliptic.platforms.types import (
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.services import platform_tunnels as tunnels
 from ecliptic.services import security_groups
-from ecliptic.services.caller import Caller
+from ecliptic.services.caller import Caller, acting_for
 from ecliptic.services.gateway import host_key
 from ecliptic.services.networks import IPAM_LOCK
 from ecliptic.services.platforms import (
@@ -59,12 +59,10 @@ from ecliptic.services.platforms import (
 from ecliptic.store.models import (
     DeletedServer,
     Lease,
-    Membership,
     Network,
     Platform,
     SecurityGroup,
     Server,
-    User,
     UserSshKey,
 )
 from ecliptic.store.transitions import move, note, removed
@@ -233,19 +231,7 @@ def _fail(ctx: Context, platform_id: str, why: str, detail: dict[str, Any]) -> N
 
 def _caller(session: Any, row: Platform) -> Caller:
     """The platform's creator, acting in its tenancy (servers made later are theirs too)."""
-    user = session.get(User, row.created_by) if row.created_by else None
-    role = session.scalar(
-        select(Membership.role).where(
-            Membership.tenancy_id == row.tenancy_id, Membership.user_id == row.created_by
-        )
-    )
-    return Caller(
-        user_id=row.created_by or "",
-        user_name=user.name if user else "platform",
-        is_admin=False,
-        tenancy_id=row.tenancy_id,
-        role=role,
-    )
+    return acting_for(session, row.tenancy_id, row.created_by, "platform")
 
 
 # ------------------------------------------------------------------------------ servers

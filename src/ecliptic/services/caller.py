@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from ecliptic.errors import Forbidden
+from ecliptic.store.models import Membership, User
 
 
 @dataclass(frozen=True)
@@ -45,3 +49,21 @@ class Caller:
                 "header (or --tenancy), or use a token scoped to one"
             )
         return self.tenancy_id
+
+
+def acting_for(session: Session, tenancy_id: str, user_id: str | None, what: str) -> Caller:
+    """The user who made ``what`` (a platform, a benchmark run), acting in its tenancy:
+    what a worker makes for it later is theirs too."""
+    user = session.get(User, user_id) if user_id else None
+    role = session.scalar(
+        select(Membership.role).where(
+            Membership.tenancy_id == tenancy_id, Membership.user_id == user_id
+        )
+    )
+    return Caller(
+        user_id=user_id or "",
+        user_name=user.name if user else what,
+        is_admin=False,
+        tenancy_id=tenancy_id,
+        role=role,
+    )

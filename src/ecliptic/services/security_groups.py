@@ -76,12 +76,24 @@ def ensure_default(session: Session, tenancy_id: str) -> SecurityGroup:
 PLATFORM_PREFIX = "platform:"
 """Groups named ``platform:<name>`` are made and kept by their platform (names users give
 cannot hold a colon)."""
+OWNED_PREFIXES = (PLATFORM_PREFIX, "benchmark:")
+"""Groups kept by what made them (a platform, a benchmark run): users may not change them."""
 
 
 def platform_group(session: Session, tenancy_id: str, platform: str) -> SecurityGroup:
     """A platform's own group: its servers reach each other, send anything, and nothing
     else reaches them (their services go through the gateway). Made on first need."""
-    name = f"{PLATFORM_PREFIX}{platform}"
+    return owned_group(
+        session,
+        tenancy_id,
+        f"{PLATFORM_PREFIX}{platform}",
+        f"platform {platform}: its servers to each other, everything out",
+    )
+
+
+def owned_group(session: Session, tenancy_id: str, name: str, description: str) -> SecurityGroup:
+    """A group kept by what made it (a platform, a benchmark run): its members reach each
+    other and send anything; nothing else reaches them. Made on first need."""
     group = session.scalar(
         select(SecurityGroup).where(
             SecurityGroup.tenancy_id == tenancy_id, SecurityGroup.name == name
@@ -89,11 +101,7 @@ def platform_group(session: Session, tenancy_id: str, platform: str) -> Security
     )
     if group is not None:
         return group
-    group = SecurityGroup(
-        tenancy_id=tenancy_id,
-        name=name,
-        description=f"platform {platform}: its servers to each other, everything out",
-    )
+    group = SecurityGroup(tenancy_id=tenancy_id, name=name, description=description)
     session.add(group)
     session.flush()
     group.rules.append(
@@ -109,8 +117,8 @@ def platform_group(session: Session, tenancy_id: str, platform: str) -> Security
 
 
 def _not_a_platforms(group: SecurityGroup, what: str) -> None:
-    if group.name.startswith(PLATFORM_PREFIX):
-        raise Forbidden(f"security group '{group.name}' is kept by its platform: it may not {what}")
+    if group.name.startswith(OWNED_PREFIXES):
+        raise Forbidden(f"security group '{group.name}' is kept by what made it: it may not {what}")
 
 
 def find_group(session: Session, tenancy_id: str, ref: str) -> SecurityGroup:

@@ -645,3 +645,48 @@ class PlatformAccess(Base):
     user_id: Mapped[str] = mapped_column(
         ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class BenchmarkSet(Timestamped, Base):
+    """A benchmark set: a template expanded over permutations and repetitions; its runs
+    are :class:`Benchmark` rows (``set_id``), run one after the other."""
+
+    __tablename__ = "benchmark_set"
+    __table_args__ = (UniqueConstraint("tenancy_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenancy_id: Mapped[str] = mapped_column(ForeignKey("tenancy.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    """The set as submitted (template, permutations, repetitions)."""
+    phase: Mapped[str] = mapped_column(String(16), index=True)
+    phase_reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Benchmark(Reconciled, Base):
+    """One benchmark run: its spec, the servers it ran on, the environment, the tool's raw
+    output and the figures read from it."""
+
+    __tablename__ = "benchmark"
+    __table_args__ = (UniqueConstraint("tenancy_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenancy_id: Mapped[str] = mapped_column(ForeignKey("tenancy.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    set_id: Mapped[str | None] = mapped_column(
+        ForeignKey("benchmark_set.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    permutation_index: Mapped[int] = mapped_column(Integer, default=0)
+    repetition: Mapped[int] = mapped_column(Integer, default=0)
+    permutation: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    """What this run changed in its set's template (empty for a lone benchmark)."""
+    created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc, nullable=True)
+    """The parsed figures (a ``perf.kinds.base.Result``); None until it succeeded."""
+    raw_output: Mapped[str] = mapped_column(Text, default="")
+    """What the tool printed, as it printed it."""
+    environment: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    """Kernel, tool versions, hosts and servers the run measured."""
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

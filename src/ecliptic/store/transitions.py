@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from ecliptic.phases import check_move
 from ecliptic.store.models import (
+    Benchmark,
     Event,
     Lease,
     Network,
@@ -25,6 +26,7 @@ KINDS: dict[type[Reconciled | Lease], str] = {
     Subnet: "network",
     Port: "port",
     Platform: "platform",
+    Benchmark: "benchmark",
 }
 
 

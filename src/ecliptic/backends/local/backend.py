@@ -923,6 +923,36 @@ class LocalBackend:
             out.append(ServiceStatus(name=f.stem, pid=pid, running=pid is not None))
         return out
 
+    @_backend_errors
+    def shape(
+        self,
+        server_id: str,
+        ifname: str,
+        rate_bps: int | None,
+        burst_bytes: int = 131072,
+        latency_ms: float = 50.0,
+    ) -> None:
+        """A tbf qdisc at the root of a server's interface (replaced), or none."""
+        ns, _ = self._owned_ns(server_id)
+        with self._ns(ns) as nsr:
+            found = nsr.link_lookup(ifname=ifname)
+            if not found:
+                raise _bad(f"server {server_id} has no interface {ifname!r}")
+            index = found[0]
+            if rate_bps is None:
+                with contextlib.suppress(NetlinkError):  # no qdisc of ours: nothing to remove
+                    nsr.tc("del", index=index, handle="1:", root=True)
+                return
+            nsr.tc(
+                "replace",
+                kind="tbf",
+                index=index,
+                handle="1:",
+                rate=rate_bps // 8,
+                burst=burst_bytes,
+                latency=int(latency_ms * 1000),
+            )
+
     def console_log(self, server_id: str, *, tail_bytes: int = 65536) -> str:
         """The last ``tail_bytes`` of the server's console log."""
         return console.tail(self._console(server_id), tail_bytes)

@@ -79,7 +79,18 @@ class Iperf3:
         p: Iperf3Params = params
         peer = target.address(1)
         target.start(
-            1, SERVER, ["iperf3", "--server", "--one-off", "--port", str(PORT), "--bind", peer]
+            1,
+            SERVER,
+            [
+                "iperf3",
+                "--server",
+                "--one-off",
+                "--forceflush",
+                "--port",
+                str(PORT),
+                "--bind",
+                peer,
+            ],
         )
         try:
             deadline = time.monotonic() + READY_TIMEOUT_S
