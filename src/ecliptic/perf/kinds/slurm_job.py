@@ -230,6 +230,9 @@ class SlurmJob:
                 continue
             mark = MARKER.match(line)
             if mark and current is not None:  # the wrapper's line is the section's last one
+                if int(mark.group(1)) <= 0:
+                    why = "a wall time of 0 ns cannot be measured"
+                    raise ParseError(self.name, why, line_no=i + 1, line=line)
                 current["wall_s"] = int(mark.group(1)) / 1e9
                 current["exit"] = float(mark.group(2))
         if not runs:
