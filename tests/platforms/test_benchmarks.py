@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from tests.platforms.conftest import wait_phase
 from tests.platforms.test_platform_cli import cli
 from tests.tunnel.conftest import Served, needs_gateway
 
@@ -105,6 +106,8 @@ def test_a_set_compares_bridge_direct_and_host_and_shaping_slows_a_link(served: 
     assert body["phase"] == "SUCCEEDED", [(x["name"], x["phase_reason"]) for x in runs]
     by = {x["name"]: x for x in runs}
     assert by["wiring-001"]["permutation"] == {"network": "direct"}
+    assert by["wiring-001"]["set"] == "wiring"
+    assert api.get("/benchmarks/wiring-001").json()["set"] == "wiring"
     host = by["wiring-002"]["environment"]["servers"]
     assert len(host) == 1 and host[0]["interface"] == "lo", host
     assert host[0]["flavor"] == "m1.medium", host  # both ends: twice an m1.small
@@ -226,3 +229,45 @@ def test_the_cli_runs_a_yaml_set_and_answers_which_wiring_is_faster(
     res = cli(served, "bench", "delete", "cli-wiring")
     assert res.returncode == 0 and "deleted" in res.stdout, res
     assert cli(served, "bench", "show", "cli-wiring-000").returncode == 3
+
+
+def test_a_run_on_a_platforms_servers_measures_its_wiring_and_leaves_them(served: Served) -> None:
+    api = served.api
+    r = api.post("/platforms", json={"name": "pp", "type": "perfpair"})
+    assert r.status_code == 202, r.text
+    wait_phase(api, "pp", "READY", timeout=120)
+    servers = sorted(s["name"] for s in api.get("/platforms/pp").json()["servers"])
+    for network, ports in (("bridge", "pp-net"), ("direct", "pp-fabric")):
+        r = api.post(
+            "/benchmarks",
+            json={
+                "name": f"on-pp-{network}",
+                "kind": "iperf3",
+                "network": network,
+                "platform": "pp",
+                "iperf3": {"duration": 1},
+            },
+        )
+        assert r.status_code == 202, r.text
+        body = wait_run(api, f"on-pp-{network}", "SUCCEEDED", "FAILED")
+        assert body["phase"] == "SUCCEEDED", body["phase_reason"]
+        env = body["environment"]["servers"]
+        assert sorted(s["server"] for s in env) == servers, env
+        net = api.get(f"/networks/{ports}").json()
+        assert all(s["address"] in _addresses_on(api, s["server"], net["name"]) for s in env), env
+    # The platform's servers are not the run's: they stay, and so does the platform.
+    assert sorted(s["name"] for s in api.get("/platforms/pp").json()["servers"]) == servers
+    assert api.get("/platforms/pp").json()["phase"] == "READY"
+    r = api.post(
+        "/benchmarks",
+        json={"name": "on-pp-host", "kind": "iperf3", "platform": "pp", "network": "host"},
+    )
+    assert r.status_code == 202, r.text
+    body = wait_run(api, "on-pp-host", "SUCCEEDED", "FAILED")
+    assert body["phase"] == "SUCCEEDED", body["phase_reason"]
+    assert [s["interface"] for s in body["environment"]["servers"]] == ["lo"]
+    api.delete("/platforms/pp")
+
+
+def _addresses_on(api: httpx.Client, server: str, network: str) -> list[str]:
+    return list(api.get(f"/servers/{server}").json()["addresses"].get(network, []))

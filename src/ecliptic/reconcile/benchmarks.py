@@ -16,7 +16,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -29,12 +28,13 @@ from ecliptic.perf.errors import ParseError, RunFailed, Unsupported
 from ecliptic.perf.kinds import registry
 from ecliptic.perf.kinds.base import Completed, NetworkMode, Result
 from ecliptic.perf.spec import BenchmarkSpec
-from ecliptic.phases import BenchmarkPhase, NetworkPhase, PortPhase, ServerPhase
+from ecliptic.phases import BenchmarkPhase, ServerPhase
+from ecliptic.procs import pid_exists
+from ecliptic.reconcile import teardown
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.services import benchmarks as svc
-from ecliptic.services import security_groups
 from ecliptic.services.caller import acting_for
-from ecliptic.store.models import Benchmark, Network, Port, SecurityGroup, Server
+from ecliptic.store.models import Benchmark, Network, Port, Server
 from ecliptic.store.transitions import move, note
 from ecliptic.store.types import utcnow
 
@@ -43,11 +43,12 @@ log = logging.getLogger(__name__)
 KIND = svc.KIND
 WAIT_POLL_S = 0.05
 TURN_POLL_S = 2.0
-CLEAN_POLL_S = 0.1
+CLEAN_POLL_S = 0.05
 PROVISION_TIMEOUT_S = 300.0
 MAX_RAW = 4 << 20
 """Raw output kept per run (its end is kept when longer)."""
-STOP_GRACE_S = 1.0
+STOP_GRACE_S = 0.0
+"""A run's own servers are disposable once it is over: no grace before SIGKILL."""
 
 _RUNNING: dict[str, threading.Thread] = {}
 _RUNNING_LOCK = threading.Lock()
@@ -198,7 +199,7 @@ def _running(ctx: Context, benchmark_id: str) -> Outcome:
             return Outcome()
         runner = (row.status or {}).get("runner", {})
         pid = runner.get("pid")
-        if pid not in (None, os.getpid()) and _alive(pid):
+        if pid not in (None, os.getpid()) and pid_exists(pid):
             started = row.started_at or utcnow()
             spec = BenchmarkSpec.model_validate(row.spec)
             if utcnow() - started < timedelta(seconds=spec.timeout_s):
@@ -211,16 +212,6 @@ def _running(ctx: Context, benchmark_id: str) -> Outcome:
             "restarted?); its servers are removed; submit it again",
         )
     return Outcome()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class BackendTarget:
@@ -342,6 +333,9 @@ def _target(ctx: Context, benchmark_id: str) -> tuple[BenchmarkSpec, BackendTarg
                 }
             )
 
+    if spec.network == "host":  # both ends in the first server
+        entries, hosts = entries[:1], hosts[:1]
+
     def progress(message: str) -> None:
         with ctx.db.write() as session:
             row = session.get(Benchmark, benchmark_id)
@@ -448,34 +442,19 @@ def _record(
 
 def _cleaning(ctx: Context, benchmark_id: str) -> Outcome:
     """Delete what the run made (never a platform's servers), then settle its phase."""
-    going: list[str] = []
     with ctx.db.write() as session:
         row = session.get(Benchmark, benchmark_id)
         if row is None or row.phase != BenchmarkPhase.CLEANING:
             return Outcome()
         ids = (row.status or {}).get("servers", [])
         servers = list(session.scalars(select(Server).where(Server.id.in_(ids)))) if ids else []
-        for srv in servers:
-            if srv.phase != ServerPhase.DELETING:
-                move(session, srv, ServerPhase.DELETING, f"benchmark '{row.name}' is over")
-                srv.spec = {**srv.spec, "stop_grace_s": STOP_GRACE_S}
-                for port in srv.ports:
-                    if port.phase != PortPhase.DELETING:
-                        move(session, port, PortPhase.DELETING, "server deletion requested")
-                srv.generation += 1
-                ctx.queue.enqueue(session, "server", srv.id)
-            going.append(srv.id)
+        going = teardown.servers_going(
+            ctx, session, servers, f"benchmark '{row.name}' is over", STOP_GRACE_S
+        )
         if servers:
             row.phase_reason = f"removing {len(servers)} server(s)"
     if going:
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="ecliptic-delete") as pool:
-            for f in [
-                pool.submit(ctx.backend.delete_server, s, grace_s=STOP_GRACE_S) for s in going
-            ]:
-                try:
-                    f.result()
-                except BackendError as exc:  # the server's own reconcile retries it
-                    log.warning("benchmark %s: deleting a server: %s", benchmark_id, exc)
+        teardown.delete_now(ctx, going, STOP_GRACE_S, f"benchmark {benchmark_id}")
         return Outcome(requeue_after=CLEAN_POLL_S)
     with ctx.db.write() as session:
         row = session.get(Benchmark, benchmark_id)
@@ -485,25 +464,13 @@ def _cleaning(ctx: Context, benchmark_id: str) -> Outcome:
         nets = (
             list(session.scalars(select(Network).where(Network.id.in_(net_ids)))) if net_ids else []
         )
-        for net in nets:
-            if net.phase != NetworkPhase.DELETING:
-                move(session, net, NetworkPhase.DELETING, f"benchmark '{row.name}' is over")
-                for sub in net.subnets:
-                    move(session, sub, NetworkPhase.DELETING, "network deletion requested")
-                ctx.queue.enqueue(session, "network", net.id)
+        teardown.networks_going(ctx, session, nets, f"benchmark '{row.name}' is over")
         if nets:
             row.phase_reason = f"removing {len(nets)} network(s)"
             return Outcome(requeue_after=CLEAN_POLL_S)
         group_name = (row.status or {}).get("group")
         if group_name:
-            group = session.scalar(
-                select(SecurityGroup).where(
-                    SecurityGroup.tenancy_id == row.tenancy_id, SecurityGroup.name == group_name
-                )
-            )
-            if group is not None:
-                session.delete(group)
-                security_groups.changed(session, ctx.queue)
+            teardown.drop_group(ctx, session, row.tenancy_id, group_name)
         outcome = (row.status or {}).get("outcome", BenchmarkPhase.FAILED)
         why = (row.status or {}).get("outcome_reason", "")
         row.finished_at = row.finished_at or utcnow()

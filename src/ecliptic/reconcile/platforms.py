@@ -32,7 +32,7 @@ from sqlalchemy import select
 from ecliptic import faults, hostkeys
 from ecliptic.backends.base import BackendError, ServiceSpec
 from ecliptic.errors import EclipticError
-from ecliptic.phases import LeasePhase, NetworkPhase, PlatformPhase, PortPhase, ServerPhase
+from ecliptic.phases import LeasePhase, PlatformPhase, PortPhase, ServerPhase
 from ecliptic.platforms.templates import TemplateError, evaluate, render
 from ecliptic.platforms.types import (
     ARCHIVE_SUFFIXES,
@@ -42,6 +42,7 @@ from ecliptic.platforms.types import (
     PlatformType,
     Step,
 )
+from ecliptic.reconcile import teardown
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.services import platform_tunnels as tunnels
 from ecliptic.services import security_groups
@@ -61,7 +62,6 @@ from ecliptic.store.models import (
     Lease,
     Network,
     Platform,
-    SecurityGroup,
     Server,
     UserSshKey,
 )
@@ -948,29 +948,14 @@ def _delete(ctx: Context, platform_id: str) -> Outcome:
             return Outcome()
         tunnels.remove_services(session, platform_id)
         servers = list(session.scalars(select(Server).where(Server.platform_id == platform_id)))
-        for srv in servers:
-            if srv.phase != ServerPhase.DELETING:
-                move(session, srv, ServerPhase.DELETING, f"platform '{row.name}' deleted")
-                srv.spec = {**srv.spec, "stop_grace_s": STOP_GRACE_S}
-                for port in srv.ports:
-                    if port.phase != PortPhase.DELETING:
-                        move(session, port, PortPhase.DELETING, "server deletion requested")
-                srv.generation += 1
-                ctx.queue.enqueue(session, "server", srv.id)
-        going = [srv.id for srv in servers]
+        going = teardown.servers_going(
+            ctx, session, servers, f"platform '{row.name}' deleted", STOP_GRACE_S
+        )
         if servers:
             row.phase_reason = f"waiting for {len(servers)} server(s) to go"
     if going:
-        # All at once (the workers would take them two by one): a platform's servers are
-        # disposable once it is deleted, so their processes get a short grace.
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="ecliptic-delete") as pool:
-            for f in [
-                pool.submit(ctx.backend.delete_server, sid, grace_s=STOP_GRACE_S) for sid in going
-            ]:
-                try:
-                    f.result()
-                except BackendError as exc:  # the server's own reconcile retries it
-                    log.warning("platform %s: deleting a server: %s", platform_id, exc)
+        # A platform's servers are disposable once it is deleted: a short grace.
+        teardown.delete_now(ctx, going, STOP_GRACE_S, f"platform {platform_id}")
         faults.point("reconcile.platform.after_servers_deleted")
         return Outcome(requeue_after=DELETE_POLL_S)
     with ctx.db.write() as session:
@@ -978,24 +963,13 @@ def _delete(ctx: Context, platform_id: str) -> Outcome:
         if row is None:
             return Outcome()
         nets = list(session.scalars(select(Network).where(Network.platform_id == platform_id)))
-        for net in nets:
-            if net.phase != NetworkPhase.DELETING:
-                move(session, net, NetworkPhase.DELETING, f"platform '{row.name}' deleted")
-                for sub in net.subnets:
-                    move(session, sub, NetworkPhase.DELETING, "network deletion requested")
-                ctx.queue.enqueue(session, "network", net.id)
+        teardown.networks_going(ctx, session, nets, f"platform '{row.name}' deleted")
         if nets:
             row.phase_reason = f"waiting for {len(nets)} network(s) to go"
             return Outcome(requeue_after=DELETE_POLL_S)
-        group = session.scalar(
-            select(SecurityGroup).where(
-                SecurityGroup.tenancy_id == row.tenancy_id,
-                SecurityGroup.name == f"{security_groups.PLATFORM_PREFIX}{row.name}",
-            )
+        teardown.drop_group(
+            ctx, session, row.tenancy_id, f"{security_groups.PLATFORM_PREFIX}{row.name}"
         )
-        if group is not None:
-            session.delete(group)
-            security_groups.changed(session, ctx.queue)
         removed(session, row, row.phase_reason or "deleted")
         session.delete(row)
     return Outcome()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -37,7 +37,7 @@ from ecliptic.services.platforms import find_platform, may_use
 from ecliptic.services.servers import NicRequest, add_server
 from ecliptic.store.db import Database
 from ecliptic.store.models import Benchmark, BenchmarkSet, Event, Flavor, Platform
-from ecliptic.store.transitions import created, move
+from ecliptic.store.transitions import created, move, timeline
 from ecliptic.store.types import utcnow
 from ecliptic.store.workqueue import WorkQueue
 
@@ -47,6 +47,8 @@ BUSY = (BenchmarkPhase.PROVISIONING, BenchmarkPhase.RUNNING, BenchmarkPhase.CLEA
 FINAL = (BenchmarkPhase.SUCCEEDED, BenchmarkPhase.FAILED)
 GROUP_PREFIX = "benchmark:"
 MAX_SET_RUNS = 500
+MAX_UNFINISHED = 1000
+"""Runs a tenancy may have waiting or running at once."""
 MAX_SET_NAME = 50
 """Set names leave room for the runs' ``-NNN`` and their servers' ``-N`` suffixes."""
 
@@ -95,6 +97,19 @@ def _check_where(session: Session, caller: Caller, tenancy_id: str, spec: Benchm
         find_flavor(session, spec.flavor)
 
 
+def _room_for(session: Session, tenancy_id: str, n: int) -> None:
+    waiting = session.scalar(
+        select(func.count()).where(
+            Benchmark.tenancy_id == tenancy_id, Benchmark.phase.not_in(list(FINAL))
+        )
+    )
+    if (waiting or 0) + n > MAX_UNFINISHED:
+        raise Conflict(
+            f"this tenancy has {waiting} benchmark runs not finished; at most "
+            f"{MAX_UNFINISHED} may wait at once: let some finish or cancel them"
+        )
+
+
 def _name_free(session: Session, tenancy_id: str, name: str) -> None:
     if session.scalar(
         select(Benchmark.id).where(Benchmark.tenancy_id == tenancy_id, Benchmark.name == name)
@@ -111,6 +126,7 @@ def create_benchmark(
     with db.write() as session:
         _check_where(session, caller, tenancy_id, spec)
         _name_free(session, tenancy_id, name)
+        _room_for(session, tenancy_id, 1)
         row = _new_run(session, caller, tenancy_id, name, spec)
         queue.enqueue(session, KIND, row.id)
     return row
@@ -172,6 +188,7 @@ def create_set(
             raise Conflict(f"a benchmark set named '{body.name}' exists already")
         for _, spec in runs:
             _check_where(session, caller, tenancy_id, spec)
+        _room_for(session, tenancy_id, total)
         set_row = BenchmarkSet(
             tenancy_id=tenancy_id,
             name=body.name,
@@ -328,12 +345,8 @@ def delete_set(db: Database, queue: WorkQueue, caller: Caller, ref: str) -> Benc
 
 def set_finished(session: Session, queue: WorkQueue, row: Benchmark) -> None:
     """After a run ended: settle its set when it was the last, and wake the next run."""
-    nxt = session.scalar(
-        select(Benchmark.id)
-        .where(Benchmark.phase == BenchmarkPhase.PENDING, Benchmark.id != row.id)
-        .order_by(Benchmark.created_at, Benchmark.name)
-        .limit(1)
-    )
+    session.flush()
+    nxt = next_up(session)
     if nxt is not None:
         queue.enqueue(session, KIND, nxt)
     if row.set_id is None:
@@ -360,19 +373,38 @@ def set_finished(session: Session, queue: WorkQueue, row: Benchmark) -> None:
 # ------------------------------------------------------------------------------ running
 
 
-def my_turn(session: Session, row: Benchmark) -> bool:
-    """Whether ``row`` may start now: nothing else measures, and no older run waits."""
-    busy = session.scalar(select(func.count()).where(Benchmark.phase.in_(list(BUSY))))
-    if busy:
-        return False
-    older = session.scalar(
-        select(func.count()).where(
-            Benchmark.phase == BenchmarkPhase.PENDING,
-            (Benchmark.created_at < row.created_at)
-            | ((Benchmark.created_at == row.created_at) & (Benchmark.name < row.name)),
-        )
+def next_up(session: Session) -> str | None:
+    """The run that measures next: tenancies take turns (the one whose last run started
+    longest ago, or never, goes first), and within a tenancy runs go oldest first; so a
+    tenancy's long set delays another tenancy's run by at most one run."""
+    firsts = session.execute(
+        select(Benchmark.tenancy_id, func.min(Benchmark.created_at))
+        .where(Benchmark.phase == BenchmarkPhase.PENDING)
+        .group_by(Benchmark.tenancy_id)
+    ).all()
+    if not firsts:
+        return None
+    last_start = dict(
+        session.execute(
+            select(Benchmark.tenancy_id, func.max(Benchmark.started_at))
+            .where(Benchmark.tenancy_id.in_([t for t, _ in firsts]))
+            .group_by(Benchmark.tenancy_id)
+        ).all()
     )
-    return not older
+    never = datetime.min.replace(tzinfo=UTC)
+    tenancy, _ = min(firsts, key=lambda f: (last_start.get(f[0]) or never, f[1], f[0]))
+    return session.scalar(
+        select(Benchmark.id)
+        .where(Benchmark.phase == BenchmarkPhase.PENDING, Benchmark.tenancy_id == tenancy)
+        .order_by(Benchmark.created_at, Benchmark.name)
+        .limit(1)
+    )
+
+
+def my_turn(session: Session, row: Benchmark) -> bool:
+    """Whether ``row`` may start now: nothing else measures, and it is next up."""
+    busy = session.scalar(select(func.count()).where(Benchmark.phase.in_(list(BUSY))))
+    return not busy and next_up(session) == row.id
 
 
 def provision(
@@ -486,13 +518,7 @@ def benchmark_events(db: Database, caller: Caller, ref: str, limit: int = 500) -
     """A run's timeline (queued, servers made, progress of the tool, outcome), oldest first."""
     with db.read() as session:
         row = find_benchmark(session, _tenancy(caller), ref)
-        rows = session.scalars(
-            select(Event)
-            .where(Event.object_kind == "benchmark", Event.object_id == row.id)
-            .order_by(Event.id.desc())
-            .limit(limit)
-        )
-        return list(reversed(list(rows)))
+        return timeline(session, "benchmark", row.id, limit)
 
 
 # ------------------------------------------------------------------------------ results
@@ -599,3 +625,15 @@ def figures_of(groups: list[Group], fmt: plots.Format) -> list[plots.Figure]:
         if g.aggregate is not None
     ]
     return plots.figures(entries, fmt) if entries else []
+
+
+def set_names(db: Database, rows: Sequence[Benchmark]) -> dict[str, str]:
+    """Names of the sets these runs belong to, by set id."""
+    ids = {r.set_id for r in rows if r.set_id}
+    if not ids:
+        return {}
+    with db.read() as session:
+        found = session.execute(
+            select(BenchmarkSet.id, BenchmarkSet.name).where(BenchmarkSet.id.in_(ids))
+        ).all()
+    return {i: n for i, n in found}

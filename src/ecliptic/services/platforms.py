@@ -46,7 +46,7 @@ from ecliptic.store.models import (
     Service,
     User,
 )
-from ecliptic.store.transitions import created, move, note
+from ecliptic.store.transitions import created, move, note, timeline
 from ecliptic.store.workqueue import WorkQueue
 
 ImageNames = Callable[[], set[str]]
@@ -654,13 +654,7 @@ def platform_events(db: Database, caller: Caller, ref: str, limit: int = 200) ->
     first."""
     with db.read() as session:
         row = find_platform(session, caller.require_tenancy(), ref)
-        rows = session.scalars(
-            select(Event)
-            .where(Event.object_kind == "platform", Event.object_id == row.id)
-            .order_by(Event.id.desc())
-            .limit(limit)
-        )
-        return list(reversed(list(rows)))
+        return timeline(session, "platform", row.id, limit)
 
 
 @dataclass(frozen=True)

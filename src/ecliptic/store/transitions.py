@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ecliptic.phases import check_move
@@ -93,3 +94,14 @@ def audit(session: Session, service: Service, reason: str) -> None:
             reason=reason,
         )
     )
+
+
+def timeline(session: Session, kind: str, object_id: str, limit: int) -> list[Event]:
+    """An object's last ``limit`` events, oldest first."""
+    rows = session.scalars(
+        select(Event)
+        .where(Event.object_kind == kind, Event.object_id == object_id)
+        .order_by(Event.id.desc())
+        .limit(limit)
+    )
+    return list(reversed(list(rows)))

@@ -115,13 +115,15 @@ def list_benchmarks(
 ) -> Page[BenchmarkOut]:
     """Runs of your tenancy, newest first (a set's in run order)."""
     rows = benchmarks.list_benchmarks(rt.db, caller, set_ref=set, kind=kind)
-    return paged(rows, page, lambda r: r.id, lambda r: benchmark_out(r, set))
+    names = benchmarks.set_names(rt.db, rows)
+    return paged(rows, page, lambda r: r.id, lambda r: benchmark_out(r, names.get(r.set_id or "")))
 
 
 @router.get("/benchmarks/{ref}", response_model=BenchmarkOut)
 def get_benchmark(ref: str, caller: CallerDep, rt: RuntimeDep) -> BenchmarkOut:
     """One run."""
-    return benchmark_out(benchmarks.get_benchmark(rt.db, caller, ref))
+    row = benchmarks.get_benchmark(rt.db, caller, ref)
+    return benchmark_out(row, benchmarks.set_names(rt.db, [row]).get(row.set_id or ""))
 
 
 @router.get("/benchmarks/{ref}/output", response_class=PlainTextResponse)
