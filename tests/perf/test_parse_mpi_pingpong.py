@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ecliptic.perf.errors import ParseError
+from ecliptic.perf.errors import ParseError, Unsupported
 from ecliptic.perf.kinds.mpi_pingpong import MpiPingPong, MpiPingPongParams
 
 DATA = Path(__file__).parent / "data"
@@ -167,3 +167,53 @@ def test_garbage_is_refused_never_read_as_zero(raw: str) -> None:
             continue
         assert r.metrics["latency_min_us"] > 0
         assert r.metrics["bandwidth_peak_mbs"] > 0
+
+
+class Servers:
+    """Where a run's ranks are, as a kind sees them (no RDMA device; records what runs)."""
+
+    def __init__(self, count: int) -> None:
+        self.network = "bridge" if count == 2 else "host"
+        self.count = count
+        self.calls: list[list[str]] = []
+
+    def address(self, index: int) -> str:
+        return "127.0.0.1" if self.count == 1 else f"198.19.7.{10 + index}"
+
+    def interface(self, index: int) -> str:
+        return "lo" if self.count == 1 else "eth0"
+
+    def rdma_devices(self, index: int) -> list[str]:
+        return []
+
+    def run(self, index: int, argv: list[str], **_: object) -> None:
+        self.calls.append(argv)
+
+    def start(self, index: int, name: str, argv: list[str]) -> None:
+        self.calls.append(argv)
+
+    def progress(self, message: str) -> None:
+        pass
+
+
+def test_tcp_only_on_the_measured_interface() -> None:
+    two = KIND.command(OURS, Servers(2), "/run/ecliptic-mpi/id_ed25519")  # type: ignore[arg-type]
+    joined = " ".join(two)
+    assert "--host 198.19.7.10:1,198.19.7.11:1" in joined
+    assert "--mca btl self,tcp" in joined and "--mca pml ob1" in joined  # no shm, no UCX
+    assert "--mca btl_tcp_if_include eth0" in joined and "--mca oob_tcp_if_include eth0" in joined
+    rsh = two[two.index("plm_rsh_args") + 1]
+    assert "-p 2222" in rsh and "-i /run/ecliptic-mpi/id_ed25519" in rsh
+    assert "StrictHostKeyChecking=no" in rsh and "UserKnownHostsFile=/dev/null" in rsh
+    assert two[-5:] == ["/usr/local/bin/mpi-pingpong", "-msglog", "22", "-iter", "1000"]
+    one = " ".join(KIND.command(OURS, Servers(1), None))  # type: ignore[arg-type]
+    assert "--host localhost:2" in one and "btl_tcp_if_include lo" in one
+    assert "plm_rsh" not in one  # both ranks in one server: nothing to log in to
+
+
+def test_rdma_without_devices_is_refused_before_anything_runs() -> None:
+    target = Servers(2)
+    with pytest.raises(Unsupported, match="transport rdma needs an RDMA device; server 0") as e:
+        KIND.execute(MpiPingPongParams(transport="rdma"), target)
+    assert "use transport: tcp" in str(e.value)
+    assert target.calls == []

@@ -3,7 +3,9 @@
 The kind runs on an existing platform (``platform: NAME``): the Target's server 0 is its
 ``login`` server (else its first). For each node count, in the order given, the script is
 submitted once with ``sbatch --wait --parsable -N <n>`` (and ``--ntasks-per-node``, ``--time``)
-and waited for.
+and waited for. A node count Slurm can never give (more than the partition has) fails the
+run at once (``sbatch --test-only``) instead of queueing for ever; whatever job of the run is
+still queued or running when it ends is cancelled.
 
 The script is not changed, but wrapped: the submitted file carries the script's own
 ``#SBATCH`` lines (so they still apply), writes the script unchanged to a file on the batch
@@ -114,14 +116,26 @@ class SlurmJob:
     def servers(self, params: Any, network: NetworkMode) -> int:
         return 0
 
-    def command(self, p: SlurmJobParams, nodes: int, batch: str, output: str) -> list[str]:
+    def command(
+        self, p: SlurmJobParams, nodes: int, batch: str, output: str, job_name: str
+    ) -> list[str]:
         """The sbatch command line for one node count."""
         argv = ["sbatch", "--wait", "--parsable", "-N", str(nodes)]
-        argv += ["--time", str(p.time_limit_min), "--job-name", "ecliptic-slurm-job"]
+        argv += ["--time", str(p.time_limit_min), "--job-name", job_name]
         argv += ["--output", output, "--chdir", "/tmp"]
         if p.ntasks_per_node is not None:
             argv += ["--ntasks-per-node", str(p.ntasks_per_node)]
         return [*argv, batch]
+
+    def _feasible(self, target: Target, argv: list[str], nodes: int) -> None:
+        """RunFailed now if Slurm can never run the job (more nodes than the partition has):
+        sbatch would queue it and wait for ever."""
+        options = [a for a in argv[1:] if a not in ("--wait", "--parsable")]
+        test = ["sbatch", "--test-only", *options]
+        done = target.run(0, test, timeout=60)
+        if done.exit_code != 0:
+            why = (done.stderr.strip() or done.stdout.strip())[-500:]
+            raise RunFailed(f"slurm_job: Slurm cannot run the script on {nodes} node(s): {why}")
 
     def _output(self, target: Target, path: str, job: str) -> str:
         """The job's output file on the login server, once its timing line is there."""
@@ -147,6 +161,7 @@ class SlurmJob:
         while delimiter in p.script:
             delimiter += "_"
         batch = f"{base}.sh"
+        job_name = f"ecliptic-slurm-job-{token}"
         sections = []
         outputs = [batch]
         try:
@@ -162,8 +177,10 @@ class SlurmJob:
                 output = f"{base}-{n}.out"
                 outputs.append(output)
                 target.progress(f"slurm_job: {n} node(s)")
+                argv = self.command(p, n, batch, output, job_name)
+                self._feasible(target, argv, n)
                 limit = p.time_limit_min * 60 + 300.0
-                done = target.run(0, self.command(p, n, batch, output), timeout=limit)
+                done = target.run(0, argv, timeout=limit)
                 if done.timed_out:
                     raise RunFailed(f"slurm_job: sbatch --wait on {n} node(s) took over {limit} s")
                 job = done.stdout.strip().split(";")[0]
@@ -184,6 +201,8 @@ class SlurmJob:
                     + ("" if text.endswith("\n") else "\n")
                 )
         finally:
+            # A job still queued or running (sbatch timed out, the run was cancelled) goes too.
+            target.run(0, ["scancel", "--name", job_name], timeout=30)
             target.run(0, ["rm", "-f", *outputs], timeout=30)
         return "".join(sections)
 
@@ -211,6 +230,9 @@ class SlurmJob:
                 continue
             mark = MARKER.match(line)
             if mark and current is not None:  # the wrapper's line is the section's last one
+                if int(mark.group(1)) <= 0:
+                    why = "a wall time of 0 ns cannot be measured"
+                    raise ParseError(self.name, why, line_no=i + 1, line=line)
                 current["wall_s"] = int(mark.group(1)) / 1e9
                 current["exit"] = float(mark.group(2))
         if not runs:
