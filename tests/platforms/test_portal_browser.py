@@ -230,6 +230,7 @@ def test_every_page_is_accessible(served: Served, browser: Browser) -> None:
         f"{t}/leases/axe-lease?end=true": "",
         f"{t}/calendar?days=14": "",
         f"{t}/servers": "",
+        f"{t}/benchmarks": "",
         f"{t}/credits": "",
         f"{t}/images": "",
         "/admin/hosts": "admin-hosts",

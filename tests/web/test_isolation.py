@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from ecliptic.runtime import Runtime
+from ecliptic.services import benchmarks
 from ecliptic.web.render import PageRoute
 from tests.web.conftest import BASE, Browser
+from tests.web.test_benchmark_pages import fixture, make_run, member, mpi_set, play
 
 PARAM = re.compile(r"\{(\w+)\}")
 
@@ -44,6 +47,19 @@ def physics_objects(portal_app: Any, people: dict[str, str]) -> Iterator[dict[st
     api.delete("/api/v1/leases/secret-lease", headers=h)
 
 
+@pytest.fixture(scope="module")
+def physics_benchmarks(portal_runtime: Runtime, people: dict[str, str]) -> Iterator[None]:
+    """A finished benchmark set and a finished lone run of physics, with figures and plots."""
+    rt = portal_runtime
+    alice = member(rt, "alice", "physics")
+    mpi_set(rt, alice, "secret-set")
+    run = make_run(rt, alice, "secret-run", {"kind": "mpi_pingpong"})
+    play(rt, run.id, to="SUCCEEDED", raw=fixture("mpi_pingpong_bridge.txt"))
+    yield
+    benchmarks.delete_set(rt.db, rt.queue, alice, "secret-set")
+    benchmarks.delete_benchmark(rt.db, rt.queue, alice, "secret-run")
+
+
 def _routes(app: Any) -> list[tuple[str, str]]:
     """Every portal route (method, path), included routers walked through."""
     out = []
@@ -71,6 +87,9 @@ def _fill(path: str, tenancy: str, objects: dict[str, str]) -> str:
             "catalogue": "workstation",
             "hosts": "gpu-a",
             "tenancies": "physics",
+            "benchmarks": "secret-run",
+            "sets": "secret-set",
+            "plots": "mpi_pingpong-latency.svg",
         }.get(before, "secret")
 
     return PARAM.sub(value, path)
@@ -81,11 +100,25 @@ def _state(api: TestClient, admin_token: str) -> tuple[Any, ...]:
     lease = api.get("/api/v1/leases/secret-lease", headers=h).json()
     server = api.get("/api/v1/servers/secret-server", headers=h).json()
     members = api.get("/api/v1/tenancies/physics/members", headers=h).json()
-    return (lease["end"], lease["phase"], server["id"], str(members))
+    bench = api.get("/api/v1/benchmark-sets/secret-set", headers=h).json()
+    run = api.get("/api/v1/benchmarks/secret-run", headers=h).json()
+    return (
+        lease["end"],
+        lease["phase"],
+        server["id"],
+        str(members),
+        bench["phase"],
+        bench["runs"],
+        run["phase"],
+    )
 
 
 def test_every_page_and_action_of_another_tenancy_is_a_404(
-    portal_app: Any, people: dict[str, str], bob: Browser, physics_objects: dict[str, str]
+    portal_app: Any,
+    people: dict[str, str],
+    bob: Browser,
+    physics_objects: dict[str, str],
+    physics_benchmarks: None,
 ) -> None:
     api = TestClient(portal_app, base_url=BASE)
     before = _state(api, people["admin_token"])
@@ -110,11 +143,12 @@ def test_every_page_and_action_of_another_tenancy_is_a_404(
                         "amount": "1h",
                         "users": "bob",
                         "name": "x",
+                        "spec": "name: bobs-run\nkind: iperf3\n",
                     },
                 )
             tried += 1
             assert r.status_code == 404, (method, path, r.status_code, r.text[:300])
-            for secret in ("secret-lease", "secret-server", "198.18."):
+            for secret in ("secret-lease", "secret-server", "198.18.", "secret-set", "secret-run"):
                 body = r.text.split("<main", 1)[-1]
                 assert secret not in body or secret in path, (method, path, secret)
     assert tried >= 25

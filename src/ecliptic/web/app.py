@@ -9,7 +9,15 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ecliptic.errors import NotFound
-from ecliptic.web.pages import admin, catalogue, dashboard, leases, platforms, resources
+from ecliptic.web.pages import (
+    admin,
+    benchmarks,
+    catalogue,
+    dashboard,
+    leases,
+    platforms,
+    resources,
+)
 from ecliptic.web.render import PageRoute
 
 HERE = Path(__file__).parent
@@ -46,5 +54,5 @@ def install(app: FastAPI) -> None:
     """Serve the portal from ``app`` under ``/``."""
     app.include_router(vendor)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (dashboard, catalogue, platforms, leases, resources, admin):
+    for module in (dashboard, catalogue, platforms, leases, resources, benchmarks, admin):
         app.include_router(module.router)
