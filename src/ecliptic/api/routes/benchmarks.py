@@ -314,14 +314,22 @@ def _plot(rt: Any, caller: Any, ref: str, file: str) -> Response:
     raise NotFound(f"no plot '{stem}' for '{ref}'; its results list the plots there are")
 
 
-@router.get("/benchmark-sets/{ref}/plots/{file}", response_class=Response)
+PLOT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"image/svg+xml": {}, "image/png": {}},
+        "description": "The plot: SVG for NAME.svg, PNG for NAME.png",
+    }
+}
+
+
+@router.get("/benchmark-sets/{ref}/plots/{file}", response_class=Response, responses=PLOT_RESPONSES)
 def set_plot(ref: str, file: str, caller: CallerDep, rt: RuntimeDep) -> Response:
     """A plot of the set's figures (``NAME.svg`` or ``NAME.png``; names in its results)."""
     benchmarks.get_set(rt.db, caller, ref)
     return _plot(rt, caller, ref, file)
 
 
-@router.get("/benchmarks/{ref}/plots/{file}", response_class=Response)
+@router.get("/benchmarks/{ref}/plots/{file}", response_class=Response, responses=PLOT_RESPONSES)
 def run_plot(ref: str, file: str, caller: CallerDep, rt: RuntimeDep) -> Response:
     """A plot of one run's figures."""
     benchmarks.get_benchmark(rt.db, caller, ref)
