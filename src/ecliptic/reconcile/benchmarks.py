@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 KIND = svc.KIND
 WAIT_POLL_S = 0.05
 TURN_POLL_S = 2.0
+"""How often the run that is next up looks whether the one measuring is done."""
+QUEUED_POLL_S = 300.0
+"""How often the other waiting runs look (a safety net: each is woken when it is next up).
+Every look takes the placement lock, so a thousand runs looking every TURN_POLL_S would
+hold up every tenancy's servers and networks."""
 CLEAN_POLL_S = 0.05
 PROVISION_TIMEOUT_S = 300.0
 MAX_RAW = 4 << 20
@@ -76,8 +81,11 @@ def reconcile_benchmark(ctx: Context, benchmark_id: str) -> Outcome:
 def _pending(ctx: Context, benchmark_id: str) -> Outcome:
     with ctx.db.read() as session:
         row = session.get(Benchmark, benchmark_id)
-        if row is None:
+        if row is None or row.phase != BenchmarkPhase.PENDING:
             return Outcome()
+        if not svc.my_turn(session, row):  # looked at without the placement lock
+            soon = svc.next_up(session) == benchmark_id
+            return Outcome(requeue_after=TURN_POLL_S if soon else QUEUED_POLL_S)
         caller = acting_for(session, row.tenancy_id, row.created_by, "benchmark")
     try:
         started = svc.provision(
@@ -91,7 +99,7 @@ def _pending(ctx: Context, benchmark_id: str) -> Outcome:
                 move(session, row, BenchmarkPhase.FAILED, f"cannot place it: {e.message}")
                 svc.set_finished(session, ctx.queue, row)
         return Outcome()
-    if not started:
+    if not started:  # another run got there first
         return Outcome(requeue_after=TURN_POLL_S)
     faults.point("reconcile.benchmark.provisioned")
     return Outcome(requeue_after=WAIT_POLL_S)

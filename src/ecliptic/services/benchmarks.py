@@ -49,8 +49,12 @@ GROUP_PREFIX = "benchmark:"
 MAX_SET_RUNS = 500
 MAX_UNFINISHED = 1000
 """Runs a tenancy may have waiting or running at once."""
-MAX_SET_NAME = 50
-"""Set names leave room for the runs' ``-NNN`` and their servers' ``-N`` suffixes."""
+MAX_RUN_NAME = 63 - len("-net-subnet")
+"""A run's name leaves room for the names of what it makes (``<run>-0-0``, the longest of
+which is its network's subnet, ``<run>-net-subnet``; and ``benchmark:<run>``), which must fit
+in 63 characters like every name."""
+MAX_SET_NAME = MAX_RUN_NAME - len("-000")
+"""Set names leave room for the runs' ``-NNN`` (at most 500 runs: three digits)."""
 
 
 def _tenancy(caller: Caller) -> str:
@@ -111,10 +115,18 @@ def _room_for(session: Session, tenancy_id: str, n: int) -> None:
 
 
 def _name_free(session: Session, tenancy_id: str, name: str) -> None:
+    """Runs and sets share one name space: ``results``, ``plots`` and ``compare`` take either,
+    so one name must never mean both."""
     if session.scalar(
         select(Benchmark.id).where(Benchmark.tenancy_id == tenancy_id, Benchmark.name == name)
     ):
         raise Conflict(f"a benchmark named '{name}' exists already; pick another name")
+    if session.scalar(
+        select(BenchmarkSet.id).where(
+            BenchmarkSet.tenancy_id == tenancy_id, BenchmarkSet.name == name
+        )
+    ):
+        raise Conflict(f"a benchmark set is named '{name}'; pick another name")
 
 
 def create_benchmark(
@@ -123,6 +135,11 @@ def create_benchmark(
     """Accept a run (PENDING); the reconciler runs it when its turn comes."""
     tenancy_id = _tenancy(caller)
     name = name or f"{spec.kind.replace('_', '-')}-{secrets.token_hex(3)}"
+    if len(name) > MAX_RUN_NAME:
+        raise InvalidInput(
+            f"a benchmark's name is at most {MAX_RUN_NAME} characters (its servers, network "
+            "and security group are named after it)"
+        )
     with db.write() as session:
         _check_where(session, caller, tenancy_id, spec)
         _name_free(session, tenancy_id, name)
@@ -186,6 +203,12 @@ def create_set(
             )
         ):
             raise Conflict(f"a benchmark set named '{body.name}' exists already")
+        if session.scalar(
+            select(Benchmark.id).where(
+                Benchmark.tenancy_id == tenancy_id, Benchmark.name == body.name
+            )
+        ):
+            raise Conflict(f"a benchmark run is named '{body.name}'; pick another name")
         for _, spec in runs:
             _check_where(session, caller, tenancy_id, spec)
         _room_for(session, tenancy_id, total)
@@ -215,7 +238,8 @@ def create_set(
                     index=i,
                     repetition=rep,
                 )
-                queue.enqueue(session, KIND, row.id)
+                if n == 0:  # the others are woken in turn, as each becomes next up
+                    queue.enqueue(session, KIND, row.id)
                 n += 1
     return set_row
 
@@ -374,9 +398,13 @@ def set_finished(session: Session, queue: WorkQueue, row: Benchmark) -> None:
 
 
 def next_up(session: Session) -> str | None:
-    """The run that measures next: tenancies take turns (the one whose last run started
+    """The run that measures next: tenancies take turns (the one whose last turn began
     longest ago, or never, goes first), and within a tenancy runs go oldest first; so a
-    tenancy's long set delays another tenancy's run by at most one run."""
+    tenancy's long set delays another tenancy's run by at most one run.
+
+    A turn begins when a run leaves PENDING for PROVISIONING, read from the events, which
+    outlive the runs: a run that never got to measure (its servers never came up) still
+    took its turn, and deleting finished runs does not make a tenancy new again."""
     firsts = session.execute(
         select(Benchmark.tenancy_id, func.min(Benchmark.created_at))
         .where(Benchmark.phase == BenchmarkPhase.PENDING)
@@ -386,9 +414,13 @@ def next_up(session: Session) -> str | None:
         return None
     last_start = dict(
         session.execute(
-            select(Benchmark.tenancy_id, func.max(Benchmark.started_at))
-            .where(Benchmark.tenancy_id.in_([t for t, _ in firsts]))
-            .group_by(Benchmark.tenancy_id)
+            select(Event.tenancy_id, func.max(Event.at))
+            .where(
+                Event.object_kind == "benchmark",
+                Event.to_phase == BenchmarkPhase.PROVISIONING,
+                Event.tenancy_id.in_([t for t, _ in firsts]),
+            )
+            .group_by(Event.tenancy_id)
         ).all()
     )
     never = datetime.min.replace(tzinfo=UTC)
