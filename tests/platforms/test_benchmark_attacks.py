@@ -1,8 +1,9 @@
 """What an attack on benchmarks found, each tried again against a real ``ecliptic serve``:
 every test asserts the safe behaviour, so it fails while the hole is open. Besides the holes
-(a platform's output read by members off its access list, a spec nested past Python's
-stack), what held is kept as regression tests: another tenancy sees nothing, quota,
-deleting what a run made mid-run, its security group, cancelling in each phase, plot names.
+(a run's tool outliving its timeout or its cancelling, a platform's output read by members
+off its access list, a spec nested past Python's stack), what held is kept as regression
+tests: another tenancy sees nothing, quota, deleting what a run made mid-run, its security
+group, cancelling in each phase, plot names.
 
 A web platform stands in for a platform with tools a tenant chose: its servers get an
 ``iperf3`` of the tenant's own (a shell script) that prints escape sequences and, when told
@@ -167,6 +168,63 @@ def test_a_platforms_runs_are_for_its_access_list(served: Served, platform: list
     assert body["phase"] == "FAILED" and "you may use" in body["phase_reason"], body
     assert body["environment"] == {} and api.get("/benchmarks/bxp-m1/output").text == ""
     _gone(api, "bxp-hold")
+
+
+def test_cancelling_a_platform_run_stops_its_tool_before_the_next_run(
+    served: Served, platform: list[str]
+) -> None:
+    api = served.api
+    _exec(api, platform[0], "touch /tmp/bx-hang")
+    try:
+        r = api.post("/benchmarks", json={"name": "bxp-hang", "kind": "iperf3", "platform": "bxp"})
+        assert r.status_code == 202, r.text
+        wait_run(api, "bxp-hang", "RUNNING", timeout=120)
+        deadline = time.monotonic() + 30
+        while not _sleepers(api, platform[0]):
+            assert time.monotonic() < deadline, "the tool never started"
+            time.sleep(0.2)
+        r = api.post(
+            "/benchmarks", json={"name": "bxp-after", "kind": "iperf3", "iperf3": {"duration": 1}}
+        )
+        assert r.status_code == 202, r.text
+        assert api.delete("/benchmarks/bxp-hang").status_code == 202
+        body = wait_run(api, "bxp-hang", "FAILED", timeout=60)
+        assert "cancelled" in body["phase_reason"], body
+        # The platform's servers stay: what the run started in them must not.
+        for n in platform:
+            assert _sleepers(api, n) == [], n
+        after = wait_run(api, "bxp-after", "SUCCEEDED", "FAILED", timeout=120)
+        assert after["started_at"] >= body["finished_at"], (after, body)
+    finally:
+        _exec(api, platform[0], "rm -f /tmp/bx-hang")
+    _gone(api, "bxp-after")
+
+
+def test_a_run_ends_at_its_timeout(served: Served, platform: list[str]) -> None:
+    api = served.api
+    # Fresh servers: a real iperf3 asked for two minutes, allowed twenty seconds.
+    r = api.post(
+        "/benchmarks",
+        json={"name": "bx-slow", "kind": "iperf3", "timeout_s": 20, "iperf3": {"duration": 120}},
+    )
+    assert r.status_code == 202, r.text
+    body = wait_run(api, "bx-slow", "SUCCEEDED", "FAILED", timeout=75)
+    assert body["phase"] == "FAILED" and "timed out" in body["phase_reason"], body
+    _gone(api, "bx-slow")
+    # A platform: its tool never ends, and it must not be left running when the run ends.
+    _exec(api, platform[0], "touch /tmp/bx-hang")
+    try:
+        r = api.post(
+            "/benchmarks",
+            json={"name": "bxp-slow", "kind": "iperf3", "platform": "bxp", "timeout_s": 15},
+        )
+        assert r.status_code == 202, r.text
+        body = wait_run(api, "bxp-slow", "SUCCEEDED", "FAILED", timeout=75)
+        assert body["phase"] == "FAILED" and "timed out" in body["phase_reason"], body
+        for n in platform:
+            assert _sleepers(api, n) == [], n
+    finally:
+        _exec(api, platform[0], "rm -f /tmp/bx-hang")
 
 
 def test_a_spec_nested_past_reason_is_refused(served: Served) -> None:
