@@ -1,9 +1,10 @@
 """What an attack on benchmarks found, each tried again against a real ``ecliptic serve``:
 every test asserts the safe behaviour, so it fails while the hole is open. Besides the holes
 (a run's tool outliving its timeout or its cancelling, a platform's output read by members
-off its access list, a spec nested past Python's stack), what held is kept as regression
-tests: another tenancy sees nothing, quota, deleting what a run made mid-run, its security
-group, cancelling in each phase, plot names.
+off its access list, escape sequences from a tool reaching the reader's terminal, a spec
+nested past Python's stack), what held is kept as regression tests: another tenancy sees
+nothing, quota, deleting what a run made mid-run, its security group, cancelling in each
+phase, plot names.
 
 A web platform stands in for a platform with tools a tenant chose: its servers get an
 ``iperf3`` of the tenant's own (a shell script) that prints escape sequences and, when told
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,7 @@ import pytest
 
 from tests.platforms.conftest import wait_phase
 from tests.platforms.test_benchmarks import leftovers, wait_run, wait_set
+from tests.platforms.test_platform_cli import cli
 from tests.tunnel.conftest import Served, needs_gateway
 
 pytestmark = needs_gateway
@@ -168,6 +171,31 @@ def test_a_platforms_runs_are_for_its_access_list(served: Served, platform: list
     assert body["phase"] == "FAILED" and "you may use" in body["phase_reason"], body
     assert body["environment"] == {} and api.get("/benchmarks/bxp-m1/output").text == ""
     _gone(api, "bxp-hold")
+
+
+def test_the_cli_shows_a_tools_escape_sequences_as_text(
+    served: Served, platform: list[str]
+) -> None:
+    api = served.api
+    if api.get("/benchmarks/bxp-cli").status_code == 404:
+        r = api.post(
+            "/benchmarks",
+            json={"name": "bxp-cli", "kind": "iperf3", "platform": "bxp"},
+        )
+        assert r.status_code == 202, r.text
+    wait_run(api, "bxp-cli", "SUCCEEDED", "FAILED", timeout=120)
+    for args in (
+        ("bench", "output", "bxp-cli"),
+        ("bench", "show", "bxp-cli"),
+        ("bench", "list"),
+        ("bench", "events", "bxp-cli"),
+    ):
+        res = cli(served, *args)
+        assert res.returncode == 0, (args, res.stderr)
+        assert ESC not in res.stdout and ESC not in res.stderr, (args, res.stdout)
+    out = cli(served, "bench", "output", "bxp-cli").stdout
+    assert "not json\\x1b]0;pwned\\x07\\x1b[31m red" in out, out
+    assert "iperf 3.fake\\x1b]0;pwned" in cli(served, "bench", "show", "bxp-cli").stdout
 
 
 def test_cancelling_a_platform_run_stops_its_tool_before_the_next_run(
@@ -356,3 +384,16 @@ def test_plot_names_are_only_plot_names(served: Served) -> None:
         r = api.get(f"{base}/{name}")
         assert r.status_code == 404, (name, r.text)
         assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_a_yaml_bomb_is_refused_by_the_cli(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefg", "bcdefgh", strict=True)
+    )
+    spec = tmp_path / "bomb.yaml"
+    spec.write_text("name: bomb\ntemplate: {kind: iperf3}\n" + bomb)
+    for args in (("bench", "export", str(spec)), ("bench", "run", str(spec))):
+        res = cli(None, *args, timeout=60)
+        assert res.returncode == 2, (args, res.stderr[-500:])
+        assert "anchors and aliases" in res.stderr, res.stderr[-500:]
