@@ -10,15 +10,20 @@ from pathlib import Path
 import pytest
 
 from tests.crash.test_crash_safety import Instance, existing, owned_resources
+from tests.platforms.conftest import TYPES
 
 
 @pytest.fixture
-def inst(tmp_path: Path, sqlite_url: str) -> Iterator[Instance]:
+def inst(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Instance]:
+    monkeypatch.setenv("ECLIPTIC_PLATFORM_TYPES", str(TYPES))
     i = Instance(tmp_path, sqlite_url)
     yield i
     i.stop()
     try:
         i.start()
+        for p in i.call("GET", "/platforms").json()["items"]:
+            i.call("DELETE", f"/platforms/{p['name']}")
+        i.wait_for(lambda: i.call("GET", "/platforms").json()["items"] == [], "platforms gone", 90)
         for s in i.servers():
             i.call("DELETE", f"/servers/{s['id']}")
         i.wait_for(lambda: i.servers() == [], "servers gone", 60)
@@ -65,3 +70,62 @@ def test_sigkill_mid_run_converges_and_leaks_nothing(
     assert [g["name"] for g in groups if g["name"].startswith("benchmark:")] == []
     leaked = [n for n in existing(owned_resources(inst.instance_id())) if n.startswith("ecl-")]
     assert leaked == [], leaked
+
+
+HANGING_IPERF3 = """#!/bin/sh
+case " $* " in
+  *" --version "*) echo "iperf 3.fake"; exit 0 ;;
+  *" --server "*) echo "Server listening on 5201"; exec sleep 600 ;;
+esac
+exec sleep 3600
+"""
+
+
+def _in(i: Instance, server: str, script: str) -> str:
+    r = i.call("POST", f"/servers/{server}/exec", {"argv": ["/bin/sh", "-c", script]})
+    assert r.status_code == 200, r.text
+    return str(r.json()["stdout"])
+
+
+def test_sigkill_mid_run_on_a_platform_leaves_its_links_and_servers_as_they_were(
+    inst: Instance,
+) -> None:
+    # A platform's servers outlive a run: before the fix, a run killed mid-measurement left
+    # their links shaped (here to 1 Mbit/s, possibly to 8 kbit/s) and its tools running.
+    i = inst
+    i.start()
+    r = i.call("POST", "/platforms", {"name": "bp", "type": "web", "parameters": {"workers": 1}})
+    assert r.status_code == 202, r.text
+    i.wait_for(lambda: i.call("GET", "/platforms/bp").json()["phase"] == "READY", "READY", 90)
+    servers = sorted(s["name"] for s in i.call("GET", "/platforms/bp").json()["servers"])
+    for n in servers:
+        r = i.call(
+            "POST",
+            f"/servers/{n}/exec",
+            {
+                "argv": [
+                    "/bin/sh",
+                    "-c",
+                    "cat > /usr/local/bin/iperf3; chmod 0755 /usr/local/bin/iperf3",
+                ],
+                "stdin": HANGING_IPERF3,
+            },
+        )
+        assert r.status_code == 200 and r.json()["exit_code"] == 0, r.text
+    i.stop()
+    i.start(crash_at="reconcile.benchmark.tool_started")
+    r = i.call(
+        "POST",
+        "/benchmarks",
+        {"name": "bpr", "kind": "iperf3", "platform": "bp", "shaping": {"rate": "1mbit"}},
+    )
+    assert r.status_code == 202, r.text
+    assert i.wait_killed(timeout=120) == -9
+    i.start()
+    i.wait_for(lambda: _run(i, "bpr")["phase"] == "FAILED", "the run over", 120)
+    assert "interrupted" in _run(i, "bpr")["phase_reason"]
+    for n in servers:
+        links = _in(i, n, "ip link show")
+        assert "qdisc tbf" not in links, (n, links)
+        procs = _in(i, n, "ps -eo args=")
+        assert "sleep 600" not in procs and "sleep 3600" not in procs, (n, procs)

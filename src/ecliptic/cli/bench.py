@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,9 +30,39 @@ def _error(message: str) -> None:
     sys.stderr.write(f"error: {message}\n")
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(value: Any) -> str:
+    """Text from a run as safe terminal text: a tool's output, its version line, a failure
+    reason and a permutation's values come from the servers or from whoever wrote the spec,
+    so escape sequences (which could retitle, rewrite or hide the reader's terminal) are
+    shown, not run."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
+def _rows(rows: Any) -> list[list[Any]]:
+    """Table rows with every text made :func:`_printable`."""
+    return [[_printable(v) if isinstance(v, str) else v for v in row] for row in rows]
+
+
+def _fields(pairs: list[tuple[str, Any]]) -> None:
+    """``output.fields`` with every value made :func:`_printable`."""
+    output.fields([(k, _printable(v) if isinstance(v, str) else v) for k, v in pairs])
+
+
 def _load(path: str) -> dict[str, Any]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):  # a few lines can expand to gigabytes
+                at = event.start_mark
+                where = f":{at.line + 1}" if at is not None else ""
+                _error(
+                    f"{path}{where}: anchors and aliases (*name) are not allowed in a "
+                    "benchmark: write the value out"
+                )
+                raise typer.Exit(ExitCode.USAGE)
         data = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as e:
         _error(f"{path}: {e}")
@@ -117,13 +148,14 @@ def _follow(ref: str, is_set: bool, timeout: float) -> int:
                     failed += r.phase == "FAILED"
                     label = ", ".join(f"{k}={v}" for k, v in r.permutation.items())
                     what = r.summary if r.phase == "SUCCEEDED" else f"FAILED: {r.phase_reason}"
-                    output.note(f"{r.name}  {label or r.kind}  {what}")
+                    output.note(_printable(f"{r.name}  {label or r.kind}  {what}"))
             now = [r for r in runs if r.phase not in FINAL and r.phase != "PENDING"]
             if len(reported) == total:
                 return failed
             if now:
                 r = now[0]
-                update(f"{ref}: {len(reported)}/{total} done; {r.name} {r.phase}: {r.phase_reason}")
+                what = f"{r.name} {r.phase}: {r.phase_reason}"
+                update(_printable(f"{ref}: {len(reported)}/{total} done; {what}"))
             else:
                 update(f"{ref}: {len(reported)}/{total} done; waiting for its turn")
             if time.monotonic() > deadline:
@@ -165,7 +197,9 @@ def _show_results(res: ResultsOut) -> None:
                 else ("baseline" if res.baseline.get(g.kind) == g.label else "-"),
             ]
         )
-    output.table(["PERMUTATION", "KIND", "RUNS", "FIGURE (median)", "RANGE", "VS BASELINE"], rows)
+    output.table(
+        ["PERMUTATION", "KIND", "RUNS", "FIGURE (median)", "RANGE", "VS BASELINE"], _rows(rows)
+    )
     for kind, base in res.baseline.items():
         mine = [g for g in res.groups if g.kind == kind and g.aggregate is not None]
         if len(mine) < 2:
@@ -176,16 +210,20 @@ def _show_results(res: ResultsOut) -> None:
         best = (max if higher else min)(mine, key=lambda g: _headline(g.aggregate))
         d = next((x for x in best.against_baseline if x.metric == agg0.headline), None)
         if d is None:
-            output.say(f"{kind}: {best.label} (the baseline) is the best of {len(mine)}")
+            output.say(
+                _printable(f"{kind}: {best.label} (the baseline) is the best of {len(mine)}")
+            )
         else:
             real = (
                 "beyond the run-to-run spread"
                 if d.beyond_spread
                 else "within the spread: not a clear difference"
             )
-            output.say(f"{kind}: best is {best.label}, x{d.ratio:.2f} of {base} ({real})")
+            output.say(
+                _printable(f"{kind}: best is {best.label}, x{d.ratio:.2f} of {base} ({real})")
+            )
     if res.plots:
-        output.note(f"plots: {', '.join(res.plots)} (ecliptic bench plot {res.name})")
+        output.note(_printable(f"plots: {', '.join(res.plots)} (ecliptic bench plot {res.name})"))
 
 
 @command(app, "list")
@@ -199,7 +237,7 @@ def list_runs(
         rows,
         lambda: output.table(
             ["NAME", "KIND", "NETWORK", "PHASE", "RESULT", "CREATED"],
-            [
+            _rows(
                 [
                     r.name,
                     r.kind,
@@ -209,7 +247,7 @@ def list_runs(
                     output.age(r.created_at),
                 ]
                 for r in rows
-            ],
+            ),
             empty="no benchmarks yet: 'ecliptic bench run FILE.yaml'",
         ),
     )
@@ -223,7 +261,9 @@ def list_sets() -> None:
         rows,
         lambda: output.table(
             ["NAME", "PHASE", "RUNS", "PROGRESS", "CREATED"],
-            [[s.name, s.phase, s.runs, s.phase_reason, output.age(s.created_at)] for s in rows],
+            _rows(
+                [s.name, s.phase, s.runs, s.phase_reason, output.age(s.created_at)] for s in rows
+            ),
             empty="no benchmark sets",
         ),
     )
@@ -243,7 +283,7 @@ def show(
         res = c.benchmarks.results(obj.name, is_set=True, baseline=baseline)
 
         def human_set() -> None:
-            output.fields([("set", obj.name), ("phase", obj.phase), ("progress", obj.phase_reason)])
+            _fields([("set", obj.name), ("phase", obj.phase), ("progress", obj.phase_reason)])
             _show_results(res)
 
         emit(res, human_set)
@@ -252,7 +292,7 @@ def show(
 
     def human() -> None:
         env = r.environment
-        output.fields(
+        _fields(
             [
                 ("name", r.name),
                 ("kind", r.kind),
@@ -275,7 +315,10 @@ def show(
             units = r.result.get("units", {})
             output.table(
                 ["METRIC", "VALUE", "UNIT"],
-                [[k, f"{v:.6g}", units.get(k, "")] for k, v in r.result.get("metrics", {}).items()],
+                _rows(
+                    [k, f"{v:.6g}", units.get(k, "")]
+                    for k, v in r.result.get("metrics", {}).items()
+                ),
             )
 
     emit(r, human)
@@ -284,7 +327,7 @@ def show(
 @command(app, "output")
 def show_output(ref: Ref) -> None:
     """What the run's tool printed, as it printed it."""
-    sys.stdout.write(client().benchmarks.output(ref))
+    sys.stdout.write(_printable(client().benchmarks.output(ref)))
 
 
 @command(app, "events")
@@ -294,7 +337,8 @@ def events(ref: Ref) -> None:
     emit(
         rows,
         lambda: output.table(
-            ["AT", "PHASE", "REASON"], [[output.when(e.at), e.to_phase, e.reason] for e in rows]
+            ["AT", "PHASE", "REASON"],
+            _rows([output.when(e.at), e.to_phase, e.reason] for e in rows),
         ),
     )
 
@@ -323,7 +367,7 @@ def compare(
                         _ratio_text(d),
                     ]
                 )
-        output.table(["PAIR", "METRIC", a, b, "UNIT", "B VS A"], rows)
+        output.table(["PAIR", "METRIC", a, b, "UNIT", "B VS A"], _rows(rows))
 
     emit(res, human)
 

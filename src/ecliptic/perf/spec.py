@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,9 @@ host is this machine, both ends run in one server and talk over its loopback).""
 NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
 MAX_PERMUTATIONS = 256
 MAX_REPETITIONS = 50
+MAX_DEPTH = 8
+"""How deeply a template or a permutation may nest (a spec needs three levels)."""
+_ID_LIKE_RE = re.compile(r"^[0-9a-f]{32}$")
 _RATE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmg]?)(bit|bps)$", re.IGNORECASE)
 _SIZE_RE = re.compile(r"^(\d+)\s*([kmg]?)(i?b)?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
@@ -190,6 +194,20 @@ class Permutations(Strict):
         for key, values in v.items():
             if not values:
                 raise ValueError(f"product.{key}: give at least one value")
+        # Counted before anything is expanded: a product of 16 keys of a few values each
+        # is billions of combinations.
+        n = math.prod(len(values) for values in v.values())
+        if n > MAX_PERMUTATIONS:
+            raise ValueError(
+                f"{' x '.join(str(len(x)) for x in v.values())} = {n} combinations; "
+                f"at most {MAX_PERMUTATIONS} permutations are allowed"
+            )
+        return v
+
+    @field_validator("product", "explicit", mode="before")
+    @classmethod
+    def _shallow(cls, v: Any) -> Any:
+        _check_depth(v, "permutations")
         return v
 
 
@@ -201,10 +219,39 @@ class BenchmarkSetSpec(Strict):
     permutations: Permutations = Permutations()
     repetitions: Annotated[int, Field(ge=1, le=MAX_REPETITIONS)] = 1
 
+    @field_validator("name")
+    @classmethod
+    def _not_an_id(cls, v: str) -> str:
+        if _ID_LIKE_RE.match(v):
+            raise ValueError(
+                f"'{v}' looks like an object id (32 hexadecimal characters), so it could hide "
+                "a run's id: choose a name with a letter after 'f' or a '-'"
+            )
+        return v
+
+    @field_validator("template", mode="before")
+    @classmethod
+    def _shallow(cls, v: Any) -> Any:
+        _check_depth(v, "template")
+        return v
+
     @model_validator(mode="after")
     def _expands(self) -> BenchmarkSetSpec:
         expand(self)  # every permutation must make a valid spec
         return self
+
+
+def _check_depth(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse values nested deeper than :data:`MAX_DEPTH` (copying or merging them would
+    exhaust Python's stack: an internal error instead of an answer)."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{where} nests deeper than {MAX_DEPTH} levels; a spec needs three")
+    if isinstance(value, dict):
+        for v in value.values():
+            _check_depth(v, where, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_depth(v, where, depth + 1)
 
 
 def permutations(p: Permutations) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,19 @@ log = logging.getLogger(__name__)
 KIND = svc.KIND
 WAIT_POLL_S = 0.05
 TURN_POLL_S = 2.0
+"""How often the run that is next up looks whether the one measuring is done."""
+QUEUED_POLL_S = 300.0
+"""How often the other waiting runs look (a safety net: each is woken when it is next up).
+Every look takes the placement lock, so a thousand runs looking every TURN_POLL_S would
+hold up every tenancy's servers and networks."""
+AFTER_S = 10.0
+"""What a command gets once its run is over (cancelled, or past its ``timeout_s``): long
+enough to remove what the kind left behind, not to measure."""
+MARK = "ECLIPTIC_BENCHMARK"
+"""An environment variable every process of a run is started with (``MARK=<run id>``): how
+what it left in a platform's servers is found and stopped when the run is over."""
 CLEAN_POLL_S = 0.05
+TOOL_POLL_S = 0.5
 MAX_RAW = 4 << 20
 """Raw output kept per run (its end is kept when longer)."""
 STOP_GRACE_S = 0.0
@@ -74,8 +87,11 @@ def reconcile_benchmark(ctx: Context, benchmark_id: str) -> Outcome:
 def _pending(ctx: Context, benchmark_id: str) -> Outcome:
     with ctx.db.read() as session:
         row = session.get(Benchmark, benchmark_id)
-        if row is None:
+        if row is None or row.phase != BenchmarkPhase.PENDING:
             return Outcome()
+        if not svc.my_turn(session, row):  # looked at without the placement lock
+            soon = svc.next_up(session) == benchmark_id
+            return Outcome(requeue_after=TURN_POLL_S if soon else QUEUED_POLL_S)
         caller = acting_for(session, row.tenancy_id, row.created_by, "benchmark")
     try:
         started = svc.provision(
@@ -89,7 +105,7 @@ def _pending(ctx: Context, benchmark_id: str) -> Outcome:
                 move(session, row, BenchmarkPhase.FAILED, f"cannot place it: {e.message}")
                 svc.set_finished(session, ctx.queue, row)
         return Outcome()
-    if not started:
+    if not started:  # another run got there first
         return Outcome(requeue_after=TURN_POLL_S)
     faults.point("reconcile.benchmark.provisioned")
     return Outcome(requeue_after=WAIT_POLL_S)
@@ -227,14 +243,31 @@ class BackendTarget:
         network: NetworkMode,
         servers: list[tuple[str, str, str, str]],
         progress: Callable[[str], None],
+        *,
+        mark: str = "",
+        deadline: float = float("inf"),
+        over: Callable[[], bool] = lambda: False,
     ) -> None:
-        """``servers``: (id, name, address, interface) in index order."""
+        """``servers``: (id, name, address, interface) in index order; ``mark``: the run's
+        id, in the environment of everything started (:data:`MARK`); ``deadline``: the
+        ``time.monotonic()`` the run must end by; ``over``: whether it was cancelled."""
         self.backend = backend
         self.network = network
         self.servers = servers
         self.count = len(servers)
         self._progress = progress
         self._started: dict[tuple[int, str], str] = {}
+        self._env = {MARK: mark} if mark else {}
+        self.deadline = deadline
+        self._over = over
+
+    def ended(self) -> str | None:
+        """Why the run may start nothing more (cancelled, out of time), None while it may."""
+        if self._over():
+            return "cancelled"
+        if time.monotonic() >= self.deadline:
+            return "out of time"
+        return None
 
     def _pick(self, index: int) -> tuple[str, str, str, str]:
         if self.network == "host":
@@ -253,7 +286,10 @@ class BackendTarget:
         self, index: int, argv: list[str], *, timeout: float, stdin: bytes | None = None
     ) -> Completed:
         sid = self._pick(index)[0]
-        r = self.backend.run(sid, argv, timeout=timeout, stdin=stdin)
+        # Once the run is over a command only gets the time to tidy up (the kinds' finally
+        # blocks remove files and stop what they started).
+        left = AFTER_S if self.ended() else max(self.deadline - time.monotonic(), AFTER_S)
+        r = self.backend.run(sid, argv, timeout=min(timeout, left), stdin=stdin, env=self._env)
         return Completed(
             exit_code=r.exit_code,
             stdout=r.stdout.decode(errors="replace"),
@@ -264,9 +300,13 @@ class BackendTarget:
 
     def start(self, index: int, name: str, argv: list[str]) -> None:
         sid = self._pick(index)[0]
+        why = self.ended()
+        if why is not None:
+            raise RunFailed(f"the run is over ({why}): {argv[0]} is not started")
         mark = self.backend.console_read(sid, after=-1, limit=1)[1]
         self._started[(index, name)] = str(mark)
-        st = self.backend.start_service(sid, ServiceSpec(name=name, argv=tuple(argv)))
+        spec = ServiceSpec(name=name, argv=tuple(argv), env=tuple(self._env.items()))
+        st = self.backend.start_service(sid, spec)
         faults.point("reconcile.benchmark.tool_started")
         if not st.running:
             raise RunFailed(
@@ -295,6 +335,8 @@ def _target(ctx: Context, benchmark_id: str) -> tuple[BenchmarkSpec, BackendTarg
         row = session.get(Benchmark, benchmark_id)
         assert row is not None
         spec = BenchmarkSpec.model_validate(row.spec)
+        began = svc.since(row, "provisioning_since") or row.started_at or utcnow()
+        deadline = time.monotonic() + spec.timeout_s - (utcnow() - began).total_seconds()
         servers = _servers(session, row)
         plat = svc.platform_of(session, row)
         fabric = f"{plat.name}-fabric" if plat else None
@@ -346,7 +388,21 @@ def _target(ctx: Context, benchmark_id: str) -> tuple[BenchmarkSpec, BackendTarg
             if row is not None and row.phase == BenchmarkPhase.RUNNING:
                 note(session, row, message)
 
-    return spec, BackendTarget(ctx.backend, spec.network, entries, progress), {"servers": hosts}
+    def over() -> bool:
+        with ctx.db.read() as session:
+            row = session.get(Benchmark, benchmark_id)
+            return row is None or row.phase != BenchmarkPhase.RUNNING
+
+    target = BackendTarget(
+        ctx.backend,
+        spec.network,
+        entries,
+        progress,
+        mark=benchmark_id,
+        deadline=deadline,
+        over=over,
+    )
+    return spec, target, {"servers": hosts}
 
 
 def _environment(target: BackendTarget, tools: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
@@ -376,12 +432,16 @@ def _measure(ctx: Context, benchmark_id: str) -> None:
     env: dict[str, Any] = {}
     outcome, why = BenchmarkPhase.FAILED, "did not run"
     shaped: list[tuple[str, str]] = []
+    target: BackendTarget | None = None
+    timeout_s = 0.0
     try:
         spec, target, env = _target(ctx, benchmark_id)
+        timeout_s = spec.timeout_s
         kind = registry.find(spec.kind)
         env |= _environment(target, kind.tools)
         env["network"] = spec.network
         if spec.shaping is not None:
+            _remember_shaping(ctx, benchmark_id, target)
             for sid, _name, _, ifname in target.servers:
                 ctx.backend.shape(
                     sid, ifname, spec.shaping.rate, spec.shaping.burst, spec.shaping.latency_ms
@@ -402,6 +462,12 @@ def _measure(ctx: Context, benchmark_id: str) -> None:
         log.exception("benchmark %s: unexpected error", benchmark_id)
         why = f"internal error: {type(e).__name__}: {e}"
     finally:
+        if (
+            outcome != BenchmarkPhase.SUCCEEDED
+            and target is not None
+            and time.monotonic() >= target.deadline
+        ):
+            why = f"timed out: the run took longer than its timeout_s ({timeout_s:g} s); {why}"
         for sid, ifname in shaped:
             try:
                 ctx.backend.shape(sid, ifname, None)
@@ -415,6 +481,16 @@ def _measure(ctx: Context, benchmark_id: str) -> None:
         finally:
             with _RUNNING_LOCK:
                 _RUNNING.pop(benchmark_id, None)
+
+
+def _remember_shaping(ctx: Context, benchmark_id: str, target: BackendTarget) -> None:
+    """Record the links about to be shaped, so that cleaning unshapes them even when this
+    process dies mid-run (a platform's links would otherwise stay slow)."""
+    with ctx.db.write() as session:
+        row = session.get(Benchmark, benchmark_id)
+        if row is not None:
+            links = [[sid, ifname] for sid, _, _, ifname in target.servers]
+            row.status = {**row.status, "shaped": links}
 
 
 def _record(
@@ -444,6 +520,42 @@ def _record(
 # ------------------------------------------------------------------------------ cleaning
 
 
+_STOP_MARKED = (
+    'for d in /proc/[0-9]*; do if tr "\\0" "\\n" < "$d/environ" 2>/dev/null | grep -qxF "$1"; '
+    'then kill -KILL "${d#/proc/}" 2>/dev/null; fi; done; true'
+)
+"""Kill every process whose environment holds ``$1`` (``MARK=<run id>``)."""
+
+
+def _tidy_platform(ctx: Context, benchmark_id: str) -> None:
+    """Once, for a run on a platform (whose servers outlive it): stop every process the run
+    started in them (a cancelled tool, a server or sshd left by a process that died mid-run,
+    a batch job's script) and take off the shaping it put on their links."""
+    with ctx.db.read() as session:
+        row = session.get(Benchmark, benchmark_id)
+        if row is None or (row.status or {}).get("tidied") or svc.platform_of(session, row) is None:
+            return
+        ids = [s.id for s in _servers(session, row) if s.phase == ServerPhase.ACTIVE]
+        shaped = [(sid, ifname) for sid, ifname in (row.status or {}).get("shaped", [])]
+    for sid in ids:
+        try:
+            ctx.backend.run(
+                sid, ["/bin/sh", "-c", _STOP_MARKED, "sh", f"{MARK}={benchmark_id}"], timeout=30
+            )
+        except BackendError as e:
+            log.warning("benchmark %s: stopping its processes in %s: %s", benchmark_id, sid, e)
+    for sid, ifname in shaped:
+        if sid in ids:
+            try:
+                ctx.backend.shape(sid, ifname, None)
+            except BackendError as e:
+                log.warning("benchmark %s: unshaping %s: %s", benchmark_id, sid, e)
+    with ctx.db.write() as session:
+        row = session.get(Benchmark, benchmark_id)
+        if row is not None:
+            row.status = {**row.status, "tidied": True}
+
+
 def _cleaning(ctx: Context, benchmark_id: str) -> Outcome:
     """Delete what the run made (never a platform's servers), then settle its phase."""
     with ctx.db.write() as session:
@@ -460,6 +572,17 @@ def _cleaning(ctx: Context, benchmark_id: str) -> Outcome:
     if going:
         teardown.delete_now(ctx, going, STOP_GRACE_S, f"benchmark {benchmark_id}")
         return Outcome(requeue_after=CLEAN_POLL_S)
+    _tidy_platform(ctx, benchmark_id)
+    with _RUNNING_LOCK:
+        thread = _RUNNING.get(benchmark_id)
+    if thread is not None and thread.is_alive():
+        # The tool still runs (a cancelled run on a platform, whose servers stay): the
+        # next run must not measure alongside it. It was stopped; its thread ends soon.
+        with ctx.db.write() as session:
+            row = session.get(Benchmark, benchmark_id)
+            if row is not None and row.phase == BenchmarkPhase.CLEANING:
+                row.phase_reason = "waiting for the tool to stop"
+        return Outcome(requeue_after=TOOL_POLL_S)
     with ctx.db.write() as session:
         row = session.get(Benchmark, benchmark_id)
         if row is None or row.phase != BenchmarkPhase.CLEANING:

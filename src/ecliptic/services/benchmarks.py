@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +36,7 @@ from ecliptic.services.networks import IPAM_LOCK, UsedRanges, add_network
 from ecliptic.services.platforms import find_platform, may_use
 from ecliptic.services.servers import NicRequest, add_server
 from ecliptic.store.db import Database
-from ecliptic.store.models import Benchmark, BenchmarkSet, Event, Flavor, Platform
+from ecliptic.store.models import Benchmark, BenchmarkSet, Event, Flavor, Platform, User
 from ecliptic.store.transitions import created, move, timeline
 from ecliptic.store.types import utcnow
 from ecliptic.store.workqueue import WorkQueue
@@ -49,24 +49,45 @@ GROUP_PREFIX = "benchmark:"
 MAX_SET_RUNS = 500
 MAX_UNFINISHED = 1000
 """Runs a tenancy may have waiting or running at once."""
-MAX_SET_NAME = 50
-"""Set names leave room for the runs' ``-NNN`` and their servers' ``-N`` suffixes."""
+MAX_RUN_NAME = 63 - len("-net-subnet")
+"""A run's name leaves room for the names of what it makes (``<run>-0-0``, the longest of
+which is its network's subnet, ``<run>-net-subnet``; and ``benchmark:<run>``), which must fit
+in 63 characters like every name."""
+MAX_SET_NAME = MAX_RUN_NAME - len("-000")
+"""Set names leave room for the runs' ``-NNN`` (at most 500 runs: three digits)."""
 
 
 def _tenancy(caller: Caller) -> str:
     return caller.require_tenancy()
 
 
-def find_benchmark(session: Session, tenancy_id: str, ref: str) -> Benchmark:
-    """A run of the tenancy by name or id; others' runs do not exist."""
+def find_benchmark(session: Session, caller: Caller, ref: str) -> Benchmark:
+    """A run of the caller's tenancy by name or id; others' runs do not exist, nor do runs on
+    a platform the caller may not use (see :func:`may_see`)."""
     row = session.scalar(
         select(Benchmark).where(
-            Benchmark.tenancy_id == tenancy_id, (Benchmark.name == ref) | (Benchmark.id == ref)
+            Benchmark.tenancy_id == _tenancy(caller),
+            (Benchmark.name == ref) | (Benchmark.id == ref),
         )
     )
-    if row is None:
+    if row is None or not may_see(session, caller, row):
         raise NotFound(f"no benchmark '{ref}' in this tenancy; see 'ecliptic bench list'")
     return row
+
+
+def may_see(session: Session, caller: Caller, row: Benchmark) -> bool:
+    """Whether the caller may read a run: a run on a platform is for the platform's access
+    list (and the tenancy's admins), as its servers' logs are: its raw output, environment,
+    events and failure reasons come from inside the platform's servers."""
+    name = (row.spec or {}).get("platform")
+    if name is None or caller.is_admin or caller.role == "admin":
+        return True
+    plat = platform_of(session, row) or session.scalar(
+        select(Platform).where(Platform.tenancy_id == row.tenancy_id, Platform.name == name)
+    )
+    if plat is None:  # the platform is gone, and its access list with it
+        return row.created_by == caller.user_id
+    return may_use(caller, plat)
 
 
 def find_set(session: Session, tenancy_id: str, ref: str) -> BenchmarkSet:
@@ -82,11 +103,11 @@ def find_set(session: Session, tenancy_id: str, ref: str) -> BenchmarkSet:
     return row
 
 
-def _check_where(session: Session, caller: Caller, tenancy_id: str, spec: BenchmarkSpec) -> None:
+def _check_where(session: Session, caller: Caller, spec: BenchmarkSpec) -> None:
     """Refuse, before anything runs, what cannot run: an unknown flavor, a platform the
     caller may not use or that is not built."""
     if spec.platform is not None:
-        plat = find_platform(session, tenancy_id, spec.platform)
+        plat = find_platform(session, _tenancy(caller), spec.platform)
         if not may_use(caller, plat):
             raise NotFound(f"no platform '{spec.platform}' you may use in this tenancy")
         if plat.phase not in (PlatformPhase.READY, PlatformPhase.DEGRADED):
@@ -111,10 +132,18 @@ def _room_for(session: Session, tenancy_id: str, n: int) -> None:
 
 
 def _name_free(session: Session, tenancy_id: str, name: str) -> None:
+    """Runs and sets share one name space: ``results``, ``plots`` and ``compare`` take either,
+    so one name must never mean both."""
     if session.scalar(
         select(Benchmark.id).where(Benchmark.tenancy_id == tenancy_id, Benchmark.name == name)
     ):
         raise Conflict(f"a benchmark named '{name}' exists already; pick another name")
+    if session.scalar(
+        select(BenchmarkSet.id).where(
+            BenchmarkSet.tenancy_id == tenancy_id, BenchmarkSet.name == name
+        )
+    ):
+        raise Conflict(f"a benchmark set is named '{name}'; pick another name")
 
 
 def create_benchmark(
@@ -123,8 +152,13 @@ def create_benchmark(
     """Accept a run (PENDING); the reconciler runs it when its turn comes."""
     tenancy_id = _tenancy(caller)
     name = name or f"{spec.kind.replace('_', '-')}-{secrets.token_hex(3)}"
+    if len(name) > MAX_RUN_NAME:
+        raise InvalidInput(
+            f"a benchmark's name is at most {MAX_RUN_NAME} characters (its servers, network "
+            "and security group are named after it)"
+        )
     with db.write() as session:
-        _check_where(session, caller, tenancy_id, spec)
+        _check_where(session, caller, spec)
         _name_free(session, tenancy_id, name)
         _room_for(session, tenancy_id, 1)
         row = _new_run(session, caller, tenancy_id, name, spec)
@@ -186,8 +220,14 @@ def create_set(
             )
         ):
             raise Conflict(f"a benchmark set named '{body.name}' exists already")
+        if session.scalar(
+            select(Benchmark.id).where(
+                Benchmark.tenancy_id == tenancy_id, Benchmark.name == body.name
+            )
+        ):
+            raise Conflict(f"a benchmark run is named '{body.name}'; pick another name")
         for _, spec in runs:
-            _check_where(session, caller, tenancy_id, spec)
+            _check_where(session, caller, spec)
         _room_for(session, tenancy_id, total)
         set_row = BenchmarkSet(
             tenancy_id=tenancy_id,
@@ -215,7 +255,8 @@ def create_set(
                     index=i,
                     repetition=rep,
                 )
-                queue.enqueue(session, KIND, row.id)
+                if n == 0:  # the others are woken in turn, as each becomes next up
+                    queue.enqueue(session, KIND, row.id)
                 n += 1
     return set_row
 
@@ -237,13 +278,13 @@ def list_benchmarks(
             q = q.order_by(Benchmark.created_at.desc(), Benchmark.name.desc())
         if kind is not None:
             q = q.where(Benchmark.kind == kind)
-        return list(session.scalars(q))
+        return [r for r in session.scalars(q) if may_see(session, caller, r)]
 
 
 def get_benchmark(db: Database, caller: Caller, ref: str) -> Benchmark:
     """One run."""
     with db.read() as session:
-        return find_benchmark(session, _tenancy(caller), ref)
+        return find_benchmark(session, caller, ref)
 
 
 def list_sets(db: Database, caller: Caller) -> list[BenchmarkSet]:
@@ -296,7 +337,7 @@ def runs_of(db: Database, caller: Caller, ref: str) -> tuple[str, list[Benchmark
                 select(Benchmark).where(Benchmark.set_id == set_row.id).order_by(Benchmark.name)
             )
             return set_row.name, list(rows)
-        row = find_benchmark(session, tenancy_id, ref)
+        row = find_benchmark(session, caller, ref)
         return row.name, [row]
 
 
@@ -306,9 +347,8 @@ def runs_of(db: Database, caller: Caller, ref: str) -> tuple[str, list[Benchmark
 def delete_benchmark(db: Database, queue: WorkQueue, caller: Caller, ref: str) -> Benchmark | None:
     """Remove a finished run (None: it is gone), or cancel one that is not finished (its
     servers go; it ends FAILED, kept, with the reason)."""
-    tenancy_id = _tenancy(caller)
     with db.write() as session:
-        row = find_benchmark(session, tenancy_id, ref)
+        row = find_benchmark(session, caller, ref)
         if row.phase in FINAL:
             session.delete(row)
             return None
@@ -374,9 +414,13 @@ def set_finished(session: Session, queue: WorkQueue, row: Benchmark) -> None:
 
 
 def next_up(session: Session) -> str | None:
-    """The run that measures next: tenancies take turns (the one whose last run started
+    """The run that measures next: tenancies take turns (the one whose last turn began
     longest ago, or never, goes first), and within a tenancy runs go oldest first; so a
-    tenancy's long set delays another tenancy's run by at most one run."""
+    tenancy's long set delays another tenancy's run by at most one run.
+
+    A turn begins when a run leaves PENDING for PROVISIONING, read from the events, which
+    outlive the runs: a run that never got to measure (its servers never came up) still
+    took its turn, and deleting finished runs does not make a tenancy new again."""
     firsts = session.execute(
         select(Benchmark.tenancy_id, func.min(Benchmark.created_at))
         .where(Benchmark.phase == BenchmarkPhase.PENDING)
@@ -386,9 +430,13 @@ def next_up(session: Session) -> str | None:
         return None
     last_start = dict(
         session.execute(
-            select(Benchmark.tenancy_id, func.max(Benchmark.started_at))
-            .where(Benchmark.tenancy_id.in_([t for t, _ in firsts]))
-            .group_by(Benchmark.tenancy_id)
+            select(Event.tenancy_id, func.max(Event.at))
+            .where(
+                Event.object_kind == "benchmark",
+                Event.to_phase == BenchmarkPhase.PROVISIONING,
+                Event.tenancy_id.in_([t for t, _ in firsts]),
+            )
+            .group_by(Event.tenancy_id)
         ).all()
     )
     never = datetime.min.replace(tzinfo=UTC)
@@ -426,6 +474,10 @@ def provision(
             return False
         spec = BenchmarkSpec.model_validate(row.spec)
         kind = registry.find(spec.kind)
+        # Checked again now that it is its turn: since it was queued, its maker may have
+        # left the platform's access list, or the platform may be going.
+        user = session.get(User, row.created_by) if row.created_by else None
+        _check_where(session, replace(caller, is_admin=bool(user and user.is_admin)), spec)
         status: dict[str, Any] = {"provisioning_since": utcnow().isoformat()}
         if spec.platform is not None:
             plat = find_platform(session, row.tenancy_id, spec.platform)
@@ -517,7 +569,7 @@ def since(row: Benchmark, key: str) -> datetime | None:
 def benchmark_events(db: Database, caller: Caller, ref: str, limit: int = 500) -> list[Event]:
     """A run's timeline (queued, servers made, progress of the tool, outcome), oldest first."""
     with db.read() as session:
-        row = find_benchmark(session, _tenancy(caller), ref)
+        row = find_benchmark(session, caller, ref)
         return timeline(session, "benchmark", row.id, limit)
 
 
