@@ -203,7 +203,19 @@ class SlurmJob:
         finally:
             # A job still queued or running (sbatch timed out, the run was cancelled) goes too.
             target.run(0, ["scancel", "--name", job_name], timeout=30)
-            target.run(0, ["rm", "-f", *outputs], timeout=30)
+            # slurmd may still write a job's output file just after sbatch --wait returns
+            # (seen under load): remove the files until they stay gone for a second.
+            files = " ".join(shlex.quote(f) for f in outputs)
+            target.run(
+                0,
+                [
+                    "/bin/sh",
+                    "-c",
+                    f"for i in 1 2 3 4 5 6 7 8 9 10; do rm -f {files}; sleep 0.5; "
+                    f"ls {files} >/dev/null 2>&1 || {{ sleep 1; rm -f {files}; exit 0; }}; done",
+                ],
+                timeout=30,
+            )
         return "".join(sections)
 
     def parse(self, raw: str, params: Any) -> Result:
