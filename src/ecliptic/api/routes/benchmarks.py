@@ -156,8 +156,8 @@ def delete_benchmark(ref: str, caller: CallerDep, rt: RuntimeDep) -> Response | 
 def create_set(body: BenchmarkSetSpec, caller: CallerDep, rt: RuntimeDep) -> SetOut:
     """Run a set: its template over every permutation, each repeated; the runs are made at
     once (``<set>-000``, ``-001``…) and run one after the other."""
-    for spec in {s.image for _, s in _expanded(body) if s.platform is None}:
-        images.check_image(rt.backend, spec)
+    for image in {s.image for _, s in _expanded(body) if s.platform is None}:
+        images.check_image(rt.backend, image)
     return set_out(rt, benchmarks.create_set(rt.db, rt.queue, caller, body))
 
 
