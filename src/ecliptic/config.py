@@ -126,6 +126,9 @@ class Settings:
     its tunnels are no longer forwarded to."""
     oidc: OidcSettings | None = None
     """Sign-in with an OpenID Connect provider (``ECLIPTIC_OIDC_*``); None: not offered."""
+    ironic: IronicSettings | None = None
+    """Bare metal through an Ironic (``ECLIPTIC_IRONIC_*``); None: hosts come from the
+    inventory file only."""
 
     @property
     def secret_key_path(self) -> Path:
@@ -148,6 +151,72 @@ class Settings:
             return self.portal_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class IronicSettings:
+    """An Ironic whose nodes are hosts, and the policy of the bare-metal-or-hypervisor pool."""
+
+    url: str
+    """Ironic's API endpoint, e.g. ``http://127.0.0.1:6385`` (``ECLIPTIC_IRONIC_URL``)."""
+    username: str = ""
+    """HTTP basic user (``ECLIPTIC_IRONIC_USERNAME``; empty: no authentication)."""
+    password: str = ""
+    """HTTP basic password (``ECLIPTIC_IRONIC_PASSWORD``)."""
+    sync_s: float = 10.0
+    """How often nodes are read back (``ECLIPTIC_IRONIC_SYNC_SECONDS``): enrolment,
+    maintenance and retirement show up within this."""
+    pool: str = ""
+    """Which Ironic hosts form the bare-metal-or-hypervisor pool: a host filter such as
+    ``resource_class == "compute"`` (``ECLIPTIC_HYPERVISOR_POOL``; empty: none, every node is
+    bare metal only)."""
+    spare: int = 0
+    """Empty hypervisors the policy keeps ready for on-demand VMs
+    (``ECLIPTIC_POOL_SPARE_HYPERVISORS``)."""
+    idle: timedelta = timedelta(minutes=10)
+    """A hypervisor that held no server this long goes back to bare metal
+    (``ECLIPTIC_POOL_IDLE_SECONDS``)."""
+    margin: timedelta = timedelta(seconds=60)
+    """Added to the measured build time: how far ahead of a lease's start a host is converted
+    (``ECLIPTIC_POOL_LEAD_MARGIN_SECONDS``)."""
+    deploy_timeout: timedelta = timedelta(minutes=30)
+    """A deployment (a bare-metal server, a hypervisor) not active after this fails
+    (``ECLIPTIC_IRONIC_DEPLOY_TIMEOUT_SECONDS``)."""
+    retries: int = 2
+    """Failed deployments retried (Ironic tears down and cleans the node first) before the
+    server or the conversion is in ERROR (``ECLIPTIC_IRONIC_RETRIES``)."""
+
+
+def ironic_settings() -> IronicSettings | None:
+    """The ``ECLIPTIC_IRONIC_*`` and pool variables, checked: None when no URL is set."""
+    env = os.environ.get
+    url = env("ECLIPTIC_IRONIC_URL", "").strip().rstrip("/")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise InvalidSetting(
+            f"ECLIPTIC_IRONIC_URL={url!r}: give Ironic's API endpoint, e.g. http://127.0.0.1:6385"
+        )
+    pool = env("ECLIPTIC_HYPERVISOR_POOL", "").strip()
+    if len(pool) > 1000:
+        raise InvalidSetting("ECLIPTIC_HYPERVISOR_POOL: at most 1000 characters")
+    return IronicSettings(
+        url=url,
+        username=env("ECLIPTIC_IRONIC_USERNAME", ""),
+        password=env("ECLIPTIC_IRONIC_PASSWORD", ""),
+        sync_s=float(bounded_setting("ECLIPTIC_IRONIC_SYNC_SECONDS", 10, 1, 3600)),
+        pool=pool,
+        spare=bounded_setting("ECLIPTIC_POOL_SPARE_HYPERVISORS", 0, 0, 1000),
+        idle=timedelta(seconds=bounded_setting("ECLIPTIC_POOL_IDLE_SECONDS", 600, 0, 7 * 86400)),
+        margin=timedelta(
+            seconds=bounded_setting("ECLIPTIC_POOL_LEAD_MARGIN_SECONDS", 60, 0, 86400)
+        ),
+        deploy_timeout=timedelta(
+            seconds=bounded_setting("ECLIPTIC_IRONIC_DEPLOY_TIMEOUT_SECONDS", 1800, 1, 86400)
+        ),
+        retries=bounded_setting("ECLIPTIC_IRONIC_RETRIES", 2, 0, 10),
+    )
 
 
 @dataclass(frozen=True)
@@ -303,6 +372,7 @@ def load_settings(**overrides: object) -> Settings:
         ),
         **_gateway_settings(),
         "oidc": oidc_settings(),
+        "ironic": ironic_settings(),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

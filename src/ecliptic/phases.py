@@ -93,6 +93,27 @@ class SetPhase(StrEnum):
     FAILED = "FAILED"  # every run is over and at least one failed (or it was cancelled)
 
 
+class HostRolePhase(StrEnum):
+    """Life of a host of the bare-metal-or-hypervisor pool."""
+
+    BAREMETAL = "BAREMETAL"  # offered for bare-metal servers and host leases
+    TO_HYPERVISOR = "TO_HYPERVISOR"  # Ironic deploys the hypervisor image on it
+    HYPERVISOR = "HYPERVISOR"  # VM-kind servers are scheduled onto it
+    DRAINING = "DRAINING"  # no new VMs; its servers are moved to other hypervisors
+    TO_BAREMETAL = "TO_BAREMETAL"  # Ironic undeploys and cleans it
+    ERROR = "ERROR"  # a conversion failed for good (the reason says why); retried on request
+
+
+_H = HostRolePhase
+HOST_ROLE_MOVES: dict[HostRolePhase, frozenset[HostRolePhase]] = {
+    _H.BAREMETAL: frozenset({_H.TO_HYPERVISOR, _H.ERROR}),
+    _H.TO_HYPERVISOR: frozenset({_H.HYPERVISOR, _H.TO_BAREMETAL, _H.ERROR}),
+    _H.HYPERVISOR: frozenset({_H.DRAINING, _H.ERROR}),
+    _H.DRAINING: frozenset({_H.HYPERVISOR, _H.TO_BAREMETAL, _H.ERROR}),
+    _H.TO_BAREMETAL: frozenset({_H.BAREMETAL, _H.TO_HYPERVISOR, _H.ERROR}),
+    _H.ERROR: frozenset({_H.TO_HYPERVISOR, _H.TO_BAREMETAL, _H.BAREMETAL, _H.HYPERVISOR}),
+}
+
 SERVER_MOVES: dict[ServerPhase, frozenset[ServerPhase]] = {
     ServerPhase.PENDING: frozenset({ServerPhase.BUILDING, ServerPhase.ERROR, ServerPhase.DELETING}),
     ServerPhase.BUILDING: frozenset({ServerPhase.ACTIVE, ServerPhase.ERROR, ServerPhase.DELETING}),
@@ -159,6 +180,7 @@ BENCHMARK_MOVES: dict[BenchmarkPhase, frozenset[BenchmarkPhase]] = {
 }
 
 TABLES: dict[str, dict[str, frozenset[str]]] = {
+    "hostrole": {str(k): frozenset(map(str, v)) for k, v in HOST_ROLE_MOVES.items()},
     "benchmark": {str(k): frozenset(map(str, v)) for k, v in BENCHMARK_MOVES.items()},
     "platform": {str(k): frozenset(map(str, v)) for k, v in PLATFORM_MOVES.items()},
     "server": {str(k): frozenset(map(str, v)) for k, v in SERVER_MOVES.items()},

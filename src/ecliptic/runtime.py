@@ -17,12 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ecliptic.backends.base import Backend
+from ecliptic.backends.ironic import Ironic
 from ecliptic.backends.registry import make_backend
 from ecliptic.clock import Clock, SystemClock
 from ecliptic.config import Settings
 from ecliptic.platforms.types import Catalogue
 from ecliptic.reconcile.adoption import adopt, resync
-from ecliptic.reconcile.base import Context, GatewayLink
+from ecliptic.reconcile.base import Context, GatewayLink, IronicLink
+from ecliptic.reconcile.hosts import reconcile_ironic
 from ecliptic.reconcile.worker import Workers
 from ecliptic.secretbox import SecretBox
 from ecliptic.services import credits, identity
@@ -30,6 +32,7 @@ from ecliptic.services.auth import LoginThrottle
 from ecliptic.services.booking import Booking, host_info
 from ecliptic.services.catalogue import seed_flavors, sync_inventory
 from ecliptic.services.images import ImageBuilds
+from ecliptic.services.pool import POOL, SYNC, PoolPolicy, check_pool_filter
 from ecliptic.services.pricing import MeterPolicy, host_type
 from ecliptic.store.db import Database
 from ecliptic.store.migrate import upgrade
@@ -89,6 +92,17 @@ def private_dir(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
+def _ironic(settings: Settings) -> IronicLink | None:
+    """The Ironic link of the settings (None: hosts come from the inventory file only)."""
+    s = settings.ironic
+    if s is None:
+        return None
+    check_pool_filter(s.pool)
+    client = Ironic(s.url, username=s.username or None, password=s.password or None)
+    policy = PoolPolicy(pool=s.pool, spare=s.spare, idle=s.idle, margin=s.margin)
+    return IronicLink(client, s, policy)
+
+
 def _hosts(session: Session) -> list[tuple[str, object]]:
     """Every host row as the engine sees it, with its lifecycle state."""
     return [(h.state, host_info(h)) for h in session.scalars(select(Host).order_by(Host.name))]
@@ -133,7 +147,7 @@ class Runtime:
             if settings.gateway != "off"
             else None
         )
-        self.ctx = Context(self.db, self.backend, self.queue, self.booking, link)
+        self.ctx = Context(self.db, self.backend, self.queue, self.booking, link, _ironic(settings))
         self.image_builds = ImageBuilds(self.backend)
         self.catalogue = Catalogue(settings.platform_types)
         """The platform types on offer."""
@@ -180,6 +194,8 @@ class Runtime:
             pass  # build the engine now, not in the first booking (under the booking lock)
         self.booking.follow()
         adopt(self.ctx)
+        if self.ctx.ironic is not None:
+            self._first_ironic_sync()
         if workers:
             self.workers.start()
             self._resync = threading.Thread(
@@ -191,6 +207,17 @@ class Runtime:
             )
             self._watcher.start()
         return first
+
+    def _first_ironic_sync(self) -> None:
+        """Read Ironic's nodes once before serving (its hosts are listed from the start);
+        then the ``ironic`` and ``pool`` work items keep it up to date."""
+        try:
+            reconcile_ironic(self.ctx, SYNC)
+        except Exception as exc:  # Ironic down at start: the work item retries
+            log.warning("Ironic (%s) not reachable yet: %s", self.settings.ironic, exc)
+        with self.db.write() as session:
+            self.queue.enqueue(session, "ironic", SYNC)
+            self.queue.enqueue(session, "pool", POOL)
 
     def _watch_loop(self) -> None:
         """Servers whose processes died (their init killed) are repaired at once."""

@@ -11,7 +11,10 @@ from ecliptic.store.db import Database
 from ecliptic.store.workqueue import WorkQueue
 
 if TYPE_CHECKING:
+    from ecliptic.backends.ironic import Ironic
+    from ecliptic.config import IronicSettings
     from ecliptic.services.booking import Booking
+    from ecliptic.services.pool import PoolPolicy
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,18 @@ class GatewayLink:
     """A service's URL, ``{}`` standing for its subdomain."""
     jump_port: int = 2223
     """Port of the jump host users reach TCP services (SSH) through."""
+
+
+@dataclass(frozen=True)
+class IronicLink:
+    """An Ironic, and how Ecliptic uses its nodes."""
+
+    client: Ironic
+    """openstacksdk's bare-metal API, wrapped (``backends.ironic``)."""
+    settings: IronicSettings
+    """Endpoint, sync interval, deploy timeout and retries."""
+    policy: PoolPolicy
+    """The bare-metal-or-hypervisor pool's policy."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,8 @@ class Context:
     """The reservation engine, kept in step with the store."""
     gateway: GatewayLink | None = None
     """The tunnel gateway platforms expose their services through (None: there is none)."""
+    ironic: IronicLink | None = None
+    """The Ironic whose nodes are hosts (None: hosts come from the inventory file only)."""
 
 
 @dataclass(frozen=True)

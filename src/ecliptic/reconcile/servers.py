@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from ecliptic import faults
 from ecliptic.backends.base import BackendError, PortSpec, ServerSpec
 from ecliptic.phases import PortPhase, ServerPhase
+from ecliptic.reconcile import baremetal
 from ecliptic.reconcile.base import Context, Outcome, reconciler
 from ecliptic.reconcile.networks import network_spec
 from ecliptic.services import credits, metering, security_groups
@@ -61,6 +62,8 @@ def reconcile_server(ctx: Context, server_id: str) -> Outcome:
         waiting = _waiting_for_victims(ctx, session, srv)
         if waiting is not None:
             return waiting
+        target = baremetal.target_of(srv)
+        moving_from = srv.spec.get("moving_from")
         spec = server_spec(srv)
         nets = [
             network_spec(n)
@@ -76,16 +79,26 @@ def reconcile_server(ctx: Context, server_id: str) -> Outcome:
         )
     if converged:
         return Outcome()
+    if target is not None:
+        if target.waiting:
+            return baremetal.wait_for_role(ctx, server_id, target.waiting)
+        if spec.kind == "baremetal":
+            step = baremetal.deploy(ctx, server_id, target)
+            if step is not None:
+                return step
     with ctx.db.write() as session:
         row = session.get(Server, server_id)
         if row is None or row.phase == ServerPhase.DELETING:
             return Outcome(requeue_after=0)
-        move(
-            session,
-            row,
-            ServerPhase.BUILDING,
-            "building" if row.observed_generation == 0 else "repairing",
-        )
+        if moving_from:
+            why = f"moving from host {moving_from} to {spec.host}"
+        else:
+            why = "building" if row.observed_generation == 0 else "repairing"
+        if not move(session, row, ServerPhase.BUILDING, why) and moving_from:
+            note(session, row, why)
+    if moving_from:
+        # A cold migration: stopped, its disk and addresses carried over, started again.
+        ctx.backend.stop_server(server_id)
     faults.point("reconcile.server.before_backend")
     for net in nets:
         ctx.backend.ensure_network(net)
@@ -108,7 +121,11 @@ def reconcile_server(ctx: Context, server_id: str) -> Outcome:
             "interfaces": [asdict(i) for i in status.interfaces],
         }
         row.observed_generation = generation
-        move(session, row, ServerPhase.ACTIVE, "running")
+        if moving_from and row.spec.get("moving_from") == moving_from:
+            row.spec = {k: v for k, v in row.spec.items() if k != "moving_from"}
+            move(session, row, ServerPhase.ACTIVE, f"running: moved from host {moving_from}")
+        else:
+            move(session, row, ServerPhase.ACTIVE, "running")
         by_port = {i.port_id: i for i in status.interfaces}
         for port in row.ports:
             iface = by_port.get(port.id)
@@ -141,8 +158,13 @@ def _waiting_for_victims(ctx: Context, session: Session, srv: Server) -> Outcome
 def _delete(ctx: Context, srv: Server) -> Outcome:
     server_id = srv.id
     grace = srv.spec.get("stop_grace_s")
+    node_id = srv.host.node_id if srv.host and srv.kind == "baremetal" else None
     ctx.backend.delete_server(server_id, grace_s=float(grace) if grace is not None else None)
     faults.point("reconcile.server.after_backend_delete")
+    if node_id and ctx.ironic is not None:
+        step = baremetal.undeploy(ctx, ctx.ironic, server_id, node_id)
+        if step is not None:
+            return step
     with ctx.booking.transaction(credits.CREDITS_LOCK) as (session, engine):
         row = session.get(Server, server_id)
         if row is None:

@@ -9,6 +9,7 @@ import time
 from ecliptic.backends.base import BackendError
 from ecliptic.reconcile import benchmarks as _benchmarks  # noqa: F401  (registers)
 from ecliptic.reconcile import firewall as _firewall  # noqa: F401  (registers)
+from ecliptic.reconcile import hosts as _hosts  # noqa: F401  (registers)
 from ecliptic.reconcile import leases as _leases  # noqa: F401  (registers)
 from ecliptic.reconcile import metering as _metering  # noqa: F401  (registers)
 from ecliptic.reconcile import networks as _networks  # noqa: F401  (registers)

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Text, cast, delete, insert, select
 from sqlalchemy import text as sql
@@ -97,8 +97,22 @@ def host_info(h: Host) -> HostInfo:
         ),
         rdma=any(n.get("rdma") for n in h.nics),
         properties=dict(h.properties),
-        up=h.state == "up",
+        up=h.state == "up" and (h.pool is None or h.pool.phase != "ERROR"),
+        serves=_serves(h),
     )
+
+
+def _serves(h: Host) -> Literal["any", "vm", "baremetal"]:
+    """Which work a host takes: a pool host being drained or held as bare metal takes no
+    VMs; one an operator holds as a hypervisor takes no whole-host bookings."""
+    role = h.pool
+    if role is None:
+        return "any"
+    if role.phase in ("DRAINING", "TO_BAREMETAL") or role.hold in ("baremetal", "drained"):
+        return "baremetal"
+    if role.hold == "hypervisor":
+        return "vm"
+    return "any"
 
 
 def amount_to_json(a: Amount) -> dict[str, Any]:

@@ -118,30 +118,40 @@ def find_flavor(session: Session, ref: str) -> Flavor:
 
 
 def sync_inventory(session: Session, records: list[HostRecord]) -> None:
-    """Make the host table match the backend's inventory; vanished hosts are retired."""
+    """Make the inventory file's hosts match the backend's inventory; vanished ones are
+    retired (hosts from Ironic are the Ironic sync's: ``services.pool``)."""
     existing = {h.name: h for h in session.scalars(select(Host))}
     for rec in records:
         host = existing.pop(rec.name, None) or Host(name=rec.name)
-        host.vcpus, host.memory_mb, host.disk_gb = rec.vcpus, rec.memory_mb, rec.disk_gb
-        host.gpus = [
-            {
-                "model": g.model,
-                "count": g.count,
-                "memory_gb": g.memory_gb,
-                "mig_profiles": list(g.mig_profiles),
-            }
-            for g in rec.gpus
-        ]
-        host.nics = [
-            {"name": n.name, "speed_gbps": n.speed_gbps, "rdma": n.rdma, "sriov_vfs": n.sriov_vfs}
-            for n in rec.nics
-        ]
-        host.properties = dict(rec.properties)
+        if host.source not in (None, "inventory"):
+            continue  # the name is an Ironic node's: that host is not the file's to change
+        host.source = "inventory"
+        fill_host(host, rec)
         if host.state == "retired":
             host.state = "up"
         session.add(host)
     for gone in existing.values():
-        gone.state = "retired"
+        if gone.source == "inventory":
+            gone.state = "retired"
+
+
+def fill_host(host: Host, rec: HostRecord) -> None:
+    """Copy what a backend says of a host (capacity, GPUs, NICs, properties) into its row."""
+    host.vcpus, host.memory_mb, host.disk_gb = rec.vcpus, rec.memory_mb, rec.disk_gb
+    host.gpus = [
+        {
+            "model": g.model,
+            "count": g.count,
+            "memory_gb": g.memory_gb,
+            "mig_profiles": list(g.mig_profiles),
+        }
+        for g in rec.gpus
+    ]
+    host.nics = [
+        {"name": n.name, "speed_gbps": n.speed_gbps, "rdma": n.rdma, "sriov_vfs": n.sriov_vfs}
+        for n in rec.nics
+    ]
+    host.properties = dict(rec.properties)
 
 
 def _no_use() -> dict[str, Any]:

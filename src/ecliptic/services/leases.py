@@ -647,26 +647,38 @@ def set_host_state(
     other DEGRADED lease (there is room again). Returns a line per lease touched.
     """
     caller.require_admin("change host state")
-    report: list[str] = []
     with booking.transaction(credits.CREDITS_LOCK) as (session, engine):
         host = session.scalar(select(Host).where(Host.name == name))
         if host is None:
             raise NotFound(f"no host '{name}'")
-        host.state = state
-        engine.set_host(host_info(host))
-        affected = session.scalars(
-            select(Lease)
-            .join(LeaseAllocation)
-            .where(LeaseAllocation.host == name, Lease.phase.in_(list(LIVE)))
-            .distinct()
-        )
-        cause = f"host {name} is back" if state == "up" else f"host {name} went {state}"
-        for lease in list(affected):
-            line = _heal(session, engine, queue, lease, cause)
-            if line:
-                report.append(line)
-        if state == "up":
-            wake_degraded(session, queue)
+        reason = "" if state == "up" else f"marked {state} by {caller.user_name or 'an operator'}"
+        return apply_host_state(session, engine, queue, host, state, reason)
+
+
+def apply_host_state(
+    session: Session, engine: Engine, queue: WorkQueue, host: Host, state: str, reason: str
+) -> list[str]:
+    """``set_host_state`` inside the caller's booking transaction (the Ironic sync's too):
+    a host that goes down or into maintenance heals the leases that held it."""
+    report: list[str] = []
+    name = host.name
+    host.state, host.state_reason = state, reason
+    engine.set_host(host_info(host))
+    affected = session.scalars(
+        select(Lease)
+        .join(LeaseAllocation)
+        .where(LeaseAllocation.host == name, Lease.phase.in_(list(LIVE)))
+        .distinct()
+    )
+    cause = f"host {name} is back" if state == "up" else f"host {name} went {state}"
+    if reason and state != "up":
+        cause += f" ({reason})"
+    for lease in list(affected):
+        line = _heal(session, engine, queue, lease, cause)
+        if line:
+            report.append(line)
+    if state == "up":
+        wake_degraded(session, queue)
     return report
 
 

@@ -58,7 +58,7 @@ from ecliptic.store.models import (
     Port,
     Server,
 )
-from ecliptic.store.transitions import created, move
+from ecliptic.store.transitions import created, move, note
 from ecliptic.store.workqueue import WorkQueue
 
 
@@ -379,6 +379,70 @@ def preempt(
         queue.enqueue(session, "server", sid)
         out.append(sid)
     return out
+
+
+def relocate(
+    session: Session, engine: Engine, queue: WorkQueue, srv: Server, now: datetime, *, why: str
+) -> str | None:
+    """Find a server another host (its own one is being drained) and send it there: a cold
+    migration its reconciler carries out (stop, move its disk and addresses, start).
+
+    An on-demand server's open-ended booking moves with it; a preemptible one goes where it
+    can keep its room for its minimum lifetime, or is preempted when nothing can (``why``
+    says what drains its host). Returns None when it is on its way, else why it must stay
+    for now (no room elsewhere; a lease's server stays with its lease)."""
+    if srv.lease_id:
+        return f"server '{srv.name}' belongs to a lease booked on this host"
+    if srv.spec.get("moving_from"):
+        return None
+    old = srv.host.name if srv.host else "?"
+    fl = srv.flavor
+    # The GPUs it held are the old host's: the new host's engine picks its own.
+    srv.spec = {k: v for k, v in srv.spec.items() if k != "gpu_units"}
+    if srv.preemptible:
+        held = engine.preemptible(srv.id)
+        engine.remove_preemptible(srv.id)
+        try:
+            target = placement_preemptible(engine, fl, now)
+        except NoCapacity:
+            if held is not None:
+                engine.add_preemptible(held)
+            preempt(
+                session,
+                engine,
+                queue,
+                [srv.id],
+                grace_s=0.0,
+                by=("hostrole", srv.host_id or ""),
+                why=f"{why}, and no other host has room for it",
+            )
+            return None
+        since = held.started_at if held is not None else minute(srv.created_at)
+        engine.add_preemptible(Preemptible(srv.id, target, server_amount(srv), since))
+        now_held = engine.preemptible(srv.id)
+        _keep_gpus(srv, now_held.amount if now_held is not None else server_amount(srv))
+    else:
+        key = server_booking_id(srv.id)
+        before = engine.booking(key)
+        engine.release(key)
+        try:
+            target = placement_on_demand(engine, fl, srv.id, now)
+        except NoCapacity:
+            if before is not None:
+                engine.book(key, before)
+            return f"no other host has room for server '{srv.name}' (flavor {fl.name})"
+        holding = Placement(now, FOREVER, (Allocation("server", target, server_amount(srv), 1),))
+        engine.book(key, holding)
+        booked = engine.booking(key)
+        _keep_gpus(srv, booked.allocations[0].amount if booked is not None else server_amount(srv))
+    host_row = session.scalar(select(Host).where(Host.name == target))
+    assert host_row is not None
+    srv.host_id = host_row.id
+    srv.spec = {**srv.spec, "moving_from": old}
+    srv.generation += 1
+    note(session, srv, f"moving from host {old} to {target}: {why}")
+    queue.enqueue(session, "server", srv.id)
+    return None
 
 
 @dataclass(frozen=True)

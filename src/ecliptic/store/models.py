@@ -156,6 +156,34 @@ class Host(Timestamped, Base):
     nics: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc, default=list)
     properties: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     state: Mapped[str] = mapped_column(String(16), default="up")
+    state_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    """Why the host is in its state (Ironic's maintenance reason, its last error...)."""
+    source: Mapped[str] = mapped_column(String(16), default="inventory", server_default="inventory")
+    """Where the host comes from: ``inventory`` (the YAML file) or ``ironic`` (a node)."""
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    """The Ironic node's UUID when ``source`` is ``ironic``."""
+    pool: Mapped[HostRole | None] = relationship(lazy="joined", uselist=False, viewonly=True)
+    """Its place in the bare-metal-or-hypervisor pool, when it is in that pool."""
+
+
+class HostRole(Reconciled, Base):
+    """A host of the bare-metal-or-hypervisor pool: what it serves now, and its conversion.
+
+    ``phase`` is one of ``HostRolePhase``: BAREMETAL (offered for bare-metal servers and
+    host leases), TO_HYPERVISOR (Ironic deploys the hypervisor image), HYPERVISOR (VMs are
+    scheduled onto it), DRAINING (no new VMs; its servers are moved away), TO_BAREMETAL
+    (Ironic undeploys and cleans it), ERROR (the reason says why). ``spec`` holds who asked
+    for the current conversion and why; ``status`` what Ironic did (the instance UUID of the
+    hypervisor deployment, when each step started, how long builds took).
+    """
+
+    __tablename__ = "host_role"
+    id: Mapped[str] = mapped_column(ForeignKey("host.id", ondelete="CASCADE"), primary_key=True)
+    hold: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    """An operator's choice that the policy keeps: ``hypervisor``, ``baremetal`` or empty."""
+    idle_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """Since when a hypervisor has held no server (None: it holds some, or is not one)."""
+    host: Mapped[Host] = relationship(lazy="joined", foreign_keys=[id])
 
 
 class Flavor(Timestamped, Base):

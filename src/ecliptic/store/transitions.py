@@ -9,6 +9,7 @@ from ecliptic.phases import check_move
 from ecliptic.store.models import (
     Benchmark,
     Event,
+    HostRole,
     Lease,
     Network,
     Platform,
@@ -28,6 +29,7 @@ KINDS: dict[type[Reconciled | Lease], str] = {
     Port: "port",
     Platform: "platform",
     Benchmark: "benchmark",
+    HostRole: "hostrole",
 }
 
 

@@ -92,7 +92,8 @@ class InventoryModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    hosts: tuple[HostModel, ...] = Field(min_length=1, max_length=10_000)
+    hosts: tuple[HostModel, ...] = Field(default=(), max_length=10_000)
+    """May be empty when every host comes from Ironic (``ECLIPTIC_IRONIC_URL``)."""
 
 
 def default_text() -> tuple[str, str]:
