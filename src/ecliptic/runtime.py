@@ -179,6 +179,9 @@ class Runtime:
             if _hosts(session) != hosts_before:
                 # Other processes' engines follow the booking log: tell them to rebuild.
                 session.info.setdefault("after_commit", []).append(self.booking.reset)
+        if self.ctx.ironic is not None:
+            self._first_ironic_sync()  # its hosts count for the first admin's credits
+        with self.db.write() as session:
             password = os.environ.get("ECLIPTIC_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
             made = identity.first_administrator(session, password)
             if made is None:
@@ -194,8 +197,6 @@ class Runtime:
             pass  # build the engine now, not in the first booking (under the booking lock)
         self.booking.follow()
         adopt(self.ctx)
-        if self.ctx.ironic is not None:
-            self._first_ironic_sync()
         if workers:
             self.workers.start()
             self._resync = threading.Thread(

@@ -264,6 +264,8 @@ def _drain(ctx: Context, host_id: str) -> Outcome:
         why = f"host {name} is drained ({role.spec.get('why', '-')})"
         waiting = []
         for srv in live_servers_on(session, host_id):
+            if srv.kind == "baremetal":
+                continue  # placed on it for when it is bare metal again: it waits
             held = relocate(session, engine, ctx.queue, srv, now, why=why)
             if held:
                 waiting.append(held)
@@ -275,7 +277,11 @@ def _drain(ctx: Context, host_id: str) -> Outcome:
             if (spec or {}).get("moving_from") == name
         ]
         leaving = session.scalar(
-            select(Server.id).where(Server.host_id == host_id, Server.phase == ServerPhase.DELETING)
+            select(Server.id).where(
+                Server.host_id == host_id,
+                Server.phase == ServerPhase.DELETING,
+                Server.kind != "baremetal",
+            )
         )
         if waiting or moving or leaving:
             if waiting:
