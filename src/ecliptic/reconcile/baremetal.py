@@ -16,6 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from ecliptic import faults
 from ecliptic.backends.ironic import IronicError, NodeLocked
 from ecliptic.phases import ServerPhase
 from ecliptic.reconcile.base import Context, IronicLink, Outcome
@@ -161,6 +162,7 @@ def deploy(ctx: Context, server_id: str, target: Target) -> Outcome | None:
         )
     except NodeLocked:
         return Outcome(requeue_after=LOCKED_S)
+    faults.point("baremetal.after_deploy")
     _step(
         ctx,
         server_id,

@@ -20,6 +20,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from ecliptic import faults
 from ecliptic.backends.ironic import IronicNode, NodeLocked, host_state, node_to_host
 from ecliptic.phases import HostRolePhase, ServerPhase
 from ecliptic.reconcile.base import Context, IronicLink, Outcome, reconciler
@@ -217,6 +218,7 @@ def _to_hypervisor(ctx: Context, link: IronicLink, host_id: str, node_id: str) -
         )
     except NodeLocked:
         return Outcome(requeue_after=LOCKED_S)
+    faults.point("hosts.to_hypervisor.after_deploy")
     _say(
         ctx,
         host_id,
@@ -269,6 +271,8 @@ def _drain(ctx: Context, host_id: str) -> Outcome:
             held = relocate(session, engine, ctx.queue, srv, now, why=why)
             if held:
                 waiting.append(held)
+        session.flush()
+        faults.point("hosts.drain.after_relocate")
         moving = [
             sid
             for sid, spec in session.execute(
@@ -332,6 +336,7 @@ def _to_baremetal(ctx: Context, link: IronicLink, host_id: str, node_id: str) ->
             link.client.undeploy(node_id, hv)
         except NodeLocked:
             return Outcome(requeue_after=LOCKED_S)
+        faults.point("hosts.to_baremetal.after_undeploy")
         _say(ctx, host_id, f"Ironic undeploys and cleans node {node_id}")
         return Outcome(requeue_after=POLL_S)
     if key:

@@ -103,11 +103,13 @@ def host_info(h: Host) -> HostInfo:
 
 
 def _serves(h: Host) -> Literal["any", "vm", "baremetal"]:
-    """Which work a host takes: a pool host being drained or held as bare metal takes no
-    VMs; one an operator holds as a hypervisor takes no whole-host bookings."""
+    """Which work a host takes: Ironic nodes outside the pool, and pool hosts being drained
+    or held as bare metal, take no VMs; one an operator holds as a hypervisor takes no
+    whole-host bookings; inventory-file hosts take both."""
     role = h.pool
     if role is None:
-        return "any"
+        # An Ironic node outside the pool is a bare-metal machine, never a hypervisor.
+        return "baremetal" if h.source == "ironic" else "any"
     if role.phase in ("DRAINING", "TO_BAREMETAL") or role.hold in ("baremetal", "drained"):
         return "baremetal"
     if role.hold == "hypervisor":
