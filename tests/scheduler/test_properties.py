@@ -1,4 +1,5 @@
-"""Random sequences of book / release / host down / preemptibles / time never overbook a host,
+"""Random sequences of book / release / host down / what a host serves / preemptibles / time
+never overbook a host nor place work on a host that does not serve it,
 ``earliest`` never skips a start where the lease fits, and an engine rebuilt from its bookings
 is identical to the one that made them."""
 
@@ -74,6 +75,11 @@ ops = st.lists(
         st.tuples(st.just("refit"), st.integers(0, 50)),
         st.tuples(st.just("down"), st.integers(0, len(HOSTS) - 1)),
         st.tuples(st.just("up"), st.integers(0, len(HOSTS) - 1)),
+        st.tuples(
+            st.just("serves"),
+            st.integers(0, len(HOSTS) - 1),
+            st.sampled_from(["any", "vm", "baremetal"]),
+        ),
         st.tuples(st.just("pre"), st.integers(0, len(HOSTS) - 1), st.integers(0, 40)),
         st.tuples(st.just("unpre"), st.integers(0, 50)),
         st.tuples(st.just("earliest"), requests, st.integers(0, 24), st.integers(1, 12)),
@@ -112,6 +118,13 @@ def check_capacity(eng: Engine) -> None:
             assert all(u <= UNITS_PER_GPU for u in units.values()), (name, t, units)
 
 
+def check_serves(eng: Engine, placement: Placement) -> None:
+    """No allocation on a host whose ``serves`` excludes its kind (whole host or slots)."""
+    for a in placement.allocations:
+        serves = eng.hosts[a.host].serves
+        assert serves != ("vm" if a.amount.whole_host else "baremetal"), (a, serves)
+
+
 def run(eng: Engine, steps: Sequence[tuple[object, ...]]) -> dict[str, list[Request]]:
     leases: dict[str, list[Request]] = {}
     names = [h.name for h in HOSTS]
@@ -124,6 +137,7 @@ def run(eng: Engine, steps: Sequence[tuple[object, ...]]) -> dict[str, list[Requ
             n += 1
             got = eng.fit(f"L{n}", reqs, T0 + s * Q, T0 + (s + d) * Q)
             if isinstance(got, Placement):
+                check_serves(eng, got)
                 eng.book(f"L{n}", got)
                 leases[f"L{n}"] = reqs
             event("book fits" if isinstance(got, Placement) else "book refused")
@@ -139,11 +153,16 @@ def run(eng: Engine, steps: Sequence[tuple[object, ...]]) -> dict[str, list[Requ
                 assert old is not None
                 got = eng.fit(lid, leases[lid], old.start, old.end)
                 if isinstance(got, Placement):
+                    check_serves(eng, got)
                     eng.book(lid, got)
         elif kind in ("down", "up"):
             i = step[1]
             assert isinstance(i, int)
-            eng.set_host(replace(HOSTS[i], up=kind == "up"))
+            eng.set_host(replace(eng.hosts[names[i]], up=kind == "up"))
+        elif kind == "serves":
+            _, i, serves = step
+            assert isinstance(i, int) and serves in ("any", "vm", "baremetal")
+            eng.set_host(replace(eng.hosts[names[i]], serves=serves))
         elif kind == "pre":
             _, i, s = step
             assert isinstance(i, int) and isinstance(s, int)
@@ -185,6 +204,7 @@ def check_earliest(eng: Engine, reqs: list[Request], s: int, d: int) -> None:
     assert windows and windows[0].start == T0 + first * Q
     for w in windows:
         assert isinstance(eng.fit(None, reqs, w.start, w.end), Placement)
+        check_serves(eng, w.placement)
     assert all(b.start - a.start >= timedelta(hours=1) for a, b in itertools.pairwise(windows))
 
 

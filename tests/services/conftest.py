@@ -96,6 +96,9 @@ class MemoryBackend:
     def delete_server(self, server_id: str, *, grace_s: float | None = None) -> None:
         self.servers.pop(server_id, None)
 
+    def stop_server(self, server_id: str, *, grace_s: float | None = None) -> None:
+        self.servers.pop(server_id, None)
+
     def server_exists(self, server_id: str) -> bool:
         return server_id in self.servers
 

@@ -387,8 +387,14 @@ class Backend(Protocol):
         """Stop a server (SIGTERM, ``grace_s``, SIGKILL) and remove it; no error if gone."""
         ...
 
+    def stop_server(self, server_id: str, *, grace_s: float | None = None) -> None:
+        """Stop a server's processes (SIGTERM, ``grace_s``, SIGKILL) to move it (a cold
+        migration), keeping its disk, ports, addresses and MACs; ``ensure_server`` with a new
+        ``host`` starts it there. No error if it is already stopped, down or gone."""
+        ...
+
     def server_exists(self, server_id: str) -> bool:
-        """True when the server is really there."""
+        """True when the server is really there (and running: not when stopped)."""
         ...
 
     def run(

@@ -189,6 +189,10 @@ class EngineCore:
         self._props: list[dict[str, Any]] = []
         self._size: list[tuple[int, int, int, int]] = []
         self._up: list[bool] = []
+        self._takes_hosts: list[bool] = []
+        """Per host: up, and serves whole-host requests (not held for VMs only)."""
+        self._takes_slots: list[bool] = []
+        """Per host: up, and serves slots, slices and backfill (not held for bare metal)."""
         self._tl: list[Timeline] = []
         self._terms: list[Terms] = []
         self._term_cache: dict[tuple[Any, ...], Terms] = {}
@@ -217,9 +221,11 @@ class EngineCore:
         if old == host:
             return
         self._by_name[host.name] = host
-        if replace(old, up=host.up) == host:
+        if replace(old, up=host.up, serves=host.serves) == host:
+            # Nothing cached depends on up or serves: candidates are checked one by one.
             self._info[h] = host
             self._set_up(h, host.up)
+            self._set_serves(h)
             return
         self._set_up(h, False)
         shape = HostShape(host)
@@ -244,6 +250,7 @@ class EngineCore:
         self._cache.clear()
         self._by_value.clear()
         self._set_up(h, host.up)
+        self._set_serves(h)
 
     def _add_host(self, host: HostInfo) -> int:
         h = len(self._info)
@@ -255,6 +262,8 @@ class EngineCore:
         self._props.append(host_properties(host))
         self._size.append((shape.ngpus, host.vcpus, host.memory_mb, host.disk_gb))
         self._up.append(False)
+        self._takes_hosts.append(False)
+        self._takes_slots.append(False)
         self._tl.append(Timeline(shape.zero))
         self._terms.append(self._terms_for(shape))
         self._host_leases.append({})
@@ -264,6 +273,7 @@ class EngineCore:
         self._cache.clear()
         self._by_value.clear()
         self._set_up(h, host.up)
+        self._set_serves(h)
         return h
 
     def _terms_for(self, shape: HostShape) -> Terms:
@@ -273,6 +283,12 @@ class EngineCore:
         if terms is None:
             terms = self._term_cache[key] = Terms(shape)
         return terms
+
+    def _set_serves(self, h: int) -> None:
+        """Which requests the host takes now, from its ``up`` and ``serves``."""
+        up, serves = self._up[h], self._info[h].serves
+        self._takes_hosts[h] = up and serves != "vm"
+        self._takes_slots[h] = up and serves != "baremetal"
 
     def _set_up(self, h: int, up: bool) -> None:
         """Mark a host up or down, adding or removing its share of the calendar."""

@@ -205,6 +205,7 @@ class Engine(Searching, CalendarIndex, Preempting):
                 eng._tl[h] = Timeline.build(shapes[h].zero, holdings_h)
             eng._info[h] = eng._by_name[infos[h].name] = infos[h]
             eng._up[h] = infos[h].up
+            eng._set_serves(h)
         for lid, placement in later:
             eng._book(lid, placement, check=False)
         for p in preemptibles:
@@ -256,6 +257,7 @@ class Engine(Searching, CalendarIndex, Preempting):
                     "rdma": info.rdma,
                     "properties": sorted(info.properties.items()),
                     "up": info.up,
+                    "serves": info.serves,
                 }
                 for info in sorted(self._info, key=lambda i: i.name)
             },

@@ -48,6 +48,10 @@ class HostInfo:
     """Free-form properties filters may use (``rack``, ``cpu_model``, ``credit_rate``...)."""
     up: bool = True
     """False when the host is down or in maintenance: nothing new is placed on it."""
+    serves: Literal["any", "vm", "baremetal"] = "any"
+    """Which work new placements may put on it: ``vm`` (a hypervisor held as such, or a
+    host being drained) takes no whole-host requests; ``baremetal`` takes no instance
+    slots, GPU slices or preemptible backfill; ``any`` takes both."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class SliceRequest:
 
 
 Request = HostRequest | FlavorRequest | SliceRequest
+Serves = Literal["any", "vm", "baremetal"]
+"""Which kind of work a host serves (see ``HostInfo.serves``)."""
 
 
 @dataclass(frozen=True)

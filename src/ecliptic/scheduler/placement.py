@@ -137,13 +137,15 @@ class Placing(EngineCore):
                     index.setdefault(v, []).append(h)
         return index
 
-    def _pressure(self, cands: list[int], run: range, s: int, e: int, protect: bool) -> int:
+    def _pressure(
+        self, cands: list[int], run: range, s: int, e: int, protect: bool, takes: list[bool]
+    ) -> int:
         """How busy hosts of one shape are over [s, e), 0 (all empty) to 10 (none empty),
-        from an evenly spread sample of them."""
+        from an evenly spread sample of those that take the request (``takes``)."""
         up = empty = 0
         for i in run[:: max(1, len(run) // PRESSURE_SAMPLE)]:
             h = cands[i]
-            if self._up[h]:
+            if takes[h]:
                 up += 1
                 if self._empty(h, s, e, protect):
                     empty += 1
@@ -194,7 +196,7 @@ class Placing(EngineCore):
         prefer: set[int],
     ) -> list[Allocation] | NoFit:
         cands, runs = self._candidates(("match", req.filter))
-        up, tls, size = self._up, self._tl, self._size
+        up, tls, size = self._takes_hosts, self._tl, self._size
         enough = max(4 * req.max_count, EXAMINE) if not prefer else len(cands)
         # Candidates come in runs of one shape, smallest first. A request that several shapes
         # satisfy goes to the shape least in demand over the window (the largest share of
@@ -219,16 +221,18 @@ class Placing(EngineCore):
                     break
             if not found:
                 continue
-            pressure = self._pressure(cands, run, s, e, protect) if len(runs) > 1 else 0
+            pressure = self._pressure(cands, run, s, e, protect, up) if len(runs) > 1 else 0
             for h in found:
                 free.append((0 if h in prefer else 1, pressure, size[h], tls[h].slack(s, e), h))
         if len(free) < req.min_count:
-            n_up = sum(1 for h in cands if up[h])
+            n_up = sum(1 for h in cands if self._up[h])
+            held = n_up - sum(1 for h in cands if up[h])
             what = f" matching {req.filter!r}" if req.filter else ""
+            vms = f" ({held} of them serve VMs only)" if held else ""
             return NoFit(
                 reason=(
                     f"reservation {req.key!r} needs {req.min_count} host(s){what}: "
-                    f"{len(cands)} match, {n_up} up, {len(free)} free {when_text(s, e)}"
+                    f"{len(cands)} match, {n_up} up{vms}, {len(free)} free {when_text(s, e)}"
                 ),
                 key=req.key,
                 blockers=self._blockers(busy, s, e),
@@ -262,7 +266,7 @@ class Placing(EngineCore):
         options: list[_Option] = []
         examined = 0
         busy: list[int] = []
-        up, tls, shapes = self._up, self._tl, self._shape
+        up, tls, shapes = self._takes_slots, self._tl, self._shape
         if prefer:  # a lease being re-placed looks at its own hosts first
             runs = [range(len(cands))]
             cands = [h for h in cands if h in prefer] + [h for h in cands if h not in prefer]
@@ -313,7 +317,7 @@ class Placing(EngineCore):
                 options.append(_Option(h, n, free, i, idle=-(-10 * idle // (e - s))))
                 examined += 1
             if empties:
-                pressure = self._pressure(cands, run, s, e, protect) if len(runs) > 1 else 0
+                pressure = self._pressure(cands, run, s, e, protect, up) if len(runs) > 1 else 0
                 for opt in empties:
                     opt.pressure = pressure
                     options.append(opt)

@@ -77,9 +77,10 @@ class Preempting(EngineCore):
 
     def backfill_room(self, host: str, at: datetime) -> Amount:
         """Room a new preemptible may take on ``host`` at ``at`` and keep for its minimum
-        lifetime: capacity minus reservations over that lifetime minus running preemptibles."""
+        lifetime: capacity minus reservations over that lifetime minus running preemptibles
+        (none on a host that is down or serves bare metal only)."""
         h = self._host_id(host)
-        if not self._up[h]:
+        if not self._takes_slots[h]:
             return Amount()
         t = to_minutes(at)
         used = list(self._tl[h].peak(t, t + max(1, self._min_life)))

@@ -101,7 +101,7 @@ class Searching(Placing):
                 if req.min_count == 0:
                     continue
                 for h in self._matching(req.filter):
-                    if self._up[h]:
+                    if self._takes_hosts[h]:
                         tl = self._timeline_for(h, first, copies)
                         sources.append(_ones(tl.free_starts(first, last, d)))
                 sweeps.append(Sweep(sources, req.min_count))
@@ -110,7 +110,7 @@ class Searching(Placing):
             affinity = req.affinity if isinstance(req, FlavorRequest) else "none"
             need = 1 if affinity == "affinity" else req.count
             for h in self._eligible(req.filter, demand)[0]:
-                if self._up[h]:
+                if self._takes_slots[h]:
                     tl = self._timeline_for(h, first, copies)
                     pieces = tl.window_peaks(first, last, d)
                     sources.append(

@@ -48,6 +48,7 @@ from ecliptic.scheduler.model import (
     HostInfo,
     Placement,
     Preemptible,
+    Serves,
 )
 from ecliptic.services.pricing import MeterPolicy
 from ecliptic.store.db import Database
@@ -234,6 +235,7 @@ def host_to_json(h: HostInfo) -> dict[str, Any]:
         "rdma": h.rdma,
         "properties": dict(h.properties),
         "up": h.up,
+        "serves": h.serves,
     }
 
 
@@ -248,7 +250,19 @@ def host_from_json(d: dict[str, Any]) -> HostInfo:
         rdma=bool(d["rdma"]),
         properties=dict(d["properties"]),
         up=bool(d["up"]),
+        serves=_serves(d.get("serves", "any")),
     )
+
+
+def _serves(value: object) -> Serves:
+    """A logged ``serves`` (entries logged before it existed have none: ``any``)."""
+    if value == "vm":
+        return "vm"
+    if value == "baremetal":
+        return "baremetal"
+    if value == "any":
+        return "any"
+    raise ValueError(f"host entry: serves {value!r} is not any, vm or baremetal")
 
 
 Change = tuple[str, str]

@@ -328,7 +328,7 @@ def placement_preemptible(engine: Engine, fl: Flavor, now: datetime) -> str:
         raise InvalidInput("bare-metal flavors cannot be preemptible; use a vm flavor")
     best: tuple[int, float, str] | None = None
     for info in engine.hosts.values():
-        if not info.up:
+        if not info.up or info.serves == "baremetal":
             continue
         room = engine.backfill_room(info.name, now)
         if room.vcpus < fl.vcpus or room.memory_mb < fl.memory_mb or room.disk_gb < fl.disk_gb:

@@ -139,6 +139,8 @@ SERVICE_STOP_GRACE_S = 3.0
 GC_CLOCK_MARGIN_S = 2.0
 """Owner records this much older than the known-ids read still count as written after it."""
 SERVICE_START_WAIT_S = 2.0
+STOPPED_MARKER = "stopped.json"
+"""In a server's state dir while it is stopped for a move: the host it was stopped on."""
 
 
 class _KeyedLocks:
@@ -435,6 +437,10 @@ class LocalBackend:
                 sort_keys=True,
             )
             meta_path = sdir / "server.json"
+            with contextlib.suppress(FileNotFoundError):
+                old_meta = meta_path.read_text()
+                if old_meta != meta:
+                    self._note_host_change(log, old_meta, spec.host)
             if not meta_path.exists() or meta_path.read_text() != meta:
                 write_atomic(meta_path, meta)
             created = netns.create(ns)
@@ -471,6 +477,64 @@ class LocalBackend:
             limits_note=limits.note,
             image=image,
         )
+
+    @staticmethod
+    def _note_host_change(log: Path, old_meta: str, host: str) -> None:
+        """A console line when a server's host changes (a move)."""
+        try:
+            before = json.loads(old_meta).get("host")
+        except ValueError:
+            return
+        if isinstance(before, str) and before != host:
+            console.append(log, f"host changed from {before} to {host}")
+
+    @_backend_errors
+    def stop_server(self, server_id: str, *, grace_s: float | None = None) -> None:
+        """Stop a server's processes (SIGTERM, ``grace_s``, SIGKILL) so it can be moved.
+
+        Its disk, namespace, interfaces, addresses, limits and owner records are kept:
+        ``ensure_server`` (with its new host) boots it again over the same disk. No error if
+        it is already stopped, its init died, or it does not exist.
+        """
+        ns = netns_name(server_id)
+        with self._locks(ns):
+            self._check_not_foreign([ns], {ns: netns.path(ns).exists()})
+            if not self.owners.is_mine(ns):
+                return
+            self._unwatch(server_id)  # its init's exit is expected now, not a failure
+            sdir = self._server_dir(server_id)
+            log = sdir / "console.log"
+            host = self._meta(server_id).get("host", "?")
+            started = time.monotonic()
+            grace = self.delete_grace_s if grace_s is None else grace_s
+            ino = netns.inode(ns)
+            killed = self._kill_server_processes(
+                ns, ino, grace, sandbox.read_init(sdir / "init.pid")
+            )
+            faults.point("local.server.stop.after_kill")
+            if ino is not None:
+                # Off the network while stopped: its namespace would still answer pings and
+                # refuse connections at once, as no stopped machine does.
+                with self._ns(ns) as nsr:
+                    links.down_all_but_lo(nsr)
+            with contextlib.suppress(FileNotFoundError):
+                (sdir / "init.pid").unlink()
+            marker = sdir / STOPPED_MARKER
+            if killed or not marker.exists():
+                write_atomic(marker, json.dumps({"host": host}))
+                console.append(
+                    log,
+                    f"stopped to move from host {host} ({len(killed)} process(es) stopped in"
+                    f" {(time.monotonic() - started) * 1000:.0f} ms; disk and ports kept)",
+                )
+
+    def _meta(self, server_id: str) -> dict[str, Any]:
+        """The server's ``server.json`` (empty when missing or unreadable)."""
+        try:
+            meta = json.loads((self._server_dir(server_id) / "server.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return meta if isinstance(meta, dict) else {}
 
     # ------------------------------------------------------------------ sandboxes
 
@@ -514,7 +578,7 @@ class LocalBackend:
             time.sleep(timeout)
             return []
         poller = select.poll()
-        by_fd = {fd: sid for sid, (_, fd) in watched.items()}
+        by_fd = {fd: (sid, init) for sid, (init, fd) in watched.items()}
         for fd in by_fd:
             poller.register(fd, select.POLLIN)
         try:
@@ -523,10 +587,12 @@ class LocalBackend:
             return []
         down = []
         for fd, _ in ready:
-            sid = by_fd[fd]
+            sid, init = by_fd[fd]
             with self._inits_lock:
                 current = self._inits.get(sid)
-                if current is not None and current[1] == fd:
+                # Same init and fd: a server stopped and booted again meanwhile (a move) may
+                # have been given the closed fd's number for its new init's pidfd.
+                if current == (init, fd) and not sandbox.alive(init):
                     del self._inits[sid]
                     os.close(fd)
                     down.append(sid)
@@ -622,6 +688,11 @@ class LocalBackend:
             f"booted from image {label} in {(time.monotonic() - started) * 1000:.0f} ms"
             f" (init pid {init.pid})",
         )
+        marker = sdir / STOPPED_MARKER
+        if marker.exists():
+            console.append(log, f"started on host {spec.host} (its disk and ports kept)")
+            with contextlib.suppress(FileNotFoundError):
+                marker.unlink()
         return label
 
     def _ensure_port(

@@ -275,6 +275,11 @@ def names(ipr: Any) -> dict[str, Any]:
     return {m.get("ifname"): m for m in ipr.get_links()}
 
 
+def down_all_but_lo(ns: Any) -> int:
+    """Set every interface of a server's namespace but ``lo`` down; returns how many were up."""
+    return sum(1 for m in ns.get_links() if m.get("ifname") != "lo" and _set(ns, m, state="down"))
+
+
 def delete_all_but_lo(ns: Any) -> int:
     """Delete every interface of a server's namespace but ``lo`` in one batch; returns count."""
     doomed = [m for m in ns.get_links() if m.get("ifname") != "lo"]
