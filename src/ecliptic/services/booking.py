@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Text, cast, delete, insert, select
 from sqlalchemy import text as sql
@@ -99,11 +99,11 @@ def host_info(h: Host) -> HostInfo:
         rdma=any(n.get("rdma") for n in h.nics),
         properties=dict(h.properties),
         up=h.state == "up" and (h.pool is None or h.pool.phase != "ERROR"),
-        serves=_serves(h),
+        serves=host_serves(h),
     )
 
 
-def _serves(h: Host) -> Literal["any", "vm", "baremetal"]:
+def host_serves(h: Host) -> Serves:
     """Which work a host takes: Ironic nodes outside the pool, and pool hosts being drained
     or held as bare metal, take no VMs; one an operator holds as a hypervisor takes no
     whole-host bookings; inventory-file hosts take both."""
