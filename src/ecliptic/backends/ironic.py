@@ -435,7 +435,8 @@ class Ironic:
     def recover(self, node_uuid: str) -> str | None:
         """Move a failed or unprovided node one step nearer ``available`` (``deploy
         failed``: tear down and clean; ``clean failed``: manage, then provide...).
-        Returns the verb sent, None when there was nothing to do (or it must settle)."""
+        Returns the verb sent; None when there is nothing to do, the node must settle
+        first, or it is in maintenance (lifting that is an operator's call)."""
         n = self._require(node_uuid)
         if n.busy or n.maintenance:
             return None
