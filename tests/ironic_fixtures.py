@@ -1,7 +1,8 @@
 """Pytest fixtures for a real standalone Ironic, and helpers that enrol and wait for nodes.
 
 ``ironic`` and ``slow_ironic`` are session-wide servers, started the first time a test
-asks for one (``.venv-ironic``, which ``make setup`` and ``make test`` build). Tests take
+asks for one (``.venv-ironic``, which ``make setup`` and ``make test`` build; another venv
+with ``ECLIPTIC_IRONIC_VENV``). Tests take
 ``ironic_env`` or ``slow_ironic_env``: a connection to the server, and a promise that the
 server is empty again when the test ends, whatever state it left its nodes in.
 
