@@ -11,6 +11,10 @@ SANDBOX := $(BIN)/ecliptic-sandbox
 WEB := src/ecliptic/web
 WEB_STAMP := $(WEB)/node_modules/.installed
 GO := $(BIN)/go
+# A standalone Ironic (bare metal) for the tests, in its own venv: its oslo/SQLAlchemy pins
+# are not ours. Pinned by ironic-constraints.txt.
+IRONIC_VENV := .venv-ironic
+IRONIC_STAMP := $(IRONIC_VENV)/.installed
 # Everything that changes the gateway's SSH endpoint binary.
 TUNNELD_SRC := $(wildcard tunneld/*.go) tunneld/go.mod tunneld/go.sum tunneld/sources.env \
 	tunneld/toolchain.txt scripts/build-tunneld.sh
@@ -21,7 +25,7 @@ run: setup
 	$(BIN)/ecliptic serve
 
 setup: system
-	@$(MAKE) -s $(STAMP) $(GO) $(TUNNELD) $(SANDBOX) $(WEB_STAMP)
+	@$(MAKE) -s $(STAMP) $(GO) $(TUNNELD) $(SANDBOX) $(WEB_STAMP) $(IRONIC_STAMP)
 
 system:
 	@scripts/setup-system.sh run
@@ -51,10 +55,18 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
+# Ironic 39 (API and conductor in one `ironic` process, fake hardware) that the bare-metal
+# tests start; a venv that a failed first try left without pip is made again.
+$(IRONIC_STAMP): ironic-constraints.txt
+	@scripts/setup-system.sh venv
+	@$(IRONIC_VENV)/bin/python -m pip --version >/dev/null 2>&1 || { rm -rf $(IRONIC_VENV) && $(PYTHON) -m venv $(IRONIC_VENV); }
+	$(IRONIC_VENV)/bin/pip install -q --disable-pip-version-check -c ironic-constraints.txt ironic==39.0.0
+	@touch $@
+
 # Under `make test` a test whose prerequisite is missing fails instead of skipping.
 test:
 	@scripts/setup-system.sh test
-	@$(MAKE) -s $(STAMP) $(GO) $(SANDBOX) $(WEB_STAMP)
+	@$(MAKE) -s $(STAMP) $(GO) $(SANDBOX) $(WEB_STAMP) $(IRONIC_STAMP)
 	scripts/build-tunneld.sh $(TUNNELD) check
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -93,4 +105,4 @@ lock:
 	rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache
+	rm -rf $(VENV) $(IRONIC_VENV) .mypy_cache .ruff_cache .pytest_cache .cache

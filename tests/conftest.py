@@ -26,6 +26,9 @@ from tests.prerequisites import (  # noqa: F401  (hooks: a missing prerequisite 
     pytest_terminal_summary,
 )
 
+# A real standalone Ironic (bare metal), started only for the tests that ask for it.
+pytest_plugins = ["tests.ironic_fixtures"]
+
 # Every test instance records what it creates here, not in the machine-wide /run/ecliptic,
 # so the leak check sees exactly what the tests made and a running dev instance is safe.
 _OWNERS = Path(tempfile.mkdtemp(prefix="ecl-test-owners-"))
