@@ -142,43 +142,43 @@ def main() -> None:
     args = ap.parse_args()
     if not (IRONIC_BIN / "ironic").exists():
         raise SystemExit(f"no standalone Ironic at {IRONIC_BIN}: run make setup")
-    with tempfile.TemporaryDirectory(prefix="ecl-bench-ironic-") as tmp:
-        with IronicServer(IRONIC_BIN, Path(tmp)) as ironic:
-            conn = ironic.connect()
-            pool = [
-                enroll(
-                    conn, f"hv-{i}", cpus=64, memory_mb=262144, local_gb=1000, resource_class="pool"
-                )
-                for i in range(1, 4)
-            ]
-            spare = enroll(conn, "by-hand", cpus=8, memory_mb=16384, resource_class="other")
-            inventory = Path(tmp) / "inventory.yaml"
-            inventory.write_text("hosts: []\n")
-            env = {
-                "ECLIPTIC_INVENTORY": str(inventory),
-                "ECLIPTIC_IRONIC_URL": ironic.url,
-                "ECLIPTIC_IRONIC_SYNC_SECONDS": "1",
-                "ECLIPTIC_HYPERVISOR_POOL": 'resource_class == "pool"',
-                "ECLIPTIC_POOL_IDLE_SECONDS": "3600",
-                "ECLIPTIC_QUOTA_SERVERS": "1000",
-                "ECLIPTIC_QUOTA_VCPUS": "100000",
-                "ECLIPTIC_QUOTA_MEMORY_MB": "100000000",
-            }
-            with serve(workers=2, extra_env=env) as inst:
-                http = inst.http
-                figures: dict[str, list[float]] = {k: [] for k in [*TARGETS, "ironic_deploy_s"]}
-                for run in range(args.runs):
-                    figures["ironic_deploy_s"].append(ironic_deploy(conn, spare))
-                    figures["baremetal_active_s"].append(baremetal_active(http, run))
-                    a, b = ("hv-1", "hv-2") if run % 2 == 0 else ("hv-2", "hv-1")
-                    figures["to_hypervisor_s"].append(to_hypervisor(http, a))
-                    figures["drain20_s"].append(drain20(http, a, b, run))
-                    _ok(http.post(f"/hosts/{b}/convert", json={"to": "baremetal"}))
-                    _until("reset", lambda: _phase(http, b) == "BAREMETAL")  # noqa: B023
-                    for h in ("hv-1", "hv-2"):
-                        _ok(http.post(f"/hosts/{h}/convert", json={"to": "auto"}))
-            del pool
-            conn.close()
+    with (
+        tempfile.TemporaryDirectory(prefix="ecl-bench-ironic-") as tmp,
+        IronicServer(IRONIC_BIN, Path(tmp)) as ironic,
+    ):
+        conn = ironic.connect()
+        pool = [
+            enroll(conn, f"hv-{i}", cpus=64, memory_mb=262144, local_gb=1000, resource_class="pool")
+            for i in range(1, 4)
+        ]
+        spare = enroll(conn, "by-hand", cpus=8, memory_mb=16384, resource_class="other")
+        inventory = Path(tmp) / "inventory.yaml"
+        inventory.write_text("hosts: []\n")
+        env = {
+            "ECLIPTIC_INVENTORY": str(inventory),
+            "ECLIPTIC_IRONIC_URL": ironic.url,
+            "ECLIPTIC_IRONIC_SYNC_SECONDS": "1",
+            "ECLIPTIC_HYPERVISOR_POOL": 'resource_class == "pool"',
+            "ECLIPTIC_POOL_IDLE_SECONDS": "3600",
+            "ECLIPTIC_QUOTA_SERVERS": "1000",
+            "ECLIPTIC_QUOTA_VCPUS": "100000",
+            "ECLIPTIC_QUOTA_MEMORY_MB": "100000000",
+        }
+        with serve(workers=2, extra_env=env) as inst:
+            http = inst.http
+            figures: dict[str, list[float]] = {k: [] for k in [*TARGETS, "ironic_deploy_s"]}
+            for run in range(args.runs):
+                figures["ironic_deploy_s"].append(ironic_deploy(conn, spare))
+                figures["baremetal_active_s"].append(baremetal_active(http, run))
+                a, b = ("hv-1", "hv-2") if run % 2 == 0 else ("hv-2", "hv-1")
+                figures["to_hypervisor_s"].append(to_hypervisor(http, a))
+                figures["drain20_s"].append(drain20(http, a, b, run))
+                _ok(http.post(f"/hosts/{b}/convert", json={"to": "baremetal"}))
+                _until("reset", lambda: _phase(http, b) == "BAREMETAL")  # noqa: B023
+                for h in ("hv-1", "hv-2"):
+                    _ok(http.post(f"/hosts/{h}/convert", json={"to": "auto"}))
+        del pool
+        conn.close()
     out: dict[str, Any] = {k: round(statistics.median(v), 3) for k, v in figures.items()}
     out["spread"] = {k: spread(v) for k, v in figures.items()}
     out["targets"] = TARGETS

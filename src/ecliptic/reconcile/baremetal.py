@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from ecliptic import faults
-from ecliptic.backends.ironic import IronicError, NodeLocked
+from ecliptic.backends.ironic import IronicError, NodeBusy, NodeLocked
 from ecliptic.phases import ServerPhase
 from ecliptic.reconcile.base import Context, IronicLink, Outcome
 from ecliptic.reconcile.hosts import CLEANING_STATES, FAILED_STATES, LOCKED_S, POLL_S, WAIT_S
@@ -160,7 +160,7 @@ def deploy(ctx: Context, server_id: str, target: Target) -> Outcome | None:
             ssh_keys=tuple(_keys(ctx, tenancy).values()),
             meta={"ecliptic_server": server_id, "ecliptic_tenancy": tenancy},
         )
-    except NodeLocked:
+    except (NodeLocked, NodeBusy):
         return Outcome(requeue_after=LOCKED_S)
     faults.point("baremetal.after_deploy")
     _step(
@@ -195,7 +195,7 @@ def undeploy(ctx: Context, link: IronicLink, server_id: str, node_id: str) -> Ou
         return None
     try:
         link.client.undeploy(node_id, server_id)
-    except NodeLocked:
+    except (NodeLocked, NodeBusy):
         return Outcome(requeue_after=LOCKED_S)
     with ctx.db.write() as session:
         row = session.get(Server, server_id)

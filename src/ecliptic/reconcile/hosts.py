@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from ecliptic import faults
-from ecliptic.backends.ironic import IronicNode, NodeLocked, host_state, node_to_host
+from ecliptic.backends.ironic import IronicNode, NodeBusy, NodeLocked, host_state, node_to_host
 from ecliptic.phases import HostRolePhase, ServerPhase
 from ecliptic.reconcile.base import Context, IronicLink, Outcome, reconciler
 from ecliptic.services import credits
@@ -216,7 +216,7 @@ def _to_hypervisor(ctx: Context, link: IronicLink, host_id: str, node_id: str) -
             hostname=name,
             meta={"ecliptic_role": "hypervisor", "ecliptic_host": name},
         )
-    except NodeLocked:
+    except (NodeLocked, NodeBusy):
         return Outcome(requeue_after=LOCKED_S)
     faults.point("hosts.to_hypervisor.after_deploy")
     _say(
@@ -334,7 +334,7 @@ def _to_baremetal(ctx: Context, link: IronicLink, host_id: str, node_id: str) ->
             return Outcome(requeue_after=0)
         try:
             link.client.undeploy(node_id, hv)
-        except NodeLocked:
+        except (NodeLocked, NodeBusy):
             return Outcome(requeue_after=LOCKED_S)
         faults.point("hosts.to_baremetal.after_undeploy")
         _say(ctx, host_id, f"Ironic undeploys and cleans node {node_id}")
