@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from ecliptic.client import ApiError
 from tests.cli.conftest import Cli, Cloud
 from tests.pool_data import PoolHost, add_pool_hosts, with_ironic
 
@@ -121,3 +122,18 @@ def test_help_says_what_each_command_does(cli: Cli) -> None:
         assert name in res.stdout
     res = cli("host", "convert", "--help")
     assert "held until --to auto" in " ".join(res.stdout.split())
+
+
+def test_the_client_speaks_the_api_s_models(cloud: Cloud, pool: dict[str, str]) -> None:
+    with cloud.admin() as c:
+        rows = {r.name: r for r in c.hosts.pool()}
+        assert rows["cli-held"].hold == "baremetal" and rows["cli-held"].node_id == pool["cli-held"]
+        with pytest.raises(ApiError) as err:
+            c.hosts.convert("cli-bm", "sideways")  # type: ignore[arg-type]
+        assert err.value.status == 422 and err.value.errors[0].field == "to"
+        h = c.hosts.convert("cli-bm", "auto")
+        assert h.source == "ironic" and h.pool is not None and h.pool.hold == ""
+        assert c.hosts.events("cli-bm")[0].to_phase == "BAREMETAL"
+        with pytest.raises(ApiError) as err:
+            c.hosts.drain("nope")
+        assert err.value.status == 404 and err.value.code == "not_found"
