@@ -56,6 +56,7 @@ from ecliptic.api.schemas import (
     FlavorOut,
     FlavorReservationIn,
     GcResult,
+    HostConvert,
     HostOut,
     HostReservationIn,
     ImageLog,
@@ -80,6 +81,7 @@ from ecliptic.api.schemas import (
     PlatformTypeCheck,
     PlatformTypeOut,
     PlatformTypeText,
+    PoolHostOut,
     PortCreate,
     PortOut,
     QuotaOut,
@@ -844,6 +846,28 @@ class _Hosts(_Group):
     def set_state(self, name: str, state: Literal["up", "down", "maintenance"]) -> HostOut:
         """Mark a host up, down or in maintenance."""
         out: HostOut = self._c._call(HostOut, "PATCH", f"/hosts/{_q(name)}", json={"state": state})
+        return out
+
+    def pool(self) -> builtins.list[PoolHostOut]:
+        """The bare-metal-or-hypervisor pool: each host's role and what needs it."""
+        out: builtins.list[PoolHostOut] = self._c._all(PoolHostOut, "/hosts/pool")
+        return out
+
+    def convert(self, name: str, to: Literal["hypervisor", "baremetal", "auto"]) -> HostOut:
+        """Make a pool host a hypervisor or bare metal (held so), or give it back to the
+        policy (``auto``)."""
+        body = _body(HostConvert, to=to)
+        out: HostOut = self._c._call(HostOut, "POST", f"/hosts/{_q(name)}/convert", json=body)
+        return out
+
+    def drain(self, name: str) -> HostOut:
+        """Drain a hypervisor: no new VMs on it, its servers moved to other hypervisors."""
+        out: HostOut = self._c._call(HostOut, "POST", f"/hosts/{_q(name)}/drain")
+        return out
+
+    def events(self, name: str) -> builtins.list[EventOut]:
+        """What happened to a host's role in the pool, oldest first."""
+        out: builtins.list[EventOut] = self._c._all(EventOut, f"/hosts/{_q(name)}/events")
         return out
 
 

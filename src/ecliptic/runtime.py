@@ -32,7 +32,7 @@ from ecliptic.services.auth import LoginThrottle
 from ecliptic.services.booking import Booking, host_info
 from ecliptic.services.catalogue import seed_flavors, sync_inventory
 from ecliptic.services.images import ImageBuilds
-from ecliptic.services.pool import POOL, SYNC, PoolPolicy, check_pool_filter
+from ecliptic.services.pool import POOL, SYNC, PoolPolicy, check_pool_filter, require_policy
 from ecliptic.services.pricing import MeterPolicy, host_type
 from ecliptic.store.db import Database
 from ecliptic.store.migrate import upgrade
@@ -155,6 +155,10 @@ class Runtime:
         self._stop = threading.Event()
         self._resync: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
+
+    def pool_policy(self) -> PoolPolicy:
+        """The bare-metal-or-hypervisor pool's policy (refused when no Ironic is configured)."""
+        return require_policy(self.ctx.ironic.policy if self.ctx.ironic else None)
 
     def without_gateway(self) -> None:
         """The gateway did not start: platforms build without tunnels (and say so)."""

@@ -68,6 +68,17 @@ def host_out(h: Host, usage: HostUsage) -> schemas.HostOut:
         id=h.id,
         name=h.name,
         state=h.state,
+        state_reason=h.state_reason,
+        source=h.source,
+        node_id=h.node_id,
+        pool=schemas.HostPoolOut(
+            phase=h.pool.phase,
+            reason=h.pool.phase_reason,
+            hold=h.pool.hold,
+            updated_at=h.pool.updated_at,
+        )
+        if h.pool is not None
+        else None,
         vcpus=h.vcpus,
         memory_mb=h.memory_mb,
         disk_gb=h.disk_gb,

@@ -203,12 +203,33 @@ class GpuOut(BaseModel):
     mig_profiles: list[str] = []
 
 
+class HostPoolOut(BaseModel):
+    """A host's place in the bare-metal-or-hypervisor pool."""
+
+    phase: str
+    """BAREMETAL, TO_HYPERVISOR, HYPERVISOR, DRAINING, TO_BAREMETAL or ERROR."""
+    reason: str
+    """Why it is in that phase (the last conversion's reason, or its error)."""
+    hold: str
+    """An operator's choice the policy keeps: ``hypervisor``, ``baremetal``, ``drained``, or
+    empty (the policy decides)."""
+    updated_at: datetime
+
+
 class HostOut(BaseModel):
     """A host of the inventory, with what is in use on it."""
 
     id: str
     name: str
     state: str
+    state_reason: str = ""
+    """Why the host is in its state (Ironic's maintenance reason, its last error...)."""
+    source: str = "inventory"
+    """``inventory`` (the inventory file) or ``ironic`` (a node of Ironic)."""
+    node_id: str | None = None
+    """The Ironic node's UUID when ``source`` is ``ironic``."""
+    pool: HostPoolOut | None = None
+    """Its place in the bare-metal-or-hypervisor pool; null when it is not in the pool."""
     vcpus: int
     memory_mb: int
     disk_gb: int
@@ -219,6 +240,37 @@ class HostOut(BaseModel):
     used_memory_mb: int
     used_gpus: dict[str, int]
     servers: int
+
+
+class PoolHostOut(Out):
+    """A host of the bare-metal-or-hypervisor pool, with what needs it."""
+
+    name: str
+    node_id: str | None
+    """The Ironic node's UUID."""
+    state: str
+    """The host's state (up, down, maintenance, retired)."""
+    phase: str
+    """Its role: BAREMETAL, TO_HYPERVISOR, HYPERVISOR, DRAINING, TO_BAREMETAL or ERROR."""
+    reason: str
+    """Why it is in that phase."""
+    hold: str
+    """An operator's choice the policy keeps (``hypervisor``, ``baremetal``, ``drained``)."""
+    servers: int
+    """Servers placed on it."""
+    vm_need: str
+    """What needs it as a hypervisor now (VM slots booked from now or within the lead time,
+    VM servers on it); empty when nothing does."""
+    bm_need: str
+    """What needs it as bare metal now (a whole-host booking, a bare-metal server)."""
+    updated_at: datetime
+
+
+class HostConvert(Strict):
+    """Convert a pool host: ``hypervisor`` or ``baremetal`` (held until ``auto``), or
+    ``auto`` (give it back to the policy)."""
+
+    to: Literal["hypervisor", "baremetal", "auto"]
 
 
 class FlavorOut(Out):

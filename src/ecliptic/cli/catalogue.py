@@ -9,10 +9,13 @@ import typer
 
 from ecliptic.cli import output
 from ecliptic.cli.session import client, command, current, emit
-from ecliptic.client import FlavorOut, HostOut
+from ecliptic.client import FlavorOut, HostOut, PoolHostOut
 
 flavor_app = typer.Typer(help="Flavors: the sizes servers come in.")
-host_app = typer.Typer(help="Hosts of the inventory and what runs on them (administrators).")
+host_app = typer.Typer(
+    help="Hosts (from the inventory file or Ironic), what runs on them, and the "
+    "bare-metal-or-hypervisor pool (administrators)."
+)
 
 
 class HostState(StrEnum):
@@ -21,6 +24,14 @@ class HostState(StrEnum):
     up = "up"
     down = "down"
     maintenance = "maintenance"
+
+
+class Role(StrEnum):
+    """What a pool host can be converted to."""
+
+    hypervisor = "hypervisor"
+    baremetal = "baremetal"
+    auto = "auto"
 
 
 class Kind(StrEnum):
@@ -124,6 +135,8 @@ def _host_rows(hosts: list[HostOut]) -> list[list[object]]:
         [
             h.name,
             h.state,
+            h.source,
+            h.pool.phase if h.pool else "-",
             f"{h.used_vcpus}/{h.vcpus}",
             f"{output.mib(h.used_memory_mb)}/{output.mib(h.memory_mb)}",
             _gpus(h),
@@ -133,12 +146,22 @@ def _host_rows(hosts: list[HostOut]) -> list[list[object]]:
     ]
 
 
-HOST_COLUMNS = ["NAME", "STATE", "VCPUS USED", "MEMORY USED", "GPUS USED", "SERVERS"]
+HOST_COLUMNS = [
+    "NAME",
+    "STATE",
+    "SOURCE",
+    "ROLE",
+    "VCPUS USED",
+    "MEMORY USED",
+    "GPUS USED",
+    "SERVERS",
+]
 
 
 @command(host_app, "list")
 def host_list() -> None:
-    """List hosts with used/total vCPUs, memory and GPUs (administrators)."""
+    """List hosts with where they come from, their pool role, and used/total vCPUs, memory
+    and GPUs (administrators)."""
     hosts = client().hosts.list()
     emit(hosts, lambda: output.table(HOST_COLUMNS, _host_rows(hosts), empty="no hosts"))
 
@@ -154,3 +177,69 @@ def host_set_state(
     """Mark a host up, down or in maintenance (administrators)."""
     h = client().hosts.set_state(name, state.value)
     emit(h, lambda: output.table(HOST_COLUMNS, _host_rows([h])))
+
+
+HostName = Annotated[str, typer.Argument(help="Host name.", show_default=False)]
+
+
+def _needs(r: PoolHostOut) -> str:
+    parts = [f"vm: {r.vm_need}" if r.vm_need else "", f"bm: {r.bm_need}" if r.bm_need else ""]
+    return "\n".join(p for p in parts if p)
+
+
+POOL_COLUMNS = ["NAME", "NODE", "STATE", "ROLE", "HOLD", "SERVERS", "NEEDS", "REASON"]
+
+
+@command(host_app, "pool")
+def host_pool() -> None:
+    """Show the bare-metal-or-hypervisor pool: each host's role, hold, and what needs it."""
+    rows = client().hosts.pool()
+    emit(
+        rows,
+        lambda: output.table(
+            POOL_COLUMNS,
+            [
+                [r.name, r.node_id, r.state, r.phase, r.hold, r.servers, _needs(r), r.reason]
+                for r in rows
+            ],
+            empty="no host in the pool (ECLIPTIC_HYPERVISOR_POOL selects none)",
+        ),
+    )
+
+
+@command(host_app, "convert")
+def host_convert(
+    name: HostName,
+    to: Annotated[
+        Role,
+        typer.Option(
+            "--to",
+            help="hypervisor or baremetal: convert and hold it so; auto: let the policy decide.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Make a pool host a hypervisor or bare metal (held until --to auto); bookings come first."""
+    h = client().hosts.convert(name, to.value)
+    emit(h, lambda: output.table(HOST_COLUMNS, _host_rows([h])))
+
+
+@command(host_app, "drain")
+def host_drain(name: HostName) -> None:
+    """Drain a hypervisor: no new VMs on it, its servers moved to other hypervisors."""
+    h = client().hosts.drain(name)
+    emit(h, lambda: output.table(HOST_COLUMNS, _host_rows([h])))
+
+
+@command(host_app, "events")
+def host_events(name: HostName) -> None:
+    """Show what happened to a host's role in the pool, and why."""
+    rows = client().hosts.events(name)
+    emit(
+        rows,
+        lambda: output.table(
+            ["AT", "FROM", "TO", "REASON"],
+            [[output.when(e.at), e.from_phase, e.to_phase, e.reason] for e in rows],
+            empty="no events",
+        ),
+    )

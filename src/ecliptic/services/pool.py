@@ -617,3 +617,21 @@ def live_servers_on(session: Session, host_id: str) -> list[Server]:
             .order_by(Server.created_at, Server.id)
         )
     )
+
+
+class IronicNotConfigured(Conflict):
+    """The pool was asked about on an instance that has no Ironic."""
+
+    code = "ironic_not_configured"
+    title = "Ironic not configured"
+
+
+def require_policy(policy: PoolPolicy | None) -> PoolPolicy:
+    """The pool's policy, or a refusal saying how to give this instance an Ironic."""
+    if policy is None:
+        raise IronicNotConfigured(
+            "this Ecliptic has no Ironic, so no bare-metal-or-hypervisor pool: set "
+            "ECLIPTIC_IRONIC_URL (and ECLIPTIC_HYPERVISOR_POOL to choose the pool's hosts) "
+            "and restart; see docs/baremetal.md"
+        )
+    return policy

@@ -1,5 +1,6 @@
-"""The operator's pages: hosts and their state, tenancies and members, credit
-allocations, preemptible capacity, and how reservations are used. Administrators only."""
+"""The operator's pages: hosts and their state, the bare-metal-or-hypervisor pool, tenancies
+and members, credit allocations, preemptible capacity, and how reservations are used.
+Administrators only."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ecliptic.api.deps import runtime
 from ecliptic.api.schemas import CreditAllocate, MembershipSet, TenancyCreate
 from ecliptic.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ecliptic.runtime import Runtime
-from ecliptic.services import catalogue, credits, efficiency, identity, leases, preemptible
+from ecliptic.services import catalogue, credits, efficiency, identity, leases, pool, preemptible
 from ecliptic.services.booking import minute
 from ecliptic.services.caller import Caller
 from ecliptic.web import calendar as drawing
@@ -67,6 +68,10 @@ def _hosts(op: Operator) -> list[dict[str, Any]]:
             {
                 "name": h.name,
                 "state": h.state,
+                "state_reason": h.state_reason,
+                "source": h.source,
+                "node_id": h.node_id,
+                "role": h.pool.phase if h.pool else "",
                 "vcpus": h.vcpus,
                 "used_vcpus": u.used_vcpus,
                 "memory_gib": h.memory_mb / 1024,
@@ -81,20 +86,50 @@ def _hosts(op: Operator) -> list[dict[str, Any]]:
     return out
 
 
+POOL_DONE = {
+    "hypervisor": "Host {host} is to be a hypervisor, and held so until given back to the policy.",
+    "baremetal": "Host {host} is to be bare metal, and held so until given back to the policy.",
+    "auto": "Host {host} is the policy's again: bookings, idle time and spares decide its role.",
+    "drain": "Host {host} is draining: no new VMs, its servers move to other hypervisors.",
+}
+"""What the hosts page says after a pool action (``done``)."""
+CONVERT_TO = ("hypervisor", "baremetal", "auto")
+
+
+def _pool(op: Operator) -> list[pool.PoolRow] | None:
+    """The pool's table, or None when this instance has no Ironic (so no pool)."""
+    if op.rt.ctx.ironic is None:
+        return None
+    return pool.pool_status(op.rt.booking, op.caller, op.rt.pool_policy())
+
+
 @router.get("/admin/hosts")
 async def hosts_page(
     request: Request,
     v: VisitorDep,
     host: Short = "",
     state: Short = "",
+    done: Short = "",
     line: Line = [],  # noqa: B006 (FastAPI copies query defaults)
 ) -> HTMLResponse:
-    """Every host: capacity and use, GPUs, NICs, state; and changing the state."""
+    """Every host: capacity and use, GPUs, NICs, state, source and pool role; changing the
+    state; the pool's hosts with converting and draining."""
     op = Operator(request, v)
     rows = await run_in_threadpool(_hosts, op)
+    pool_rows = await run_in_threadpool(_pool, op)
     flash = f"Host {host} is now {state}." if host and state in HOST_STATES else ""
+    if host and done in POOL_DONE:
+        flash = POOL_DONE[done].format(host=host)
     return op.page(
-        "admin/hosts.html", "Hosts", hosts=rows, states=HOST_STATES, flash=flash, report=line
+        "admin/hosts.html",
+        "Hosts",
+        hosts=rows,
+        states=HOST_STATES,
+        flash=flash,
+        state_changed=bool(host and state in HOST_STATES),
+        report=line,
+        pool=pool_rows,
+        convert_to=CONVERT_TO,
     )
 
 
@@ -115,6 +150,33 @@ async def host_state(request: Request, v: VisitorDep, name: str) -> Response:
     lines = [("line", x) for x in report[:MAX_REPORT_LINES]]
     query = [("host", name), ("state", state), *lines]
     return redirect("/admin/hosts?" + urlencode(query))
+
+
+@router.post("/admin/hosts/{name}/convert")
+async def host_convert(request: Request, v: VisitorDep, name: str) -> Response:
+    """Convert a pool host to a hypervisor or bare metal (held so), or give it back to the
+    policy; a conversion that would break a booking is refused with the reason."""
+    op = Operator(request, v)
+    form = await op.form()
+    to = one(form, "to")
+    if to not in CONVERT_TO:
+        raise InvalidInput(
+            f"'{to}' is not a role: choose hypervisor, baremetal or auto",
+            errors=[{"field": "to", "msg": "choose hypervisor, baremetal or auto"}],
+        )
+    policy = op.rt.pool_policy()
+    await run_in_threadpool(pool.convert, op.rt.booking, op.rt.queue, op.caller, name, to, policy)
+    return redirect("/admin/hosts?" + urlencode({"host": name, "done": to}))
+
+
+@router.post("/admin/hosts/{name}/drain")
+async def host_drain(request: Request, v: VisitorDep, name: str) -> Response:
+    """Drain a hypervisor of the pool: no new VMs, its servers moved to other hypervisors."""
+    op = Operator(request, v)
+    await op.form()
+    policy = op.rt.pool_policy()
+    await run_in_threadpool(pool.drain, op.rt.booking, op.rt.queue, op.caller, name, policy)
+    return redirect("/admin/hosts?" + urlencode({"host": name, "done": "drain"}))
 
 
 # ---------------------------------------------------------------------------- tenancies
