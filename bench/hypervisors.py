@@ -53,7 +53,8 @@ def _until(what: str, check: Callable[[], Any], timeout: float = 120) -> float:
 
 
 def _phase(http: httpx.Client, host: str) -> str:
-    return str(next(r["phase"] for r in http.get("/hosts/pool").json() if r["name"] == host))
+    rows = http.get("/hosts/pool").json()["items"]
+    return str(next(r["phase"] for r in rows if r["name"] == host))
 
 
 def _ok(r: httpx.Response) -> httpx.Response:

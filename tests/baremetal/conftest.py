@@ -88,13 +88,21 @@ def clean(inst: Instance) -> None:
     for lease in inst.call("GET", "/leases").json()["items"]:
         if lease["phase"] not in ("ENDED",):
             inst.call("POST", f"/leases/{lease['name']}/end")
+    for n in inst.call("GET", "/networks").json()["items"]:
+        inst.call("DELETE", f"/networks/{n['id']}")
+    inst.wait_for(lambda: inst.call("GET", "/networks").json()["items"] == [], "networks gone")
+    inst.wait_for(
+        lambda: all(r["phase"] == "BAREMETAL" for r in pool(inst).values()),
+        "the pool back to bare metal",
+        60,
+    )
 
 
 def pool(inst: Instance) -> dict[str, dict[str, Any]]:
     """The pool, by host name."""
     r = inst.call("GET", "/hosts/pool")
     assert r.status_code == 200, r.text
-    return {row["name"]: row for row in r.json()}
+    return {row["name"]: row for row in r.json()["items"]}
 
 
 def phases(inst: Instance) -> dict[str, str]:

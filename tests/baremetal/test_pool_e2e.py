@@ -44,7 +44,7 @@ def _lease(inst: Instance, body: dict[str, Any]) -> dict[str, Any]:
 def _events(inst: Instance, host: str) -> list[str]:
     r = inst.call("GET", f"/hosts/{host}/events")
     assert r.status_code == 200, r.text
-    return [f"{e['to_phase']}: {e['reason']}" for e in r.json()]
+    return [f"{e['to_phase']}: {e['reason']}" for e in r.json()["items"]]
 
 
 def _deployed(env: IronicEnv) -> dict[str, str]:
