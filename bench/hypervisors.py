@@ -36,6 +36,7 @@ from tests.ironic_fixtures import IRONIC_BIN, enroll, wait_state
 from tests.ironic_server import IronicServer
 
 from bench.harness import serve, spread
+from ecliptic.backends.ironic import image_source
 
 POLL_S = 0.02
 TARGETS = {"baremetal_active_s": 2.0, "to_hypervisor_s": 3.0, "drain20_s": 10.0}
@@ -123,7 +124,8 @@ def _servers(http: httpx.Client, names: list[str]) -> list[dict[str, Any]]:
 def ironic_deploy(conn: Any, node_id: str) -> float:
     """Ironic's own deploy of a node, by hand, polled every 20 ms (then undeployed)."""
     bm = conn.baremetal
-    bm.update_node(node_id, instance_info={"image_source": "ecliptic-image://base", "root_gb": 10})
+    info = {"image_source": image_source("base"), "image_type": "whole-disk", "root_gb": "10"}
+    bm.update_node(node_id, instance_info=info)
     t0 = time.perf_counter()
     bm.set_node_provision_state(node_id, "active", config_drive={"meta_data": {"name": "x"}})
     took = _until(

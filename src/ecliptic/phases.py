@@ -111,7 +111,9 @@ HOST_ROLE_MOVES: dict[HostRolePhase, frozenset[HostRolePhase]] = {
     _H.HYPERVISOR: frozenset({_H.DRAINING, _H.ERROR}),
     _H.DRAINING: frozenset({_H.HYPERVISOR, _H.TO_BAREMETAL, _H.ERROR}),
     _H.TO_BAREMETAL: frozenset({_H.BAREMETAL, _H.TO_HYPERVISOR, _H.ERROR}),
-    _H.ERROR: frozenset({_H.TO_HYPERVISOR, _H.TO_BAREMETAL, _H.BAREMETAL, _H.HYPERVISOR}),
+    _H.ERROR: frozenset(
+        {_H.TO_HYPERVISOR, _H.DRAINING, _H.TO_BAREMETAL, _H.BAREMETAL, _H.HYPERVISOR}
+    ),
 }
 
 SERVER_MOVES: dict[ServerPhase, frozenset[ServerPhase]] = {

@@ -19,8 +19,10 @@ from ecliptic.scheduler.filters import host_properties
 from ecliptic.scheduler.model import (
     Allocation,
     HostInfo,
+    HostRequest,
     Placement,
     Preemptible,
+    Request,
 )
 from ecliptic.scheduler.occupancy import Levels
 from ecliptic.scheduler.resources import (
@@ -208,6 +210,8 @@ class EngineCore:
         self._cache: dict[tuple[Any, ...], tuple[list[int], list[range]]] = {}
         self._by_value: dict[str, dict[str, list[int]]] = {}
         """Per property, the hosts of each string value (built when a filter needs it)."""
+        self._pooled = 0
+        """Hosts whose ``ready`` is not ``any`` (hosts that convert between kinds)."""
         for host in hosts:
             self.set_host(host)
 
@@ -221,14 +225,16 @@ class EngineCore:
         if old == host:
             return
         self._by_name[host.name] = host
-        if replace(old, up=host.up, serves=host.serves) == host:
-            # Nothing cached depends on up or serves: candidates are checked one by one.
+        if replace(old, up=host.up, serves=host.serves, ready=host.ready) == host:
+            # Nothing cached depends on up, serves or ready: candidates are checked one by one.
+            self._pooled += (host.ready != "any") - (old.ready != "any")
             self._info[h] = host
             self._set_up(h, host.up)
             self._set_serves(h)
             return
         self._set_up(h, False)
         shape = HostShape(host)
+        self._pooled += (host.ready != "any") - (old.ready != "any")
         self._info[h] = host
         self._shape[h] = shape
         self._props[h] = host_properties(host)
@@ -255,6 +261,7 @@ class EngineCore:
     def _add_host(self, host: HostInfo) -> int:
         h = len(self._info)
         shape = HostShape(host)
+        self._pooled += host.ready != "any"
         self._ids[host.name] = h
         self._info.append(host)
         self._by_name[host.name] = host
@@ -283,6 +290,17 @@ class EngineCore:
         if terms is None:
             terms = self._term_cache[key] = Terms(shape)
         return terms
+
+    def _ready_for(self, requests: Sequence[Request]) -> set[int]:
+        """Hosts that take these requests without a conversion (empty when no host converts,
+        or the requests are of both kinds)."""
+        if not self._pooled:
+            return set()
+        kinds = {"baremetal" if isinstance(r, HostRequest) else "vm" for r in requests}
+        if len(kinds) != 1:
+            return set()
+        kind = kinds.pop()
+        return {h for h, info in enumerate(self._info) if info.ready in ("any", kind)}
 
     def _set_serves(self, h: int) -> None:
         """Which requests the host takes now, from its ``up`` and ``serves``."""

@@ -222,9 +222,10 @@ class Engine(Searching, CalendarIndex, Preempting):
         if e <= s:
             raise InvalidRequest("the lease must end after it starts")
         with self._lifted(lease_id) as own:
-            result = self._place(requests, s, e, protect=True, prefer=own)
+            prefer = own | self._ready_for(requests)
+            result = self._place(requests, s, e, protect=True, prefer=prefer)
             if isinstance(result, NoFit) and self._pre:
-                relaxed = self._place(requests, s, e, protect=False, prefer=own)
+                relaxed = self._place(requests, s, e, protect=False, prefer=prefer)
                 if not isinstance(relaxed, NoFit):
                     last = s + span_minutes(SEARCH_HORIZON)
                     found = self._search(requests, e - s, s, last, 1)
@@ -258,6 +259,7 @@ class Engine(Searching, CalendarIndex, Preempting):
                     "properties": sorted(info.properties.items()),
                     "up": info.up,
                     "serves": info.serves,
+                    "ready": info.ready,
                 }
                 for info in sorted(self._info, key=lambda i: i.name)
             },

@@ -52,6 +52,10 @@ class HostInfo:
     """Which work new placements may put on it: ``vm`` (a hypervisor held as such, or a
     host being drained) takes no whole-host requests; ``baremetal`` takes no instance
     slots, GPU slices or preemptible backfill; ``any`` takes both."""
+    ready: Literal["any", "vm", "baremetal"] = "any"
+    """What it takes without being converted first: a pool host that is a hypervisor now
+    takes VMs (``vm``), one that is bare metal now takes whole-host work (``baremetal``).
+    Requests go to ready hosts first, so a conversion happens only when they are full."""
 
 
 @dataclass(frozen=True)

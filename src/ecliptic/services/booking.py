@@ -100,7 +100,17 @@ def host_info(h: Host) -> HostInfo:
         properties=dict(h.properties),
         up=h.state == "up" and (h.pool is None or h.pool.phase != "ERROR"),
         serves=host_serves(h),
+        ready=host_ready(h),
     )
+
+
+def host_ready(h: Host) -> Serves:
+    """What a host takes without a conversion: a pool host's current role (requests go to
+    ready hosts first); ``any`` for inventory-file hosts."""
+    role = h.pool
+    if role is None:
+        return "baremetal" if h.source == "ironic" else "any"
+    return "vm" if role.phase in ("HYPERVISOR", "TO_HYPERVISOR") else "baremetal"
 
 
 def host_serves(h: Host) -> Serves:
@@ -236,6 +246,7 @@ def host_to_json(h: HostInfo) -> dict[str, Any]:
         "properties": dict(h.properties),
         "up": h.up,
         "serves": h.serves,
+        "ready": h.ready,
     }
 
 
@@ -251,6 +262,7 @@ def host_from_json(d: dict[str, Any]) -> HostInfo:
         properties=dict(d["properties"]),
         up=bool(d["up"]),
         serves=_serves(d.get("serves", "any")),
+        ready=_serves(d.get("ready", "any")),
     )
 
 

@@ -396,19 +396,21 @@ def start_conversion(
 ) -> None:
     """Begin converting a pool host (``to`` hypervisor or baremetal), recording why."""
     if to == "hypervisor":
-        target = _H.TO_HYPERVISOR
-        if role.phase == _H.DRAINING:
-            target = _H.HYPERVISOR  # it still is one: drained no further
+        # A draining host still is a hypervisor: it is drained no further.
+        target = _H.HYPERVISOR if role.phase == _H.DRAINING else _H.TO_HYPERVISOR
+    elif role.phase in (_H.HYPERVISOR, _H.ERROR, _H.DRAINING):
+        target = _H.DRAINING  # servers may be on it: moved away before Ironic undeploys it
     else:
-        target = _H.DRAINING if role.phase in (_H.HYPERVISOR, _H.ERROR) else _H.TO_BAREMETAL
-        if role.phase == _H.TO_HYPERVISOR:
-            target = _H.TO_BAREMETAL
+        target = _H.TO_BAREMETAL
     role.spec = {"to": to, "then": then, "why": reason}
     role.generation += 1
     role.status = {
-        k: v for k, v in role.status.items() if k not in ("attempts", "deploy_started_at")
+        k: v
+        for k, v in role.status.items()
+        if k not in ("attempts", "deploy_started_at", "drained")
     } | {"started_at": now.isoformat()}
-    move(session, role, target, reason)
+    if not move(session, role, target, reason):
+        note(session, role, reason)
     session.flush()
     session.refresh(role.host)
     engine.set_host(host_info(role.host))

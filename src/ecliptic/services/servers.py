@@ -326,7 +326,7 @@ def placement_preemptible(engine: Engine, fl: Flavor, now: datetime) -> str:
     """A preemptible server goes where it can keep its room for its minimum lifetime."""
     if fl.kind == "baremetal":
         raise InvalidInput("bare-metal flavors cannot be preemptible; use a vm flavor")
-    best: tuple[int, float, str] | None = None
+    best: tuple[bool, int, float, str] | None = None
     for info in engine.hosts.values():
         if not info.up or info.serves == "baremetal":
             continue
@@ -339,12 +339,13 @@ def placement_preemptible(engine: Engine, fl: Flavor, now: datetime) -> str:
         waste = (room.vcpus - fl.vcpus) / max(1, info.vcpus) + (
             room.memory_mb - fl.memory_mb
         ) / max(1, info.memory_mb)
-        key = (idle_gpus, waste, info.name)
+        # A hypervisor (or an inventory host) before a pool host that would need converting.
+        key = (info.ready == "baremetal", idle_gpus, waste, info.name)
         if best is None or key < best:
             best = key
     if best is None:
         raise _no_room(fl, " that nobody reserved for the next minimum lifetime")
-    return best[2]
+    return best[3]
 
 
 def preempt(
