@@ -12,8 +12,9 @@ from ecliptic.phases import BenchmarkPhase, LeasePhase
 from ecliptic.reconcile.base import Context
 from ecliptic.services import security_groups
 from ecliptic.services.metering import METER_OBJECT
+from ecliptic.services.pool import POOL, SYNC
 from ecliptic.services.servers import purge_tombstones
-from ecliptic.store.models import Benchmark, Lease, Network, Server
+from ecliptic.store.models import Benchmark, HostRole, Lease, Network, Server
 
 log = logging.getLogger("ecliptic.adoption")
 
@@ -65,6 +66,15 @@ def resync(ctx: Context) -> None:
             )
         ):
             ctx.queue.enqueue(session, "benchmark", bid)
+        if ctx.ironic is not None:
+            ctx.queue.enqueue(session, "ironic", SYNC)
+            ctx.queue.enqueue(session, "pool", POOL)
+            for hid in session.scalars(
+                select(HostRole.id).where(
+                    HostRole.phase.in_(["TO_HYPERVISOR", "DRAINING", "TO_BAREMETAL"])
+                )
+            ):
+                ctx.queue.enqueue(session, "hostrole", hid)
         security_groups.changed(session, ctx.queue)
         purge_tombstones(session, ctx.booking.clock.now() - ctx.booking.deleted_server_retention)
 
