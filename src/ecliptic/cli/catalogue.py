@@ -136,7 +136,7 @@ def _host_rows(hosts: list[HostOut]) -> list[list[object]]:
             h.name,
             h.state,
             h.source,
-            h.pool.phase if h.pool else "-",
+            h.pool.phase if h.pool else ("bare metal only" if h.source == "ironic" else "-"),
             f"{h.used_vcpus}/{h.vcpus}",
             f"{output.mib(h.used_memory_mb)}/{output.mib(h.memory_mb)}",
             _gpus(h),
