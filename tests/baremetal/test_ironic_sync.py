@@ -4,7 +4,6 @@ Ironic, and a node someone deployed behind Ecliptic's back."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -93,9 +92,7 @@ def test_nodes_become_hosts_and_their_state_follows_ironic(
 
     # A node enrolled while serving shows up at the next sync (1 s here).
     cpu["cpu-03"] = enroll(conn, "cpu-03", cpus=16, memory_mb=65536)
-    t0 = time.monotonic()
-    _host_is(inst, "cpu-03", "up", timeout=5)
-    assert time.monotonic() - t0 < 3, "a 1 s sync took over 3 s to see a new node"
+    _host_is(inst, "cpu-03", "up", timeout=3)
 
     # Maintenance takes the host out and heals the host lease that held it.
     lease = _lease(inst, "hold", 1)
@@ -131,7 +128,10 @@ def test_nodes_become_hosts_and_their_state_follows_ironic(
     conn.baremetal.update_node(
         cpu["cpu-02"],
         instance_id=str(foreign),
-        instance_info={"image_source": "http://images.example/other.qcow2", "image_type": "whole-disk"},
+        instance_info={
+            "image_source": "http://images.example/other.qcow2",
+            "image_type": "whole-disk",
+        },
     )
     conn.baremetal.set_node_provision_state(cpu["cpu-02"], "active")
     wait_state(conn, cpu["cpu-02"], "active")
