@@ -52,19 +52,16 @@ def enroll_pool(env: IronicEnv, n: int, prefix: str = "node") -> list[str]:
     ]
 
 
-@pytest.fixture
-def pool_instance(
-    ironic_env: IronicEnv, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+def _instances(
+    env: IronicEnv, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., Instance]]:
-    """Start (once enrolled) a serve on the session's Ironic; everything it made is deleted
-    after the test, and the Ironic emptied (``ironic_env``)."""
     made: list[Instance] = []
 
-    def start(**extra: str) -> Instance:
-        pool_env(monkeypatch, tmp_path, ironic_env.url, **extra)
+    def start(crash_at: str = "", **extra: str) -> Instance:
+        pool_env(monkeypatch, tmp_path, env.url, **extra)
         inst = Instance(tmp_path / "data", sqlite_url)
         inst.data_dir.mkdir(exist_ok=True)
-        inst.start()
+        inst.start(crash_at=crash_at)
         made.append(inst)
         return inst
 
@@ -80,8 +77,27 @@ def pool_instance(
             inst.stop()
 
 
+@pytest.fixture
+def pool_instance(
+    ironic_env: IronicEnv, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Instance]]:
+    """Start (once enrolled) a serve on the session's Ironic (``crash_at`` a fault point,
+    keywords more environment); everything it made is deleted after the test, and the
+    Ironic emptied (``ironic_env``). Each call is the same instance (data, database) again."""
+    yield from _instances(ironic_env, tmp_path, sqlite_url, monkeypatch)
+
+
+@pytest.fixture
+def slow_pool_instance(
+    slow_ironic_env: IronicEnv, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Instance]]:
+    """``pool_instance`` on the session's slow Ironic (deploys 3 s, power actions 2 s)."""
+    yield from _instances(slow_ironic_env, tmp_path, sqlite_url, monkeypatch)
+
+
 def clean(inst: Instance) -> None:
-    """Delete servers and end leases, and wait until nothing is deployed."""
+    """Delete servers, end leases, give held pool hosts back to the policy, and wait until
+    nothing is deployed."""
     for s in inst.servers():
         inst.call("DELETE", f"/servers/{s['id']}")
     inst.wait_for(lambda: inst.servers() == [], "servers gone", 60)
@@ -91,6 +107,9 @@ def clean(inst: Instance) -> None:
     for n in inst.call("GET", "/networks").json()["items"]:
         inst.call("DELETE", f"/networks/{n['id']}")
     inst.wait_for(lambda: inst.call("GET", "/networks").json()["items"] == [], "networks gone")
+    for name, row in pool(inst).items():
+        if row["hold"]:
+            inst.call("POST", f"/hosts/{name}/convert", {"to": "auto"})
     inst.wait_for(
         lambda: all(r["phase"] == "BAREMETAL" for r in pool(inst).values()),
         "the pool back to bare metal",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NoReturn
 
 from sqlalchemy import select
 
@@ -89,6 +90,16 @@ def _since(iso: object, now: datetime) -> float:
         return 0.0
 
 
+def _give_up(ctx: Context, server_id: str, reason: str) -> NoReturn:
+    """Fail the server's deployment for good: it stays in ERROR (with ``reason``) until it
+    is deleted, even should Ironic finish the deployment later."""
+    with ctx.db.write() as session:
+        row = session.get(Server, server_id)
+        if row is not None:
+            row.status = {**row.status, "ironic_failed": reason}
+    raise IronicError(reason, retryable=False)
+
+
 def deploy(ctx: Context, server_id: str, target: Target) -> Outcome | None:
     """Drive the node's deployment for a bare-metal server; None once Ironic says active."""
     link = ctx.ironic
@@ -105,6 +116,9 @@ def deploy(ctx: Context, server_id: str, target: Target) -> Outcome | None:
             return Outcome(requeue_after=0)
         status, name, image, tenancy = dict(row.status), row.name, row.image, row.tenancy_id
     now = ctx.booking.clock.now()
+    if status.get("ironic_failed"):
+        # Given up on (timeout, retries spent): Ironic finishing late does not revive it.
+        raise IronicError(str(status["ironic_failed"]), retryable=False)
     if key and key != ours:
         raise IronicError(
             f"node {node.uuid} (host {target.name}) carries instance {key}: it is not "
@@ -118,17 +132,18 @@ def deploy(ctx: Context, server_id: str, target: Target) -> Outcome | None:
         return None
     started = status.get("ironic_started_at")
     if started and _since(started, now) > link.settings.deploy_timeout.total_seconds():
-        raise IronicError(
+        _give_up(
+            ctx,
+            server_id,
             f"Ironic did not deploy node {node.uuid} within "
             f"{link.settings.deploy_timeout.total_seconds():.0f} s (it is "
             f"{node.provision_state})",
-            retryable=False,
         )
     if key == ours and node.provision_state in FAILED_STATES and not node.busy:
         attempts = int(status.get("ironic_attempts", 0))
         why = f"Ironic: {node.provision_state}: {node.last_error or 'no detail'}"
         if attempts >= link.settings.retries:
-            raise IronicError(f"{why} (after {attempts + 1} attempts)", retryable=False)
+            _give_up(ctx, server_id, f"{why} (after {attempts + 1} attempts)")
         link.client.recover(node.uuid)
         _step(
             ctx,
