@@ -110,6 +110,8 @@ class NodeView:
     instance: str
     """Its instance UUID, normalised (``instance_key``); empty when it carries none."""
     provision_state: str
+    unfit: str = ""
+    """Why the node cannot be a host (``record`` is then None); see ``backends.ironic``."""
 
 
 def ours(session: Session) -> set[str]:
@@ -143,7 +145,8 @@ def sync_nodes(
         if node.record is None:
             if host is None:
                 continue
-            state, reason = "down", f"Ironic: node {node.uuid} lacks cpus or memory_mb"
+            why = node.unfit or "lacks cpus or memory_mb"
+            state, reason = "down", f"Ironic: node {node.uuid} cannot be a host: {why}"
         else:
             if host is None:
                 name = node.record.name
