@@ -551,16 +551,21 @@ def host_state(node: IronicNode) -> tuple[str, str]:
 
 def node_to_host(node: IronicNode) -> HostRecord | None:
     """The node as an inventory host; None when it is unfit to be one (``unfit`` says why)."""
-    return None if unfit(node) else _record(node)
+    return node_record(node)[0]
 
 
 def unfit(node: IronicNode) -> str:
     """Why the node cannot be a host (no CPUs or memory, a value out of the inventory
     file's bounds...); empty when it can."""
+    return node_record(node)[1]
+
+
+def node_record(node: IronicNode) -> tuple[HostRecord | None, str]:
+    """The node as a host, or None and why it cannot be one."""
     p = node.properties
     for key in ("cpus", "memory_mb"):
         if _int(p.get(key)) is None:
-            return f"lacks {key} (a whole number in its properties)"
+            return None, f"lacks {key} (a whole number in its properties)"
     problems = [_out_of_bounds(k, k, _int(p.get(k))) for k in ("cpus", "memory_mb", "local_gb")]
     caps = capabilities(p.get("capabilities"))
     if caps.get("gpu_model", "").strip():
@@ -581,13 +586,16 @@ def unfit(node: IronicNode) -> str:
         for key in ("speed_gbps", "sriov_vfs"):
             label = f"port {port.address} {key}"
             problems.append(_out_of_bounds(label, key, _int(port.extra.get(key))))
-    record = None if any(problems) else _record(node)
-    if record is not None and len(record.properties) > MAX_PROPERTIES:
-        problems.append(
+    problem = "; ".join(x for x in problems if x)
+    if problem:
+        return None, problem
+    record = _record(node, caps)
+    if len(record.properties) > MAX_PROPERTIES:
+        return None, (
             f"{len(record.properties)} properties from its capabilities and traits "
             f"(at most {MAX_PROPERTIES})"
         )
-    return "; ".join(x for x in problems if x)
+    return record, ""
 
 
 def _out_of_bounds(label: str, key: str, value: int | None) -> str:
@@ -597,8 +605,7 @@ def _out_of_bounds(label: str, key: str, value: int | None) -> str:
     return "" if low <= value <= high else f"{label} {value} is out of range ({low} to {high})"
 
 
-def _record(node: IronicNode) -> HostRecord:
-    caps = capabilities(node.properties.get("capabilities"))
+def _record(node: IronicNode, caps: Mapping[str, str]) -> HostRecord:
     props: dict[str, PropertyValue] = {}
     for key, value in caps.items():
         if key in GPU_KEYS or key == "rdma":

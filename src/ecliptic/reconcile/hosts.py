@@ -26,8 +26,7 @@ from ecliptic.backends.ironic import (
     NodeBusy,
     NodeLocked,
     host_state,
-    node_to_host,
-    unfit,
+    node_record,
 )
 from ecliptic.phases import HostRolePhase, ServerPhase
 from ecliptic.reconcile.base import Context, IronicLink, Outcome, reconciler
@@ -83,10 +82,10 @@ def reconcile_ironic(ctx: Context, _object_id: str) -> Outcome:
 def node_view(n: IronicNode) -> NodeView:
     """What the sync needs of a node."""
     state, reason = host_state(n)
-    problem = unfit(n)
+    record, problem = node_record(n)
     return NodeView(
         uuid=n.uuid,
-        record=None if problem else node_to_host(n),
+        record=record,
         unfit=problem,
         state=state,
         reason=reason,
