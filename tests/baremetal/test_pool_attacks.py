@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ecliptic.services.pool import hypervisor_instance
-from tests.baremetal.conftest import enroll_pool, phases, pool_env
+from tests.baremetal.conftest import clean, enroll_pool, phases, pool_env
 from tests.conftest import _free_port
 from tests.crash.test_crash_safety import PASSWORD, Instance
 from tests.ironic_fixtures import IronicEnv, enroll, wait_state
@@ -145,3 +145,56 @@ def test_settings_that_do_not_parse_stop_serve_at_start(
     assert done.returncode != 0
     assert said in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.fixture
+def slow_pool_instance(
+    slow_ironic_env: IronicEnv, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Instance]]:
+    """``pool_instance`` on the slow Ironic (a deploy takes 3 s: time to act mid-way)."""
+    made: list[Instance] = []
+
+    def start(**extra: str) -> Instance:
+        pool_env(monkeypatch, tmp_path, slow_ironic_env.url, **extra)
+        inst = Instance(tmp_path / "data", sqlite_url)
+        inst.data_dir.mkdir(exist_ok=True)
+        inst.start()
+        made.append(inst)
+        return inst
+
+    yield start
+    for inst in made:
+        try:
+            clean(inst)
+        finally:
+            inst.stop()
+
+
+def test_bare_metal_asked_while_a_waited_for_hypervisor_is_built_moves_its_vm_away(
+    slow_ironic_env: IronicEnv, slow_pool_instance: Callable[..., Instance]
+) -> None:
+    enroll_pool(slow_ironic_env, 2)
+    inst = slow_pool_instance()
+    # An on-demand VM: placed on a bare-metal host of the pool, which the policy converts.
+    r = inst.call("POST", "/servers", {"name": "vm-1", "flavor": "m1.xlarge"})
+    assert r.status_code == 202, r.text
+    first = inst.wait_for(
+        lambda: next((n for n, p in phases(inst).items() if p == "TO_HYPERVISOR"), None),
+        "a conversion to hypervisor",
+        15,
+    )
+    other = ({"node-01", "node-02"} - {first}).pop()
+    # The operator wants that host as bare metal before it is done: the VM waiting for it
+    # goes elsewhere, and the policy does not undo the operator's choice.
+    r = inst.call("POST", f"/hosts/{first}/convert", {"to": "baremetal"})
+    assert r.status_code == 200, r.text
+    vm = inst.wait_for(
+        lambda: (s := inst.call("GET", "/servers/vm-1").json())["phase"] == "ACTIVE" and s,
+        "vm-1 ACTIVE",
+        60,
+    )
+    assert vm["host"] == other, vm
+    inst.wait_for(lambda: phases(inst)[first] == "BAREMETAL", f"{first} bare metal", 30)
+    said = [e["to_phase"] for e in inst.call("GET", f"/hosts/{first}/events").json()["items"]]
+    assert said.count("TO_HYPERVISOR") == 1, said
+    assert inst.call("POST", f"/hosts/{first}/convert", {"to": "auto"}).status_code == 200
