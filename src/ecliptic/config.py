@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ecliptic.scheduler.filters import FilterError, compile_filter
 
 
 def _data_dir() -> Path:
@@ -161,8 +163,8 @@ class IronicSettings:
     """Ironic's API endpoint, e.g. ``http://127.0.0.1:6385`` (``ECLIPTIC_IRONIC_URL``)."""
     username: str = ""
     """HTTP basic user (``ECLIPTIC_IRONIC_USERNAME``; empty: no authentication)."""
-    password: str = ""
-    """HTTP basic password (``ECLIPTIC_IRONIC_PASSWORD``)."""
+    password: str = field(default="", repr=False)
+    """HTTP basic password (``ECLIPTIC_IRONIC_PASSWORD``); never in a repr (nor a log)."""
     sync_s: float = 10.0
     """How often nodes are read back (``ECLIPTIC_IRONIC_SYNC_SECONDS``): enrolment,
     maintenance and retirement show up within this."""
@@ -201,6 +203,11 @@ def ironic_settings() -> IronicSettings | None:
     pool = env("ECLIPTIC_HYPERVISOR_POOL", "").strip()
     if len(pool) > 1000:
         raise InvalidSetting("ECLIPTIC_HYPERVISOR_POOL: at most 1000 characters")
+    if pool:
+        try:
+            compile_filter(pool)
+        except FilterError as exc:
+            raise InvalidSetting(f"ECLIPTIC_HYPERVISOR_POOL={pool!r}: {exc}") from None
     return IronicSettings(
         url=url,
         username=env("ECLIPTIC_IRONIC_USERNAME", ""),
@@ -241,8 +248,9 @@ class OidcSettings:
     """The provider's issuer URL (metadata at ``<issuer>/.well-known/openid-configuration``)."""
     client_id: str
     """Ecliptic's client id at the provider."""
-    client_secret: str = ""
-    """Ecliptic's client secret ('': a public client, which PKCE alone protects)."""
+    client_secret: str = field(default="", repr=False)
+    """Ecliptic's client secret ('': a public client, which PKCE alone protects); never in
+    a repr."""
     label: str = "Sign in with your institution"
     """Text of the sign-in button."""
     groups_claim: str = "groups"

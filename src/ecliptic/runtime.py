@@ -219,7 +219,8 @@ class Runtime:
         try:
             reconcile_ironic(self.ctx, SYNC)
         except Exception as exc:  # Ironic down at start: the work item retries
-            log.warning("Ironic (%s) not reachable yet: %s", self.settings.ironic, exc)
+            url = self.settings.ironic.url if self.settings.ironic else "?"
+            log.warning("Ironic (%s) not reachable yet: %s", url, exc)
         with self.db.write() as session:
             self.queue.enqueue(session, "ironic", SYNC)
             self.queue.enqueue(session, "pool", POOL)

@@ -116,3 +116,18 @@ def test_no_decision_ever_breaks_a_booking_or_touches_a_busy_host(
         else:
             assert h.phase == "HYPERVISOR" and not h.vm_need
             assert h.bm_need or not h.servers
+
+
+def test_a_hold_bookings_overrode_comes_back_once_they_are_gone() -> None:
+    got = plan(
+        [
+            host("a", "HYPERVISOR", hold="baremetal"),
+            host("b", hold="hypervisor"),
+            host("c", "HYPERVISOR", hold="baremetal", vm_need="lease 'x' has VM slots on it now"),
+            host("d", hold="hypervisor", bm_need="lease 'y' books it whole now"),
+        ],
+        NOW,
+        POLICY,
+    )
+    assert [(d.host, d.to) for d in got] == [("a", "baremetal"), ("b", "hypervisor")]
+    assert "the operator's bare-metal hold" in got[0].reason

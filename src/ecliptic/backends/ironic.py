@@ -108,8 +108,28 @@ failed or unprovided state one step nearer ``available``."""
 HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 NIC_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,14}$")
 PROPERTY_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+GPU_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
+MIG_PROFILE = re.compile(r"^[1-9][0-9]?g\.[1-9][0-9]{0,3}gb$")
 MAX_PROPERTY_VALUE = 256
 GPU_KEYS = frozenset({"gpu_model", "gpu_count", "gpu_memory_gb", "mig_profiles"})
+OWN_KEYS = frozenset({"resource_class", "cpu_arch", "ironic_node"})
+"""Properties a node's own fields give: a capability of that name (or ``trait.*``) would
+pass for them (a node without a resource class claiming the pool's), so it is dropped."""
+BOUNDS = {
+    "cpus": (1, 4096),
+    "memory_mb": (1, 64 * 1024 * 1024),
+    "local_gb": (0, 10_000_000),
+    "gpu_count": (1, 64),
+    "gpu_memory_gb": (0, 4096),
+    "speed_gbps": (0, 3200),
+    "sriov_vfs": (0, 1024),
+}
+"""What a node may say of itself: the inventory file's bounds (``backends/local/inventory``).
+Out of them a node is no host (one huge ``gpu_count`` would stall the scheduler, a huge
+``cpus`` would not fit the database and fail every sync)."""
+MAX_PROPERTIES = 128
+MAX_NICS = 32
+MAX_MIG_PROFILES = 16
 IMAGE_SCHEME = "ecliptic-image://"
 
 PropertyValue = str | int | float | bool
@@ -530,17 +550,67 @@ def host_state(node: IronicNode) -> tuple[str, str]:
 
 
 def node_to_host(node: IronicNode) -> HostRecord | None:
-    """The node as an inventory host; None when it lacks what a host needs (CPUs, memory)."""
-    vcpus = _int(node.properties.get("cpus"))
-    memory_mb = _int(node.properties.get("memory_mb"))
-    if not vcpus or vcpus < 1 or not memory_mb or memory_mb < 1:
-        return None
-    caps = capabilities(node.properties.get("capabilities"))
+    """The node as an inventory host; None when it is unfit to be one (``unfit`` says why)."""
+    return node_record(node)[0]
+
+
+def unfit(node: IronicNode) -> str:
+    """Why the node cannot be a host (no CPUs or memory, a value out of the inventory
+    file's bounds...); empty when it can."""
+    return node_record(node)[1]
+
+
+def node_record(node: IronicNode) -> tuple[HostRecord | None, str]:
+    """The node as a host, or None and why it cannot be one."""
+    p = node.properties
+    for key in ("cpus", "memory_mb"):
+        if _int(p.get(key)) is None:
+            return None, f"lacks {key} (a whole number in its properties)"
+    problems = [_out_of_bounds(k, k, _int(p.get(k))) for k in ("cpus", "memory_mb", "local_gb")]
+    caps = capabilities(p.get("capabilities"))
+    if caps.get("gpu_model", "").strip():
+        model = caps["gpu_model"].strip()
+        if not GPU_MODEL.match(model):
+            problems.append(f"capability gpu_model {model[:64]!r} is not a GPU model name")
+        for key in ("gpu_count", "gpu_memory_gb"):
+            problems.append(_out_of_bounds(f"capability {key}", key, _int(caps.get(key))))
+        profiles = [x.strip() for x in caps.get("mig_profiles", "").split("|") if x.strip()]
+        bad = [x for x in profiles if not MIG_PROFILE.match(x)]
+        if bad:
+            problems.append(f"mig_profiles {bad[0][:32]!r} is not of the form Ng.Mgb")
+        if len(profiles) > MAX_MIG_PROFILES:
+            problems.append(f"more than {MAX_MIG_PROFILES} mig_profiles")
+    if len(node.ports) > MAX_NICS:
+        problems.append(f"{len(node.ports)} ports (at most {MAX_NICS})")
+    for port in node.ports:
+        for key in ("speed_gbps", "sriov_vfs"):
+            label = f"port {port.address} {key}"
+            problems.append(_out_of_bounds(label, key, _int(port.extra.get(key))))
+    problem = "; ".join(x for x in problems if x)
+    if problem:
+        return None, problem
+    record = _record(node, caps)
+    if len(record.properties) > MAX_PROPERTIES:
+        return None, (
+            f"{len(record.properties)} properties from its capabilities and traits "
+            f"(at most {MAX_PROPERTIES})"
+        )
+    return record, ""
+
+
+def _out_of_bounds(label: str, key: str, value: int | None) -> str:
+    if value is None:
+        return ""
+    low, high = BOUNDS[key]
+    return "" if low <= value <= high else f"{label} {value} is out of range ({low} to {high})"
+
+
+def _record(node: IronicNode, caps: Mapping[str, str]) -> HostRecord:
     props: dict[str, PropertyValue] = {}
     for key, value in caps.items():
         if key in GPU_KEYS or key == "rdma":
             continue
-        _put(props, key, _typed(value))
+        _put(props, key, _typed(value), own=False)
     if isinstance(node.properties.get("cpu_arch"), str):
         _put(props, "cpu_arch", node.properties["cpu_arch"])
     if node.resource_class:
@@ -550,8 +620,8 @@ def node_to_host(node: IronicNode) -> HostRecord | None:
         _put(props, f"trait.{trait.lower()}", True)
     return HostRecord(
         name=node.name if node.name and HOST_NAME.match(node.name) else f"node-{node.uuid[:8]}",
-        vcpus=vcpus,
-        memory_mb=memory_mb,
+        vcpus=_int(node.properties.get("cpus")) or 0,
+        memory_mb=_int(node.properties.get("memory_mb")) or 0,
         disk_gb=max(_int(node.properties.get("local_gb")) or 0, 0),
         gpus=_gpus(caps),
         nics=_nics(node.ports, rdma=_typed(caps.get("rdma", "")) is True),
@@ -608,10 +678,13 @@ def _nics(ports: Sequence[PortInfo], *, rdma: bool) -> tuple[NicRecord, ...]:
     return tuple(nics)
 
 
-def _put(props: dict[str, PropertyValue], key: str, value: object) -> None:
+def _put(props: dict[str, PropertyValue], key: str, value: object, *, own: bool = True) -> None:
     """Store a property under a valid key (lower-cased, other characters as ``_``); drop
-    it when no valid key or value can be made of it."""
+    it when no valid key or value can be made of it, or when it is not the node's ``own``
+    field but would pass for one (``OWN_KEYS``, ``trait.*``)."""
     key = re.sub(r"[^a-z0-9_.-]", "_", key.strip().lower())
+    if not own and (key in OWN_KEYS or key.startswith("trait.")):
+        return
     if not PROPERTY_KEY.match(key) or isinstance(value, dict | list | tuple) or value is None:
         return
     if isinstance(value, str) and len(value) > MAX_PROPERTY_VALUE:

@@ -153,7 +153,9 @@ def deploy(ctx: Context, server_id: str, target: Target) -> Outcome | None:
             ironic_attempts=attempts + 1,
         )
         return Outcome(requeue_after=POLL_S)
-    if key == ours or node.busy:
+    # Ours but still available: a deploy half done (Ironic took the instance, then failed
+    # or went away before the deploy call) is started again below, not waited for.
+    if node.busy or (key == ours and node.provision_state != "available"):
         _step(ctx, server_id, f"Ironic: node {node.uuid} is {node.provision_state}")
         return Outcome(requeue_after=POLL_S)
     if node.maintenance:

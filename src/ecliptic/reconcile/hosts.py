@@ -21,7 +21,13 @@ from datetime import datetime
 from sqlalchemy import select
 
 from ecliptic import faults
-from ecliptic.backends.ironic import IronicNode, NodeBusy, NodeLocked, host_state, node_to_host
+from ecliptic.backends.ironic import (
+    IronicNode,
+    NodeBusy,
+    NodeLocked,
+    host_state,
+    node_record,
+)
 from ecliptic.phases import HostRolePhase, ServerPhase
 from ecliptic.reconcile.base import Context, IronicLink, Outcome, reconciler
 from ecliptic.services import credits
@@ -76,9 +82,11 @@ def reconcile_ironic(ctx: Context, _object_id: str) -> Outcome:
 def node_view(n: IronicNode) -> NodeView:
     """What the sync needs of a node."""
     state, reason = host_state(n)
+    record, problem = node_record(n)
     return NodeView(
         uuid=n.uuid,
-        record=node_to_host(n),
+        record=record,
+        unfit=problem,
         state=state,
         reason=reason,
         instance=instance_key(n.instance_uuid),
@@ -200,7 +208,9 @@ def _to_hypervisor(ctx: Context, link: IronicLink, host_id: str, node_id: str) -
             attempts=attempts + 1,
         )
         return Outcome(requeue_after=POLL_S)
-    if key == hv or node.busy:
+    # Ours but still available: a deploy half done (Ironic took the instance, then failed
+    # or went away before the deploy call) is started again below, not waited for.
+    if node.busy or (key == hv and node.provision_state != "available"):
         return Outcome(requeue_after=POLL_S)
     if node.maintenance:
         _say(ctx, host_id, f"waiting: node in maintenance ({node.maintenance_reason or '-'})")

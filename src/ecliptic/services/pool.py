@@ -37,6 +37,7 @@ from ecliptic.services.booking import Booking, host_info
 from ecliptic.services.caller import Caller
 from ecliptic.services.catalogue import fill_host
 from ecliptic.services.leases import LIVE, apply_host_state
+from ecliptic.services.servers import relocate
 from ecliptic.store.models import Event, Host, HostRole, Lease, LeaseAllocation, Meta, Server
 from ecliptic.store.transitions import created, move, note
 from ecliptic.store.workqueue import WorkQueue
@@ -110,6 +111,8 @@ class NodeView:
     instance: str
     """Its instance UUID, normalised (``instance_key``); empty when it carries none."""
     provision_state: str
+    unfit: str = ""
+    """Why the node cannot be a host (``record`` is then None); see ``backends.ironic``."""
 
 
 def ours(session: Session) -> set[str]:
@@ -143,7 +146,8 @@ def sync_nodes(
         if node.record is None:
             if host is None:
                 continue
-            state, reason = "down", f"Ironic: node {node.uuid} lacks cpus or memory_mb"
+            why = node.unfit or "lacks cpus or memory_mb"
+            state, reason = "down", f"Ironic: node {node.uuid} cannot be a host: {why}"
         else:
             if host is None:
                 name = node.record.name
@@ -253,6 +257,11 @@ def plan(hosts: Sequence[PoolHostView], now: datetime, policy: PoolPolicy) -> li
             out.append(Decision(h.name, "hypervisor", h.vm_need + held))
         elif h.phase == _H.HYPERVISOR and h.bm_need and not h.vm_need:
             out.append(Decision(h.name, "baremetal", h.bm_need))
+        # A hold that bookings overrode comes back once nothing needs the other role.
+        elif h.phase == _H.HYPERVISOR and h.hold == "baremetal" and not h.vm_need:
+            out.append(Decision(h.name, "baremetal", "the operator's bare-metal hold"))
+        elif h.phase == _H.BAREMETAL and h.hold == "hypervisor" and not h.bm_need:
+            out.append(Decision(h.name, "hypervisor", "the operator's hypervisor hold"))
     taken = {d.host for d in out}
     empty = [
         h
@@ -486,6 +495,8 @@ def convert(
                     "they end"
                 )
             role.hold = "baremetal"
+            if role.phase == _H.TO_HYPERVISOR:
+                _move_waiting_vms(session, engine, queue, role, now, f"asked by {who}")
             if role.phase not in (_H.BAREMETAL, _H.TO_BAREMETAL):
                 start_conversion(session, engine, queue, role, "baremetal", f"asked by {who}", now)
             else:
@@ -509,6 +520,36 @@ def convert(
         session.flush()
         engine.set_host(host_info(role.host))
         return role
+
+
+def _move_waiting_vms(
+    session: Session, engine: Engine, queue: WorkQueue, role: HostRole, now: datetime, why: str
+) -> None:
+    """Place elsewhere the VMs waiting for a host that is to be bare metal before it became a
+    hypervisor (its hold already keeps VMs off it); refused when one finds no room."""
+    session.flush()
+    engine.set_host(host_info(role.host))
+    name = role.host.name
+    stuck = [
+        held
+        for srv in live_servers_on(session, role.id)
+        if srv.kind != "baremetal"
+        and (
+            held := relocate(
+                session,
+                engine,
+                queue,
+                srv,
+                now,
+                why=f"host {name} is to be bare metal ({why}) before it became a hypervisor",
+            )
+        )
+    ]
+    if stuck:
+        raise Conflict(
+            f"host '{name}' is being made a hypervisor for servers waiting for it, and "
+            f"{'; '.join(stuck)}: it can be bare metal once they are gone or room is made"
+        )
 
 
 def drain(
