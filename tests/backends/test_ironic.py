@@ -202,7 +202,10 @@ def test_undeploy_cleans_the_node_and_frees_it(ironic_env: IronicEnv, client: Ir
     client.undeploy(node, instance)  # already on its way: nothing more
     freed = until(client, node, available)
     print(f"undeploy round trip: {time.monotonic() - t0:.2f} s")
-    assert "cleaning" in seen  # automated cleaning after the teardown
+    # Automated cleaning after the teardown: seen by polling, or (when it was quicker than a
+    # poll, under load) in Ironic's own record of the node's moves.
+    cleaned = f'Node {node} moved to provision state "cleaning" from state "deleting"'
+    assert "cleaning" in seen or cleaned in ironic_env.server.log(), seen
     # Ironic clears the instance itself on teardown; release finds nothing to do.
     assert freed.instance_uuid is None
     client.release(node, instance)

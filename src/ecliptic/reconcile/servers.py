@@ -113,6 +113,8 @@ def reconcile_server(ctx: Context, server_id: str) -> Outcome:
             # Deleted while we built it: the delete request is queued and will clean up.
             return Outcome(requeue_after=0)
         row.status = {
+            # What Ironic did for a bare-metal server (its node, how long it deployed) stays.
+            **{k: v for k, v in row.status.items() if k.startswith("ironic_")},
             "backend_ref": status.backend_ref,
             "host": status.host,
             "limits_applied": status.limits_applied,
