@@ -235,11 +235,4 @@ def host_drain(name: HostName) -> None:
 def host_events(name: HostName) -> None:
     """Show what happened to a host's role in the pool, and why."""
     rows = client().hosts.events(name)
-    emit(
-        rows,
-        lambda: output.table(
-            ["AT", "FROM", "TO", "REASON"],
-            [[output.when(e.at), e.from_phase, e.to_phase, e.reason] for e in rows],
-            empty="no events",
-        ),
-    )
+    emit(rows, lambda: output.events_table(rows))

@@ -743,14 +743,7 @@ def _ended_text(before: LeaseOut, after: LeaseOut) -> str:
 def events(name: Name) -> None:
     """Show what happened to a lease, and why."""
     rows = client().leases.events(name)
-    emit(
-        rows,
-        lambda: output.table(
-            ["AT", "FROM", "TO", "REASON"],
-            [[output.when(e.at), e.from_phase, e.to_phase, e.reason] for e in rows],
-            empty="no events",
-        ),
-    )
+    emit(rows, lambda: output.events_table(rows))
 
 
 def _window_hosts(w: WindowOut) -> str:

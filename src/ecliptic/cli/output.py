@@ -86,6 +86,15 @@ def cell(value: Any) -> Text:
     return Text(text, style=PHASE_STYLES.get(text, ""))
 
 
+def events_table(rows: Sequence[Any]) -> None:
+    """Phase changes (``EventOut``: at, from, to, reason) as a table, oldest first."""
+    table(
+        ["AT", "FROM", "TO", "REASON"],
+        [[when(e.at), e.from_phase, e.to_phase, e.reason] for e in rows],
+        empty="no events",
+    )
+
+
 def table(
     columns: Sequence[str],
     rows: Iterable[Sequence[Any]],

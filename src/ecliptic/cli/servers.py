@@ -458,14 +458,7 @@ def wait(
 def events(name: Name) -> None:
     """Show a server's phase changes and why they happened."""
     rows = client().servers.events(name)
-    emit(
-        rows,
-        lambda: output.table(
-            ["AT", "FROM", "TO", "REASON"],
-            [[output.when(e.at), e.from_phase, e.to_phase, e.reason] for e in rows],
-            empty="no events",
-        ),
-    )
+    emit(rows, lambda: output.events_table(rows))
 
 
 @command(

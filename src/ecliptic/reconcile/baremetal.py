@@ -12,7 +12,6 @@ the server's row, and so the host's room, goes only once Ironic says ``available
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import NoReturn
 
 from sqlalchemy import select
@@ -21,7 +20,14 @@ from ecliptic import faults
 from ecliptic.backends.ironic import IronicError, NodeBusy, NodeLocked
 from ecliptic.phases import ServerPhase
 from ecliptic.reconcile.base import Context, IronicLink, Outcome
-from ecliptic.reconcile.hosts import CLEANING_STATES, FAILED_STATES, LOCKED_S, POLL_S, WAIT_S
+from ecliptic.reconcile.hosts import (
+    CLEANING_STATES,
+    FAILED_STATES,
+    LOCKED_S,
+    POLL_S,
+    WAIT_S,
+    seconds_since,
+)
 from ecliptic.reconcile.hosts import host_ready_for as _ready
 from ecliptic.services.pool import POOL, instance_key
 from ecliptic.store.models import Membership, Server, UserSshKey
@@ -81,15 +87,6 @@ def _step(ctx: Context, server_id: str, reason: str, **status: object) -> None:
             note(session, row, reason)
 
 
-def _since(iso: object, now: datetime) -> float:
-    if not isinstance(iso, str):
-        return 0.0
-    try:
-        return max(0.0, (now - datetime.fromisoformat(iso)).total_seconds())
-    except ValueError:
-        return 0.0
-
-
 def _give_up(ctx: Context, server_id: str, reason: str) -> NoReturn:
     """Fail the server's deployment for good: it stays in ERROR (with ``reason``) until it
     is deleted, even should Ironic finish the deployment later."""
@@ -127,11 +124,11 @@ def deploy(ctx: Context, server_id: str, target: Target) -> Outcome | None:
         )
     if key == ours and node.provision_state == "active" and not node.busy:
         if "ironic_deploy_s" not in status:
-            took = _since(status.get("ironic_started_at"), now)
+            took = seconds_since(status.get("ironic_started_at"), now)
             _step(ctx, server_id, "Ironic says active", ironic_deploy_s=round(took, 3))
         return None
     started = status.get("ironic_started_at")
-    if started and _since(started, now) > link.settings.deploy_timeout.total_seconds():
+    if started and seconds_since(started, now) > link.settings.deploy_timeout.total_seconds():
         _give_up(
             ctx,
             server_id,

@@ -137,7 +137,8 @@ def reconcile_host_role(ctx: Context, host_id: str) -> Outcome:
     return Outcome()
 
 
-def _since(iso: object, now: datetime) -> float:
+def seconds_since(iso: object, now: datetime) -> float:
+    """Seconds from a time stored in a status (ISO text) to ``now``; 0 when there is none."""
     if not isinstance(iso, str):
         return 0.0
     try:
@@ -179,7 +180,7 @@ def _to_hypervisor(ctx: Context, link: IronicLink, host_id: str, node_id: str) -
         if role is None or role.phase != _H.TO_HYPERVISOR:
             return Outcome(requeue_after=0)
         status, name = dict(role.status), role.host.name
-    if _since(status.get("started_at"), now) > link.settings.deploy_timeout.total_seconds():
+    if seconds_since(status.get("started_at"), now) > link.settings.deploy_timeout.total_seconds():
         return _fail(
             ctx,
             host_id,
@@ -241,8 +242,8 @@ def _to_hypervisor(ctx: Context, link: IronicLink, host_id: str, node_id: str) -
 def _became_hypervisor(
     ctx: Context, host_id: str, now: datetime, status: dict[str, object]
 ) -> Outcome:
-    took = _since(status.get("started_at"), now)
-    ironic_took = _since(status.get("deploy_started_at"), now)
+    took = seconds_since(status.get("started_at"), now)
+    ironic_took = seconds_since(status.get("deploy_started_at"), now)
     with ctx.booking.transaction(credits.CREDITS_LOCK) as (session, engine):
         role = session.get(HostRole, host_id)
         if role is None or role.phase != _H.TO_HYPERVISOR:
@@ -358,7 +359,7 @@ def _to_baremetal(ctx: Context, link: IronicLink, host_id: str, node_id: str) ->
         role = session.get(HostRole, host_id)
         if role is None or role.phase != _H.TO_BAREMETAL:
             return Outcome()
-        took = _since(role.status.get("started_at"), now)
+        took = seconds_since(role.status.get("started_at"), now)
         role.idle_since = None
         role.status = {k: v for k, v in role.status.items() if k not in ("drained", "attempts")} | {
             "handed_back_s": round(took, 3)
