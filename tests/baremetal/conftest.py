@@ -56,6 +56,7 @@ def _instances(
     env: IronicEnv, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., Instance]]:
     made: list[Instance] = []
+    armed: set[int] = set()
 
     def start(crash_at: str = "", **extra: str) -> Instance:
         pool_env(monkeypatch, tmp_path, env.url, **extra)
@@ -63,15 +64,19 @@ def _instances(
         inst.data_dir.mkdir(exist_ok=True)
         inst.start(crash_at=crash_at)
         made.append(inst)
+        if crash_at:
+            armed.add(id(inst))
         return inst
 
     yield start
-    for inst in made:
+    for inst in made[:-1]:
         inst.stop()
     if made:
         inst = made[-1]
         try:
-            inst.start()
+            if id(inst) in armed or inst.proc is None or inst.proc.poll() is not None:
+                inst.stop()
+                inst.start()  # without its crash point, or killed by the test: to clean
             clean(inst)
         finally:
             inst.stop()
