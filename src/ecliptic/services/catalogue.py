@@ -158,9 +158,11 @@ def _no_use() -> dict[str, Any]:
     return {"vcpus": 0, "mem": 0, "disk": 0, "gpus": {}, "n": 0, "bm": False}
 
 
-def host_usage(session: Session) -> list[HostUsage]:
-    """Every host with what its live servers hold, for placement and listing."""
-    hosts = list(session.scalars(select(Host).order_by(Host.name)))
+def host_usage(session: Session, hosts: list[Host] | None = None) -> list[HostUsage]:
+    """Every host (or those given) with what its live servers hold, for placement and
+    listing."""
+    if hosts is None:
+        hosts = list(session.scalars(select(Host).order_by(Host.name)))
     used: dict[str, dict[str, Any]] = {}
     rows = session.execute(
         select(
@@ -207,5 +209,6 @@ def list_hosts(db: Database, caller: Caller) -> list[tuple[Host, HostUsage]]:
     """Hosts with their usage (administrators only)."""
     caller.require_admin("see the host inventory")
     with db.read() as session:
-        usage = {u.name: u for u in host_usage(session)}
-        return [(h, usage[h.name]) for h in session.scalars(select(Host).order_by(Host.name))]
+        # One list of hosts for both: the Ironic sync may add one between two reads.
+        hosts = list(session.scalars(select(Host).order_by(Host.name)))
+        return list(zip(hosts, host_usage(session, hosts), strict=True))
