@@ -32,6 +32,7 @@ def _front(served: Served, host: str, path: str, bearer: str) -> httpx.Response:
 
 def _terminal_says(served: Served, host: str, bearer: str, command: str, want: str) -> None:
     """Type ``command`` into the browser terminal through the gateway; see ``want``."""
+    _front(served, host, "/", bearer)  # the front routes the service (it follows READY)
     sock = socket.create_connection(("127.0.0.1", served.http_port))
     with connect(
         f"ws://{host}/ws", sock=sock, proxy=None, additional_headers={"Authorization": bearer}
